@@ -1,0 +1,130 @@
+//! Runs each subcommand: glues data, training, the store and the gate together and prints what
+//! happened. Stdout carries results for scripts (for `train`, the version id is the last line);
+//! logs go to stderr.
+
+use std::io::Read as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::api::{self, PredictRequest};
+use crate::cli::{Cli, Command, PredictConfig, TrainConfig};
+use crate::data::Dataset;
+use crate::store::{now_rfc3339, Pointer, Store, VersionId};
+use crate::train;
+use crate::validate::{self, GateConfig, Outcome};
+
+/// Exit code of a validation that ran and said no.
+pub const EXIT_REJECTED: u8 = 1;
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let store = cli.store();
+    match cli.command {
+        Command::Train(args) => {
+            let version = train_and_publish(&store, &TrainConfig::try_from(args)?)?;
+            println!("{version}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate(args) => validate_and_promote(&store, &GateConfig::try_from(args)?),
+        Command::Predict(args) => {
+            predict(&store, PredictConfig::try_from(args)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `limen train`: fit, publish a new version, point `candidate` at it. Nothing is written unless
+/// the data loads and the fit succeeds.
+pub fn train_and_publish(store: &Store, cfg: &TrainConfig) -> anyhow::Result<VersionId> {
+    let data = Dataset::load(&cfg.data, &cfg.features, &cfg.label_column)?;
+    let started = std::time::Instant::now();
+    let trained = train::train(&data, &cfg.params)?;
+    let m = trained.metrics();
+    let created_at = now_rfc3339();
+    let name = &cfg.model;
+    let version = store.publish(name, |v| {
+        trained
+            .artifact(name.as_str(), v.get(), &created_at)
+            .to_json_bytes()
+    })?;
+    {
+        let _lock = store.lock(name)?;
+        store.write_pointer(name, Pointer::Candidate, version)?;
+    }
+    tracing::info!(
+        model = %name,
+        %version,
+        rows = data.rows(),
+        train_accuracy = m.train_accuracy,
+        cv_accuracy = m.cv_accuracy,
+        fit_ms = started.elapsed().as_millis() as u64,
+        "published candidate"
+    );
+    let cv = m.cv_accuracy.map_or("off".to_owned(), |a| {
+        format!("{a:.4} ({}-fold stratified)", m.cv_folds)
+    });
+    println!(
+        "trained {name} on {} rows of {} (features: {})",
+        data.rows(),
+        data.path.display(),
+        data.feature_names.join(", ")
+    );
+    println!(
+        "  train accuracy {:.4}, log loss {:.4}, CV accuracy {cv}",
+        m.train_accuracy, m.train_log_loss
+    );
+    println!(
+        "published {name}/{version} as candidate in {}",
+        store.root().display()
+    );
+    Ok(version)
+}
+
+/// `limen validate`: run the gate; exit 1 when it rejects the candidate.
+pub fn validate_and_promote(store: &Store, cfg: &GateConfig) -> anyhow::Result<ExitCode> {
+    let report = validate::run(store, cfg)?;
+    match report.outcome {
+        Outcome::Promoted | Outcome::AlreadyProduction => {
+            println!("{report}");
+            tracing::info!(model = %report.model, version = %report.candidate, outcome = ?report.outcome, "validation passed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Rejected => {
+            // The verdict goes to stdout with the evidence, and the reason to stderr for logs.
+            println!("{report}");
+            for check in report.failed_checks() {
+                eprintln!("validation failed: {}: {}", check.name, check.detail);
+            }
+            Ok(ExitCode::from(EXIT_REJECTED))
+        }
+    }
+}
+
+/// `limen predict`: print what the server's `/predict` would answer.
+pub fn predict(store: &Store, cfg: PredictConfig) -> anyhow::Result<()> {
+    let name = &cfg.model;
+    store.require_model(name)?;
+    let version = match cfg.version {
+        Some(v) => v,
+        None => store.read_pointer(name, Pointer::Production)?.with_context(|| {
+            format!("model {name:?} has no production version: run `limen validate --model {name}`, or pass --version")
+        })?,
+    };
+    let model = validate::load_verified(store, name, version)
+        .with_context(|| format!("cannot load {name}/{version}"))?;
+    let body = match cfg.body {
+        Some(body) => body,
+        None => {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .context("cannot read the JSON request from stdin")?;
+            body
+        }
+    };
+    let request = PredictRequest::parse(&body)?;
+    let answer = api::answer(&model, &request)?;
+    println!("{}", String::from_utf8_lossy(&answer));
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! The command line: clap definitions (`*Args`, raw input) and their checked forms (`*Config`).
+//!
+//! Every flag can also be set by an environment variable `LIMEN_…`, so pipeline tasks and
+//! Kubernetes manifests configure limen without rewriting commands. No I/O happens here.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::store::{ModelName, Store, VersionId};
+use crate::train::{Objective, TrainParams};
+use crate::validate::GateConfig;
+
+/// limen: train, validate and hot-serve versioned models from a shared store.
+#[derive(Debug, Parser)]
+#[command(name = "limen", version, about)]
+pub struct Cli {
+    /// Model store folder. Falls back to $MOUNT_PATH (set by Liminal pipelines), then ./models.
+    #[arg(long, global = true, env = "LIMEN_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// Log format on stderr: human-readable lines, or JSON lines for CloudWatch and friends.
+    #[arg(long, global = true, env = "LIMEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `limen=debug`).
+    #[arg(long, global = true, env = "LIMEN_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fit a model on a CSV file and publish it as a new candidate version.
+    Train(TrainArgs),
+    /// Put the candidate through the quality gate and promote it to production if it passes.
+    ///
+    /// Exit codes: 0 promoted (or already production), 1 a check failed (production untouched),
+    /// 2 usage, I/O or a corrupt candidate.
+    Validate(ValidateArgs),
+    /// Score one instance with a stored model and print the JSON `/predict` would answer.
+    Predict(PredictArgs),
+}
+
+impl Cli {
+    /// The store root: `--store`/`LIMEN_STORE`, else `MOUNT_PATH`, else `./models`.
+    pub fn store(&self) -> Store {
+        let root = self
+            .store
+            .clone()
+            .or_else(|| {
+                std::env::var_os("MOUNT_PATH")
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("models"));
+        Store::new(root)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training data: a CSV file with a header line.
+    #[arg(long, env = "LIMEN_DATA", default_value = "data/iris.csv")]
+    pub data: PathBuf,
+
+    /// Model name in the store: 1-64 of a-z, 0-9, '.', '_', '-'.
+    #[arg(long, env = "LIMEN_MODEL", default_value = "iris")]
+    pub model: String,
+
+    /// Feature columns, comma-separated, in the order requests will be read.
+    #[arg(
+        long,
+        env = "LIMEN_FEATURES",
+        value_delimiter = ',',
+        default_value = "petal_width"
+    )]
+    pub features: Vec<String>,
+
+    /// Column holding the class labels.
+    #[arg(long, env = "LIMEN_LABEL_COLUMN", default_value = "species")]
+    pub label_column: String,
+
+    /// Positive class of a one-vs-rest binary model (the reference: virginica vs the rest).
+    #[arg(long, env = "LIMEN_TARGET", default_value = "virginica")]
+    pub target: String,
+
+    /// Learn every class with a multinomial (softmax) model instead of one-vs-rest.
+    #[arg(long, env = "LIMEN_MULTICLASS", conflicts_with = "target")]
+    pub multiclass: bool,
+
+    /// L2 penalty strength; 1.0 equals scikit-learn's LogisticRegression() default C=1.
+    #[arg(long, env = "LIMEN_ALPHA", default_value_t = 1.0)]
+    pub alpha: f64,
+
+    /// Maximum L-BFGS iterations.
+    #[arg(long, env = "LIMEN_MAX_ITER", default_value_t = 100)]
+    pub max_iter: u64,
+
+    /// Gradient-norm tolerance at which L-BFGS stops.
+    #[arg(long, env = "LIMEN_GRADIENT_TOLERANCE", default_value_t = 1e-4)]
+    pub gradient_tolerance: f64,
+
+    /// Folds of stratified cross-validation recorded in the metrics; 0 turns it off.
+    #[arg(long, env = "LIMEN_CV_FOLDS", default_value_t = 5)]
+    pub cv_folds: usize,
+}
+
+/// Checked settings for `limen train`.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub data: PathBuf,
+    pub model: ModelName,
+    pub features: Vec<String>,
+    pub label_column: String,
+    pub params: TrainParams,
+}
+
+impl TryFrom<TrainArgs> for TrainConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: TrainArgs) -> anyhow::Result<Self> {
+        let model: ModelName = args.model.parse()?;
+        let features: Vec<String> = args
+            .features
+            .iter()
+            .map(|f| f.trim().to_owned())
+            .filter(|f| !f.is_empty())
+            .collect();
+        anyhow::ensure!(
+            !features.is_empty(),
+            "--features needs at least one column name"
+        );
+        let objective = if args.multiclass {
+            Objective::Multiclass
+        } else {
+            Objective::OneVsRest {
+                positive: args.target,
+            }
+        };
+        let params = TrainParams::new(
+            objective,
+            args.alpha,
+            args.max_iter,
+            args.gradient_tolerance,
+            args.cv_folds,
+        )?;
+        Ok(Self {
+            data: args.data,
+            model,
+            features,
+            label_column: args.label_column,
+            params,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Model whose candidate to validate.
+    #[arg(long, env = "LIMEN_MODEL", default_value = "iris")]
+    pub model: String,
+
+    /// Evaluation data (CSV); defaults to the file the candidate was trained on.
+    #[arg(long, env = "LIMEN_EVAL_DATA")]
+    pub data: Option<PathBuf>,
+
+    /// Minimum accuracy on the evaluation data, between 0 and 1.
+    #[arg(long, env = "LIMEN_MIN_ACCURACY", default_value_t = 0.9)]
+    pub min_accuracy: f64,
+
+    /// How much accuracy the candidate may lose against production, between 0 and 1.
+    #[arg(long, env = "LIMEN_TOLERANCE", default_value_t = 0.01)]
+    pub tolerance: f64,
+}
+
+impl TryFrom<ValidateArgs> for GateConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: ValidateArgs) -> anyhow::Result<Self> {
+        let unit = 0.0..=1.0;
+        anyhow::ensure!(
+            unit.contains(&args.min_accuracy),
+            "--min-accuracy must be between 0 and 1, got {}",
+            args.min_accuracy
+        );
+        anyhow::ensure!(
+            unit.contains(&args.tolerance),
+            "--tolerance must be between 0 and 1, got {}",
+            args.tolerance
+        );
+        Ok(Self {
+            model: args.model.parse()?,
+            data: args.data,
+            min_accuracy: args.min_accuracy,
+            tolerance: args.tolerance,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Model to score with.
+    #[arg(long, env = "LIMEN_MODEL", default_value = "iris")]
+    pub model: String,
+
+    /// Version to score with; defaults to the production version.
+    #[arg(long)]
+    pub version: Option<String>,
+
+    /// Feature values as NAME=VALUE; with none, a JSON object is read from stdin.
+    #[arg(value_name = "NAME=VALUE")]
+    pub features: Vec<String>,
+}
+
+/// Checked settings for `limen predict`.
+#[derive(Debug, Clone)]
+pub struct PredictConfig {
+    pub model: ModelName,
+    pub version: Option<VersionId>,
+    /// The request body, when given as arguments; `None` means read stdin.
+    pub body: Option<Vec<u8>>,
+}
+
+impl TryFrom<PredictArgs> for PredictConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: PredictArgs) -> anyhow::Result<Self> {
+        let version = args.version.as_deref().map(str::parse).transpose()?;
+        let body = if args.features.is_empty() {
+            None
+        } else {
+            let mut object = serde_json::Map::new();
+            for pair in &args.features {
+                let (name, value) = pair.split_once('=').with_context(|| {
+                    format!("{pair:?} is not NAME=VALUE (e.g. petal_width=2.1)")
+                })?;
+                object.insert(name.trim().to_owned(), value.trim().into());
+            }
+            Some(serde_json::to_vec(&object)?)
+        };
+        Ok(Self {
+            model: args.model.parse()?,
+            version,
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("limen").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn train_defaults_reproduce_the_reference_example() {
+        let Command::Train(args) = parse(&["train"]).unwrap().command else {
+            panic!("not train")
+        };
+        let cfg = TrainConfig::try_from(args).unwrap();
+        assert_eq!(cfg.model.as_str(), "iris");
+        assert_eq!(cfg.features, vec!["petal_width"]);
+        assert_eq!(
+            cfg.params.objective(),
+            &Objective::OneVsRest {
+                positive: "virginica".into()
+            }
+        );
+    }
+
+    #[test]
+    fn target_and_multiclass_exclude_each_other() {
+        assert!(parse(&["train", "--multiclass", "--target", "setosa"]).is_err());
+        assert!(parse(&["train", "--multiclass", "--features", "a,b"]).is_ok());
+    }
+
+    #[test]
+    fn bad_names_and_ranges_are_refused_before_any_io() {
+        let Command::Train(args) = parse(&["train", "--model", "../etc"]).unwrap().command else {
+            panic!()
+        };
+        assert!(TrainConfig::try_from(args).is_err());
+        let Command::Validate(args) = parse(&["validate", "--min-accuracy", "1.5"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert!(GateConfig::try_from(args).is_err());
+    }
+
+    #[test]
+    fn predict_arguments_become_a_json_body() {
+        let Command::Predict(args) = parse(&["predict", "petal_width=2.1"]).unwrap().command else {
+            panic!()
+        };
+        let cfg = PredictConfig::try_from(args).unwrap();
+        assert_eq!(cfg.body.unwrap(), br#"{"petal_width":"2.1"}"#);
+        let Command::Predict(args) = parse(&["predict", "petal_width"]).unwrap().command else {
+            panic!()
+        };
+        assert!(PredictConfig::try_from(args).is_err());
+    }
+}

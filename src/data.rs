@@ -1,0 +1,356 @@
+//! Training data: a CSV file becomes a feature matrix, labels and per-feature statistics.
+//!
+//! Owns every schema error a data file can raise, each naming the file, line and column, so a
+//! pipeline log tells the data team exactly which cell to fix. Knows nothing of models or stores.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use sha2::{Digest, Sha256};
+
+/// What can be wrong with a training or evaluation data file.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read data file {path} (check --data / LIMEN_DATA)")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data file {path} is empty: it needs a header line and at least one row")]
+    Empty { path: PathBuf },
+    #[error("data file {path} has no column {column:?}; its columns are: {available}")]
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        available: String,
+    },
+    #[error("data file {path} names column {column:?} twice in its header")]
+    DuplicateColumn { path: PathBuf, column: String },
+    #[error("data file {path}, line {line}, column {column:?}: {value:?} is not a number")]
+    NotNumeric {
+        path: PathBuf,
+        line: u64,
+        column: String,
+        value: String,
+    },
+    #[error("data file {path}, line {line}, column {column:?}: {value:?} is not a finite number")]
+    NotFinite {
+        path: PathBuf,
+        line: u64,
+        column: String,
+        value: String,
+    },
+    #[error("data file {path}, line {line}, column {column:?}: the label is empty")]
+    EmptyLabel {
+        path: PathBuf,
+        line: u64,
+        column: String,
+    },
+    #[error("data file {path} is not valid CSV")]
+    Csv {
+        path: PathBuf,
+        #[source]
+        source: csv::Error,
+    },
+    #[error("no feature columns were asked for; pass at least one name to --features")]
+    NoFeatures,
+}
+
+/// Summary statistics of one feature over the rows it was computed on.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureStats {
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    /// Population standard deviation (ddof = 0, as scikit-learn's `StandardScaler`).
+    pub std: f64,
+}
+
+/// A parsed data file: the chosen feature columns in the order asked for, and the label column.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes, hex encoded: provenance for the model trained on it.
+    pub sha256: String,
+    pub feature_names: Vec<String>,
+    pub label_column: String,
+    /// One row per data row, one column per entry of `feature_names`.
+    pub x: Array2<f64>,
+    pub labels: Vec<String>,
+}
+
+impl Dataset {
+    /// Reads `path` and keeps `features` (in that order) and `label_column`.
+    ///
+    /// Fails with a [`DataError`] naming the line and column of the first bad cell; extra columns
+    /// are ignored.
+    pub fn load(path: &Path, features: &[String], label_column: &str) -> Result<Self, DataError> {
+        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &bytes, features, label_column)
+    }
+
+    /// Parses CSV `bytes` as if read from `path` (used in errors and provenance).
+    pub fn parse(
+        path: &Path,
+        bytes: &[u8],
+        features: &[String],
+        label_column: &str,
+    ) -> Result<Self, DataError> {
+        if features.is_empty() {
+            return Err(DataError::NoFeatures);
+        }
+        let csv_err = |source| DataError::Csv {
+            path: path.to_owned(),
+            source,
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(bytes);
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(csv_err)?
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        if header.iter().all(String::is_empty) {
+            return Err(DataError::Empty {
+                path: path.to_owned(),
+            });
+        }
+        let column_index = |name: &str| -> Result<usize, DataError> {
+            let mut hits = header.iter().enumerate().filter(|(_, h)| *h == name);
+            let first = hits.next().map(|(i, _)| i);
+            if hits.next().is_some() {
+                return Err(DataError::DuplicateColumn {
+                    path: path.to_owned(),
+                    column: name.to_owned(),
+                });
+            }
+            first.ok_or_else(|| DataError::MissingColumn {
+                path: path.to_owned(),
+                column: name.to_owned(),
+                available: header.join(", "),
+            })
+        };
+        let feature_idx = features
+            .iter()
+            .map(|f| column_index(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let label_idx = column_index(label_column)?;
+
+        let mut values = Vec::new();
+        let mut labels = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(csv_err)?;
+            let line = record.position().map_or(0, |p| p.line());
+            for (&idx, name) in feature_idx.iter().zip(features) {
+                let cell = record.get(idx).unwrap_or_default();
+                values.push(parse_cell(path, line, name, cell)?);
+            }
+            let label = record.get(label_idx).unwrap_or_default();
+            if label.is_empty() {
+                return Err(DataError::EmptyLabel {
+                    path: path.to_owned(),
+                    line,
+                    column: label_column.to_owned(),
+                });
+            }
+            labels.push(label.to_owned());
+        }
+        if labels.is_empty() {
+            return Err(DataError::Empty {
+                path: path.to_owned(),
+            });
+        }
+        let x = Array2::from_shape_vec((labels.len(), features.len()), values).map_err(|_| {
+            DataError::Empty {
+                path: path.to_owned(),
+            }
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            sha256: sha256_hex(bytes),
+            feature_names: features.to_vec(),
+            label_column: label_column.to_owned(),
+            x,
+            labels,
+        })
+    }
+
+    /// Number of data rows.
+    pub fn rows(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Min, max, mean and population standard deviation of every feature column.
+    pub fn feature_stats(&self) -> Vec<FeatureStats> {
+        self.x
+            .columns()
+            .into_iter()
+            .map(|col| {
+                let n = col.len() as f64;
+                let mean = col.sum() / n;
+                let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+                FeatureStats {
+                    min: col.iter().copied().fold(f64::INFINITY, f64::min),
+                    max: col.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    mean,
+                    std: var.sqrt(),
+                }
+            })
+            .collect()
+    }
+
+    /// A dataset of the given rows (in that order), for cross-validation folds.
+    pub fn subset(&self, rows: &[usize]) -> Self {
+        Self {
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+            feature_names: self.feature_names.clone(),
+            label_column: self.label_column.clone(),
+            x: self.x.select(ndarray::Axis(0), rows),
+            labels: rows.iter().map(|&i| self.labels[i].clone()).collect(),
+        }
+    }
+
+    /// The distinct labels, sorted.
+    pub fn classes(&self) -> Vec<String> {
+        let mut classes = self.labels.clone();
+        classes.sort();
+        classes.dedup();
+        classes
+    }
+}
+
+fn parse_cell(path: &Path, line: u64, column: &str, cell: &str) -> Result<f64, DataError> {
+    let value: f64 = cell.parse().map_err(|_| DataError::NotNumeric {
+        path: path.to_owned(),
+        line,
+        column: column.to_owned(),
+        value: cell.to_owned(),
+    })?;
+    if !value.is_finite() {
+        return Err(DataError::NotFinite {
+            path: path.to_owned(),
+            line,
+            column: column.to_owned(),
+            value: cell.to_owned(),
+        });
+    }
+    Ok(value)
+}
+
+/// Hex-encoded SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, features: &[&str]) -> Result<Dataset, DataError> {
+        let features: Vec<String> = features.iter().map(|s| s.to_string()).collect();
+        Dataset::parse(Path::new("t.csv"), text.as_bytes(), &features, "species")
+    }
+
+    #[test]
+    fn parses_the_requested_columns_in_the_requested_order() {
+        let ds = parse("a,b,species\n1,2,x\n3,4,y\n", &["b", "a"]).unwrap();
+        assert_eq!(ds.x, ndarray::array![[2.0, 1.0], [4.0, 3.0]]);
+        assert_eq!(ds.labels, vec!["x", "y"]);
+        assert_eq!(ds.classes(), vec!["x", "y"]);
+        assert_eq!(ds.rows(), 2);
+    }
+
+    #[test]
+    fn a_missing_column_names_the_columns_that_exist() {
+        let err = parse("a,b,species\n1,2,x\n", &["petal_wdth"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DataError::MissingColumn { .. }));
+        assert!(
+            msg.contains("petal_wdth") && msg.contains("a, b, species"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_non_numeric_cell_names_line_and_column() {
+        let err = parse("a,species\n1,x\nabc,y\n", &["a"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, DataError::NotNumeric { line: 3, .. }),
+            "{msg}"
+        );
+        assert!(msg.contains("line 3") && msg.contains("\"a\"") && msg.contains("abc"));
+    }
+
+    #[test]
+    fn non_finite_cells_are_refused() {
+        for bad in ["NaN", "inf", "-inf", "1e999"] {
+            let err = parse(&format!("a,species\n{bad},x\n"), &["a"]).unwrap_err();
+            assert!(
+                matches!(err, DataError::NotFinite { line: 2, .. }),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_inputs_are_refused() {
+        assert!(matches!(parse("", &["a"]), Err(DataError::Empty { .. })));
+        assert!(matches!(
+            parse("a,species\n", &["a"]),
+            Err(DataError::Empty { .. })
+        ));
+        assert!(matches!(
+            parse("a,species\n1,x\n", &[]),
+            Err(DataError::NoFeatures)
+        ));
+    }
+
+    #[test]
+    fn ragged_rows_and_empty_labels_are_refused() {
+        assert!(matches!(
+            parse("a,species\n1,x,extra\n", &["a"]),
+            Err(DataError::Csv { .. })
+        ));
+        assert!(matches!(
+            parse("a,species\n1,\n", &["a"]),
+            Err(DataError::EmptyLabel { line: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn duplicate_header_columns_are_refused() {
+        assert!(matches!(
+            parse("a,a,species\n1,2,x\n", &["a"]),
+            Err(DataError::DuplicateColumn { .. })
+        ));
+    }
+
+    #[test]
+    fn feature_stats_are_population_statistics() {
+        let ds = parse("a,species\n1,x\n2,x\n3,y\n4,y\n", &["a"]).unwrap();
+        let s = ds.feature_stats()[0];
+        assert_eq!((s.min, s.max, s.mean), (1.0, 4.0, 2.5));
+        assert!((s.std - 1.25f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_shipped_iris_file_parses() {
+        let features: Vec<String> = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/iris.csv");
+        let ds = Dataset::load(&path, &features, "species").unwrap();
+        assert_eq!(ds.x.dim(), (150, 4));
+        assert_eq!(ds.classes(), vec!["setosa", "versicolor", "virginica"]);
+        assert_eq!(ds.sha256.len(), 64);
+    }
+}

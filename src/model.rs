@@ -1,0 +1,697 @@
+//! The model artifact (`model.json`): its documented schema, its integrity check, and prediction.
+//!
+//! `model.json` is limen's own format (`limen.model/v1`, described in `models/README.md`), not a
+//! pickle and not linfa's serde internals: any tool can read it, and the weights are all a
+//! prediction needs. Every file carries a SHA-256 checksum over its canonical JSON form, so a
+//! truncated, bit-flipped or hand-edited file is refused on load. No file or async I/O here.
+
+use std::io::Write as _;
+
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut1};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::data::{Dataset, FeatureStats};
+
+/// The `format` tag this build writes and reads.
+pub const FORMAT: &str = "limen.model/v1";
+
+/// Which linear model the weights describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// One logit, the log-odds of `positive_class`; `classes` is `[negative, positive]`.
+    BinaryLogistic,
+    /// One logit per class, turned into probabilities by softmax.
+    MultinomialLogistic,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BinaryLogistic => "binary_logistic",
+            Self::MultinomialLogistic => "multinomial_logistic",
+        }
+    }
+}
+
+/// One input feature, in the order the weights expect, with its training-data statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feature {
+    pub name: String,
+    #[serde(flatten)]
+    pub stats: FeatureStats,
+}
+
+/// Quality numbers measured when the model was trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub train_accuracy: f64,
+    /// Mean cross-entropy on the training rows.
+    pub train_log_loss: f64,
+    /// Mean accuracy over stratified k-fold cross-validation, absent when it was switched off.
+    pub cv_accuracy: Option<f64>,
+    pub cv_folds: usize,
+}
+
+/// The hyperparameters a model was fitted with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hyperparameters {
+    /// L2 penalty strength; scikit-learn's `C` is `1 / alpha`.
+    pub alpha: f64,
+    pub max_iter: u64,
+    pub gradient_tolerance: f64,
+}
+
+/// Where a model came from: enough to reproduce it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub data_path: String,
+    pub data_sha256: String,
+    pub rows: usize,
+    pub hyperparameters: Hyperparameters,
+    pub trainer: String,
+    pub linfa_version: String,
+}
+
+/// The content of a `model.json`, as written and read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    pub format: String,
+    pub name: String,
+    pub version: u64,
+    /// RFC 3339 UTC timestamp of training.
+    pub created_at: String,
+    pub kind: ModelKind,
+    pub features: Vec<Feature>,
+    /// The data column holding the class labels the model was trained on.
+    pub label_column: String,
+    /// Output classes; for a binary model `[negative, positive]`.
+    pub classes: Vec<String>,
+    /// For a binary model, the label value that counts as positive in `label_column`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_class: Option<String>,
+    /// One row of weights per logit, each as long as `features`.
+    pub coefficients: Vec<Vec<f64>>,
+    /// One intercept per logit.
+    pub intercepts: Vec<f64>,
+    pub metrics: Metrics,
+    pub provenance: Provenance,
+}
+
+/// Why a `model.json` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model.json is not valid JSON (truncated or corrupt?)")]
+    Json(#[source] serde_json::Error),
+    #[error("model.json has no \"checksum\" field; it was not written by limen or was edited")]
+    MissingChecksum,
+    #[error("model.json checksum mismatch (file says {expected}, content hashes to {actual}): the file is corrupt or was edited; publish a new version")]
+    ChecksumMismatch { expected: String, actual: String },
+    #[error("model.json has format {found:?}; this limen reads {FORMAT:?}")]
+    UnsupportedFormat { found: String },
+    #[error("model.json does not match the limen.model/v1 schema: {0}")]
+    Schema(String),
+    #[error("model.json is for {found}, but it sits at {expected}; versions must not be copied or renamed")]
+    Misplaced { expected: String, found: String },
+}
+
+/// Why a row could not be scored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PredictError {
+    #[error("expected {expected} feature values, got {got}")]
+    Width { expected: usize, got: usize },
+    #[error(
+        "the input values are too large to score: the model's output is not a finite probability"
+    )]
+    NonFinite,
+}
+
+/// One scored row: the index of the predicted class in [`Model::classes`] and every probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub class: usize,
+    pub probabilities: Vec<f64>,
+}
+
+impl ModelArtifact {
+    /// Serializes to the on-disk form: pretty JSON in schema order with the `checksum` field last.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Signed<'a> {
+            #[serde(flatten)]
+            artifact: &'a ModelArtifact,
+            checksum: String,
+        }
+        // A struct of strings, integers and finite floats always serializes.
+        let value = serde_json::to_value(self).unwrap_or(Value::Null);
+        let signed = Signed {
+            artifact: self,
+            checksum: checksum_of(&value),
+        };
+        let mut out = serde_json::to_vec_pretty(&signed).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+}
+
+/// `sha256:<hex>` over the canonical form of `value` without its `checksum` field: compact JSON,
+/// object keys sorted by byte order, numbers as serde_json prints them.
+fn checksum_of(value: &Value) -> String {
+    let mut canonical = Vec::with_capacity(4096);
+    write_canonical(value, &mut canonical, true);
+    format!("sha256:{:x}", Sha256::digest(&canonical))
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>, top: bool) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map
+                .keys()
+                .filter(|k| !(top && k.as_str() == "checksum"))
+                .collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, key);
+                out.push(b':');
+                write_canonical(&map[key.as_str()], out, false);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out, false);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = write!(out, "{scalar}");
+        }
+    }
+}
+
+/// A verified model, ready to predict. Only [`Model::from_json_bytes`] and [`Model::new`] make
+/// one, so holding a `Model` means its checksum and shape were checked.
+#[derive(Debug, Clone)]
+pub struct Model {
+    artifact: ModelArtifact,
+    /// `n_logits × n_features`, row-major, for fast dot products.
+    weights: Array2<f64>,
+    intercepts: Array1<f64>,
+    feature_names: Vec<String>,
+}
+
+impl Model {
+    /// Parses and verifies a `model.json`: valid JSON, checksum, format tag, and shape.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(ModelError::Json)?;
+        let expected = value
+            .get("checksum")
+            .and_then(Value::as_str)
+            .ok_or(ModelError::MissingChecksum)?
+            .to_owned();
+        let actual = checksum_of(&value);
+        if expected != actual {
+            return Err(ModelError::ChecksumMismatch { expected, actual });
+        }
+        if let Some(found) = value.get("format").and_then(Value::as_str) {
+            if found != FORMAT {
+                return Err(ModelError::UnsupportedFormat {
+                    found: found.to_owned(),
+                });
+            }
+        }
+        let artifact: ModelArtifact =
+            serde_json::from_value(value).map_err(|e| ModelError::Schema(e.to_string()))?;
+        Self::new(artifact)
+    }
+
+    /// Checks the shape of `artifact` and builds the prediction tables.
+    pub fn new(artifact: ModelArtifact) -> Result<Self, ModelError> {
+        let schema = |msg: String| Err(ModelError::Schema(msg));
+        if artifact.format != FORMAT {
+            return Err(ModelError::UnsupportedFormat {
+                found: artifact.format,
+            });
+        }
+        let n_features = artifact.features.len();
+        let n_classes = artifact.classes.len();
+        if n_features == 0 {
+            return schema("no features".into());
+        }
+        if n_classes < 2 {
+            return schema(format!(
+                "{n_classes} classes; a classifier needs at least 2"
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = artifact.classes.iter().find(|c| !seen.insert(c.as_str())) {
+            return schema(format!("class {dup:?} is listed twice"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = artifact
+            .features
+            .iter()
+            .find(|f| !seen.insert(f.name.as_str()))
+        {
+            return schema(format!("feature {:?} is listed twice", dup.name));
+        }
+        let n_logits = match artifact.kind {
+            ModelKind::BinaryLogistic => {
+                if n_classes != 2 {
+                    return schema(format!("a binary model needs 2 classes, has {n_classes}"));
+                }
+                match &artifact.positive_class {
+                    None => return schema("a binary model needs \"positive_class\"".into()),
+                    Some(p) if artifact.classes[1] != *p => {
+                        return schema(format!(
+                            "positive_class {p:?} must be the second entry of \"classes\""
+                        ))
+                    }
+                    Some(_) => {}
+                }
+                1
+            }
+            ModelKind::MultinomialLogistic => n_classes,
+        };
+        if artifact.coefficients.len() != n_logits || artifact.intercepts.len() != n_logits {
+            return schema(format!(
+                "{} needs {n_logits} coefficient rows and intercepts, found {} and {}",
+                artifact.kind.as_str(),
+                artifact.coefficients.len(),
+                artifact.intercepts.len()
+            ));
+        }
+        if let Some(row) = artifact.coefficients.iter().find(|r| r.len() != n_features) {
+            return schema(format!(
+                "a coefficient row has {} entries for {n_features} features",
+                row.len()
+            ));
+        }
+        let all_finite = artifact
+            .coefficients
+            .iter()
+            .flatten()
+            .chain(&artifact.intercepts)
+            .all(|w| w.is_finite());
+        if !all_finite {
+            return schema("coefficients and intercepts must be finite numbers".into());
+        }
+        let flat: Vec<f64> = artifact.coefficients.iter().flatten().copied().collect();
+        let weights = Array2::from_shape_vec((n_logits, n_features), flat)
+            .map_err(|e| ModelError::Schema(e.to_string()))?;
+        let intercepts = Array1::from(artifact.intercepts.clone());
+        let feature_names = artifact.features.iter().map(|f| f.name.clone()).collect();
+        Ok(Self {
+            artifact,
+            weights,
+            intercepts,
+            feature_names,
+        })
+    }
+
+    /// Fails unless the artifact says it is `name` version `version`.
+    pub fn check_identity(&self, name: &str, version: u64) -> Result<(), ModelError> {
+        if self.artifact.name != name || self.artifact.version != version {
+            return Err(ModelError::Misplaced {
+                expected: format!("{name}/{version}"),
+                found: format!("{}/{}", self.artifact.name, self.artifact.version),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn artifact(&self) -> &ModelArtifact {
+        &self.artifact
+    }
+
+    pub fn name(&self) -> &str {
+        &self.artifact.name
+    }
+
+    pub fn version(&self) -> u64 {
+        self.artifact.version
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.artifact.kind
+    }
+
+    pub fn classes(&self) -> &[String] {
+        &self.artifact.classes
+    }
+
+    /// Feature names in the order `predict` expects their values.
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    /// Probability of the positive class for a binary model, else `None`.
+    pub fn positive_probability(&self, p: &Prediction) -> Option<f64> {
+        match self.kind() {
+            ModelKind::BinaryLogistic => p.probabilities.get(1).copied(),
+            ModelKind::MultinomialLogistic => None,
+        }
+    }
+
+    /// Scores one row whose values follow [`Model::feature_names`].
+    ///
+    /// Fails on a row of the wrong width, or when the values are so large that the model's
+    /// arithmetic overflows (for example `1e308` times a weight above 2).
+    pub fn predict(&self, row: &[f64]) -> Result<Prediction, PredictError> {
+        let n_features = self.feature_names.len();
+        if row.len() != n_features {
+            return Err(PredictError::Width {
+                expected: n_features,
+                got: row.len(),
+            });
+        }
+        let mut logits: Vec<f64> = self
+            .weights
+            .rows()
+            .into_iter()
+            .zip(&self.intercepts)
+            .map(|(w, b)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b)
+            .collect();
+        if logits.iter().any(|z| z.is_nan()) {
+            return Err(PredictError::NonFinite);
+        }
+        let probabilities = match self.kind() {
+            ModelKind::BinaryLogistic => {
+                let p = sigmoid(logits[0]);
+                vec![1.0 - p, p]
+            }
+            ModelKind::MultinomialLogistic => {
+                softmax_in_place(ArrayViewMut1::from(&mut logits[..]));
+                logits
+            }
+        };
+        if probabilities.iter().any(|p| !p.is_finite()) {
+            return Err(PredictError::NonFinite);
+        }
+        Ok(Prediction {
+            class: argmax(&probabilities),
+            probabilities,
+        })
+    }
+
+    /// Class probabilities for many rows at once (`n_rows × n_classes`).
+    ///
+    /// Rows whose arithmetic overflows come back as NaN; callers that need a per-row error use
+    /// [`Model::predict`].
+    pub fn predict_batch(&self, rows: ArrayView2<f64>) -> Result<Array2<f64>, PredictError> {
+        let n_features = self.feature_names.len();
+        if rows.ncols() != n_features {
+            return Err(PredictError::Width {
+                expected: n_features,
+                got: rows.ncols(),
+            });
+        }
+        let mut logits = rows.dot(&self.weights.t()) + &self.intercepts;
+        Ok(match self.kind() {
+            ModelKind::BinaryLogistic => {
+                let p = logits.column(0).mapv(sigmoid);
+                let mut out = Array2::zeros((rows.nrows(), 2));
+                out.column_mut(0).assign(&p.mapv(|p| 1.0 - p));
+                out.column_mut(1).assign(&p);
+                out
+            }
+            ModelKind::MultinomialLogistic => {
+                for row in logits.rows_mut() {
+                    softmax_in_place(row);
+                }
+                logits
+            }
+        })
+    }
+
+    /// Accuracy and log loss on `data`, whose label column holds this model's training labels.
+    ///
+    /// For a binary model a label equal to `positive_class` is positive and anything else
+    /// negative; for a multinomial one a label the model does not know counts as wrong.
+    pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation, PredictError> {
+        let probs = self.predict_batch(data.x.view())?;
+        let mut correct = 0usize;
+        let mut loss = 0.0;
+        for (row, label) in probs.rows().into_iter().zip(&data.labels) {
+            let truth = match (&self.artifact.positive_class, self.kind()) {
+                (Some(pos), ModelKind::BinaryLogistic) => Some(usize::from(label == pos)),
+                _ => self.artifact.classes.iter().position(|c| c == label),
+            };
+            let row = row.to_vec();
+            if row.iter().any(|p| !p.is_finite()) {
+                return Err(PredictError::NonFinite);
+            }
+            if truth == Some(argmax(&row)) {
+                correct += 1;
+            }
+            let p_true = truth.map_or(0.0, |t| row[t]);
+            loss -= p_true.clamp(1e-15, 1.0).ln();
+        }
+        let n = data.rows() as f64;
+        Ok(Evaluation {
+            accuracy: correct as f64 / n,
+            log_loss: loss / n,
+            rows: data.rows(),
+        })
+    }
+}
+
+/// How a model did on a dataset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    pub accuracy: f64,
+    pub log_loss: f64,
+    pub rows: usize,
+}
+
+/// The logistic function with an ordinary `exp`, as scikit-learn computes it (bit for bit).
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// Softmax with the maximum subtracted first, so large logits cannot overflow.
+fn softmax_in_place(mut z: ArrayViewMut1<f64>) {
+    let max = z.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+    z.mapv_inplace(|v| (v - max).exp());
+    let sum = z.sum();
+    z.mapv_inplace(|v| v / sum);
+}
+
+/// Index of the largest value; the first one on ties (as numpy's `argmax`).
+fn argmax(values: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A binary artifact with scikit-learn's Iris petal-width weights.
+    pub(crate) fn binary_artifact() -> ModelArtifact {
+        ModelArtifact {
+            format: FORMAT.into(),
+            name: "iris".into(),
+            version: 7,
+            created_at: "2026-11-28T00:00:00Z".into(),
+            kind: ModelKind::BinaryLogistic,
+            features: vec![Feature {
+                name: "petal_width".into(),
+                stats: FeatureStats {
+                    min: 0.1,
+                    max: 2.5,
+                    mean: 1.199_333,
+                    std: 0.759_326,
+                },
+            }],
+            label_column: "species".into(),
+            classes: vec!["not_virginica".into(), "virginica".into()],
+            positive_class: Some("virginica".into()),
+            coefficients: vec![vec![4.332519744450365]],
+            intercepts: vec![-7.193421057651488],
+            metrics: Metrics {
+                train_accuracy: 0.96,
+                train_log_loss: 0.1,
+                cv_accuracy: Some(0.96),
+                cv_folds: 5,
+            },
+            provenance: Provenance {
+                data_path: "data/iris.csv".into(),
+                data_sha256: "00".into(),
+                rows: 150,
+                hyperparameters: Hyperparameters {
+                    alpha: 1.0,
+                    max_iter: 100,
+                    gradient_tolerance: 1e-4,
+                },
+                trainer: "limen test".into(),
+                linfa_version: "0.8.1".into(),
+            },
+        }
+    }
+
+    fn multinomial_artifact() -> ModelArtifact {
+        let mut a = binary_artifact();
+        a.kind = ModelKind::MultinomialLogistic;
+        a.positive_class = None;
+        a.classes = vec!["a".into(), "b".into(), "c".into()];
+        a.coefficients = vec![vec![-1.0], vec![0.0], vec![1.0]];
+        a.intercepts = vec![0.5, 0.0, -0.5];
+        a
+    }
+
+    #[test]
+    fn binary_probabilities_match_scikit_learn_bit_for_bit() {
+        let model = Model::new(binary_artifact()).unwrap();
+        let p = model.predict(&[2.1]).unwrap();
+        assert_eq!(p.probabilities[1], 0.8704417670566003);
+        assert_eq!(p.class, 1);
+        assert_eq!(model.positive_probability(&p), Some(0.8704417670566003));
+        assert_eq!(model.predict(&[1.0]).unwrap().class, 0);
+    }
+
+    #[test]
+    fn round_trip_through_json_keeps_every_bit() {
+        let artifact = binary_artifact();
+        let bytes = artifact.to_json_bytes();
+        let model = Model::from_json_bytes(&bytes).unwrap();
+        assert_eq!(model.artifact(), &artifact);
+        assert_eq!(model.to_owned().artifact().to_json_bytes(), bytes);
+    }
+
+    #[test]
+    fn the_checksum_ignores_layout_but_not_content() {
+        let bytes = binary_artifact().to_json_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        let compact = serde_json::to_vec(&value).unwrap();
+        assert!(Model::from_json_bytes(&compact).is_ok());
+
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let edited = text.replace("4.332519744450365", "4.332519744450366");
+        assert!(matches!(
+            Model::from_json_bytes(edited.as_bytes()),
+            Err(ModelError::ChecksumMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_empty_and_foreign_files_are_refused() {
+        let bytes = binary_artifact().to_json_bytes();
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 3] {
+            assert!(
+                matches!(
+                    Model::from_json_bytes(&bytes[..cut]),
+                    Err(ModelError::Json(_))
+                ),
+                "cut at {cut}"
+            );
+        }
+        assert!(matches!(
+            Model::from_json_bytes(b"{\"hello\": 1}"),
+            Err(ModelError::MissingChecksum)
+        ));
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let bytes = binary_artifact().to_json_bytes();
+        let mut accepted = Vec::new();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut flipped = bytes.clone();
+                flipped[i] ^= 1 << bit;
+                if let Ok(m) = Model::from_json_bytes(&flipped) {
+                    // Only flips in insignificant whitespace may survive, and they change nothing.
+                    if m.artifact() != &binary_artifact() {
+                        accepted.push((i, bit));
+                    }
+                }
+            }
+        }
+        assert!(accepted.is_empty(), "undetected flips: {accepted:?}");
+    }
+
+    #[test]
+    fn shape_errors_are_refused() {
+        let mut a = binary_artifact();
+        a.coefficients = vec![vec![1.0, 2.0]];
+        assert!(matches!(Model::new(a), Err(ModelError::Schema(_))));
+        let mut a = binary_artifact();
+        a.positive_class = Some("not_virginica".into());
+        assert!(matches!(Model::new(a), Err(ModelError::Schema(_))));
+        let mut a = multinomial_artifact();
+        a.intercepts.pop();
+        assert!(matches!(Model::new(a), Err(ModelError::Schema(_))));
+        let mut a = binary_artifact();
+        a.format = "limen.model/v2".into();
+        assert!(matches!(
+            Model::from_json_bytes(&a.to_json_bytes()),
+            Err(ModelError::UnsupportedFormat { .. })
+        ));
+    }
+
+    #[test]
+    fn identity_must_match_the_store_path() {
+        let model = Model::new(binary_artifact()).unwrap();
+        assert!(model.check_identity("iris", 7).is_ok());
+        assert!(model.check_identity("iris", 8).is_err());
+        assert!(model.check_identity("other", 7).is_err());
+    }
+
+    #[test]
+    fn multinomial_probabilities_are_a_softmax() {
+        let model = Model::new(multinomial_artifact()).unwrap();
+        let p = model.predict(&[3.0]).unwrap();
+        assert_eq!(p.class, 2);
+        assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert_eq!(model.positive_probability(&p), None);
+    }
+
+    #[test]
+    fn extreme_inputs_give_probabilities_or_a_clear_error() {
+        for model in [binary_artifact(), multinomial_artifact()].map(|a| Model::new(a).unwrap()) {
+            for x in [0.0, -1e300, 1e300, f64::MAX, -f64::MAX] {
+                match model.predict(&[x]) {
+                    Ok(p) => {
+                        assert!(p.probabilities.iter().all(|p| (0.0..=1.0).contains(p)));
+                        assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+                    }
+                    Err(e) => assert_eq!(e, PredictError::NonFinite),
+                }
+            }
+            assert!(matches!(
+                model.predict(&[1.0, 2.0]),
+                Err(PredictError::Width { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn batch_prediction_agrees_with_single_rows() {
+        for model in [binary_artifact(), multinomial_artifact()].map(|a| Model::new(a).unwrap()) {
+            let rows = ndarray::array![[0.0], [1.5], [2.1], [-3.0]];
+            let batch = model.predict_batch(rows.view()).unwrap();
+            for (i, row) in rows.rows().into_iter().enumerate() {
+                let single = model.predict(row.as_slice().unwrap()).unwrap();
+                for (a, b) in batch.row(i).iter().zip(&single.probabilities) {
+                    assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,714 @@
+//! The versioned model store on a filesystem (a local folder, or Amazon EFS / NFSv4 in production).
+//!
+//! ```text
+//! <root>/<model>/<version>/model.json   immutable once published
+//! <root>/<model>/candidate              text file: a version id
+//! <root>/<model>/production             text file: a version id
+//! <root>/<model>/history.jsonl          append-only, one JSON line per promotion or rollback
+//! <root>/<model>/.lock                  advisory lock held while changing pointers or history
+//! ```
+//!
+//! Every write is atomic: a version is written into a `.`-prefixed temporary folder, fsynced and
+//! renamed into place; a pointer is written to a temporary file, fsynced and renamed over the old
+//! one. Readers — other processes, other NFS clients — see the old state or the new one, never a
+//! partial file, and ignore every name that starts with `.`. Knows nothing of model contents.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The file inside a version folder that holds the model.
+pub const MODEL_FILE: &str = "model.json";
+const HISTORY_FILE: &str = "history.jsonl";
+const LOCK_FILE: &str = ".lock";
+/// How many taken version ids `publish` steps over before giving up.
+const MAX_VERSION_BUMPS: u64 = 10_000;
+
+/// Errors from reading or changing the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid model name {0:?}: use 1 to 64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit")]
+    InvalidModelName(String),
+    #[error("invalid version {0:?}: a version is a positive integer such as 1764330000000")]
+    InvalidVersion(String),
+    #[error("pointer file {path} holds {content:?}, not a version id; point it at a version with `limen models promote`")]
+    BadPointer { path: PathBuf, content: String },
+    #[error("model {name:?} does not exist in store {root}{}", list_suffix(.available))]
+    UnknownModel {
+        name: String,
+        root: PathBuf,
+        available: Vec<String>,
+    },
+    #[error("model {name:?} has no version {version} in store {root} (a complete version has a {MODEL_FILE})")]
+    UnknownVersion {
+        name: String,
+        version: VersionId,
+        root: PathBuf,
+    },
+    #[error("could not find a free version id for model {0:?} after {MAX_VERSION_BUMPS} tries")]
+    NoFreeVersion(String),
+}
+
+fn list_suffix(available: &[String]) -> String {
+    if available.is_empty() {
+        "; the store holds no models yet: run `limen train` first".to_owned()
+    } else {
+        format!("; models present: {}", available.join(", "))
+    }
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A validated model name: `[a-z0-9][a-z0-9._-]{0,63}`, so always one safe path component.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ModelName(String);
+
+impl ModelName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ModelName {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = s.as_bytes();
+        let valid = matches!(bytes.first(), Some(b'a'..=b'z' | b'0'..=b'9'))
+            && bytes.len() <= 64
+            && bytes
+                .iter()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(StoreError::InvalidModelName(s.to_owned()))
+        }
+    }
+}
+
+impl TryFrom<String> for ModelName {
+    type Error = StoreError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<ModelName> for String {
+    fn from(n: ModelName) -> Self {
+        n.0
+    }
+}
+
+impl fmt::Display for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A version id: a positive integer, by default the creation time in Unix milliseconds, so
+/// versions sort numerically in creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct VersionId(NonZeroU64);
+
+impl VersionId {
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+
+    fn next(self) -> Option<Self> {
+        self.0.checked_add(1).map(Self)
+    }
+}
+
+impl TryFrom<u64> for VersionId {
+    type Error = StoreError;
+    fn try_from(v: u64) -> Result<Self, Self::Error> {
+        NonZeroU64::new(v)
+            .map(Self)
+            .ok_or_else(|| StoreError::InvalidVersion(v.to_string()))
+    }
+}
+
+impl From<VersionId> for u64 {
+    fn from(v: VersionId) -> Self {
+        v.get()
+    }
+}
+
+impl FromStr for VersionId {
+    type Err = StoreError;
+
+    /// Accepts only plain decimal digits (no sign, no spaces), so a path segment like `+1` or
+    /// `01e3` is never mistaken for a version.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || StoreError::InvalidVersion(s.to_owned());
+        if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        s.parse::<u64>()
+            .ok()
+            .and_then(NonZeroU64::new)
+            .map(Self)
+            .ok_or_else(invalid)
+    }
+}
+
+impl fmt::Display for VersionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The two named pointers a model has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pointer {
+    /// The newest trained version, waiting for `limen validate`.
+    Candidate,
+    /// The version the servers answer with.
+    Production,
+}
+
+impl Pointer {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Candidate => "candidate",
+            Self::Production => "production",
+        }
+    }
+}
+
+/// One line of `history.jsonl`: who changed `production`, when, how and to what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// RFC 3339 UTC time of the change.
+    pub at: String,
+    /// `promote` or `rollback`.
+    pub action: String,
+    pub version: VersionId,
+    /// The production version before the change, if there was one.
+    pub previous: Option<VersionId>,
+    pub user: String,
+    pub host: String,
+    /// The command line that made the change.
+    pub command: String,
+    /// Free-form evidence, such as the validation metrics.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+}
+
+impl HistoryEntry {
+    /// An entry stamped with the current time, user, host and command line.
+    pub fn now(action: &str, version: VersionId, previous: Option<VersionId>) -> Self {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".to_owned());
+        Self {
+            at: now_rfc3339(),
+            action: action.to_owned(),
+            version,
+            previous,
+            user,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            details: serde_json::Value::Null,
+        }
+    }
+}
+
+/// The current UTC time as RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// An exclusive lock on one model's pointers and history; released on drop.
+///
+/// It is an advisory `flock` on `<model>/.lock`, which Linux maps to a POSIX byte-range lock on
+/// NFSv4, so it also holds between EFS clients.
+#[derive(Debug)]
+pub struct ModelLock {
+    _file: File,
+}
+
+/// A model store rooted at a folder. Cheap to clone; every call goes to the filesystem.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn model_dir(&self, name: &ModelName) -> PathBuf {
+        self.root.join(name.as_str())
+    }
+
+    pub fn model_file(&self, name: &ModelName, version: VersionId) -> PathBuf {
+        self.model_dir(name)
+            .join(version.to_string())
+            .join(MODEL_FILE)
+    }
+
+    pub fn pointer_path(&self, name: &ModelName, pointer: Pointer) -> PathBuf {
+        self.model_dir(name).join(pointer.file_name())
+    }
+
+    /// Publishes a new immutable version of `name` and returns its id.
+    ///
+    /// The id is the current Unix time in milliseconds, or one more than the newest existing
+    /// version if that is larger (clocks of different hosts disagree), bumped again while taken.
+    /// `render` turns the chosen id into the bytes of `model.json`; it is called again if the id
+    /// had to be bumped, because the file names its own version. Concurrent publishers on one
+    /// store always get distinct ids: the rename of a folder onto a taken, non-empty one fails.
+    pub fn publish(
+        &self,
+        name: &ModelName,
+        mut render: impl FnMut(VersionId) -> Vec<u8>,
+    ) -> Result<VersionId, StoreError> {
+        let dir = self.model_dir(name);
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let after_newest = self.versions(name)?.last().and_then(|v| v.next());
+        let mut version = VersionId::try_from(now_ms.max(1))?;
+        if let Some(next) = after_newest {
+            version = version.max(next);
+        }
+
+        let staging = tempfile::Builder::new()
+            .prefix(".publish-")
+            .tempdir_in(&dir)
+            .map_err(io_err("create a temporary folder in", &dir))?;
+        let staged_file = staging.path().join(MODEL_FILE);
+        for _ in 0..MAX_VERSION_BUMPS {
+            write_synced(&staged_file, &render(version))?;
+            sync_dir(staging.path())?;
+            let target = dir.join(version.to_string());
+            match fs::rename(staging.path(), &target) {
+                Ok(()) => {
+                    // The folder now lives under its final name; nothing is left to clean up.
+                    let _ = staging.keep();
+                    sync_dir(&dir)?;
+                    return Ok(version);
+                }
+                Err(e) if is_taken(&e) => {
+                    version = version
+                        .next()
+                        .ok_or_else(|| StoreError::NoFreeVersion(name.to_string()))?;
+                }
+                Err(e) => return Err(io_err("publish into", &target)(e)),
+            }
+        }
+        Err(StoreError::NoFreeVersion(name.to_string()))
+    }
+
+    /// Reads a pointer by opening and reading the file afresh, so that on NFS the close-to-open
+    /// revalidation sees another client's change at once (a `stat` can lag a minute).
+    ///
+    /// `Ok(None)` when the pointer does not exist; an error when it holds anything but a version.
+    pub fn read_pointer(
+        &self,
+        name: &ModelName,
+        pointer: Pointer,
+    ) -> Result<Option<VersionId>, StoreError> {
+        let path = self.pointer_path(name, pointer);
+        match fs::read(&path) {
+            Ok(bytes) => parse_pointer(&path, &bytes).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", &path)(e)),
+        }
+    }
+
+    /// Atomically points `pointer` at `version` (temp file, fsync, rename, fsync of the folder).
+    pub fn write_pointer(
+        &self,
+        name: &ModelName,
+        pointer: Pointer,
+        version: VersionId,
+    ) -> Result<(), StoreError> {
+        let dir = self.model_dir(name);
+        let path = self.pointer_path(name, pointer);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".pointer-")
+            .tempfile_in(&dir)
+            .map_err(io_err("create a temporary file in", &dir))?;
+        tmp.write_all(format!("{version}\n").as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(io_err("write", tmp.path()))?;
+        tmp.persist(&path)
+            .map_err(|e| io_err("replace", &path)(e.error))?;
+        sync_dir(&dir)
+    }
+
+    /// The bytes of a published `model.json`.
+    pub fn read_model(&self, name: &ModelName, version: VersionId) -> Result<Vec<u8>, StoreError> {
+        let path = self.model_file(name, version);
+        fs::read(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::UnknownVersion {
+                    name: name.to_string(),
+                    version,
+                    root: self.root.clone(),
+                }
+            } else {
+                io_err("read", &path)(e)
+            }
+        })
+    }
+
+    /// Complete versions of `name` (folders with a `model.json`), oldest first. Temporary
+    /// `.`-entries and anything that is not a version id are skipped.
+    pub fn versions(&self, name: &ModelName) -> Result<Vec<VersionId>, StoreError> {
+        let dir = self.model_dir(name);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("list", &dir)(e)),
+        };
+        let mut versions = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            let Some(version) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if entry.path().join(MODEL_FILE).is_file() {
+                versions.push(version);
+            }
+        }
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// Names of the models in the store, sorted; an absent store has none.
+    pub fn models(&self) -> Result<Vec<ModelName>, StoreError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("list", &self.root)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err("list", &self.root))?;
+            let Some(name) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                names.push(name);
+            }
+        }
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Fails with the list of models present unless `name` has a folder in the store.
+    pub fn require_model(&self, name: &ModelName) -> Result<(), StoreError> {
+        if self.model_dir(name).is_dir() {
+            return Ok(());
+        }
+        Err(StoreError::UnknownModel {
+            name: name.to_string(),
+            root: self.root.clone(),
+            available: self
+                .models()
+                .unwrap_or_default()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        })
+    }
+
+    /// Takes the model's exclusive lock, waiting for other holders.
+    pub fn lock(&self, name: &ModelName) -> Result<ModelLock, StoreError> {
+        let path = self.model_dir(name).join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        file.lock().map_err(io_err("lock", &path))?;
+        Ok(ModelLock { _file: file })
+    }
+
+    /// Appends one line to the history. Call it while holding [`Store::lock`]: the lock, not
+    /// `O_APPEND`, is what keeps lines whole between NFS clients.
+    pub fn append_history(
+        &self,
+        name: &ModelName,
+        entry: &HistoryEntry,
+        _lock: &ModelLock,
+    ) -> Result<(), StoreError> {
+        let path = self.model_dir(name).join(HISTORY_FILE);
+        let mut line = serde_json::to_vec(entry).unwrap_or_default();
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
+            .map_err(io_err("append to", &path))
+    }
+
+    /// Every well-formed history line, oldest first, and how many lines could not be parsed.
+    pub fn history(&self, name: &ModelName) -> Result<(Vec<HistoryEntry>, usize), StoreError> {
+        let path = self.model_dir(name).join(HISTORY_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let mut bad = 0;
+        let entries = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| {
+                let parsed = serde_json::from_str(l).ok();
+                bad += usize::from(parsed.is_none());
+                parsed
+            })
+            .collect();
+        Ok((entries, bad))
+    }
+}
+
+fn parse_pointer(path: &Path, bytes: &[u8]) -> Result<VersionId, StoreError> {
+    let text = String::from_utf8_lossy(bytes);
+    text.trim().parse().map_err(|_| StoreError::BadPointer {
+        path: path.to_owned(),
+        content: text.chars().take(64).collect(),
+    })
+}
+
+/// `rename` onto an existing non-empty folder: that version id is taken.
+fn is_taken(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::AlreadyExists | io::ErrorKind::DirectoryNotEmpty
+    )
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut file = File::create(path).map_err(io_err("create", path))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err("write", path))
+}
+
+/// Makes a rename or create inside `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> ModelName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn model_names_are_single_safe_path_components() {
+        for ok in ["iris", "iris-species", "a", "0", "a.b_c-d", &"a".repeat(64)] {
+            assert!(ok.parse::<ModelName>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "-x",
+            "_x",
+            "Iris",
+            "a/b",
+            "a\\b",
+            "/etc",
+            "a b",
+            "%2e%2e",
+            "é",
+            &"a".repeat(65),
+        ] {
+            assert!(bad.parse::<ModelName>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn version_ids_are_plain_positive_integers() {
+        assert_eq!("42".parse::<VersionId>().unwrap().get(), 42);
+        for bad in [
+            "0",
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1.0",
+            "1e3",
+            "18446744073709551616",
+            "abc",
+        ] {
+            assert!(bad.parse::<VersionId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn publish_then_pointers_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let iris = name("iris");
+        assert_eq!(store.read_pointer(&iris, Pointer::Candidate).unwrap(), None);
+        let v = store
+            .publish(&iris, |v| format!("{{\"v\":{v}}}").into_bytes())
+            .unwrap();
+        assert_eq!(
+            store.read_model(&iris, v).unwrap(),
+            format!("{{\"v\":{v}}}").as_bytes()
+        );
+        store.write_pointer(&iris, Pointer::Candidate, v).unwrap();
+        assert_eq!(
+            store.read_pointer(&iris, Pointer::Candidate).unwrap(),
+            Some(v)
+        );
+        assert_eq!(store.versions(&iris).unwrap(), vec![v]);
+        assert_eq!(store.models().unwrap(), vec![iris.clone()]);
+        // No temporary entries are left behind.
+        let leftovers: Vec<_> = fs::read_dir(store.model_dir(&iris))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".publish"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_taken_version_id_is_bumped_and_the_file_rendered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let iris = name("iris");
+        let far_future = u64::MAX / 2;
+        let taken = store.model_dir(&iris).join(far_future.to_string());
+        fs::create_dir_all(&taken).unwrap();
+        fs::write(taken.join(MODEL_FILE), b"x").unwrap();
+        let v = store
+            .publish(&iris, |v| v.to_string().into_bytes())
+            .unwrap();
+        assert_eq!(v.get(), far_future + 1);
+        assert_eq!(
+            store.read_model(&iris, v).unwrap(),
+            v.to_string().as_bytes()
+        );
+    }
+
+    #[test]
+    fn versions_skip_temporaries_and_incomplete_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let iris = name("iris");
+        let mdir = store.model_dir(&iris);
+        for d in ["5", "7", ".publish-x", "abc", "9"] {
+            fs::create_dir_all(mdir.join(d)).unwrap();
+        }
+        for d in ["7", ".publish-x", "abc", "5"] {
+            fs::write(mdir.join(d).join(MODEL_FILE), b"{}").unwrap();
+        }
+        let got: Vec<u64> = store
+            .versions(&iris)
+            .unwrap()
+            .into_iter()
+            .map(u64::from)
+            .collect();
+        assert_eq!(got, vec![5, 7]);
+    }
+
+    #[test]
+    fn bad_pointers_are_reported_not_guessed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let iris = name("iris");
+        fs::create_dir_all(store.model_dir(&iris)).unwrap();
+        for content in ["", "garbage", "0", "12 13", "-4"] {
+            fs::write(store.pointer_path(&iris, Pointer::Production), content).unwrap();
+            assert!(
+                matches!(
+                    store.read_pointer(&iris, Pointer::Production),
+                    Err(StoreError::BadPointer { .. })
+                ),
+                "{content:?}"
+            );
+        }
+        fs::write(store.pointer_path(&iris, Pointer::Production), "12\n").unwrap();
+        assert_eq!(
+            store
+                .read_pointer(&iris, Pointer::Production)
+                .unwrap()
+                .map(u64::from),
+            Some(12)
+        );
+    }
+
+    #[test]
+    fn history_appends_whole_lines_and_skips_torn_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let iris = name("iris");
+        fs::create_dir_all(store.model_dir(&iris)).unwrap();
+        let lock = store.lock(&iris).unwrap();
+        let v1 = VersionId::try_from(1).unwrap();
+        let v2 = VersionId::try_from(2).unwrap();
+        store
+            .append_history(&iris, &HistoryEntry::now("promote", v1, None), &lock)
+            .unwrap();
+        let path = store.model_dir(&iris).join(HISTORY_FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"torn\n").unwrap();
+        store
+            .append_history(&iris, &HistoryEntry::now("promote", v2, Some(v1)), &lock)
+            .unwrap();
+        let (entries, bad) = store.history(&iris).unwrap();
+        assert_eq!(bad, 1);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].previous, Some(v1));
+    }
+
+    #[test]
+    fn unknown_models_list_what_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let msg = store.require_model(&name("iris")).unwrap_err().to_string();
+        assert!(msg.contains("run `limen train` first"), "{msg}");
+        fs::create_dir_all(store.model_dir(&name("wine"))).unwrap();
+        let msg = store.require_model(&name("iris")).unwrap_err().to_string();
+        assert!(msg.contains("models present: wine"), "{msg}");
+    }
+}

@@ -1,0 +1,475 @@
+//! Fitting: linfa-logistic on a [`Dataset`], stratified k-fold cross-validation, and the
+//! resulting [`ModelArtifact`]. Pure computation: writing the artifact is the store's job.
+
+use linfa::traits::Fit;
+use linfa::DatasetBase;
+use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
+use ndarray::{Array1, Array2};
+
+use crate::data::Dataset;
+use crate::model::{
+    Evaluation, Feature, Hyperparameters, Metrics, Model, ModelArtifact, ModelKind, Provenance,
+    FORMAT,
+};
+
+/// The linfa version limen is built against, recorded in every artifact's provenance.
+pub const LINFA_VERSION: &str = "0.8.1";
+
+/// What the model learns to predict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Objective {
+    /// One class against all the others (the reference example: virginica vs the rest).
+    OneVsRest { positive: String },
+    /// Every class in the label column, with a softmax over them.
+    Multiclass,
+}
+
+/// Checked hyperparameters; build them with [`TrainParams::new`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainParams {
+    objective: Objective,
+    alpha: f64,
+    max_iter: u64,
+    gradient_tolerance: f64,
+    cv_folds: usize,
+}
+
+/// Why a model could not be trained.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid hyperparameter: {0}")]
+    InvalidParams(String),
+    #[error("class {positive:?} does not occur in column {column:?}; the classes present are: {present}")]
+    UnknownTarget {
+        positive: String,
+        column: String,
+        present: String,
+    },
+    #[error("column {column:?} holds a single class ({present}); a classifier needs at least two")]
+    SingleClass { column: String, present: String },
+    #[error("cannot run {folds}-fold cross-validation: class {class:?} has only {count} rows; lower --cv-folds (0 turns it off)")]
+    TooFewForCv {
+        folds: usize,
+        class: String,
+        count: usize,
+    },
+    #[error("fitting failed")]
+    Fit(#[from] linfa_logistic::error::Error),
+    #[error("the fitted model is unusable: {0}")]
+    Unusable(String),
+}
+
+impl TrainParams {
+    /// Checks the hyperparameters: `alpha` finite and ≥ 0, `max_iter` ≥ 1, a positive finite
+    /// tolerance, and `cv_folds` 0 (off) or ≥ 2.
+    pub fn new(
+        objective: Objective,
+        alpha: f64,
+        max_iter: u64,
+        gradient_tolerance: f64,
+        cv_folds: usize,
+    ) -> Result<Self, TrainError> {
+        let bad = |m: &str| Err(TrainError::InvalidParams(m.to_owned()));
+        if !alpha.is_finite() || alpha < 0.0 {
+            return bad("--alpha must be a finite number ≥ 0");
+        }
+        if max_iter == 0 {
+            return bad("--max-iter must be at least 1");
+        }
+        if !gradient_tolerance.is_finite() || gradient_tolerance <= 0.0 {
+            return bad("the gradient tolerance must be a finite number > 0");
+        }
+        if cv_folds == 1 {
+            return bad("--cv-folds must be 0 (no cross-validation) or at least 2");
+        }
+        if let Objective::OneVsRest { positive } = &objective {
+            if positive.is_empty() {
+                return bad("--target must name a class");
+            }
+        }
+        Ok(Self {
+            objective,
+            alpha,
+            max_iter,
+            gradient_tolerance,
+            cv_folds,
+        })
+    }
+
+    pub fn objective(&self) -> &Objective {
+        &self.objective
+    }
+
+    fn hyperparameters(&self) -> Hyperparameters {
+        Hyperparameters {
+            alpha: self.alpha,
+            max_iter: self.max_iter,
+            gradient_tolerance: self.gradient_tolerance,
+        }
+    }
+}
+
+/// The learned weights, in limen's orientation (binary: log-odds of the positive class).
+#[derive(Debug, Clone, PartialEq)]
+struct Weights {
+    coefficients: Vec<Vec<f64>>,
+    intercepts: Vec<f64>,
+}
+
+/// A fitted model with its metrics, not yet given a name and version.
+#[derive(Debug, Clone)]
+pub struct TrainedModel {
+    kind: ModelKind,
+    classes: Vec<String>,
+    positive_class: Option<String>,
+    weights: Weights,
+    features: Vec<Feature>,
+    label_column: String,
+    metrics: Metrics,
+    provenance: Provenance,
+}
+
+impl TrainedModel {
+    /// The artifact to publish as `name` version `version`, created at `created_at` (RFC 3339).
+    pub fn artifact(&self, name: &str, version: u64, created_at: &str) -> ModelArtifact {
+        ModelArtifact {
+            format: FORMAT.to_owned(),
+            name: name.to_owned(),
+            version,
+            created_at: created_at.to_owned(),
+            kind: self.kind,
+            features: self.features.clone(),
+            label_column: self.label_column.clone(),
+            classes: self.classes.clone(),
+            positive_class: self.positive_class.clone(),
+            coefficients: self.weights.coefficients.clone(),
+            intercepts: self.weights.intercepts.clone(),
+            metrics: self.metrics.clone(),
+            provenance: self.provenance.clone(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// Class index per row, and the class names (binary: `[not_<positive>, <positive>]`).
+fn encode_labels(
+    data: &Dataset,
+    objective: &Objective,
+) -> Result<(Vec<String>, Vec<usize>), TrainError> {
+    let present = data.classes();
+    match objective {
+        Objective::OneVsRest { positive } => {
+            if !present.contains(positive) {
+                return Err(TrainError::UnknownTarget {
+                    positive: positive.clone(),
+                    column: data.label_column.clone(),
+                    present: present.join(", "),
+                });
+            }
+            if present.len() < 2 {
+                return Err(TrainError::SingleClass {
+                    column: data.label_column.clone(),
+                    present: present.join(", "),
+                });
+            }
+            let y = data
+                .labels
+                .iter()
+                .map(|l| usize::from(l == positive))
+                .collect();
+            Ok((vec![format!("not_{positive}"), positive.clone()], y))
+        }
+        Objective::Multiclass => {
+            if present.len() < 2 {
+                return Err(TrainError::SingleClass {
+                    column: data.label_column.clone(),
+                    present: present.join(", "),
+                });
+            }
+            let y = data
+                .labels
+                .iter()
+                .map(|l| present.binary_search(l).unwrap_or_default())
+                .collect();
+            Ok((present, y))
+        }
+    }
+}
+
+/// Fits weights on `x`/`y` (class indices `0..n_classes`).
+fn fit_weights(
+    params: &TrainParams,
+    x: &Array2<f64>,
+    y: &[usize],
+    n_classes: usize,
+) -> Result<Weights, TrainError> {
+    match params.objective {
+        Objective::OneVsRest { .. } => {
+            let targets: Array1<bool> = y.iter().map(|&c| c == 1).collect();
+            let dataset = DatasetBase::new(x.view(), targets);
+            let fitted = LogisticRegression::default()
+                .alpha(params.alpha)
+                .max_iterations(params.max_iter)
+                .gradient_tolerance(params.gradient_tolerance)
+                .fit(&dataset)?;
+            // linfa picks its own "positive" label (the larger class); orient the weights so the
+            // logit is always the log-odds of our positive class.
+            let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+            Ok(Weights {
+                coefficients: vec![fitted.params().iter().map(|w| sign * w).collect()],
+                intercepts: vec![sign * fitted.intercept()],
+            })
+        }
+        Objective::Multiclass => {
+            let targets: Array1<usize> = y.iter().copied().collect();
+            let dataset = DatasetBase::new(x.view(), targets);
+            let fitted = MultiLogisticRegression::default()
+                .alpha(params.alpha)
+                .max_iterations(params.max_iter)
+                .gradient_tolerance(params.gradient_tolerance)
+                .fit(&dataset)?;
+            // Columns of `params()` follow `classes()`, the sorted distinct indices seen.
+            let mut coefficients = vec![vec![0.0; x.ncols()]; n_classes];
+            let mut intercepts = vec![0.0; n_classes];
+            for (col, &class) in fitted.classes().iter().enumerate() {
+                coefficients[class] = fitted.params().column(col).to_vec();
+                intercepts[class] = fitted.intercept()[col];
+            }
+            Ok(Weights {
+                coefficients,
+                intercepts,
+            })
+        }
+    }
+}
+
+/// Row indices of each of `k` stratified folds, as scikit-learn's `StratifiedKFold` without
+/// shuffling: every class's rows, in file order, are cut into `k` contiguous, near-equal runs.
+pub fn stratified_folds(y: &[usize], n_classes: usize, k: usize) -> Vec<Vec<usize>> {
+    let mut folds = vec![Vec::new(); k];
+    for class in 0..n_classes {
+        let rows: Vec<usize> = (0..y.len()).filter(|&i| y[i] == class).collect();
+        let (base, extra) = (rows.len() / k, rows.len() % k);
+        let mut start = 0;
+        for (f, fold) in folds.iter_mut().enumerate() {
+            let len = base + usize::from(f < extra);
+            fold.extend_from_slice(&rows[start..start + len]);
+            start += len;
+        }
+    }
+    for fold in &mut folds {
+        fold.sort_unstable();
+    }
+    folds
+}
+
+/// Fits on every row of `data`, measures training and cross-validated quality.
+pub fn train(data: &Dataset, params: &TrainParams) -> Result<TrainedModel, TrainError> {
+    let (classes, y) = encode_labels(data, &params.objective)?;
+    let cv_accuracy = if params.cv_folds >= 2 {
+        Some(cross_validate(data, params, &classes, &y)?)
+    } else {
+        None
+    };
+    let weights = fit_weights(params, &data.x, &y, classes.len())?;
+    let mut trained = TrainedModel::assemble(data, params, classes, weights);
+    let eval = trained.evaluate(data)?;
+    trained.metrics = Metrics {
+        train_accuracy: eval.accuracy,
+        train_log_loss: eval.log_loss,
+        cv_accuracy,
+        cv_folds: params.cv_folds,
+    };
+    Ok(trained)
+}
+
+impl TrainedModel {
+    fn assemble(
+        data: &Dataset,
+        params: &TrainParams,
+        classes: Vec<String>,
+        weights: Weights,
+    ) -> Self {
+        let (kind, positive_class) = match &params.objective {
+            Objective::OneVsRest { positive } => {
+                (ModelKind::BinaryLogistic, Some(positive.clone()))
+            }
+            Objective::Multiclass => (ModelKind::MultinomialLogistic, None),
+        };
+        let features = data
+            .feature_names
+            .iter()
+            .zip(data.feature_stats())
+            .map(|(name, stats)| Feature {
+                name: name.clone(),
+                stats,
+            })
+            .collect();
+        Self {
+            kind,
+            classes,
+            positive_class,
+            weights,
+            features,
+            label_column: data.label_column.clone(),
+            metrics: Metrics {
+                train_accuracy: 0.0,
+                train_log_loss: 0.0,
+                cv_accuracy: None,
+                cv_folds: params.cv_folds,
+            },
+            provenance: Provenance {
+                data_path: data.path.display().to_string(),
+                data_sha256: data.sha256.clone(),
+                rows: data.rows(),
+                hyperparameters: params.hyperparameters(),
+                trainer: format!("limen {}", env!("CARGO_PKG_VERSION")),
+                linfa_version: LINFA_VERSION.to_owned(),
+            },
+        }
+    }
+
+    /// Scores `data` with these weights through the same [`Model`] code the server runs.
+    fn evaluate(&self, data: &Dataset) -> Result<Evaluation, TrainError> {
+        let unusable = |e: &dyn std::fmt::Display| TrainError::Unusable(e.to_string());
+        let model = Model::new(self.artifact("unpublished", 1, "")).map_err(|e| unusable(&e))?;
+        model.evaluate(data).map_err(|e| unusable(&e))
+    }
+}
+
+/// Mean held-out accuracy over stratified folds (scikit-learn's `cross_val_score` mean).
+fn cross_validate(
+    data: &Dataset,
+    params: &TrainParams,
+    classes: &[String],
+    y: &[usize],
+) -> Result<f64, TrainError> {
+    let k = params.cv_folds;
+    for (class, name) in classes.iter().enumerate() {
+        let count = y.iter().filter(|&&c| c == class).count();
+        if count < k {
+            return Err(TrainError::TooFewForCv {
+                folds: k,
+                class: name.clone(),
+                count,
+            });
+        }
+    }
+    let mut total = 0.0;
+    for test_rows in stratified_folds(y, classes.len(), k) {
+        let train_rows: Vec<usize> = (0..y.len())
+            .filter(|i| test_rows.binary_search(i).is_err())
+            .collect();
+        let train_part = data.subset(&train_rows);
+        let y_train: Vec<usize> = train_rows.iter().map(|&i| y[i]).collect();
+        let weights = fit_weights(params, &train_part.x, &y_train, classes.len())?;
+        let fold_model = TrainedModel::assemble(&train_part, params, classes.to_vec(), weights);
+        total += fold_model.evaluate(&data.subset(&test_rows))?.accuracy;
+    }
+    Ok(total / k as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn iris(features: &[&str]) -> Dataset {
+        let features: Vec<String> = features.iter().map(|s| s.to_string()).collect();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/iris.csv");
+        Dataset::load(&path, &features, "species").unwrap()
+    }
+
+    fn binary_params() -> TrainParams {
+        let objective = Objective::OneVsRest {
+            positive: "virginica".into(),
+        };
+        TrainParams::new(objective, 1.0, 100, 1e-4, 5).unwrap()
+    }
+
+    #[test]
+    fn binary_fit_reaches_scikit_learns_optimum() {
+        let trained = train(&iris(&["petal_width"]), &binary_params()).unwrap();
+        let a = trained.artifact("iris", 1, "t");
+        let (w, b) = (a.coefficients[0][0], a.intercepts[0]);
+        // scikit-learn's exact C=1 optimum (tol=1e-12): 4.33308, -7.19470.
+        assert!((w - 4.333_079).abs() < 2e-3, "coef {w}");
+        assert!((b + 7.194_701).abs() < 2e-3, "intercept {b}");
+        assert_eq!(a.classes, vec!["not_virginica", "virginica"]);
+        assert_eq!(a.metrics.train_accuracy, 0.96);
+        assert!(a.metrics.cv_accuracy.unwrap() > 0.9);
+        assert!(a.metrics.train_log_loss > 0.0 && a.metrics.train_log_loss < 0.2);
+    }
+
+    #[test]
+    fn multiclass_fit_on_four_features_is_accurate() {
+        let data = iris(&["sepal_length", "sepal_width", "petal_length", "petal_width"]);
+        let params = TrainParams::new(Objective::Multiclass, 1.0, 100, 1e-4, 5).unwrap();
+        let a = train(&data, &params)
+            .unwrap()
+            .artifact("iris-species", 1, "t");
+        assert_eq!(a.kind, ModelKind::MultinomialLogistic);
+        assert_eq!(a.classes, vec!["setosa", "versicolor", "virginica"]);
+        assert!(a.metrics.train_accuracy >= 0.97, "{:?}", a.metrics);
+    }
+
+    #[test]
+    fn stratified_folds_partition_every_class_evenly() {
+        let y: Vec<usize> = (0..23).map(|i| usize::from(i >= 10)).collect();
+        let folds = stratified_folds(&y, 2, 5);
+        let mut all: Vec<usize> = folds.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..23).collect::<Vec<_>>());
+        for fold in &folds {
+            let zeros = fold.iter().filter(|&&i| y[i] == 0).count();
+            assert_eq!(zeros, 2);
+            assert!((2..=3).contains(&(fold.len() - zeros)));
+        }
+    }
+
+    #[test]
+    fn an_absent_or_lone_class_is_refused_by_name() {
+        let data = iris(&["petal_width"]);
+        let objective = Objective::OneVsRest {
+            positive: "virginca".into(),
+        };
+        let params = TrainParams::new(objective, 1.0, 100, 1e-4, 5).unwrap();
+        let msg = train(&data, &params).unwrap_err().to_string();
+        assert!(msg.contains("virginca") && msg.contains("setosa, versicolor, virginica"));
+
+        let mut lone = data.clone();
+        lone.labels.iter_mut().for_each(|l| *l = "setosa".into());
+        let params = TrainParams::new(Objective::Multiclass, 1.0, 100, 1e-4, 0).unwrap();
+        assert!(matches!(
+            train(&lone, &params),
+            Err(TrainError::SingleClass { .. })
+        ));
+    }
+
+    #[test]
+    fn cross_validation_needs_enough_rows_per_class() {
+        let mut data = iris(&["petal_width"]);
+        data.x = data.x.slice(ndarray::s![98..103, ..]).to_owned();
+        data.labels = data.labels[98..103].to_vec();
+        assert!(matches!(
+            train(&data, &binary_params()),
+            Err(TrainError::TooFewForCv { count: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn bad_hyperparameters_are_refused() {
+        let ovr = || Objective::OneVsRest {
+            positive: "x".into(),
+        };
+        assert!(TrainParams::new(ovr(), -1.0, 100, 1e-4, 5).is_err());
+        assert!(TrainParams::new(ovr(), f64::NAN, 100, 1e-4, 5).is_err());
+        assert!(TrainParams::new(ovr(), 1.0, 0, 1e-4, 5).is_err());
+        assert!(TrainParams::new(ovr(), 1.0, 100, 0.0, 5).is_err());
+        assert!(TrainParams::new(ovr(), 1.0, 100, 1e-4, 1).is_err());
+        assert!(TrainParams::new(ovr(), 1.0, 100, 1e-4, 0).is_ok());
+    }
+}

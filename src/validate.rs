@@ -1,0 +1,318 @@
+//! The promotion gate: a candidate becomes production only after it proves itself.
+//!
+//! Checks, in order: integrity (checksum, schema, identity), probes (finite probabilities that sum
+//! to 1 on edge inputs), accuracy on the evaluation data, and champion/challenger against the
+//! current production version. The whole gate runs under the model's store lock, so concurrent
+//! validators promote one at a time and each compares against the production it replaces.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::data::{DataError, Dataset};
+use crate::model::{Model, ModelError};
+use crate::store::{HistoryEntry, ModelName, Pointer, Store, StoreError, VersionId};
+
+/// Checked settings of one gate run.
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    pub model: ModelName,
+    /// Evaluation data; `None` means the file the candidate was trained on.
+    pub data: Option<PathBuf>,
+    /// The candidate's accuracy must be at least this.
+    pub min_accuracy: f64,
+    /// The candidate may trail production's accuracy by at most this.
+    pub tolerance: f64,
+}
+
+/// A problem that stops the gate from running at all (exit code 2), as opposed to a failed check.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("model {0:?} has no candidate: run `limen train --model {0}` first")]
+    NoCandidate(String),
+    #[error("candidate {name}/{version} is corrupt: {source}")]
+    CorruptCandidate {
+        name: String,
+        version: VersionId,
+        #[source]
+        source: ModelError,
+    },
+    #[error("cannot load the evaluation data")]
+    Data(#[from] DataError),
+}
+
+/// One gate check and its evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// What the gate decided and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateReport {
+    pub model: String,
+    pub candidate: VersionId,
+    pub production_before: Option<VersionId>,
+    pub candidate_accuracy: Option<f64>,
+    pub production_accuracy: Option<f64>,
+    pub checks: Vec<Check>,
+    pub outcome: Outcome,
+}
+
+/// The gate's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every check passed and `production` now names the candidate.
+    Promoted,
+    /// The candidate already is production; nothing changed.
+    AlreadyProduction,
+    /// A check failed; production is untouched.
+    Rejected,
+}
+
+impl GateReport {
+    pub fn failed_checks(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+}
+
+impl fmt::Display for GateReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "candidate {}/{}", self.model, self.candidate)?;
+        for c in &self.checks {
+            let mark = if c.passed { "ok  " } else { "FAIL" };
+            writeln!(f, "  {mark} {:<14} {}", c.name, c.detail)?;
+        }
+        match self.outcome {
+            Outcome::Promoted => match self.production_before {
+                Some(prev) => write!(
+                    f,
+                    "promoted {}/{} to production (was {prev})",
+                    self.model, self.candidate
+                ),
+                None => write!(
+                    f,
+                    "promoted {}/{} to production (first production version)",
+                    self.model, self.candidate
+                ),
+            },
+            Outcome::AlreadyProduction => write!(
+                f,
+                "{}/{} is already production; nothing to do",
+                self.model, self.candidate
+            ),
+            Outcome::Rejected => {
+                let failed: Vec<&str> = self.failed_checks().map(|c| c.name).collect();
+                write!(
+                    f,
+                    "rejected {}/{}: failed {}; production stays {}",
+                    self.model,
+                    self.candidate,
+                    failed.join(", "),
+                    self.production_before
+                        .map_or("unset".to_owned(), |v| v.to_string())
+                )
+            }
+        }
+    }
+}
+
+/// Inputs every feature is probed with, beyond its training min, mean and max.
+const PROBE_VALUES: [f64; 7] = [0.0, -1.0, 1.0, -1e6, 1e6, 1e12, -1e12];
+
+/// Runs the gate on the candidate of `cfg.model` and promotes it if every check passes.
+pub fn run(store: &Store, cfg: &GateConfig) -> Result<GateReport, ValidateError> {
+    let name = &cfg.model;
+    store.require_model(name)?;
+    let lock = store.lock(name)?;
+    let candidate_version = store
+        .read_pointer(name, Pointer::Candidate)?
+        .ok_or_else(|| ValidateError::NoCandidate(name.to_string()))?;
+    let production_before = store.read_pointer(name, Pointer::Production)?;
+    let candidate = load_verified(store, name, candidate_version).map_err(|e| match e {
+        LoadError::Store(e) => ValidateError::Store(e),
+        LoadError::Model(source) => ValidateError::CorruptCandidate {
+            name: name.to_string(),
+            version: candidate_version,
+            source,
+        },
+    })?;
+
+    let mut report = GateReport {
+        model: name.to_string(),
+        candidate: candidate_version,
+        production_before,
+        candidate_accuracy: None,
+        production_accuracy: None,
+        checks: vec![Check {
+            name: "integrity",
+            passed: true,
+            detail: "checksum, schema and identity verified".to_owned(),
+        }],
+        outcome: Outcome::Rejected,
+    };
+    if production_before == Some(candidate_version) {
+        report.outcome = Outcome::AlreadyProduction;
+        return Ok(report);
+    }
+
+    report.checks.push(probe_check(&candidate));
+
+    let data_path = cfg
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&candidate.artifact().provenance.data_path));
+    let data = load_for(&candidate, &data_path)?;
+    let accuracy = candidate.evaluate(&data).map(|e| e.accuracy).unwrap_or(0.0);
+    report.candidate_accuracy = Some(accuracy);
+    report.checks.push(Check {
+        name: "accuracy",
+        passed: accuracy >= cfg.min_accuracy,
+        detail: format!(
+            "{accuracy:.4} on {} ({} rows); minimum {:.4}",
+            data_path.display(),
+            data.rows(),
+            cfg.min_accuracy
+        ),
+    });
+
+    if let Some(prod_version) = production_before {
+        report.checks.push(champion_check(
+            store,
+            name,
+            prod_version,
+            &data_path,
+            accuracy,
+            cfg.tolerance,
+            &mut report.production_accuracy,
+        ));
+    }
+
+    if report.failed_checks().next().is_some() {
+        return Ok(report);
+    }
+    store.write_pointer(name, Pointer::Production, candidate_version)?;
+    let mut entry = HistoryEntry::now("promote", candidate_version, production_before);
+    entry.details = serde_json::json!({
+        "gate": "limen validate",
+        "accuracy": report.candidate_accuracy,
+        "production_accuracy": report.production_accuracy,
+        "min_accuracy": cfg.min_accuracy,
+        "tolerance": cfg.tolerance,
+        "data": data_path.display().to_string(),
+    });
+    store.append_history(name, &entry, &lock)?;
+    report.outcome = Outcome::Promoted;
+    Ok(report)
+}
+
+/// Why a stored version could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Reads `name/version` from the store, verifies it and checks that it names itself correctly.
+pub fn load_verified(
+    store: &Store,
+    name: &ModelName,
+    version: VersionId,
+) -> Result<Model, LoadError> {
+    let bytes = store.read_model(name, version)?;
+    let model = Model::from_json_bytes(&bytes)?;
+    model.check_identity(name.as_str(), version.get())?;
+    Ok(model)
+}
+
+fn load_for(model: &Model, path: &Path) -> Result<Dataset, DataError> {
+    Dataset::load(path, model.feature_names(), &model.artifact().label_column)
+}
+
+/// Every feature at each probe value (others at their training mean), plus each feature's
+/// training min and max: the outputs must be finite probabilities that sum to 1.
+fn probe_check(model: &Model) -> Check {
+    let features = &model.artifact().features;
+    let means: Vec<f64> = features.iter().map(|f| f.stats.mean).collect();
+    let mut probes = vec![means.clone()];
+    for (i, f) in features.iter().enumerate() {
+        for value in PROBE_VALUES.iter().chain([&f.stats.min, &f.stats.max]) {
+            let mut row = means.clone();
+            row[i] = *value;
+            probes.push(row);
+        }
+    }
+    probes.push(vec![0.0; features.len()]);
+    let bad = probes.iter().find_map(|row| match model.predict(row) {
+        Ok(p) => {
+            let sum: f64 = p.probabilities.iter().sum();
+            let in_range = p.probabilities.iter().all(|q| (0.0..=1.0).contains(q));
+            (!in_range || (sum - 1.0).abs() > 1e-9)
+                .then(|| format!("input {row:?} gave probabilities {:?}", p.probabilities))
+        }
+        Err(e) => Some(format!("input {row:?}: {e}")),
+    });
+    Check {
+        name: "probes",
+        passed: bad.is_none(),
+        detail: bad.unwrap_or_else(|| {
+            format!(
+                "{} probe inputs (0, ±1, ±1e6, ±1e12, training min/mean/max) gave finite probabilities summing to 1",
+                probes.len()
+            )
+        }),
+    }
+}
+
+/// The candidate may not trail the current production version by more than `tolerance`.
+///
+/// A production version that cannot be loaded or scored does not block the candidate (replacing
+/// a broken production is exactly what a pipeline may need); the check says so.
+fn champion_check(
+    store: &Store,
+    name: &ModelName,
+    prod_version: VersionId,
+    data_path: &Path,
+    candidate_accuracy: f64,
+    tolerance: f64,
+    production_accuracy: &mut Option<f64>,
+) -> Check {
+    let evaluated = load_verified(store, name, prod_version)
+        .map_err(|e| e.to_string())
+        .and_then(|prod| {
+            let data = load_for(&prod, data_path).map_err(|e| e.to_string())?;
+            prod.evaluate(&data).map_err(|e| e.to_string())
+        });
+    match evaluated {
+        Ok(eval) => {
+            *production_accuracy = Some(eval.accuracy);
+            let passed = candidate_accuracy >= eval.accuracy - tolerance;
+            Check {
+                name: "vs production",
+                passed,
+                detail: format!(
+                    "{candidate_accuracy:.4} vs production {prod_version} at {:.4}; tolerance {tolerance:.4}",
+                    eval.accuracy
+                ),
+            }
+        }
+        Err(why) => {
+            tracing::warn!(model = %name, version = %prod_version, error = %why, "production cannot be evaluated; not comparing");
+            Check {
+                name: "vs production",
+                passed: true,
+                detail: format!(
+                    "production {prod_version} could not be evaluated ({why}); not compared"
+                ),
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Black-box tests of `limen train`, `limen validate` and `limen predict` on temporary stores.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{limen_command, repo, stderr, TestStore};
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn train_then_validate_promotes_the_candidate_to_production() {
+    let store = TestStore::new();
+    let version = store.train(&[]);
+    assert!(
+        version.parse::<u64>().unwrap() > 1_700_000_000_000,
+        "{version}"
+    );
+    assert_eq!(
+        store.pointer("iris", "candidate").as_deref(),
+        Some(version.as_str())
+    );
+    assert_eq!(store.pointer("iris", "production"), None);
+
+    let out = store.ok(&["validate"]);
+    assert!(out.contains("promoted iris/"), "{out}");
+    assert_eq!(
+        store.pointer("iris", "production").as_deref(),
+        Some(version.as_str())
+    );
+
+    let history = std::fs::read_to_string(store.path().join("iris/history.jsonl")).unwrap();
+    let lines: Vec<_> = history.lines().map(json).collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["action"], "promote");
+    assert_eq!(lines[0]["version"].to_string(), version);
+    assert!(lines[0]["command"].as_str().unwrap().contains("validate"));
+
+    // Validating again is a no-op that succeeds: pipelines may retry.
+    let again = store.ok(&["validate"]);
+    assert!(again.contains("already production"), "{again}");
+    let history = std::fs::read_to_string(store.path().join("iris/history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 1);
+
+    let answer = json(&store.ok(&["predict", "petal_width=2.1"]));
+    assert_eq!(answer["model"], "iris");
+    assert_eq!(answer["version"], version.as_str());
+    assert_eq!(answer["label"], "virginica");
+    let result = answer["result"].as_f64().unwrap();
+    assert!((result - 0.8704417670566003).abs() < 1e-3, "{result}");
+}
+
+#[test]
+fn defaults_match_scikit_learn_golden_values() {
+    let golden =
+        json(&std::fs::read_to_string(repo().join("tests/golden/sklearn_iris.json")).unwrap());
+    let golden = &golden["binary_petal_width"];
+    let store = TestStore::new();
+    let version = store.train(&[]);
+
+    let model = json(
+        &std::fs::read_to_string(store.path().join(format!("iris/{version}/model.json"))).unwrap(),
+    );
+    let (coef, intercept) = (
+        model["coefficients"][0][0].as_f64().unwrap(),
+        model["intercepts"][0].as_f64().unwrap(),
+    );
+    let boundary = -intercept / coef;
+    let want = golden["decision_boundary_petal_width"].as_f64().unwrap();
+    assert!(
+        (boundary - want).abs() < 0.005,
+        "boundary {boundary} vs {want}"
+    );
+    assert_eq!(model["metrics"]["train_accuracy"], golden["train_accuracy"]);
+
+    for (width, want) in golden["predict_proba_virginica"].as_object().unwrap() {
+        let answer = json(&store.ok(&[
+            "predict",
+            "--version",
+            &version,
+            &format!("petal_width={width}"),
+        ]));
+        let got = answer["probabilities"]["virginica"].as_f64().unwrap();
+        let want = want.as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-3,
+            "P(virginica | {width}) = {got}, golden {want}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_gate_exits_1_and_leaves_production_untouched() {
+    let store = TestStore::new();
+    let first = store.train(&[]);
+    store.ok(&["validate"]);
+    let second = store.train(&[]);
+    assert_ne!(first, second);
+
+    let out = store.limen(&["validate", "--min-accuracy", "0.999"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("accuracy") && err.contains("0.9600") && err.contains("0.9990"),
+        "{err}"
+    );
+    assert_eq!(
+        store.pointer("iris", "production").as_deref(),
+        Some(first.as_str())
+    );
+    let history = std::fs::read_to_string(store.path().join("iris/history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 1);
+}
+
+#[test]
+fn a_candidate_worse_than_production_is_refused() {
+    let store = TestStore::new();
+    // Production: all four features, nearly perfect.
+    store.train(&[
+        "--features",
+        "sepal_length,sepal_width,petal_length,petal_width",
+    ]);
+    store.ok(&["validate"]);
+    let production = store.pointer("iris", "production").unwrap();
+    // Candidate: sepal width alone is a poor predictor of virginica.
+    store.train(&["--features", "sepal_width"]);
+    let out = store.limen(&["validate", "--min-accuracy", "0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("vs production"), "{}", stderr(&out));
+    assert_eq!(store.pointer("iris", "production"), Some(production));
+}
+
+#[test]
+fn a_corrupt_candidate_exits_2_and_names_the_problem() {
+    let store = TestStore::new();
+    let version = store.train(&[]);
+    let file = store.path().join(format!("iris/{version}/model.json"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replacen("4.33", "9.33", 1)).unwrap();
+    let out = store.limen(&["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("checksum mismatch"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(store.pointer("iris", "production"), None);
+
+    std::fs::write(&file, &text[..text.len() / 2]).unwrap();
+    let out = store.limen(&["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not valid JSON"), "{}", stderr(&out));
+}
+
+#[test]
+fn eight_concurrent_trainers_publish_eight_distinct_complete_versions() {
+    let store = TestStore::new();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            limen_command()
+                .arg("--store")
+                .arg(store.path())
+                .args(["train", "--cv-folds", "0"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut versions = BTreeSet::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        versions.insert(stdout.lines().last().unwrap().to_owned());
+    }
+    assert_eq!(versions.len(), 8, "{versions:?}");
+    for v in &versions {
+        let model = json(
+            &std::fs::read_to_string(store.path().join(format!("iris/{v}/model.json"))).unwrap(),
+        );
+        assert_eq!(model["version"].to_string(), *v);
+        let answer = json(&store.ok(&["predict", "--version", v, "petal_width=1"]));
+        assert_eq!(answer["version"], v.as_str());
+    }
+    let candidate = store.pointer("iris", "candidate").unwrap();
+    assert!(versions.contains(&candidate));
+    assert!(!store
+        .listing()
+        .iter()
+        .any(|p| p.contains(".publish") || p.contains(".pointer")));
+}
+
+#[test]
+fn multiclass_training_learns_every_species() {
+    let store = TestStore::new();
+    let features = "sepal_length,sepal_width,petal_length,petal_width";
+    let version = store.train(&[
+        "--model",
+        "iris-species",
+        "--multiclass",
+        "--features",
+        features,
+    ]);
+    store.ok(&["validate", "--model", "iris-species"]);
+    let answer = json(&store.ok(&[
+        "predict",
+        "--model",
+        "iris-species",
+        "sepal_length=6.3",
+        "sepal_width=3.3",
+        "petal_length=6.0",
+        "petal_width=2.5",
+    ]));
+    assert_eq!(answer["version"], version.as_str());
+    assert_eq!(answer["label"], "virginica");
+    assert!(answer.get("result").is_none());
+    let probs = answer["probabilities"].as_object().unwrap();
+    assert_eq!(
+        probs.keys().collect::<Vec<_>>(),
+        ["setosa", "versicolor", "virginica"]
+    );
+    let sum: f64 = probs.values().map(|p| p.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn mount_path_is_the_store_when_no_store_is_given() {
+    let store = TestStore::new();
+    let out = limen_command()
+        .env("MOUNT_PATH", store.path())
+        .args(["train", "--cv-folds", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(store.pointer("iris", "candidate").is_some());
+}
+
+/// Each bad input is one line on stderr, exit code 2, and not a byte written to the store.
+#[test]
+fn bad_input_exits_2_with_one_line_and_writes_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = scratch.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let empty = write("empty.csv", "");
+    let header_only = write("header.csv", "petal_width,species\n");
+    let text_cell = write(
+        "text.csv",
+        "petal_width,species\n0.2,setosa\nwide,virginica\n",
+    );
+    let nan_cell = write(
+        "nan.csv",
+        "petal_width,species\n0.2,setosa\nNaN,virginica\n",
+    );
+    let one_class = write("one.csv", "petal_width,species\n0.2,setosa\n0.3,setosa\n");
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["train", "--data", "no/such.csv"],
+            "cannot read data file",
+        ),
+        (
+            vec!["train", "--features", "petal_wdth"],
+            "sepal_length, sepal_width, petal_length, petal_width, species",
+        ),
+        (vec!["train", "--data", &empty], "is empty"),
+        (vec!["train", "--data", &header_only], "is empty"),
+        (
+            vec!["train", "--data", &text_cell],
+            "line 3, column \"petal_width\": \"wide\" is not a number",
+        ),
+        (
+            vec!["train", "--data", &nan_cell],
+            "line 3, column \"petal_width\": \"NaN\" is not a finite number",
+        ),
+        (
+            vec![
+                "train",
+                "--data",
+                &one_class,
+                "--target",
+                "setosa",
+                "--cv-folds",
+                "0",
+            ],
+            "single class",
+        ),
+        (
+            vec!["train", "--target", "virginca"],
+            "classes present are: setosa, versicolor, virginica",
+        ),
+        (vec!["train", "--model", "Iris!"], "invalid model name"),
+        (vec!["train", "--model", "../escape"], "invalid model name"),
+        (vec!["train", "--alpha=-1"], "--alpha"),
+        (vec!["validate", "--model", "nosuch"], "does not exist"),
+        (
+            vec!["predict", "--model", "nosuch", "petal_width=1"],
+            "does not exist",
+        ),
+    ];
+    for (args, expected) in cases {
+        let store = TestStore::new();
+        let out = store.limen(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: {err:?} lacks {expected:?}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            store.listing().is_empty(),
+            "{args:?} wrote {:?}",
+            store.listing()
+        );
+    }
+}
+
+#[test]
+fn validate_without_a_candidate_says_to_train_first() {
+    let store = TestStore::new();
+    std::fs::create_dir_all(store.path().join("iris")).unwrap();
+    let out = store.limen(&["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("limen train"), "{}", stderr(&out));
+}
