@@ -2,14 +2,19 @@
 //! happened. Stdout carries results for scripts (for `train`, the version id is the last line);
 //! logs go to stderr.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clap::Parser as _;
 
 use crate::api::{self, PredictRequest};
-use crate::cli::{Cli, Command, PredictConfig, TrainConfig};
+use crate::cli::{
+    Cli, Command, PredictConfig, QuickstartArgs, TrainArgs, TrainConfig, ValidateArgs,
+};
 use crate::data::Dataset;
+use crate::serve::{self, ServeConfig};
 use crate::store::{now_rfc3339, Pointer, Store, VersionId};
 use crate::train;
 use crate::validate::{self, GateConfig, Outcome};
@@ -31,7 +36,62 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             predict(&store, PredictConfig::try_from(args)?)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => {
+            let cfg = args.common.config(args.addr)?;
+            serve(store, cfg, |addr| println!("listening on http://{addr}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quickstart(args) => quickstart(store, args),
     }
+}
+
+/// Runs the server on a multi-threaded tokio runtime until it shuts down.
+pub fn serve(
+    store: Store,
+    cfg: ServeConfig,
+    on_listening: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve::run(store, cfg, |addr| {
+        on_listening(addr);
+        // Whoever reads our stdout (a test, a script) learns the port now, not at exit.
+        let _ = std::io::stdout().flush();
+    }))
+}
+
+/// `limen quickstart`: make sure the default store has a production Iris model, then serve it.
+fn quickstart(store: Store, args: QuickstartArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.common.config(args.addr)?;
+    let name = &cfg.default_model;
+    if store.read_pointer(name, Pointer::Production)?.is_none() {
+        println!(
+            "no production {name} model in {}: training and validating one",
+            store.root().display()
+        );
+        let data = args.data.display().to_string();
+        let train_args =
+            TrainArgs::try_parse_from(["train", "--model", name.as_str(), "--data", &data])?;
+        train_and_publish(&store, &TrainConfig::try_from(train_args)?)?;
+        let gate_args = ValidateArgs::try_parse_from(["validate", "--model", name.as_str()])?;
+        let code = validate_and_promote(&store, &GateConfig::try_from(gate_args)?)?;
+        if code != ExitCode::SUCCESS {
+            anyhow::bail!("the freshly trained model did not pass validation; see above");
+        }
+    }
+    serve(store, cfg, |addr| {
+        let host = if addr.ip().is_unspecified() || addr.ip().is_loopback() {
+            format!("localhost:{}", addr.port())
+        } else {
+            addr.to_string()
+        };
+        println!("limen is serving on http://{addr} (Ctrl-C to stop). Try:");
+        println!("  curl {host}/healthcheck");
+        println!("  curl -X POST -d '{{\"petal_width\": \"2.1\"}}' {host}/predict");
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `limen train`: fit, publish a new version, point `candidate` at it. Nothing is written unless

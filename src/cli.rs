@@ -3,14 +3,18 @@
 //! Every flag can also be set by an environment variable `LIMEN_…`, so pipeline tasks and
 //! Kubernetes manifests configure limen without rewriting commands. No I/O happens here.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::serve::{Limits, ServeConfig};
 use crate::store::{ModelName, Store, VersionId};
 use crate::train::{Objective, TrainParams};
 use crate::validate::GateConfig;
+use crate::watch::WatchMode;
 
 /// limen: train, validate and hot-serve versioned models from a shared store.
 #[derive(Debug, Parser)]
@@ -49,6 +53,11 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Score one instance with a stored model and print the JSON `/predict` would answer.
     Predict(PredictArgs),
+    /// Serve /healthcheck and /predict, hot-swapping production models as the store changes.
+    Serve(ServeArgs),
+    /// Train and validate the Iris model if the store has no production version, then serve it
+    /// on 127.0.0.1:8080 and print the curl commands to try.
+    Quickstart(QuickstartArgs),
 }
 
 impl Cli {
@@ -67,7 +76,8 @@ impl Cli {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Parser)]
+#[command(name = "train")]
 pub struct TrainArgs {
     /// Training data: a CSV file with a header line.
     #[arg(long, env = "LIMEN_DATA", default_value = "data/iris.csv")]
@@ -164,7 +174,8 @@ impl TryFrom<TrainArgs> for TrainConfig {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Parser)]
+#[command(name = "validate")]
 pub struct ValidateArgs {
     /// Model whose candidate to validate.
     #[arg(long, env = "LIMEN_MODEL", default_value = "iris")]
@@ -256,6 +267,95 @@ impl TryFrom<PredictArgs> for PredictConfig {
     }
 }
 
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the bound address is printed on stdout).
+    #[arg(long, env = "LIMEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub addr: SocketAddr,
+
+    #[command(flatten)]
+    pub common: ServeOptions,
+}
+
+/// Serving settings shared by `serve` and `quickstart`.
+#[derive(Debug, Args)]
+pub struct ServeOptions {
+    /// The model that /predict, /ready and /version answer for.
+    #[arg(long, env = "LIMEN_MODEL", default_value = "iris")]
+    pub model: String,
+
+    /// How store changes are noticed: inotify events and polling (auto), or only one of them.
+    /// Polling is what sees writes by other NFS/EFS clients.
+    #[arg(long, env = "LIMEN_WATCH", value_enum, default_value_t = WatchMode::Auto)]
+    pub watch: WatchMode,
+
+    /// How often the store's pointers are re-read, e.g. 200ms, 1s, 2m.
+    #[arg(long, env = "LIMEN_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Largest request body accepted, e.g. 1MiB, 64KiB or a byte count.
+    #[arg(long, env = "LIMEN_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
+    pub max_body: usize,
+
+    /// Longest a request may take, body upload included.
+    #[arg(long, env = "LIMEN_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// After SIGTERM, how long requests in flight get to finish before the process exits.
+    #[arg(long, env = "LIMEN_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeOptions {
+    /// The checked serve settings for listening on `addr`.
+    pub fn config(&self, addr: SocketAddr) -> anyhow::Result<ServeConfig> {
+        anyhow::ensure!(
+            !self.poll_interval.is_zero(),
+            "--poll-interval must be longer than 0"
+        );
+        anyhow::ensure!(
+            !self.request_timeout.is_zero(),
+            "--request-timeout must be longer than 0"
+        );
+        Ok(ServeConfig {
+            addr,
+            default_model: self.model.parse()?,
+            watch: self.watch,
+            poll_interval: self.poll_interval,
+            limits: Limits {
+                max_body: self.max_body,
+                request_timeout: self.request_timeout,
+            },
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LIMEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Training data used when the store has no production model yet.
+    #[arg(long, env = "LIMEN_DATA", default_value = "data/iris.csv")]
+    pub data: PathBuf,
+
+    #[command(flatten)]
+    pub common: ServeOptions,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 200ms, 1s, 2m)"))
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let size: bytesize::ByteSize = s
+        .parse()
+        .map_err(|e| format!("{e} (write sizes like 1MiB, 64KiB or 1048576)"))?;
+    usize::try_from(size.as_u64()).map_err(|_| format!("{s} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +405,34 @@ mod tests {
             panic!()
         };
         assert!(GateConfig::try_from(args).is_err());
+    }
+
+    #[test]
+    fn serve_parses_durations_and_sizes() {
+        let Command::Serve(args) = parse(&[
+            "serve",
+            "--poll-interval",
+            "200ms",
+            "--max-body",
+            "64KiB",
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        let cfg = args.common.config(args.addr).unwrap();
+        assert_eq!(cfg.poll_interval, Duration::from_millis(200));
+        assert_eq!(cfg.limits.max_body, 64 * 1024);
+        let Command::Serve(args) = parse(&["serve"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(args.common.max_body, 1024 * 1024);
+        assert_eq!(args.common.poll_interval, Duration::from_secs(1));
+        assert!(parse(&["serve", "--poll-interval", "soon"]).is_err());
+        assert!(parse(&["serve", "--max-body", "lots"]).is_err());
     }
 
     #[test]

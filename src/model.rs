@@ -434,6 +434,40 @@ impl Model {
         })
     }
 
+    /// Scores probe inputs and checks that every answer is a set of finite probabilities that
+    /// sums to 1: each feature at 0, ±1, ±1e6, ±1e12 and its training min and max (the others at
+    /// their training mean), all features at 0, and all at their means.
+    ///
+    /// Returns how many probes passed, or a description of the first one that failed. The gate
+    /// runs it before promoting, the server before swapping a model in (which also warms it up).
+    pub fn self_test(&self) -> Result<usize, String> {
+        const PROBE_VALUES: [f64; 7] = [0.0, -1.0, 1.0, -1e6, 1e6, 1e12, -1e12];
+        let features = &self.artifact.features;
+        let means: Vec<f64> = features.iter().map(|f| f.stats.mean).collect();
+        let mut probes = vec![means.clone(), vec![0.0; features.len()]];
+        for (i, f) in features.iter().enumerate() {
+            for value in PROBE_VALUES.iter().chain([&f.stats.min, &f.stats.max]) {
+                let mut row = means.clone();
+                row[i] = *value;
+                probes.push(row);
+            }
+        }
+        for row in &probes {
+            let p = self
+                .predict(row)
+                .map_err(|e| format!("probe {row:?}: {e}"))?;
+            let sum: f64 = p.probabilities.iter().sum();
+            let in_range = p.probabilities.iter().all(|q| (0.0..=1.0).contains(q));
+            if !in_range || (sum - 1.0).abs() > 1e-9 {
+                return Err(format!(
+                    "probe {row:?} gave probabilities {:?}, which are not a distribution",
+                    p.probabilities
+                ));
+            }
+        }
+        Ok(probes.len())
+    }
+
     /// Accuracy and log loss on `data`, whose label column holds this model's training labels.
     ///
     /// For a binary model a label equal to `positive_class` is positive and anything else
@@ -545,7 +579,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn multinomial_artifact() -> ModelArtifact {
+    pub(crate) fn multinomial_artifact() -> ModelArtifact {
         let mut a = binary_artifact();
         a.kind = ModelKind::MultinomialLogistic;
         a.positive_class = None;

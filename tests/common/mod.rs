@@ -101,3 +101,166 @@ pub fn limen_command() -> Command {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A running `limen serve` (or `quickstart`) on 127.0.0.1 with a port picked by the kernel;
+/// killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    /// Every stdout line up to and including the "listening" one.
+    pub banner: Vec<String>,
+}
+
+/// How long a test waits for something that should happen promptly.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Server {
+    /// Starts `limen --store <store> serve --addr 127.0.0.1:0 <args>` and waits for its address.
+    pub fn serve(store: &Path, args: &[&str]) -> Self {
+        let mut all = vec!["serve", "--addr", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Self::start(store, &all, "listening on http://")
+    }
+
+    /// Starts `limen --store <store> <args>` and waits for a stdout line starting with `marker`
+    /// followed by the address.
+    pub fn start(store: &Path, args: &[&str], marker: &str) -> Self {
+        use std::io::BufRead as _;
+        let mut child = limen_command()
+            .arg("--store")
+            .arg(store)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start limen");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let marker = marker.to_owned();
+        std::thread::spawn(move || {
+            let mut banner = Vec::new();
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                banner.push(line.clone());
+                if let Some(rest) = line.strip_prefix(&marker) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send((addr, banner.clone()));
+                }
+            }
+        });
+        let (addr, banner) = rx
+            .recv_timeout(PATIENCE)
+            .expect("limen did not print its address in time");
+        Self {
+            child,
+            addr: addr.parse().expect("a socket address"),
+            banner,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, failing the test after `limit`.
+    pub fn wait_exit(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the child") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "limen did not exit within {limit:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that returns 4xx/5xx answers instead of failing on them.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(PATIENCE))
+        .build()
+        .into()
+}
+
+/// Status and body of a response.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub version_header: Option<String>,
+    pub content_type: Option<String>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn answer(resp: ureq::http::Response<ureq::Body>) -> Answer {
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (status, version_header, content_type) = (
+        resp.status().as_u16(),
+        header("x-model-version"),
+        header("content-type"),
+    );
+    let body = resp.into_body().read_to_string().unwrap_or_default();
+    Answer {
+        status,
+        body,
+        version_header,
+        content_type,
+    }
+}
+
+pub fn get(agent: &ureq::Agent, url: &str) -> Answer {
+    answer(agent.get(url).call().expect("GET"))
+}
+
+pub fn post(agent: &ureq::Agent, url: &str, body: &str) -> Answer {
+    answer(agent.post(url).send(body).expect("POST"))
+}
+
+/// Polls `check` until it returns `Some`, failing the test with `what` after `limit`.
+pub fn eventually<T>(
+    limit: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}

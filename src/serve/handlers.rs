@@ -1,0 +1,160 @@
+//! Route handlers. Each one reads the registry (never a file) and answers through the wire types
+//! of [`crate::api`] or an [`ApiError`].
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::body::RawBody;
+use super::error::ApiError;
+use super::AppState;
+use crate::api::{self, PredictRequest};
+use crate::registry::{LoadedModel, ModelStatus, StoreStatus};
+
+/// Bodies larger than this are scored on the blocking pool, off the async threads.
+const BLOCKING_BODY_BYTES: usize = 64 * 1024;
+
+/// The header that names the version behind every prediction.
+pub const MODEL_VERSION_HEADER: &str = "x-model-version";
+
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// `GET|POST /healthcheck`: liveness, with the reference server's text.
+pub async fn healthcheck() -> Response {
+    ([(header::CONTENT_TYPE, TEXT_PLAIN)], "Server is up!").into_response()
+}
+
+/// `GET /ready`: 200 once the default model's production version is loaded, else 503.
+pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let loaded = loaded_default(&state)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "status": "ready",
+            "model": loaded.model.name(),
+            "version": loaded.version.to_string(),
+        }),
+    ))
+}
+
+/// `POST /predict`: score with the default model's production version.
+pub async fn predict(
+    State(state): State<AppState>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let loaded = loaded_default(&state)?;
+    predict_with(loaded, body).await
+}
+
+/// Scores `body` with `loaded` and answers with the JSON and the `X-Model-Version` header.
+pub async fn predict_with(loaded: Arc<LoadedModel>, body: Bytes) -> Result<Response, ApiError> {
+    let version = HeaderValue::from(loaded.version.get());
+    let answer = if body.len() > BLOCKING_BODY_BYTES {
+        tokio::task::spawn_blocking(move || score(&loaded, &body))
+            .await
+            .map_err(|e| ApiError::internal(&e))??
+    } else {
+        score(&loaded, &body)?
+    };
+    let mut response = Response::new(Body::from(answer));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
+    headers.insert(MODEL_VERSION_HEADER, version);
+    Ok(response)
+}
+
+fn score(loaded: &LoadedModel, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let request = PredictRequest::parse(body)?;
+    Ok(api::answer(&loaded.model, &request)?)
+}
+
+/// `GET /version`: the version of the default model being served, as plain text.
+pub async fn version(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let loaded = loaded_default(&state)?;
+    Ok((
+        [(header::CONTENT_TYPE, TEXT_PLAIN)],
+        loaded.version.to_string(),
+    )
+        .into_response())
+}
+
+#[derive(Serialize)]
+struct ModelsResponse {
+    default_model: String,
+    store: StoreStatus,
+    models: Vec<ModelStatus>,
+}
+
+/// `GET /models`: every model in the store, what is served, and what went wrong.
+pub async fn models(State(state): State<AppState>) -> Response {
+    let body = ModelsResponse {
+        default_model: state.default_model.to_string(),
+        store: state.registry.store_status(),
+        models: state.registry.statuses(),
+    };
+    json_response(StatusCode::OK, &body)
+}
+
+/// Any path no route matches.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {method} {}; try POST /predict, GET /healthcheck, GET /ready, GET /version or GET /models",
+        uri.path()
+    ))
+}
+
+/// A known path with the wrong method.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// The default model, or a 503 that says why it is not loaded.
+fn loaded_default(state: &AppState) -> Result<Arc<LoadedModel>, ApiError> {
+    let name = state.default_model.as_str();
+    if let Some(loaded) = state.registry.get(name) {
+        return Ok(loaded);
+    }
+    let status = state
+        .registry
+        .statuses()
+        .into_iter()
+        .find(|s| s.name == name);
+    let why = match (status, state.registry.store_status().error) {
+        (_, Some(store_error)) => format!("the store cannot be read: {store_error}"),
+        (
+            Some(ModelStatus {
+                last_error: Some(e),
+                ..
+            }),
+            _,
+        ) => e,
+        (Some(_), _) => "it has no production version yet: run `limen validate`".to_owned(),
+        (None, _) => {
+            "the store holds no such model yet: run `limen train` and `limen validate`".to_owned()
+        }
+    };
+    Err(ApiError::unavailable(format!(
+        "model {name:?} is not loaded: {why}"
+    )))
+}
+
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut response = (status, bytes).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, APPLICATION_JSON);
+            response
+        }
+        Err(e) => ApiError::internal(&e).into_response(),
+    }
+}
