@@ -37,7 +37,7 @@ fn curl(args: &[&str]) -> String {
 #[test]
 fn the_users_curl_commands_work_exactly_as_typed() {
     let (store, version) = store_with_production();
-    let server = Server::serve(store.path(), &[]);
+    let server = Server::serve(store.path(), &[]).ready();
     let host = format!("127.0.0.1:{}", server.addr.port());
 
     // curl -d sends Content-Type: application/x-www-form-urlencoded; the body is JSON anyway.
@@ -72,7 +72,7 @@ fn the_users_curl_commands_work_exactly_as_typed() {
 #[test]
 fn predict_answers_single_and_batch_requests() {
     let (store, version) = store_with_production();
-    let server = Server::serve(store.path(), &[]);
+    let server = Server::serve(store.path(), &[]).ready();
     let agent = http();
 
     let single = post(
@@ -109,7 +109,7 @@ fn predict_answers_single_and_batch_requests() {
 #[test]
 fn bad_requests_get_a_json_error_with_the_right_status() {
     let (store, _) = store_with_production();
-    let server = Server::serve(store.path(), &["--max-body", "1KiB"]);
+    let server = Server::serve(store.path(), &["--max-body", "1KiB"]).ready();
     let agent = http();
     let big = format!(r#"{{"petal_width": 2.1, "pad": "{}"}}"#, "x".repeat(2048));
     let cases: &[(&str, &str, &str, u16)] = &[
@@ -181,7 +181,7 @@ fn bad_requests_get_a_json_error_with_the_right_status() {
 #[test]
 fn an_oversized_body_is_refused_before_it_is_sent() {
     let (store, _) = store_with_production();
-    let server = Server::serve(store.path(), &["--max-body", "1KiB"]);
+    let server = Server::serve(store.path(), &["--max-body", "1KiB"]).ready();
     // Declare 100 MB and send nothing: the answer must come without waiting for the body.
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -244,7 +244,7 @@ fn the_server_starts_without_a_store_and_becomes_ready_when_a_model_appears() {
 /// Promotes a new version and waits for /predict to answer with it.
 fn hot_reload_with(watch_args: &[&str]) {
     let (store, first) = store_with_production();
-    let server = Server::serve(store.path(), watch_args);
+    let server = Server::serve(store.path(), watch_args).ready();
     let agent = http();
     assert_eq!(
         post(&agent, &server.url("/predict"), SEED_BODY).json()["version"],
@@ -278,7 +278,7 @@ fn a_promotion_is_served_without_a_restart_when_only_polling() {
 #[test]
 fn a_corrupt_new_version_is_refused_and_the_old_one_keeps_serving() {
     let (store, good) = store_with_production();
-    let server = Server::serve(store.path(), &["--poll-interval", "200ms"]);
+    let server = Server::serve(store.path(), &["--poll-interval", "200ms"]).ready();
     let agent = http();
 
     // Publish a damaged copy as a new version and point production at it by hand.
@@ -322,7 +322,7 @@ fn a_corrupt_new_version_is_refused_and_the_old_one_keeps_serving() {
 #[test]
 fn sigterm_lets_requests_in_flight_finish_and_exits_0() {
     let (store, _) = store_with_production();
-    let mut server = Server::serve(store.path(), &["--shutdown-timeout", "5s"]);
+    let mut server = Server::serve(store.path(), &["--shutdown-timeout", "5s"]).ready();
     // Four requests whose bodies are half sent when SIGTERM arrives.
     let body = SEED_BODY.as_bytes();
     let (head, tail) = body.split_at(body.len() / 2);
@@ -361,7 +361,7 @@ fn sigterm_lets_requests_in_flight_finish_and_exits_0() {
 #[test]
 fn clients_see_no_errors_while_models_are_promoted_under_them() {
     let (store, first) = store_with_production();
-    let server = Server::serve(store.path(), &["--poll-interval", "100ms"]);
+    let server = Server::serve(store.path(), &["--poll-interval", "100ms"]).ready();
     let url = server.url("/predict");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..2)

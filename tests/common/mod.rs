@@ -158,6 +158,15 @@ impl Server {
         }
     }
 
+    /// Waits until `/ready` answers 200: the default model is loaded.
+    pub fn ready(self) -> Self {
+        let agent = http();
+        eventually(PATIENCE, "/ready to answer 200", || {
+            (get(&agent, &self.url("/ready")).status == 200).then_some(())
+        });
+        self
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
