@@ -114,7 +114,7 @@ pub fn train_and_publish(store: &Store, cfg: &TrainConfig) -> anyhow::Result<Ver
     }
     tracing::info!(
         model = %name,
-        %version,
+        version = version.get(),
         rows = data.rows(),
         train_accuracy = m.train_accuracy,
         cv_accuracy = m.cv_accuracy,
@@ -147,7 +147,7 @@ pub fn validate_and_promote(store: &Store, cfg: &GateConfig) -> anyhow::Result<E
     match report.outcome {
         Outcome::Promoted | Outcome::AlreadyProduction => {
             println!("{report}");
-            tracing::info!(model = %report.model, version = %report.candidate, outcome = ?report.outcome, "validation passed");
+            tracing::info!(model = %report.model, version = report.candidate.get(), outcome = ?report.outcome, "validation passed");
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Rejected => {

@@ -216,7 +216,7 @@ impl Registry {
                         Ok(loaded) => {
                             tracing::info!(
                                 model = %name,
-                                %version,
+                                version = version.get(),
                                 previous = served.map(|s| s.version.get()),
                                 "serving new production version"
                             );

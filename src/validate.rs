@@ -282,7 +282,7 @@ fn champion_check(
             }
         }
         Err(why) => {
-            tracing::warn!(model = %name, version = %prod_version, error = %why, "production cannot be evaluated; not comparing");
+            tracing::warn!(model = %name, version = prod_version.get(), error = %why, "production cannot be evaluated; not comparing");
             Check {
                 name: "vs production",
                 passed: true,

@@ -329,3 +329,30 @@ fn validate_without_a_candidate_says_to_train_first() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("limen train"), "{}", stderr(&out));
 }
+
+#[test]
+fn json_logs_are_one_json_object_per_line_on_stderr() {
+    let store = TestStore::new();
+    let out = limen_command()
+        .env("LIMEN_LOG", "info")
+        .arg("--store")
+        .arg(store.path())
+        .args(["train", "--cv-folds", "0", "--log-format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = stderr(&out);
+    let lines: Vec<serde_json::Value> = err.lines().map(json).collect();
+    let published = lines
+        .iter()
+        .find(|l| l["message"] == "published candidate")
+        .unwrap_or_else(|| panic!("no 'published candidate' event in {err}"));
+    assert_eq!(published["level"], "INFO");
+    assert_eq!(published["model"], "iris");
+    // Stdout stays clean for scripts: the version id is its last line.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        published["version"].to_string(),
+        stdout.lines().last().unwrap()
+    );
+}
