@@ -11,15 +11,17 @@ use clap::Parser as _;
 
 use crate::api::{self, PredictRequest};
 use crate::cli::{
-    Cli, Command, PredictConfig, QuickstartArgs, TrainArgs, TrainConfig, ValidateArgs,
+    Cli, Command, ModelsAction, ModelsArgs, PredictConfig, QuickstartArgs, TrainArgs, TrainConfig,
+    ValidateArgs,
 };
 use crate::data::Dataset;
+use crate::ops::{self, OpsError};
 use crate::serve::{self, ServeConfig};
 use crate::store::{now_rfc3339, Pointer, Store, VersionId};
 use crate::train;
 use crate::validate::{self, GateConfig, Outcome};
 
-/// Exit code of a validation that ran and said no.
+/// Exit code of a command that ran and said no: a rejected candidate, a refused rollback.
 pub const EXIT_REJECTED: u8 = 1;
 
 /// Runs the parsed command line.
@@ -42,7 +44,162 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Quickstart(args) => quickstart(store, args),
+        Command::Models(args) => models(&store, args),
     }
+}
+
+/// `limen models …`: print the result as text or JSON; a refusal exits 1.
+fn models(store: &Store, args: ModelsArgs) -> anyhow::Result<ExitCode> {
+    let result = match args.action {
+        ModelsAction::List => ops::list(store).map(|rows| {
+            Printed::new(&rows, || {
+                let mut out = format!(
+                    "{:<24} {:>15} {:>15} {:>8}  LAST PROMOTION\n",
+                    "MODEL", "PRODUCTION", "CANDIDATE", "VERSIONS"
+                );
+                for r in &rows {
+                    let last = r.last_promotion.as_ref().map_or("-".to_owned(), |e| {
+                        format!("{} {:?} {} by {}", e.at, e.action, opt(e.version), e.user)
+                    });
+                    out += &format!(
+                        "{:<24} {:>15} {:>15} {:>8}  {last}\n",
+                        r.name,
+                        opt(r.production),
+                        opt(r.candidate),
+                        r.versions
+                    );
+                }
+                out
+            })
+        }),
+        ModelsAction::Show { name } => ops::show(store, &name.parse()?).map(|r| {
+            Printed::new(&r, || {
+                let mut out = format!(
+                    "model       {}\nproduction  {}\ncandidate   {}\nversions    {}\n",
+                    r.name,
+                    opt(r.production),
+                    opt(r.candidate),
+                    r.versions
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                if let Some(m) = &r.model {
+                    out += &format!(
+                        "metadata    {}\n",
+                        serde_json::to_string_pretty(m).unwrap_or_default()
+                    );
+                }
+                if let Some(e) = &r.model_error {
+                    out += &format!("error       {e}\n");
+                }
+                out += "history\n";
+                for e in &r.history {
+                    out += &format!(
+                        "  {} {:?} {} (was {}) by {}@{}: {}\n",
+                        e.at,
+                        e.action,
+                        opt(e.version),
+                        opt(e.previous),
+                        e.user,
+                        e.host,
+                        e.command
+                    );
+                }
+                out
+            })
+        }),
+        ModelsAction::Promote { name, version } => {
+            ops::promote(store, &name.parse()?, version.parse()?)
+                .map(|c| pointer_change(&c, "promoted"))
+        }
+        ModelsAction::Rollback { name } => {
+            ops::rollback(store, &name.parse()?).map(|c| pointer_change(&c, "rolled back"))
+        }
+        ModelsAction::Gc {
+            name,
+            keep,
+            dry_run,
+            temp_age,
+        } => ops::gc(store, &name.parse()?, keep, temp_age, dry_run).map(|r| {
+            Printed::new(&r, || {
+                let verb = if r.dry_run { "would delete" } else { "deleted" };
+                let mut out = format!(
+                    "{}: {verb} {} version(s): {}\n",
+                    r.name,
+                    r.deleted.len(),
+                    r.deleted
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                for (v, why) in &r.kept {
+                    out += &format!("  kept {v}: {}\n", why.join(", "));
+                }
+                for t in &r.temporaries {
+                    out += &format!("  {verb} leftover {}\n", t.display());
+                }
+                out
+            })
+        }),
+    };
+    match result {
+        Ok(printed) => {
+            print!(
+                "{}",
+                if args.json {
+                    printed.json
+                } else {
+                    printed.text
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(OpsError::Refused(why)) => {
+            eprintln!("refused: {why}");
+            Ok(ExitCode::from(EXIT_REJECTED))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A result rendered both ways, so `--json` and text never drift apart in content.
+struct Printed {
+    text: String,
+    json: String,
+}
+
+impl Printed {
+    fn new(value: &impl serde::Serialize, text: impl FnOnce() -> String) -> Self {
+        Self {
+            text: text(),
+            json: serde_json::to_string_pretty(value).unwrap_or_default() + "\n",
+        }
+    }
+}
+
+fn pointer_change(c: &ops::PointerChange, verb: &str) -> Printed {
+    Printed::new(c, || {
+        if c.changed {
+            format!(
+                "{verb} {}: production {} -> {}\n",
+                c.name,
+                opt(c.from),
+                c.to
+            )
+        } else {
+            format!(
+                "{}/{} already is production; nothing changed\n",
+                c.name, c.to
+            )
+        }
+    })
+}
+
+fn opt(v: Option<VersionId>) -> String {
+    v.map_or("-".to_owned(), |v| v.to_string())
 }
 
 /// Runs the server on a multi-threaded tokio runtime until it shuts down.

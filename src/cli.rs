@@ -4,6 +4,7 @@
 //! Kubernetes manifests configure limen without rewriting commands. No I/O happens here.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,6 +59,57 @@ pub enum Command {
     /// Train and validate the Iris model if the store has no production version, then serve it
     /// on 127.0.0.1:8080 and print the curl commands to try.
     Quickstart(QuickstartArgs),
+    /// Inspect and operate the store: list, show, promote, rollback, gc.
+    Models(ModelsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Print JSON for scripts instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub action: ModelsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsAction {
+    /// One line per model: production, candidate, versions on disk, last promotion.
+    List,
+    /// A model's pointers, versions, metadata (features, classes, metrics) and history.
+    Show {
+        /// Model name.
+        name: String,
+    },
+    /// Point production at VERSION after checking its integrity (no quality gate; see validate).
+    Promote {
+        /// Model name.
+        name: String,
+        /// Version id to serve.
+        version: String,
+    },
+    /// Point production back at the version it replaced, as recorded in the history.
+    Rollback {
+        /// Model name.
+        name: String,
+    },
+    /// Delete old versions, never production, candidate, or one promoted (or rolled back to) in
+    /// the last --keep promotions and rollbacks; also remove leftovers of interrupted writes.
+    Gc {
+        /// Model name.
+        name: String,
+        /// How many recent promotions and rollbacks protect the versions they name.
+        #[arg(long, default_value_t = 5)]
+        keep: usize,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Leftover `.publish-*`/`.pointer-*` entries younger than this may belong to a writer
+        /// that is still running, and are kept.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        temp_age: Duration,
+    },
 }
 
 impl Cli {
@@ -304,6 +356,10 @@ pub struct ServeOptions {
     /// After SIGTERM, how long requests in flight get to finish before the process exits.
     #[arg(long, env = "LIMEN_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// How many non-production versions stay loaded for /models/{name}/versions/{v}/predict.
+    #[arg(long, env = "LIMEN_PINNED_CACHE", default_value = "64")]
+    pub pinned_cache: NonZeroUsize,
 }
 
 impl ServeOptions {
@@ -327,6 +383,7 @@ impl ServeOptions {
                 request_timeout: self.request_timeout,
             },
             shutdown_timeout: self.shutdown_timeout,
+            pinned_cache: self.pinned_cache,
         })
     }
 }

@@ -100,6 +100,23 @@ pub struct ModelArtifact {
     pub provenance: Provenance,
 }
 
+/// What a client may want to know about a model before calling it: a borrowed view of the
+/// artifact without its weights.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelMetadata<'a> {
+    pub version: u64,
+    pub created_at: &'a str,
+    pub kind: ModelKind,
+    /// Input features in order, with their training ranges and moments.
+    pub features: &'a [Feature],
+    pub label_column: &'a str,
+    pub classes: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub positive_class: Option<&'a str>,
+    pub metrics: &'a Metrics,
+    pub provenance: &'a Provenance,
+}
+
 /// Why a `model.json` was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -332,6 +349,22 @@ impl Model {
 
     pub fn artifact(&self) -> &ModelArtifact {
         &self.artifact
+    }
+
+    /// Everything but the weights, for `/models/{name}` and `limen models show`.
+    pub fn metadata(&self) -> ModelMetadata<'_> {
+        let a = &self.artifact;
+        ModelMetadata {
+            version: a.version,
+            created_at: &a.created_at,
+            kind: a.kind,
+            features: &a.features,
+            label_column: &a.label_column,
+            classes: &a.classes,
+            positive_class: a.positive_class.as_deref(),
+            metrics: &a.metrics,
+            provenance: &a.provenance,
+        }
     }
 
     pub fn name(&self) -> &str {

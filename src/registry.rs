@@ -8,13 +8,16 @@
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use lru::LruCache;
 use serde::Serialize;
 
-use crate::model::Model;
+use crate::model::{Model, ModelMetadata};
 use crate::store::{ModelName, Pointer, Store, StoreError, VersionId};
 use crate::validate::{load_verified, LoadError};
 use crate::watch::ChangeSource;
@@ -33,7 +36,7 @@ pub struct ModelStatus {
     pub name: String,
     /// The `production` pointer as last read.
     pub production: Option<VersionId>,
-    /// The `candidate` pointer as last read.
+    /// The `candidate` pointer, read when the status is reported (not by every scan).
     pub candidate: Option<VersionId>,
     /// The version being served.
     pub loaded: Option<VersionId>,
@@ -62,11 +65,60 @@ struct Book {
 
 type Table = HashMap<ModelName, Arc<LoadedModel>>;
 
+/// Why a version asked for by name and number cannot answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    #[error("model {name:?} has no version {version}")]
+    NotFound { name: String, version: VersionId },
+    #[error("{name}/{version} cannot be served: {why}")]
+    Unservable {
+        name: String,
+        version: VersionId,
+        why: String,
+    },
+}
+
+/// A version loaded on request (`/models/{name}/versions/{version}/predict`).
+struct Pinned {
+    loaded: Arc<LoadedModel>,
+    /// When its `model.json` was last seen on disk: versions are immutable, but `gc` deletes.
+    checked: Instant,
+}
+
+/// Settings of a [`Registry`].
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryConfig {
+    /// How many pinned (non-production) versions stay loaded.
+    pub pinned_capacity: NonZeroUsize,
+    /// How long a pinned version answers from memory before its file is checked again.
+    pub revalidate_after: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            pinned_capacity: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
+            revalidate_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one scan found, for re-arming the file watcher.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOutcome {
+    /// Whether the store root could be listed.
+    pub readable: bool,
+    /// The folder of every model in the store.
+    pub model_dirs: Vec<PathBuf>,
+}
+
 /// The loaded models of one store.
 pub struct Registry {
     store: Store,
     serving: ArcSwap<Table>,
     book: Mutex<Book>,
+    pinned: Mutex<LruCache<(ModelName, VersionId), Pinned>>,
+    config: RegistryConfig,
 }
 
 impl Borrow<str> for ModelName {
@@ -76,7 +128,7 @@ impl Borrow<str> for ModelName {
 }
 
 impl Registry {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, config: RegistryConfig) -> Self {
         let book = Book {
             store: StoreStatus {
                 root: store.root().display().to_string(),
@@ -88,7 +140,96 @@ impl Registry {
             store,
             serving: ArcSwap::from_pointee(Table::new()),
             book: Mutex::new(book),
+            pinned: Mutex::new(LruCache::new(config.pinned_capacity)),
+            config,
         }
+    }
+
+    /// Whether the last scan saw a folder for `name` in the store.
+    pub fn knows(&self, name: &str) -> bool {
+        self.book().models.contains_key(name)
+    }
+
+    /// `name` at `version` from memory: the production model if that is the version, else a
+    /// pinned version checked on disk within the last `revalidate_after`. Never touches a file.
+    pub fn cached_version(&self, name: &ModelName, version: VersionId) -> Option<Arc<LoadedModel>> {
+        if let Some(loaded) = self.get(name.as_str()).filter(|m| m.version == version) {
+            return Some(loaded);
+        }
+        let mut pinned = self.pinned();
+        let entry = pinned.get(&(name.clone(), version))?;
+        (entry.checked.elapsed() < self.config.revalidate_after).then(|| Arc::clone(&entry.loaded))
+    }
+
+    /// `name` at `version`, loaded (load → verify → warm up) and cached if need be. Blocking: run
+    /// it off the async threads. A version deleted from disk stops answering once its cache
+    /// entry is re-checked.
+    pub fn load_version(
+        &self,
+        name: &ModelName,
+        version: VersionId,
+    ) -> Result<Arc<LoadedModel>, VersionError> {
+        if let Some(loaded) = self.cached_version(name, version) {
+            return Ok(loaded);
+        }
+        let key = (name.clone(), version);
+        let stale = self.pinned().get(&key).map(|p| Arc::clone(&p.loaded));
+        if let Some(loaded) = stale {
+            if self.store.model_file(name, version).is_file() {
+                if let Some(entry) = self.pinned().get_mut(&key) {
+                    entry.checked = Instant::now();
+                }
+                return Ok(loaded);
+            }
+            self.pinned().pop(&key);
+            return Err(VersionError::NotFound {
+                name: name.to_string(),
+                version,
+            });
+        }
+        let loaded = Arc::new(self.load(name, version)?);
+        let entry = Pinned {
+            loaded: Arc::clone(&loaded),
+            checked: Instant::now(),
+        };
+        self.pinned().put(key, entry);
+        Ok(loaded)
+    }
+
+    fn pinned(&self) -> MutexGuard<'_, LruCache<(ModelName, VersionId), Pinned>> {
+        // Each update is a single cache operation, so a poisoned lock is still consistent.
+        self.pinned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Everything `/models/{name}` shows: pointers, what is served and why not, the versions on
+    /// disk, and the served model's metadata. Blocking (lists the model's folder). `None` for a
+    /// model the last scan did not see.
+    pub fn detail(&self, name: &ModelName) -> Option<Result<serde_json::Value, StoreError>> {
+        #[derive(Serialize)]
+        struct Detail<'a> {
+            #[serde(flatten)]
+            status: ModelStatus,
+            versions: Vec<VersionId>,
+            #[serde(flatten)]
+            metadata: Option<ModelMetadata<'a>>,
+        }
+        let mut status = self.status(name.as_str())?;
+        status.candidate = self
+            .store
+            .read_pointer(name, Pointer::Candidate)
+            .ok()
+            .flatten();
+        let versions = match self.store.versions(name) {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        let served = self.get(name.as_str());
+        let detail = Detail {
+            status,
+            versions,
+            metadata: served.as_ref().map(|m| m.model.metadata()),
+        };
+        Some(Ok(serde_json::to_value(&detail).unwrap_or_default()))
     }
 
     /// The production model served under `name`, if one is loaded. Lock-free.
@@ -96,7 +237,28 @@ impl Registry {
         self.serving.load().get(name).cloned()
     }
 
-    /// Status of every model known from the last scan, sorted by name.
+    /// Status of every model known from the last scan, sorted by name, with each `candidate`
+    /// pointer read now (scans skip candidates: serving never needs them). Blocking.
+    pub fn report(&self) -> Vec<ModelStatus> {
+        let mut statuses = self.statuses();
+        for status in &mut statuses {
+            if let Ok(name) = status.name.parse() {
+                status.candidate = self
+                    .store
+                    .read_pointer(&name, Pointer::Candidate)
+                    .ok()
+                    .flatten();
+            }
+        }
+        statuses
+    }
+
+    /// One model's status from the last scan, without its candidate. Never touches a file.
+    pub fn status(&self, name: &str) -> Option<ModelStatus> {
+        self.statuses().into_iter().find(|s| s.name == name)
+    }
+
+    /// Status of every model known from the last scan, sorted by name, without candidates.
     pub fn statuses(&self) -> Vec<ModelStatus> {
         let serving = self.serving.load();
         self.book()
@@ -130,13 +292,13 @@ impl Registry {
     }
 
     /// Reads every model's pointers and swaps in production versions that changed. Blocking:
-    /// run it off the async threads. Returns whether the store root could be listed.
-    pub fn scan(&self) -> bool {
+    /// run it off the async threads.
+    pub fn scan(&self) -> ScanOutcome {
         let names = match self.store.models() {
             Ok(names) => names,
             Err(e) => {
                 self.note_store_error(&e);
-                return false;
+                return ScanOutcome::default();
             }
         };
         let current = self.serving.load_full();
@@ -179,7 +341,10 @@ impl Registry {
         let now = SystemTime::now();
         book.last_scan_ok = Some(now);
         book.store.last_scan_ok_at = Some(rfc3339(now));
-        true
+        ScanOutcome {
+            readable: true,
+            model_dirs: names.iter().map(|n| self.store.model_dir(n)).collect(),
+        }
     }
 
     /// Reads one model's pointers; loads its production version if that is not what is served.
@@ -191,11 +356,6 @@ impl Registry {
     ) -> (ModelStatus, Option<(ModelName, Arc<LoadedModel>)>) {
         let mut status = ModelStatus {
             name: name.to_string(),
-            candidate: self
-                .store
-                .read_pointer(name, Pointer::Candidate)
-                .ok()
-                .flatten(),
             ..ModelStatus::default()
         };
         let mut load = None;
@@ -212,7 +372,7 @@ impl Registry {
                 if served.is_some_and(|s| s.version == version) {
                     None
                 } else {
-                    match self.load(name, version) {
+                    match self.load(name, version).map_err(|e| e.to_string()) {
                         Ok(loaded) => {
                             tracing::info!(
                                 model = %name,
@@ -223,7 +383,7 @@ impl Registry {
                             load = Some((name.clone(), Arc::new(loaded)));
                             None
                         }
-                        Err(e) => Some(format!("cannot serve version {version}: {e}")),
+                        Err(e) => Some(e),
                     }
                 }
             }
@@ -242,14 +402,23 @@ impl Registry {
     }
 
     /// Load → verify (checksum, schema, identity) → warm up (the probe self-test).
-    fn load(&self, name: &ModelName, version: VersionId) -> Result<LoadedModel, String> {
+    fn load(&self, name: &ModelName, version: VersionId) -> Result<LoadedModel, VersionError> {
+        let unservable = |why: String| VersionError::Unservable {
+            name: name.to_string(),
+            version,
+            why,
+        };
         let model = load_verified(&self.store, name, version).map_err(|e| match e {
-            LoadError::Store(e) => e.to_string(),
-            LoadError::Model(e) => e.to_string(),
+            LoadError::Store(StoreError::UnknownVersion { .. }) => VersionError::NotFound {
+                name: name.to_string(),
+                version,
+            },
+            LoadError::Store(e) => unservable(error_chain(&e)),
+            LoadError::Model(e) => unservable(error_chain(&e)),
         })?;
         model
             .self_test()
-            .map_err(|why| format!("failed its warm-up: {why}"))?;
+            .map_err(|why| unservable(format!("it failed its warm-up: {why}")))?;
         Ok(LoadedModel {
             model,
             version,
@@ -271,8 +440,17 @@ impl Registry {
         loop {
             changes.changed().await;
             let registry = Arc::clone(&self);
+            let started = Instant::now();
             match tokio::task::spawn_blocking(move || registry.scan()).await {
-                Ok(readable) => changes.rearm(readable),
+                Ok(outcome) => {
+                    tracing::debug!(
+                        models = outcome.model_dirs.len(),
+                        readable = outcome.readable,
+                        micros = started.elapsed().as_micros() as u64,
+                        "store scanned"
+                    );
+                    changes.rearm(&outcome);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "store scan panicked; retrying at the next change")
                 }
@@ -323,8 +501,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
         let iris: ModelName = "iris".parse().unwrap();
-        let registry = Registry::new(store.clone());
-        assert!(registry.scan());
+        let registry = Registry::new(store.clone(), RegistryConfig::default());
+        assert!(registry.scan().readable);
         assert!(registry.get("iris").is_none());
 
         let v1 = publish(&store, &iris, |_| {});
@@ -353,7 +531,7 @@ mod tests {
         let iris: ModelName = "iris".parse().unwrap();
         let v1 = publish(&store, &iris, |_| {});
         store.write_pointer(&iris, Pointer::Production, v1).unwrap();
-        let registry = Registry::new(store.clone());
+        let registry = Registry::new(store.clone(), RegistryConfig::default());
         registry.scan();
 
         // Weights so large that probes overflow: the file verifies, but the warm-up fails.
@@ -372,7 +550,10 @@ mod tests {
         assert_eq!(status.production, Some(v2));
         assert_eq!(status.loaded, Some(v1));
         let err = status.last_error.as_deref().unwrap();
-        assert!(err.contains(&v2.to_string()), "{err}");
+        assert!(
+            err.contains(&v2.to_string()) && err.contains("warm-up"),
+            "{err}"
+        );
 
         // Garbage in the pointer: same story.
         std::fs::write(store.pointer_path(&iris, Pointer::Production), "oops").unwrap();
@@ -391,6 +572,65 @@ mod tests {
     }
 
     #[test]
+    fn pinned_versions_load_on_demand_and_stop_when_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let iris: ModelName = "iris".parse().unwrap();
+        let old = publish(&store, &iris, |_| {});
+        let new = publish(&store, &iris, |_| {});
+        store
+            .write_pointer(&iris, Pointer::Production, new)
+            .unwrap();
+        let config = RegistryConfig {
+            revalidate_after: Duration::ZERO,
+            ..RegistryConfig::default()
+        };
+        let registry = Registry::new(store.clone(), config);
+        registry.scan();
+        // Production answers from the serving table; the old version loads on demand.
+        assert!(registry.cached_version(&iris, new).is_some());
+        assert!(registry.cached_version(&iris, old).is_none());
+        assert_eq!(registry.load_version(&iris, old).unwrap().version, old);
+        let missing = VersionId::try_from(new.get() + 1).unwrap();
+        assert!(matches!(
+            registry.load_version(&iris, missing),
+            Err(VersionError::NotFound { .. })
+        ));
+        store.remove_version(&iris, old).unwrap();
+        assert!(matches!(
+            registry.load_version(&iris, old),
+            Err(VersionError::NotFound { .. })
+        ));
+        // A corrupt version is an error that says so, not a missing one.
+        let bad = publish(&store, &iris, |_| {});
+        std::fs::write(store.model_file(&iris, bad), b"{\"truncated\": ").unwrap();
+        let err = registry.load_version(&iris, bad).unwrap_err();
+        assert!(matches!(err, VersionError::Unservable { .. }), "{err}");
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn detail_shows_metadata_versions_and_pointers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let iris: ModelName = "iris".parse().unwrap();
+        let v = publish(&store, &iris, |_| {});
+        store.write_pointer(&iris, Pointer::Production, v).unwrap();
+        let registry = Registry::new(store.clone(), RegistryConfig::default());
+        assert!(registry.detail(&iris).is_none());
+        registry.scan();
+        let detail = registry.detail(&iris).unwrap().unwrap();
+        assert_eq!(detail["loaded"], v.get());
+        assert_eq!(detail["versions"], serde_json::json!([v.get()]));
+        assert_eq!(detail["kind"], "binary_logistic");
+        assert_eq!(detail["features"][0]["name"], "petal_width");
+        assert_eq!(detail["features"][0]["max"], 2.5);
+        assert_eq!(detail["classes"][1], "virginica");
+        assert!(detail["metrics"]["train_accuracy"].is_number());
+        assert!(detail.get("coefficients").is_none());
+    }
+
+    #[test]
     fn an_unreadable_store_keeps_serving_and_a_removed_model_stops() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
@@ -398,21 +638,21 @@ mod tests {
         let iris: ModelName = "iris".parse().unwrap();
         let v1 = publish(&store, &iris, |_| {});
         store.write_pointer(&iris, Pointer::Production, v1).unwrap();
-        let registry = Registry::new(store.clone());
+        let registry = Registry::new(store.clone(), RegistryConfig::default());
         registry.scan();
 
         // The root replaced by a file (an unmounted volume looks similar): keep serving.
         let aside = dir.path().join("aside");
         std::fs::rename(&root, &aside).unwrap();
         std::fs::write(&root, b"not a folder").unwrap();
-        assert!(!registry.scan());
+        assert!(!registry.scan().readable);
         assert_eq!(registry.get("iris").unwrap().version, v1);
         assert!(registry.store_status().error.is_some());
 
         // Back, then the model's folder removed: it stops being served.
         std::fs::remove_file(&root).unwrap();
         std::fs::rename(&aside, &root).unwrap();
-        assert!(registry.scan());
+        assert!(registry.scan().readable);
         assert!(registry.store_status().error.is_none());
         std::fs::remove_dir_all(store.model_dir(&iris)).unwrap();
         registry.scan();

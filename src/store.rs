@@ -19,7 +19,7 @@ use std::io::{self, Write as _};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -199,15 +199,29 @@ impl Pointer {
     }
 }
 
-/// One line of `history.jsonl`: who changed `production`, when, how and to what.
+/// What a history line records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// `production` moved to `version` (by `limen validate` or `limen models promote`).
+    Promote,
+    /// `production` moved back to `version` (`limen models rollback`).
+    Rollback,
+    /// Old versions were deleted (`limen models gc`); `details.deleted` lists them.
+    Gc,
+}
+
+/// One line of `history.jsonl`: who changed the model, when, how and to what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// RFC 3339 UTC time of the change.
     pub at: String,
-    /// `promote` or `rollback`.
-    pub action: String,
-    pub version: VersionId,
+    pub action: Action,
+    /// The production version after a promotion or rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionId>,
     /// The production version before the change, if there was one.
+    #[serde(default)]
     pub previous: Option<VersionId>,
     pub user: String,
     pub host: String,
@@ -220,21 +234,52 @@ pub struct HistoryEntry {
 
 impl HistoryEntry {
     /// An entry stamped with the current time, user, host and command line.
-    pub fn now(action: &str, version: VersionId, previous: Option<VersionId>) -> Self {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".to_owned());
+    pub fn now(action: Action, version: Option<VersionId>, previous: Option<VersionId>) -> Self {
         Self {
             at: now_rfc3339(),
-            action: action.to_owned(),
+            action,
             version,
             previous,
-            user,
+            user: current_user(),
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
             details: serde_json::Value::Null,
         }
     }
+}
+
+/// `$USER`, else `$LOGNAME`, else `uid:<n>` (containers often set neither variable).
+fn current_user() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            fs::metadata("/proc/self")
+                .ok()
+                .map(|m| format!("uid:{}", m.uid()))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Replays promotions and rollbacks into the stack of production versions, oldest first, so
+/// that the entry below the top is where a rollback goes.
+pub fn production_stack(history: &[HistoryEntry]) -> Vec<VersionId> {
+    let mut stack: Vec<VersionId> = Vec::new();
+    for entry in history {
+        match (entry.action, entry.version) {
+            (Action::Promote, Some(v)) => stack.push(v),
+            (Action::Rollback, Some(v)) => {
+                stack.pop();
+                if stack.last() != Some(&v) {
+                    stack.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    stack
 }
 
 /// The current UTC time as RFC 3339 with milliseconds.
@@ -340,7 +385,7 @@ impl Store {
         pointer: Pointer,
     ) -> Result<Option<VersionId>, StoreError> {
         let path = self.pointer_path(name, pointer);
-        match fs::read(&path) {
+        match read_small(&path) {
             Ok(bytes) => parse_pointer(&path, &bytes).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("read", &path)(e)),
@@ -445,6 +490,69 @@ impl Store {
         })
     }
 
+    /// Deletes a published version: first renamed to a `.deleting-*` name (readers stop seeing it
+    /// at once, and never see it half-deleted), then removed.
+    pub fn remove_version(&self, name: &ModelName, version: VersionId) -> Result<(), StoreError> {
+        let dir = self.model_dir(name);
+        let from = dir.join(version.to_string());
+        let to = dir.join(format!(".deleting-{version}-{}", std::process::id()));
+        fs::rename(&from, &to).map_err(io_err("move aside", &from))?;
+        fs::remove_dir_all(&to).map_err(io_err("delete", &to))?;
+        sync_dir(&dir)
+    }
+
+    /// Work-in-progress entries (`.publish-*`, `.pointer-*`, `.deleting-*`) of `name` that are
+    /// older than `min_age`: what a writer killed mid-way leaves behind.
+    pub fn stale_temporaries(
+        &self,
+        name: &ModelName,
+        min_age: Duration,
+    ) -> Result<Vec<PathBuf>, StoreError> {
+        let dir = self.model_dir(name);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("list", &dir)(e)),
+        };
+        let now = SystemTime::now();
+        let mut stale = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            let file_name = entry.file_name();
+            let file_name = file_name.to_string_lossy();
+            let temporary = [".publish-", ".pointer-", ".deleting-"]
+                .iter()
+                .any(|p| file_name.starts_with(p));
+            if !temporary {
+                continue;
+            }
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or(Duration::ZERO);
+            if age >= min_age {
+                stale.push(entry.path());
+            }
+        }
+        stale.sort();
+        Ok(stale)
+    }
+
+    /// Removes a temporary entry found by [`Store::stale_temporaries`].
+    pub fn remove_temporary(&self, path: &Path) -> Result<(), StoreError> {
+        let result = if path.is_dir() {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_file(path)
+        };
+        match result {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("delete", path)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Takes the model's exclusive lock, waiting for other holders.
     pub fn lock(&self, name: &ModelName) -> Result<ModelLock, StoreError> {
         let path = self.model_dir(name).join(LOCK_FILE);
@@ -498,6 +606,23 @@ impl Store {
             })
             .collect();
         Ok((entries, bad))
+    }
+}
+
+/// Reads a pointer file with one `read` (open + read + close): servers poll thousands of
+/// pointers a second, and `fs::read` adds a `statx` and a second `read` per file. A short read of
+/// a regular file is its end, locally and on NFS; a pointer that fills the 64-byte buffer is
+/// longer than any version id and is reported as the bad pointer it is.
+fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut file = File::open(path)?;
+    let mut buf = [0u8; 64];
+    loop {
+        match file.read(&mut buf) {
+            Ok(n) => return Ok(buf[..n].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -687,18 +812,73 @@ mod tests {
         let v1 = VersionId::try_from(1).unwrap();
         let v2 = VersionId::try_from(2).unwrap();
         store
-            .append_history(&iris, &HistoryEntry::now("promote", v1, None), &lock)
+            .append_history(
+                &iris,
+                &HistoryEntry::now(Action::Promote, Some(v1), None),
+                &lock,
+            )
             .unwrap();
         let path = store.model_dir(&iris).join(HISTORY_FILE);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"torn\n").unwrap();
         store
-            .append_history(&iris, &HistoryEntry::now("promote", v2, Some(v1)), &lock)
+            .append_history(
+                &iris,
+                &HistoryEntry::now(Action::Promote, Some(v2), Some(v1)),
+                &lock,
+            )
             .unwrap();
         let (entries, bad) = store.history(&iris).unwrap();
         assert_eq!(bad, 1);
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1].previous, Some(v1));
+    }
+
+    #[test]
+    fn rollbacks_walk_back_down_the_promotion_stack() {
+        let v = |n: u64| VersionId::try_from(n).unwrap();
+        let entry = |action, version: u64| HistoryEntry::now(action, Some(v(version)), None);
+        let mut history = vec![
+            entry(Action::Promote, 1),
+            entry(Action::Promote, 2),
+            entry(Action::Promote, 3),
+        ];
+        assert_eq!(production_stack(&history), vec![v(1), v(2), v(3)]);
+        history.push(entry(Action::Rollback, 2));
+        assert_eq!(production_stack(&history), vec![v(1), v(2)]);
+        history.push(entry(Action::Rollback, 1));
+        assert_eq!(production_stack(&history), vec![v(1)]);
+        history.push(HistoryEntry::now(Action::Gc, None, None));
+        history.push(entry(Action::Promote, 4));
+        assert_eq!(production_stack(&history), vec![v(1), v(4)]);
+    }
+
+    #[test]
+    fn removing_a_version_leaves_no_trace_and_stale_temporaries_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let iris = name("iris");
+        let v = store.publish(&iris, |_| b"{}".to_vec()).unwrap();
+        store.remove_version(&iris, v).unwrap();
+        assert!(store.versions(&iris).unwrap().is_empty());
+        fs::create_dir(store.model_dir(&iris).join(".publish-dead")).unwrap();
+        fs::write(store.model_dir(&iris).join(".pointer-dead"), b"1").unwrap();
+        fs::write(store.model_dir(&iris).join(".lock"), b"").unwrap();
+        let stale = store.stale_temporaries(&iris, Duration::ZERO).unwrap();
+        assert_eq!(stale.len(), 2, "{stale:?}");
+        assert!(store
+            .stale_temporaries(&iris, Duration::from_secs(3600))
+            .unwrap()
+            .is_empty());
+        for p in &stale {
+            store.remove_temporary(p).unwrap();
+        }
+        let left: Vec<_> = fs::read_dir(store.model_dir(&iris))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(".lock")]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::data::{DataError, Dataset};
 use crate::model::{Model, ModelError};
-use crate::store::{HistoryEntry, ModelName, Pointer, Store, StoreError, VersionId};
+use crate::store::{Action, HistoryEntry, ModelName, Pointer, Store, StoreError, VersionId};
 
 /// Checked settings of one gate run.
 #[derive(Debug, Clone)]
@@ -195,7 +195,7 @@ pub fn run(store: &Store, cfg: &GateConfig) -> Result<GateReport, ValidateError>
         return Ok(report);
     }
     store.write_pointer(name, Pointer::Production, candidate_version)?;
-    let mut entry = HistoryEntry::now("promote", candidate_version, production_before);
+    let mut entry = HistoryEntry::now(Action::Promote, Some(candidate_version), production_before);
     entry.details = serde_json::json!({
         "gate": "limen validate",
         "accuracy": report.candidate_accuracy,

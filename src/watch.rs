@@ -2,6 +2,7 @@
 //! instant reaction to local writes, and a periodic tick because inotify never sees what another
 //! NFS/EFS client writes. Knows nothing of what is in the store.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 use tokio::time::{Interval, MissedTickBehavior};
+
+use crate::registry::ScanOutcome;
 
 /// Where change signals come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,7 +31,9 @@ pub struct ChangeSource {
     ticker: Interval,
     events: Arc<Notify>,
     watcher: Option<RecommendedWatcher>,
-    watching: bool,
+    /// Folders with an inotify watch: the root, and each model folder (where pointers change).
+    /// Version folders are not watched: they never change after publication.
+    watched: HashSet<PathBuf>,
 }
 
 impl ChangeSource {
@@ -67,37 +72,55 @@ impl ChangeSource {
             ticker,
             events,
             watcher,
-            watching: false,
+            watched: HashSet::new(),
         }
     }
 
     /// Waits for the next reason to scan. The first call returns at once.
     pub async fn changed(&mut self) {
         // In notify-only mode the tick still runs while the watch is not armed, to arm it.
-        let tick = self.mode != WatchMode::Notify || !self.watching;
+        let tick = self.mode != WatchMode::Notify || !self.watched.contains(&self.root);
         tokio::select! {
             _ = self.ticker.tick(), if tick => {}
             _ = self.events.notified() => {}
         }
     }
 
-    /// Arms the inotify watch after a scan that could read the root, and drops it after one that
-    /// could not (the root was unmounted, removed or replaced, so the watch is stale).
-    pub fn rearm(&mut self, root_readable: bool) {
+    /// Keeps one non-recursive watch on the root and on each model folder the scan found, so a
+    /// new model or a moved pointer wakes the next scan at once. After a scan that could not read
+    /// the root (unmounted, removed, replaced) every watch is dropped as stale, and re-armed once
+    /// the root is back.
+    pub fn rearm(&mut self, scan: &ScanOutcome) {
         let Some(watcher) = self.watcher.as_mut() else {
             return;
         };
-        if root_readable && !self.watching {
-            match watcher.watch(&self.root, RecursiveMode::Recursive) {
-                Ok(()) => {
-                    self.watching = true;
-                    tracing::debug!(root = %self.root.display(), "watching the store for changes");
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot watch the store yet"),
+        let wanted: HashSet<PathBuf> = if scan.readable {
+            std::iter::once(self.root.clone())
+                .chain(scan.model_dirs.iter().cloned())
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        self.watched.retain(|dir| {
+            let keep = wanted.contains(dir);
+            if !keep {
+                // The folder may be gone already, which removed the watch with it.
+                let _ = watcher.unwatch(dir);
             }
-        } else if !root_readable && self.watching {
-            let _ = watcher.unwatch(&self.root);
-            self.watching = false;
+            keep
+        });
+        for dir in wanted {
+            if self.watched.contains(&dir) {
+                continue;
+            }
+            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(dir);
+                }
+                Err(e) => {
+                    tracing::debug!(dir = %dir.display(), error = %e, "cannot watch yet; polling covers it")
+                }
+            }
         }
     }
 }

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -13,7 +14,8 @@ use super::body::RawBody;
 use super::error::ApiError;
 use super::AppState;
 use crate::api::{self, PredictRequest};
-use crate::registry::{LoadedModel, ModelStatus, StoreStatus};
+use crate::registry::{LoadedModel, ModelStatus, StoreStatus, VersionError};
+use crate::store::{ModelName, StoreError, VersionId};
 
 /// Bodies larger than this are scored on the blocking pool, off the async threads.
 const BLOCKING_BODY_BYTES: usize = 64 * 1024;
@@ -91,19 +93,101 @@ struct ModelsResponse {
 }
 
 /// `GET /models`: every model in the store, what is served, and what went wrong.
-pub async fn models(State(state): State<AppState>) -> Response {
+pub async fn models(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let registry = Arc::clone(&state.registry);
+    let models = tokio::task::spawn_blocking(move || registry.report())
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     let body = ModelsResponse {
         default_model: state.default_model.to_string(),
         store: state.registry.store_status(),
-        models: state.registry.statuses(),
+        models,
     };
-    json_response(StatusCode::OK, &body)
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `POST /models/{name}/predict`: score with that model's production version.
+pub async fn model_predict(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let name = model_name(path.map(|Path(n)| n))?;
+    let loaded = loaded_production(&state, &name)?;
+    predict_with(loaded, body).await
+}
+
+/// `POST /models/{name}/versions/{version}/predict`: score with any complete version on disk,
+/// loaded on demand and kept in a bounded cache.
+pub async fn version_predict(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let (name, version) = match path {
+        Ok(Path((name, version))) => (model_name(Ok(name))?, version),
+        Err(e) => return Err(path_error(e)),
+    };
+    let version: VersionId = version
+        .parse()
+        .map_err(|e: StoreError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let loaded = match state.registry.cached_version(&name, version) {
+        Some(loaded) => loaded,
+        None => {
+            if !state.registry.knows(name.as_str()) {
+                return Err(unknown_model(&name));
+            }
+            let registry = Arc::clone(&state.registry);
+            tokio::task::spawn_blocking(move || registry.load_version(&name, version))
+                .await
+                .map_err(|e| ApiError::internal(&e))?
+                .map_err(|e| match e {
+                    VersionError::NotFound { .. } => ApiError::not_found(e.to_string()),
+                    VersionError::Unservable { .. } => ApiError::unavailable(e.to_string()),
+                })?
+        }
+    };
+    predict_with(loaded, body).await
+}
+
+/// `GET /models/{name}`: metadata, pointers, versions on disk and load state of one model.
+pub async fn model_detail(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = model_name(path.map(|Path(n)| n))?;
+    let registry = Arc::clone(&state.registry);
+    let lookup = name.clone();
+    let detail = tokio::task::spawn_blocking(move || registry.detail(&lookup))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| unknown_model(&name))?
+        .map_err(|e| ApiError::unavailable(format!("cannot list the versions of {name}: {e}")))?;
+    Ok(json_response(StatusCode::OK, &detail))
+}
+
+/// A model name from the URL: 400 unless it is a valid name (so `..`, `%2e%2e` or an over-long
+/// name never reaches a path).
+fn model_name(raw: Result<String, PathRejection>) -> Result<ModelName, ApiError> {
+    let raw = raw.map_err(path_error)?;
+    raw.parse()
+        .map_err(|e: StoreError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, format!("invalid path: {e}"))
+}
+
+fn unknown_model(name: &ModelName) -> ApiError {
+    ApiError::not_found(format!(
+        "no model named {name:?} in the store; GET /models lists them"
+    ))
 }
 
 /// Any path no route matches.
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!(
-        "no route for {method} {}; try POST /predict, GET /healthcheck, GET /ready, GET /version or GET /models",
+        "no route for {method} {}; try POST /predict, POST /models/{{name}}/predict, GET /models, GET /healthcheck, GET /ready or GET /version",
         uri.path()
     ))
 }
@@ -122,11 +206,24 @@ fn loaded_default(state: &AppState) -> Result<Arc<LoadedModel>, ApiError> {
     if let Some(loaded) = state.registry.get(name) {
         return Ok(loaded);
     }
-    let status = state
-        .registry
-        .statuses()
-        .into_iter()
-        .find(|s| s.name == name);
+    Err(not_loaded(state, name))
+}
+
+/// A named model's production version: 404 for a model the store does not hold, 503 for one
+/// it holds but cannot serve yet.
+fn loaded_production(state: &AppState, name: &ModelName) -> Result<Arc<LoadedModel>, ApiError> {
+    if let Some(loaded) = state.registry.get(name.as_str()) {
+        return Ok(loaded);
+    }
+    if !state.registry.knows(name.as_str()) && state.registry.store_status().error.is_none() {
+        return Err(unknown_model(name));
+    }
+    Err(not_loaded(state, name.as_str()))
+}
+
+/// A 503 that says why `name` is not loaded.
+fn not_loaded(state: &AppState, name: &str) -> ApiError {
+    let status = state.registry.status(name);
     let why = match (status, state.registry.store_status().error) {
         (_, Some(store_error)) => format!("the store cannot be read: {store_error}"),
         (
@@ -141,9 +238,7 @@ fn loaded_default(state: &AppState) -> Result<Arc<LoadedModel>, ApiError> {
             "the store holds no such model yet: run `limen train` and `limen validate`".to_owned()
         }
     };
-    Err(ApiError::unavailable(format!(
-        "model {name:?} is not loaded: {why}"
-    )))
+    ApiError::unavailable(format!("model {name:?} is not loaded: {why}"))
 }
 
 fn json_response(status: StatusCode, body: &impl Serialize) -> Response {

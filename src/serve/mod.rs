@@ -6,6 +6,7 @@ mod error;
 mod handlers;
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use error::ApiError;
 pub use handlers::MODEL_VERSION_HEADER;
 
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryConfig};
 use crate::store::{ModelName, Store};
 use crate::watch::{ChangeSource, WatchMode};
 
@@ -45,6 +46,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// How long in-flight requests get to finish after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How many non-production versions stay loaded for version-pinned requests.
+    pub pinned_cache: NonZeroUsize,
 }
 
 /// What every handler can see.
@@ -66,6 +69,12 @@ pub fn router(state: AppState) -> Router {
         .route("/predict", post(handlers::predict))
         .route("/version", get(handlers::version))
         .route("/models", get(handlers::models))
+        .route("/models/{name}", get(handlers::model_detail))
+        .route("/models/{name}/predict", post(handlers::model_predict))
+        .route(
+            "/models/{name}/versions/{version}/predict",
+            post(handlers::version_predict),
+        )
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.limits, deadline))
@@ -107,7 +116,13 @@ pub async fn run(
         })?;
     let addr = listener.local_addr()?;
 
-    let registry = Arc::new(Registry::new(store.clone()));
+    let registry = Arc::new(Registry::new(
+        store.clone(),
+        RegistryConfig {
+            pinned_capacity: cfg.pinned_cache,
+            revalidate_after: cfg.poll_interval,
+        },
+    ));
     let changes = ChangeSource::new(store.root(), cfg.watch, cfg.poll_interval);
     let reloader = tokio::spawn(Arc::clone(&registry).run(changes));
 
