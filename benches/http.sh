@@ -89,6 +89,30 @@ for c in $CONNS; do
 done
 echo "RSS after load: $(rss) (peak $(hwm))"
 
+# /predict again while a second client hammers /metrics back to back over keep-alive (far
+# harsher than Prometheus's usual 15 s interval). The same loop against /healthcheck is the
+# control: on 2 shared cores any extra client costs CPU, and only the difference is scraping's.
+side_loop() { # path -> runs until killed
+  exec python3 - "$port" "$1" <<'PY'
+import sys, http.client
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+while True:
+    c.request("GET", sys.argv[2]); c.getresponse().read()
+PY
+}
+printf '\n%-34s %6s %12s %10s %10s %8s\n' "/predict while another client…" conns req/s p50 p99 errors
+for c in $CONNS; do
+  for side in none /healthcheck /metrics; do
+    loop=""
+    if [ "$side" != none ]; then side_loop "$side" & loop=$!; fi
+    read -r rps p50 p99 err < <(run_wrk /predict "$c" benches/wrk/post.lua | summary)
+    if [ -n "$loop" ]; then kill "$loop"; wait "$loop" 2>/dev/null || true; fi
+    printf '%-34s %6s %12s %10s %10s %8s\n' "…loops on $side" "$c" "$rps" "$p50" "$p99" "$err"
+  done
+done
+scrapes=$(curl -s "$base/metrics" | awk -F'[{}" ]' '/^limen_http_requests_total/ && /route="\/metrics"/ {print $NF}')
+echo "(/metrics answered ${scrapes:-0} scrapes in total)"
+
 # Promotion to first answer: train a new version, then time from validate's exit to the first
 # /predict that carries it.
 new=$("$LIMEN" train | tail -n 1)

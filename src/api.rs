@@ -214,31 +214,41 @@ pub struct BatchPredictResponse<'m> {
     pub predictions: Vec<PredictionBody<'m>>,
 }
 
-fn score<'m>(model: &'m Model, instance: &Instance<'_>) -> Result<PredictionBody<'m>, InputError> {
+fn score<'m>(
+    model: &'m Model,
+    instance: &Instance<'_>,
+    observe: &mut impl FnMut(&[f64]),
+) -> Result<PredictionBody<'m>, InputError> {
     let row = instance.row(model.feature_names())?;
     let prediction = model.predict(&row).map_err(|e| match e {
         PredictError::Width { .. } | PredictError::NonFinite => {
             InputError::unprocessable(e.to_string())
         }
     })?;
+    observe(&row);
     Ok(PredictionBody::new(model, prediction))
 }
 
-/// Scores a parsed request and serializes the answer to JSON bytes.
-pub fn answer(model: &Model, request: &PredictRequest<'_>) -> Result<Vec<u8>, InputError> {
+/// Scores a parsed request and serializes the answer to JSON bytes; `observe` sees each row
+/// that was scored (the server counts predictions and out-of-range inputs with it).
+pub fn answer(
+    model: &Model,
+    request: &PredictRequest<'_>,
+    mut observe: impl FnMut(&[f64]),
+) -> Result<Vec<u8>, InputError> {
     let version = model.version().to_string();
     let bytes = match request {
         PredictRequest::Single(instance) => serde_json::to_vec(&PredictResponse {
             model: model.name(),
             version,
-            prediction: score(model, instance)?,
+            prediction: score(model, instance, &mut observe)?,
         }),
         PredictRequest::Batch(instances) => {
             let predictions = instances
                 .iter()
                 .enumerate()
                 .map(|(i, inst)| {
-                    score(model, inst).map_err(|e| InputError {
+                    score(model, inst, &mut observe).map_err(|e| InputError {
                         kind: e.kind,
                         message: format!("instance {i}: {}", e.message),
                     })
@@ -267,7 +277,7 @@ mod tests {
     fn respond(body: &str) -> Result<serde_json::Value, InputError> {
         let m = model();
         let req = PredictRequest::parse(body.as_bytes())?;
-        Ok(serde_json::from_slice(&answer(&m, &req)?).unwrap())
+        Ok(serde_json::from_slice(&answer(&m, &req, |_| {})?).unwrap())
     }
 
     #[test]

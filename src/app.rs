@@ -341,7 +341,7 @@ pub fn predict(store: &Store, cfg: PredictConfig) -> anyhow::Result<()> {
         }
     };
     let request = PredictRequest::parse(&body)?;
-    let answer = api::answer(&model, &request)?;
+    let answer = api::answer(&model, &request, |_| {})?;
     println!("{}", String::from_utf8_lossy(&answer));
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod data;
 pub mod model;
+pub mod oip;
 pub mod ops;
 pub mod registry;
 pub mod serve;

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::model::{Model, ModelMetadata};
 use crate::store::{ModelName, Pointer, Store, StoreError, VersionId};
+use crate::telemetry::{Metrics, ModelMetrics};
 use crate::validate::{load_verified, LoadError};
 use crate::watch::ChangeSource;
 
@@ -28,6 +29,22 @@ pub struct LoadedModel {
     pub model: Model,
     pub version: VersionId,
     pub loaded_at: SystemTime,
+    /// Its prediction and drift counters, resolved at load so scoring does no label lookups.
+    pub metrics: ModelMetrics,
+}
+
+impl LoadedModel {
+    /// Counts one scored instance, and each of its values outside the feature's training range.
+    pub fn observe_row(&self, row: &[f64]) {
+        let features = &self.model.artifact().features;
+        for ((value, feature), counter) in row.iter().zip(features).zip(&self.metrics.out_of_range)
+        {
+            if *value < feature.stats.min || *value > feature.stats.max {
+                counter.inc();
+            }
+        }
+        self.metrics.predictions.inc();
+    }
 }
 
 /// What `/models` reports for one model.
@@ -119,6 +136,7 @@ pub struct Registry {
     book: Mutex<Book>,
     pinned: Mutex<LruCache<(ModelName, VersionId), Pinned>>,
     config: RegistryConfig,
+    metrics: Arc<Metrics>,
 }
 
 impl Borrow<str> for ModelName {
@@ -128,7 +146,7 @@ impl Borrow<str> for ModelName {
 }
 
 impl Registry {
-    pub fn new(store: Store, config: RegistryConfig) -> Self {
+    pub fn new(store: Store, config: RegistryConfig, metrics: Arc<Metrics>) -> Self {
         let book = Book {
             store: StoreStatus {
                 root: store.root().display().to_string(),
@@ -142,7 +160,25 @@ impl Registry {
             book: Mutex::new(book),
             pinned: Mutex::new(LruCache::new(config.pinned_capacity)),
             config,
+            metrics,
         }
+    }
+
+    /// Whether the server is ready as the Open Inference Protocol means it: at least one model is
+    /// served, and every model with a production pointer has a version loaded.
+    pub fn all_ready(&self) -> bool {
+        let serving = self.serving.load();
+        !serving.is_empty()
+            && self
+                .book()
+                .models
+                .values()
+                .all(|s| s.production.is_none() || serving.contains_key(s.name.as_str()))
+    }
+
+    /// Complete versions of `name` on disk. Blocking.
+    pub fn versions(&self, name: &ModelName) -> Result<Vec<VersionId>, StoreError> {
+        self.store.versions(name)
     }
 
     /// Whether the last scan saw a folder for `name` in the store.
@@ -320,6 +356,19 @@ impl Registry {
         if !loads.is_empty() || !gone.is_empty() {
             for name in &gone {
                 tracing::info!(model = %name, "model folder removed from the store; no longer serving it");
+                if let Some(old) = current.get(*name) {
+                    self.metrics
+                        .removed(name.as_str(), &old.version.to_string());
+                }
+            }
+            for (name, loaded) in &loads {
+                let previous = current.get(name).map(|m| m.version.to_string());
+                self.metrics.swapped(
+                    name.as_str(),
+                    &loaded.version.to_string(),
+                    previous.as_deref(),
+                    self.pointer_age(name),
+                );
             }
             self.serving.rcu(|table| {
                 let mut table: Table = table
@@ -401,8 +450,15 @@ impl Registry {
         (status, load)
     }
 
-    /// Load → verify (checksum, schema, identity) → warm up (the probe self-test).
+    /// Load → verify (checksum, schema, identity) → warm up (the probe self-test), counted in
+    /// `limen_model_loads_total`.
     fn load(&self, name: &ModelName, version: VersionId) -> Result<LoadedModel, VersionError> {
+        let result = self.try_load(name, version);
+        self.metrics.load(name.as_str(), result.is_ok());
+        result
+    }
+
+    fn try_load(&self, name: &ModelName, version: VersionId) -> Result<LoadedModel, VersionError> {
         let unservable = |why: String| VersionError::Unservable {
             name: name.to_string(),
             version,
@@ -419,11 +475,27 @@ impl Registry {
         model
             .self_test()
             .map_err(|why| unservable(format!("it failed its warm-up: {why}")))?;
+        let metrics =
+            self.metrics
+                .model_handles(name.as_str(), &version.to_string(), model.feature_names());
         Ok(LoadedModel {
             model,
             version,
             loaded_at: SystemTime::now(),
+            metrics,
         })
+    }
+
+    /// Seconds since `name`'s production pointer changed, by its mtime: the pointer-to-swap lag.
+    /// One `stat` per swap, never per poll (see `Store::read_pointer` on NFS and `stat`).
+    fn pointer_age(&self, name: &ModelName) -> Option<f64> {
+        let modified = std::fs::metadata(self.store.pointer_path(name, Pointer::Production))
+            .and_then(|m| m.modified())
+            .ok()?;
+        SystemTime::now()
+            .duration_since(modified)
+            .ok()
+            .map(|d| d.as_secs_f64())
     }
 
     fn note_store_error(&self, e: &StoreError) {
@@ -501,7 +573,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
         let iris: ModelName = "iris".parse().unwrap();
-        let registry = Registry::new(store.clone(), RegistryConfig::default());
+        let registry = Registry::new(store.clone(), RegistryConfig::default(), Arc::default());
         assert!(registry.scan().readable);
         assert!(registry.get("iris").is_none());
 
@@ -531,7 +603,7 @@ mod tests {
         let iris: ModelName = "iris".parse().unwrap();
         let v1 = publish(&store, &iris, |_| {});
         store.write_pointer(&iris, Pointer::Production, v1).unwrap();
-        let registry = Registry::new(store.clone(), RegistryConfig::default());
+        let registry = Registry::new(store.clone(), RegistryConfig::default(), Arc::default());
         registry.scan();
 
         // Weights so large that probes overflow: the file verifies, but the warm-up fails.
@@ -585,7 +657,7 @@ mod tests {
             revalidate_after: Duration::ZERO,
             ..RegistryConfig::default()
         };
-        let registry = Registry::new(store.clone(), config);
+        let registry = Registry::new(store.clone(), config, Arc::default());
         registry.scan();
         // Production answers from the serving table; the old version loads on demand.
         assert!(registry.cached_version(&iris, new).is_some());
@@ -616,7 +688,7 @@ mod tests {
         let iris: ModelName = "iris".parse().unwrap();
         let v = publish(&store, &iris, |_| {});
         store.write_pointer(&iris, Pointer::Production, v).unwrap();
-        let registry = Registry::new(store.clone(), RegistryConfig::default());
+        let registry = Registry::new(store.clone(), RegistryConfig::default(), Arc::default());
         assert!(registry.detail(&iris).is_none());
         registry.scan();
         let detail = registry.detail(&iris).unwrap().unwrap();
@@ -638,7 +710,7 @@ mod tests {
         let iris: ModelName = "iris".parse().unwrap();
         let v1 = publish(&store, &iris, |_| {});
         store.write_pointer(&iris, Pointer::Production, v1).unwrap();
-        let registry = Registry::new(store.clone(), RegistryConfig::default());
+        let registry = Registry::new(store.clone(), RegistryConfig::default(), Arc::default());
         registry.scan();
 
         // The root replaced by a file (an unmounted volume looks similar): keep serving.

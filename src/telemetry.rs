@@ -1,10 +1,15 @@
-//! Logging setup: `tracing` events to stderr, human-readable or JSON lines (CloudWatch).
+//! Telemetry: `tracing` logs to stderr (human-readable or JSON lines for CloudWatch), and the
+//! Prometheus metrics the server exposes on `/metrics`.
 //!
 //! Stdout belongs to command output (a pipeline reads the version id from it), so logs never go
 //! there.
 
 use std::io::IsTerminal as _;
 
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts,
+};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -32,5 +37,199 @@ pub fn init(format: LogFormat, filter: &str) {
         if let Some(e) = bad_filter {
             tracing::warn!("invalid log filter {filter:?} ({e}); using \"info\"");
         }
+    }
+}
+
+/// limen's Prometheus metrics, all prefixed `limen_`, rendered in the text exposition format.
+///
+/// Hot-path handles (per-model prediction and drift counters) are resolved once when a model is
+/// loaded ([`Metrics::model_handles`]), so a prediction costs an atomic add, not a label lookup.
+pub struct Metrics {
+    registry: prometheus::Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    predictions: IntCounterVec,
+    out_of_range: IntCounterVec,
+    loads: IntCounterVec,
+    loaded: IntGaugeVec,
+    scan_age: Gauge,
+    store_up: IntGauge,
+    swap_lag: Histogram,
+}
+
+/// Counters of one loaded model version.
+#[derive(Debug, Clone)]
+pub struct ModelMetrics {
+    /// Instances scored (a batch of N counts N).
+    pub predictions: IntCounter,
+    /// Per feature, in model order: inputs outside the training range.
+    pub out_of_range: Vec<IntCounter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = prometheus::Registry::new();
+        fn register<C: prometheus::core::Collector + Clone + 'static>(
+            registry: &prometheus::Registry,
+            collector: C,
+        ) -> C {
+            // Names are fixed and distinct, so registration cannot collide.
+            let _ = registry.register(Box::new(collector.clone()));
+            collector
+        }
+        let opts = |name: &str, help: &str| Opts::new(name, help).namespace("limen");
+        let hopts = |name: &str, help: &str, buckets: Vec<f64>| {
+            HistogramOpts::new(name, help)
+                .namespace("limen")
+                .buckets(buckets)
+        };
+        // The definitions are constants; one that fails is a bug caught by the unit tests.
+        fn fixed<T>(r: prometheus::Result<T>) -> T {
+            r.unwrap_or_else(|e| panic!("invalid metric definition: {e}"))
+        }
+        Self {
+            requests: register(&registry, fixed(IntCounterVec::new(
+                opts("http_requests_total", "HTTP requests answered, by route template, method and status."),
+                &["route", "method", "status"],
+            ))),
+            latency: register(&registry, fixed(HistogramVec::new(
+                hopts(
+                    "http_request_duration_seconds",
+                    "Time from request to response, by route template.",
+                    vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+                ),
+                &["route"],
+            ))),
+            predictions: register(&registry, fixed(IntCounterVec::new(
+                opts("predictions_total", "Instances scored, by model and version."),
+                &["model", "version"],
+            ))),
+            out_of_range: register(&registry, fixed(IntCounterVec::new(
+                opts(
+                    "input_out_of_training_range_total",
+                    "Input values outside the feature's training [min, max], by model and feature: early data drift.",
+                ),
+                &["model", "feature"],
+            ))),
+            loads: register(&registry, fixed(IntCounterVec::new(
+                opts("model_loads_total", "Model version loads (verify + warm-up), by model and result (ok, failed)."),
+                &["model", "result"],
+            ))),
+            loaded: register(&registry, fixed(IntGaugeVec::new(
+                opts("model_loaded_info", "1 for the production version each model is serving."),
+                &["model", "version"],
+            ))),
+            scan_age: register(&registry, fixed(Gauge::with_opts(opts(
+                "store_last_scan_age_seconds",
+                "Seconds since the store was last scanned successfully (-1: never).",
+            )))),
+            store_up: register(&registry, fixed(IntGauge::with_opts(opts(
+                "store_up",
+                "1 if the last store scan could list the store, else 0.",
+            )))),
+            swap_lag: register(&registry, fixed(Histogram::with_opts(hopts(
+                "model_swap_lag_seconds",
+                "Time from a production pointer's change (its mtime) to the new version serving.",
+                vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
+            )))),
+            registry,
+        }
+    }
+
+    /// Records one answered request.
+    pub fn request(&self, route: &str, method: &str, status: &str, seconds: f64) {
+        self.requests
+            .with_label_values(&[route, method, status])
+            .inc();
+        self.latency.with_label_values(&[route]).observe(seconds);
+    }
+
+    /// Counters for `model` at `version`, resolved once.
+    pub fn model_handles(&self, model: &str, version: &str, features: &[String]) -> ModelMetrics {
+        ModelMetrics {
+            predictions: self.predictions.with_label_values(&[model, version]),
+            out_of_range: features
+                .iter()
+                .map(|f| self.out_of_range.with_label_values(&[model, f]))
+                .collect(),
+        }
+    }
+
+    pub fn load(&self, model: &str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.loads.with_label_values(&[model, result]).inc();
+    }
+
+    /// `model` now serves `version` instead of `previous`.
+    pub fn swapped(
+        &self,
+        model: &str,
+        version: &str,
+        previous: Option<&str>,
+        lag_seconds: Option<f64>,
+    ) {
+        if let Some(previous) = previous {
+            let _ = self.loaded.remove_label_values(&[model, previous]);
+        }
+        self.loaded.with_label_values(&[model, version]).set(1);
+        if let Some(lag) = lag_seconds {
+            self.swap_lag.observe(lag);
+        }
+    }
+
+    /// `model` (at `version`) is no longer served.
+    pub fn removed(&self, model: &str, version: &str) {
+        let _ = self.loaded.remove_label_values(&[model, version]);
+    }
+
+    /// The text exposition of every metric, with the store gauges as of now.
+    pub fn render(&self, scan_age_seconds: Option<f64>, store_up: bool) -> String {
+        self.scan_age.set(scan_age_seconds.unwrap_or(-1.0));
+        self.store_up.set(i64::from(store_up));
+        let mut out = String::new();
+        if let Err(e) =
+            prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)
+        {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_in_the_text_format_with_their_labels() {
+        let m = Metrics::new();
+        m.request("/predict", "POST", "200", 0.001);
+        let handles = m.model_handles("iris", "7", &["petal_width".to_owned()]);
+        handles.predictions.inc_by(3);
+        handles.out_of_range[0].inc();
+        m.load("iris", true);
+        m.swapped("iris", "7", None, Some(0.2));
+        m.swapped("iris", "8", Some("7"), None);
+        let text = m.render(Some(0.5), true);
+        for line in [
+            r#"limen_http_requests_total{method="POST",route="/predict",status="200"} 1"#,
+            r#"limen_predictions_total{model="iris",version="7"} 3"#,
+            r#"limen_input_out_of_training_range_total{feature="petal_width",model="iris"} 1"#,
+            r#"limen_model_loads_total{model="iris",result="ok"} 1"#,
+            r#"limen_model_loaded_info{model="iris",version="8"} 1"#,
+            "limen_store_last_scan_age_seconds 0.5",
+            "limen_store_up 1",
+            "limen_model_swap_lag_seconds_count 1",
+            r#"limen_http_request_duration_seconds_bucket{route="/predict",le="0.001"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains(r#"limen_model_loaded_info{model="iris",version="7"}"#));
     }
 }

@@ -18,7 +18,7 @@ use crate::registry::{LoadedModel, ModelStatus, StoreStatus, VersionError};
 use crate::store::{ModelName, StoreError, VersionId};
 
 /// Bodies larger than this are scored on the blocking pool, off the async threads.
-const BLOCKING_BODY_BYTES: usize = 64 * 1024;
+pub(super) const BLOCKING_BODY_BYTES: usize = 64 * 1024;
 
 /// The header that names the version behind every prediction.
 pub const MODEL_VERSION_HEADER: &str = "x-model-version";
@@ -72,7 +72,9 @@ pub async fn predict_with(loaded: Arc<LoadedModel>, body: Bytes) -> Result<Respo
 
 fn score(loaded: &LoadedModel, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let request = PredictRequest::parse(body)?;
-    Ok(api::answer(&loaded.model, &request)?)
+    Ok(api::answer(&loaded.model, &request, |row| {
+        loaded.observe_row(row)
+    })?)
 }
 
 /// `GET /version`: the version of the default model being served, as plain text.
@@ -128,26 +130,35 @@ pub async fn version_predict(
         Ok(Path((name, version))) => (model_name(Ok(name))?, version),
         Err(e) => return Err(path_error(e)),
     };
+    let loaded = loaded_version(&state, name, &version).await?;
+    predict_with(loaded, body).await
+}
+
+/// `name` at the version given in a URL: from memory if it is production or cached, else loaded
+/// on the blocking pool. 400 for a malformed version, 404 for a missing one, 503 for one that
+/// cannot be served.
+pub(super) async fn loaded_version(
+    state: &AppState,
+    name: ModelName,
+    version: &str,
+) -> Result<Arc<LoadedModel>, ApiError> {
     let version: VersionId = version
         .parse()
         .map_err(|e: StoreError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let loaded = match state.registry.cached_version(&name, version) {
-        Some(loaded) => loaded,
-        None => {
-            if !state.registry.knows(name.as_str()) {
-                return Err(unknown_model(&name));
-            }
-            let registry = Arc::clone(&state.registry);
-            tokio::task::spawn_blocking(move || registry.load_version(&name, version))
-                .await
-                .map_err(|e| ApiError::internal(&e))?
-                .map_err(|e| match e {
-                    VersionError::NotFound { .. } => ApiError::not_found(e.to_string()),
-                    VersionError::Unservable { .. } => ApiError::unavailable(e.to_string()),
-                })?
-        }
-    };
-    predict_with(loaded, body).await
+    if let Some(loaded) = state.registry.cached_version(&name, version) {
+        return Ok(loaded);
+    }
+    if !state.registry.knows(name.as_str()) {
+        return Err(unknown_model(&name));
+    }
+    let registry = Arc::clone(&state.registry);
+    tokio::task::spawn_blocking(move || registry.load_version(&name, version))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| match e {
+            VersionError::NotFound { .. } => ApiError::not_found(e.to_string()),
+            VersionError::Unservable { .. } => ApiError::unavailable(e.to_string()),
+        })
 }
 
 /// `GET /models/{name}`: metadata, pointers, versions on disk and load state of one model.
@@ -168,20 +179,36 @@ pub async fn model_detail(
 
 /// A model name from the URL: 400 unless it is a valid name (so `..`, `%2e%2e` or an over-long
 /// name never reaches a path).
-fn model_name(raw: Result<String, PathRejection>) -> Result<ModelName, ApiError> {
+pub(super) fn model_name(raw: Result<String, PathRejection>) -> Result<ModelName, ApiError> {
     let raw = raw.map_err(path_error)?;
     raw.parse()
         .map_err(|e: StoreError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-fn path_error(e: PathRejection) -> ApiError {
+pub(super) fn path_error(e: PathRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, format!("invalid path: {e}"))
 }
 
-fn unknown_model(name: &ModelName) -> ApiError {
+pub(super) fn unknown_model(name: &ModelName) -> ApiError {
     ApiError::not_found(format!(
         "no model named {name:?} in the store; GET /models lists them"
     ))
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let store_up = state.registry.store_status().error.is_none();
+    let text = state
+        .metrics
+        .render(state.registry.seconds_since_scan(), store_up);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Any path no route matches.
@@ -211,7 +238,10 @@ fn loaded_default(state: &AppState) -> Result<Arc<LoadedModel>, ApiError> {
 
 /// A named model's production version: 404 for a model the store does not hold, 503 for one
 /// it holds but cannot serve yet.
-fn loaded_production(state: &AppState, name: &ModelName) -> Result<Arc<LoadedModel>, ApiError> {
+pub(super) fn loaded_production(
+    state: &AppState,
+    name: &ModelName,
+) -> Result<Arc<LoadedModel>, ApiError> {
     if let Some(loaded) = state.registry.get(name.as_str()) {
         return Ok(loaded);
     }
@@ -241,7 +271,7 @@ fn not_loaded(state: &AppState, name: &str) -> ApiError {
     ApiError::unavailable(format!("model {name:?} is not loaded: {why}"))
 }
 
-fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+pub(super) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => {
             let mut response = (status, bytes).into_response();

@@ -4,15 +4,16 @@
 mod body;
 mod error;
 mod handlers;
+mod v2;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +25,7 @@ pub use handlers::MODEL_VERSION_HEADER;
 
 use crate::registry::{Registry, RegistryConfig};
 use crate::store::{ModelName, Store};
+use crate::telemetry::Metrics;
 use crate::watch::{ChangeSource, WatchMode};
 
 /// Per-request limits.
@@ -56,6 +58,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub default_model: Arc<ModelName>,
     pub limits: Limits,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The whole HTTP surface, without a socket (tests can drive it with `oneshot`).
@@ -68,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(handlers::ready))
         .route("/predict", post(handlers::predict))
         .route("/version", get(handlers::version))
+        .route("/metrics", get(handlers::metrics))
         .route("/models", get(handlers::models))
         .route("/models/{name}", get(handlers::model_detail))
         .route("/models/{name}/predict", post(handlers::model_predict))
@@ -75,28 +79,68 @@ pub fn router(state: AppState) -> Router {
             "/models/{name}/versions/{version}/predict",
             post(handlers::version_predict),
         )
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{name}", get(v2::model_metadata))
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route("/v2/models/{name}/infer", post(v2::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(v2::version_metadata),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(v2::version_ready),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(v2::version_infer),
+        )
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.limits, deadline))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal(&"a request handler panicked").into_response()
         }))
         .with_state(state)
 }
 
-/// Cuts any request, body upload included, that runs past `--request-timeout`.
-async fn deadline(State(limits): State<Limits>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
+/// Around every request: cut it at `--request-timeout` (body upload included), and count it in
+/// `limen_http_requests_total` and `limen_http_request_duration_seconds` by route template.
+/// `Router::layer` runs this after routing, so the matched route is known.
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    };
+    let limit = state.limits.request_timeout;
+    let response = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the request did not complete within {}",
-                humantime::format_duration(limits.request_timeout)
+                humantime::format_duration(limit)
             ),
         )
         .into_response(),
-    }
+    };
+    state.metrics.request(
+        route.as_ref().map_or("unmatched", |r| r.as_str()),
+        method,
+        response.status().as_str(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// Binds, reports the bound address through `on_listening`, serves until SIGTERM or SIGINT, then
@@ -116,12 +160,14 @@ pub async fn run(
         })?;
     let addr = listener.local_addr()?;
 
+    let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::new(
         store.clone(),
         RegistryConfig {
             pinned_capacity: cfg.pinned_cache,
             revalidate_after: cfg.poll_interval,
         },
+        Arc::clone(&metrics),
     ));
     let changes = ChangeSource::new(store.root(), cfg.watch, cfg.poll_interval);
     let reloader = tokio::spawn(Arc::clone(&registry).run(changes));
@@ -130,6 +176,7 @@ pub async fn run(
         registry,
         default_model: Arc::new(cfg.default_model.clone()),
         limits: cfg.limits,
+        metrics,
     });
     tracing::info!(
         %addr,

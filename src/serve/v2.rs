@@ -1,0 +1,179 @@
+//! Open Inference Protocol (KServe v2) REST routes, over the same registry as `/predict`.
+//!
+//! Health answers follow the protocol: 200 for true, a 4xx (400, or 404 for an unknown model or
+//! version) for false, with an empty body. Metadata and inference errors are `{"error": "…"}`:
+//! 400 for a malformed request, 404 for an unknown model or version, 503 when not ready.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::body::RawBody;
+use super::error::ApiError;
+use super::handlers::{
+    json_response, loaded_production, loaded_version, model_name, path_error, unknown_model,
+    BLOCKING_BODY_BYTES, MODEL_VERSION_HEADER,
+};
+use super::AppState;
+use crate::oip::{self, InferRequest, OipError};
+use crate::registry::LoadedModel;
+use crate::store::ModelName;
+
+/// `GET /v2`.
+pub async fn server_metadata() -> Response {
+    json_response(StatusCode::OK, &oip::ServerMetadata::default())
+}
+
+/// `GET /v2/health/live`: the process answers.
+pub async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+/// `GET /v2/health/ready`: every model with a production version has one loaded.
+pub async fn ready(State(state): State<AppState>) -> StatusCode {
+    health(state.registry.all_ready())
+}
+
+/// `GET /v2/models/{name}/ready`.
+pub async fn model_ready(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> StatusCode {
+    match model_name(path.map(|Path(n)| n)).and_then(|n| loaded_production(&state, &n)) {
+        Ok(_) => StatusCode::OK,
+        Err(e) => health_error(&e),
+    }
+}
+
+/// `GET /v2/models/{name}/versions/{version}/ready`.
+pub async fn version_ready(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> StatusCode {
+    match versioned(&state, path).await {
+        Ok(_) => StatusCode::OK,
+        Err(e) => health_error(&e),
+    }
+}
+
+fn health(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+/// A health "false": 404 stays 404, anything else is the protocol's plain 400.
+fn health_error(e: &ApiError) -> StatusCode {
+    if e.status == StatusCode::NOT_FOUND {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+/// `GET /v2/models/{name}`: metadata of the production version.
+pub async fn model_metadata(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = model_name(path.map(|Path(n)| n))?;
+    let loaded = loaded_production(&state, &name)?;
+    metadata(&state, name, loaded).await
+}
+
+/// `GET /v2/models/{name}/versions/{version}`.
+pub async fn version_metadata(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (name, loaded) = versioned(&state, path).await?;
+    metadata(&state, name, loaded).await
+}
+
+async fn metadata(
+    state: &AppState,
+    name: ModelName,
+    loaded: Arc<LoadedModel>,
+) -> Result<Response, ApiError> {
+    let registry = Arc::clone(&state.registry);
+    let versions = tokio::task::spawn_blocking(move || registry.versions(&name))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .unwrap_or_else(|_| vec![loaded.version]);
+    let versions = versions.iter().map(|v| v.to_string()).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &oip::ModelMetadata::new(&loaded.model, versions),
+    ))
+}
+
+/// `POST /v2/models/{name}/infer`: infer with the production version.
+pub async fn infer(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let name = model_name(path.map(|Path(n)| n))?;
+    let loaded = loaded_production(&state, &name)?;
+    infer_with(loaded, body).await
+}
+
+/// `POST /v2/models/{name}/versions/{version}/infer`.
+pub async fn version_infer(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let (_, loaded) = versioned(&state, path).await?;
+    infer_with(loaded, body).await
+}
+
+async fn versioned(
+    state: &AppState,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(ModelName, Arc<LoadedModel>), ApiError> {
+    let Path((name, version)) = path.map_err(path_error)?;
+    let name = model_name(Ok(name))?;
+    if !state.registry.knows(name.as_str()) {
+        return Err(unknown_model(&name));
+    }
+    let loaded = loaded_version(state, name.clone(), &version).await?;
+    Ok((name, loaded))
+}
+
+async fn infer_with(loaded: Arc<LoadedModel>, body: Bytes) -> Result<Response, ApiError> {
+    let version = HeaderValue::from(loaded.version.get());
+    let answer = if body.len() > BLOCKING_BODY_BYTES {
+        tokio::task::spawn_blocking(move || run_inference(&loaded, &body))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+    } else {
+        run_inference(&loaded, &body)
+    }
+    .map_err(|e: OipError| ApiError::new(StatusCode::BAD_REQUEST, e.0))?;
+    let mut response = Response::new(Body::from(answer));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(MODEL_VERSION_HEADER, version);
+    Ok(response.into_response())
+}
+
+fn run_inference(loaded: &LoadedModel, body: &[u8]) -> Result<Vec<u8>, OipError> {
+    let request = InferRequest::parse(body)?;
+    let outputs = request.outputs()?;
+    let (n, rows) = request.rows(loaded.model.feature_names())?;
+    let answer = oip::infer_response(&loaded.model, request.id.as_deref(), &outputs, n, &rows)?;
+    for row in rows.chunks_exact(loaded.model.feature_names().len()) {
+        loaded.observe_row(row);
+    }
+    Ok(answer)
+}

@@ -1,0 +1,167 @@
+//! Black-box tests of `/metrics`: counters checked by value after known traffic.
+
+mod common;
+
+use common::{eventually, get, http, post, Server, TestStore, PATIENCE};
+
+/// The value of the sample line `name{labels}` in a Prometheus text scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn counters_match_the_traffic_sent() {
+    let store = TestStore::new();
+    let version = store.train(&["--cv-folds", "0"]);
+    store.ok(&["validate"]);
+    let server = Server::serve(store.path(), &[]).ready();
+    let agent = http();
+
+    for _ in 0..5 {
+        assert_eq!(
+            post(&agent, &server.url("/predict"), r#"{"petal_width": 2.1}"#).status,
+            200
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            post(&agent, &server.url("/predict"), r#"{"petal_width": "x"}"#).status,
+            422
+        );
+    }
+    // A batch of 4 rows, two of them outside the training range [0.1, 2.5].
+    let batch = r#"{"instances": [{"petal_width": 0.0}, {"petal_width": 1.0}, {"petal_width": 2.5}, {"petal_width": 9.0}]}"#;
+    assert_eq!(
+        post(&agent, &server.url("/models/iris/predict"), batch).status,
+        200
+    );
+    let infer = r#"{"inputs": [{"name": "input", "shape": [2, 1], "datatype": "FP64", "data": [3.0, 1.2]}]}"#;
+    assert_eq!(
+        post(&agent, &server.url("/v2/models/iris/infer"), infer).status,
+        200
+    );
+    assert_eq!(get(&agent, &server.url("/nowhere")).status, 404);
+
+    let scrape = get(&agent, &server.url("/metrics"));
+    assert_eq!(scrape.status, 200);
+    assert!(scrape
+        .content_type
+        .as_deref()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = scrape.body;
+    let expect = |series: &str, want: f64| {
+        assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+    };
+    expect(
+        r#"limen_http_requests_total{method="POST",route="/predict",status="200"}"#,
+        5.0,
+    );
+    expect(
+        r#"limen_http_requests_total{method="POST",route="/predict",status="422"}"#,
+        3.0,
+    );
+    expect(
+        r#"limen_http_requests_total{method="POST",route="/models/{name}/predict",status="200"}"#,
+        1.0,
+    );
+    expect(
+        r#"limen_http_requests_total{method="POST",route="/v2/models/{name}/infer",status="200"}"#,
+        1.0,
+    );
+    expect(
+        r#"limen_http_requests_total{method="GET",route="unmatched",status="404"}"#,
+        1.0,
+    );
+    expect(
+        r#"limen_http_request_duration_seconds_count{route="/predict"}"#,
+        8.0,
+    );
+    expect(
+        &format!(r#"limen_predictions_total{{model="iris",version="{version}"}}"#),
+        5.0 + 4.0 + 2.0,
+    );
+    expect(
+        r#"limen_input_out_of_training_range_total{feature="petal_width",model="iris"}"#,
+        3.0,
+    );
+    expect(r#"limen_model_loads_total{model="iris",result="ok"}"#, 1.0);
+    expect(
+        &format!(r#"limen_model_loaded_info{{model="iris",version="{version}"}}"#),
+        1.0,
+    );
+    expect("limen_store_up", 1.0);
+    let age = sample(&text, "limen_store_last_scan_age_seconds").unwrap();
+    assert!((0.0..5.0).contains(&age), "scan age {age}");
+    assert_eq!(
+        sample(&text, "limen_model_swap_lag_seconds_count"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn failed_loads_and_swaps_are_counted() {
+    let store = TestStore::new();
+    let first = store.train(&["--cv-folds", "0"]);
+    store.ok(&["validate"]);
+    let server = Server::serve(store.path(), &["--poll-interval", "100ms"]).ready();
+    let agent = http();
+
+    // A corrupt new production version: one failed load (per distinct attempt), old one serving.
+    let bad = (first.parse::<u64>().unwrap() + 1).to_string();
+    std::fs::create_dir(store.path().join(format!("iris/{bad}"))).unwrap();
+    std::fs::write(store.path().join(format!("iris/{bad}/model.json")), "{}").unwrap();
+    std::fs::write(store.path().join("iris/production"), format!("{bad}\n")).unwrap();
+    let text = eventually(PATIENCE, "a failed load", || {
+        let text = get(&agent, &server.url("/metrics")).body;
+        sample(
+            &text,
+            r#"limen_model_loads_total{model="iris",result="failed"}"#,
+        )
+        .map(|_| text)
+    });
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"limen_model_loaded_info{{model="iris",version="{first}"}}"#)
+        ),
+        Some(1.0)
+    );
+
+    // A good promotion: the info gauge moves to the new version and the old series goes away.
+    let second = store.train(&["--cv-folds", "0"]);
+    store.ok(&["models", "promote", "iris", &second]);
+    let text = eventually(PATIENCE, "the swap", || {
+        let text = get(&agent, &server.url("/metrics")).body;
+        sample(
+            &text,
+            &format!(r#"limen_model_loaded_info{{model="iris",version="{second}"}}"#),
+        )
+        .map(|_| text)
+    });
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"limen_model_loaded_info{{model="iris",version="{first}"}}"#)
+        ),
+        None,
+        "the old version's series is removed"
+    );
+    assert_eq!(
+        sample(&text, "limen_model_swap_lag_seconds_count"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"limen_model_loads_total{model="iris",result="ok"}"#
+        ),
+        Some(2.0)
+    );
+}

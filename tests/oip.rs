@@ -1,0 +1,264 @@
+//! Black-box tests of the Open Inference Protocol (KServe v2) REST routes, with golden request and
+//! response bodies adapted from the specification's examples to the Iris models.
+
+mod common;
+
+use common::{get, http, post, Server, TestStore};
+use serde_json::json;
+
+const FOUR: &str = "sepal_length,sepal_width,petal_length,petal_width";
+
+/// A store with production `iris` (binary) and `iris-species` (three classes).
+fn two_models() -> (TestStore, String, String) {
+    let store = TestStore::new();
+    let iris = store.train(&["--cv-folds", "0"]);
+    store.ok(&["validate"]);
+    let species = store.train(&[
+        "--model",
+        "iris-species",
+        "--multiclass",
+        "--features",
+        FOUR,
+        "--cv-folds",
+        "0",
+    ]);
+    store.ok(&["validate", "--model", "iris-species"]);
+    (store, iris, species)
+}
+
+fn ready_server(store: &TestStore) -> Server {
+    let server = Server::serve(store.path(), &[]).ready();
+    let agent = http();
+    common::eventually(common::PATIENCE, "every model to load", || {
+        (get(&agent, &server.url("/v2/health/ready")).status == 200).then_some(())
+    });
+    server
+}
+
+#[test]
+fn server_metadata_and_health_follow_the_protocol() {
+    let (store, iris, _) = two_models();
+    let server = ready_server(&store);
+    let agent = http();
+
+    let meta = get(&agent, &server.url("/v2"));
+    assert_eq!(meta.status, 200);
+    assert_eq!(
+        meta.json(),
+        json!({"name": "limen", "version": env!("CARGO_PKG_VERSION"), "extensions": []})
+    );
+    for (path, want) in [
+        ("/v2/health/live", 200),
+        ("/v2/health/ready", 200),
+        ("/v2/models/iris/ready", 200),
+        ("/v2/models/iris-species/ready", 200),
+        (&*format!("/v2/models/iris/versions/{iris}/ready"), 200),
+        ("/v2/models/nosuch/ready", 404),
+        ("/v2/models/iris/versions/1/ready", 404),
+    ] {
+        let answer = get(&agent, &server.url(path));
+        assert_eq!(answer.status, want, "{path}: {}", answer.body);
+        assert!(
+            answer.body.is_empty(),
+            "{path}: health bodies are empty: {}",
+            answer.body
+        );
+    }
+}
+
+#[test]
+fn health_is_false_until_models_load() {
+    let store = TestStore::new();
+    let server = Server::serve(store.path(), &[]);
+    let agent = http();
+    assert_eq!(get(&agent, &server.url("/v2/health/live")).status, 200);
+    assert_eq!(get(&agent, &server.url("/v2/health/ready")).status, 400);
+    // A model that exists but has no production version: not ready, and infer says 503.
+    store.train(&["--cv-folds", "0"]);
+    common::eventually(common::PATIENCE, "the scan to see the model", || {
+        (get(&agent, &server.url("/v2/models/iris/ready")).status == 400).then_some(())
+    });
+    let body =
+        r#"{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP64", "data": [2.1]}]}"#;
+    let answer = post(&agent, &server.url("/v2/models/iris/infer"), body);
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(answer.json()["error"].as_str().unwrap().contains("iris"));
+}
+
+#[test]
+fn model_metadata_describes_tensors_with_a_batch_dimension() {
+    let (store, iris, species) = two_models();
+    let server = ready_server(&store);
+    let agent = http();
+    let iris_meta = get(&agent, &server.url("/v2/models/iris"));
+    assert_eq!(iris_meta.status, 200);
+    assert_eq!(
+        iris_meta.json(),
+        json!({
+            "name": "iris",
+            "versions": [iris],
+            "platform": "linfa_logistic",
+            "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, 1]}],
+            "outputs": [
+                {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                {"name": "probabilities", "datatype": "FP64", "shape": [-1, 2]}
+            ]
+        })
+    );
+    let species_meta = get(
+        &agent,
+        &server.url(&format!("/v2/models/iris-species/versions/{species}")),
+    )
+    .json();
+    assert_eq!(species_meta["inputs"][0]["shape"], json!([-1, 4]));
+    assert_eq!(species_meta["outputs"][1]["shape"], json!([-1, 3]));
+    assert_eq!(get(&agent, &server.url("/v2/models/nosuch")).status, 404);
+    assert_eq!(
+        get(&agent, &server.url("/v2/models/iris/versions/1")).status,
+        404
+    );
+}
+
+#[test]
+fn infer_answers_the_specifications_example_adapted_to_iris() {
+    let (store, iris, species) = two_models();
+    let server = ready_server(&store);
+    let agent = http();
+
+    // The spec's example: an id, a [N, features] input, one requested output.
+    let request = json!({
+        "id": "42",
+        "inputs": [{"name": "input", "shape": [2, 1], "datatype": "FP32", "data": [2.1, 0.2]}],
+        "outputs": [{"name": "label"}]
+    });
+    let answer = post(
+        &agent,
+        &server.url("/v2/models/iris/infer"),
+        &request.to_string(),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.version_header.as_deref(), Some(iris.as_str()));
+    assert_eq!(
+        answer.json(),
+        json!({
+            "model_name": "iris",
+            "model_version": iris,
+            "id": "42",
+            "outputs": [{"name": "label", "shape": [2], "datatype": "BYTES", "data": ["virginica", "not_virginica"]}]
+        })
+    );
+
+    // Without "outputs", both; probabilities agree with /predict to the last bit (FP64 input).
+    let request = json!({"inputs": [{"name": "petal_width", "shape": [1], "datatype": "FP64", "data": [2.1]}]});
+    let v2 = post(
+        &agent,
+        &server.url("/v2/models/iris/infer"),
+        &request.to_string(),
+    )
+    .json();
+    let classic = post(&agent, &server.url("/predict"), r#"{"petal_width": 2.1}"#).json();
+    assert!(v2.get("id").is_none());
+    assert_eq!(v2["outputs"][0]["name"], "label");
+    assert_eq!(v2["outputs"][1]["shape"], json!([1, 2]));
+    assert_eq!(v2["outputs"][1]["data"][1], classic["result"]);
+
+    // Per-feature tensors for the three-species model, integers converted, nested data.
+    let request = json!({
+        "inputs": [
+            {"name": "petal_width", "shape": [2, 1], "datatype": "FP64", "data": [[2.5], [0.2]]},
+            {"name": "petal_length", "shape": [2], "datatype": "INT64", "data": [6, 1]},
+            {"name": "sepal_width", "shape": [2], "datatype": "FP64", "data": [3.3, 3.5]},
+            {"name": "sepal_length", "shape": [2], "datatype": "UINT8", "data": [6, 5]}
+        ],
+        "outputs": [{"name": "label"}, {"name": "probabilities"}]
+    });
+    let answer = post(
+        &agent,
+        &server.url(&format!("/v2/models/iris-species/versions/{species}/infer")),
+        &request.to_string(),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let body = answer.json();
+    assert_eq!(body["model_version"], species.as_str());
+    assert_eq!(body["outputs"][0]["data"], json!(["virginica", "setosa"]));
+    let probs: Vec<f64> = body["outputs"][1]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(probs.len(), 6);
+    assert!((probs[..3].iter().sum::<f64>() - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn infer_errors_use_the_protocols_shape_and_status_codes() {
+    let (store, _, _) = two_models();
+    let server = ready_server(&store);
+    let agent = http();
+    let species = server.url("/v2/models/iris-species/infer");
+    let cases: Vec<(String, &str, u16)> = vec![
+        (species.clone(), "{not json", 400),
+        (
+            species.clone(),
+            r#"{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}"#,
+            400,
+        ),
+        (
+            species.clone(),
+            r#"{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]}"#,
+            400,
+        ),
+        (
+            species.clone(),
+            r#"{"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}"#,
+            400,
+        ),
+        (
+            species.clone(),
+            r#"{"inputs": [{"name": "petal_width", "shape": [1], "datatype": "FP64", "data": [1]}]}"#,
+            400,
+        ),
+        (
+            species.clone(),
+            r#"{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}], "outputs": [{"name": "logits"}]}"#,
+            400,
+        ),
+        (
+            server.url("/v2/models/nosuch/infer"),
+            r#"{"inputs": []}"#,
+            404,
+        ),
+        (
+            server.url("/v2/models/iris/versions/1/infer"),
+            r#"{"inputs": []}"#,
+            404,
+        ),
+        (
+            server.url("/v2/models/iris/versions/x/infer"),
+            r#"{"inputs": []}"#,
+            400,
+        ),
+        (
+            server.url("/v2/models/%2e%2e/infer"),
+            r#"{"inputs": []}"#,
+            400,
+        ),
+    ];
+    for (url, body, want) in cases {
+        let answer = post(&agent, &url, body);
+        assert_eq!(answer.status, want, "{url} {body}: {}", answer.body);
+        let error = answer.json();
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{url}: {}",
+            answer.body
+        );
+        assert_eq!(
+            error.as_object().unwrap().len(),
+            1,
+            "only \"error\": {}",
+            answer.body
+        );
+    }
+}
