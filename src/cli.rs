@@ -360,6 +360,12 @@ pub struct ServeOptions {
     /// How many non-production versions stay loaded for /models/{name}/versions/{v}/predict.
     #[arg(long, env = "LIMEN_PINNED_CACHE", default_value = "64")]
     pub pinned_cache: NonZeroUsize,
+
+    /// How long a connection may go without sending a complete request head, idle keep-alive
+    /// connections included (slow or stuck clients are cut). Keep it above your load balancer's
+    /// idle timeout (AWS ALB: 60 s), or it may reuse a connection limen is closing.
+    #[arg(long, env = "LIMEN_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 impl ServeOptions {
@@ -384,6 +390,7 @@ impl ServeOptions {
             },
             shutdown_timeout: self.shutdown_timeout,
             pinned_cache: self.pinned_cache,
+            idle_timeout: self.idle_timeout,
         })
     }
 }

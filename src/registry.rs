@@ -713,8 +713,20 @@ mod tests {
         let registry = Registry::new(store.clone(), RegistryConfig::default(), Arc::default());
         registry.scan();
 
-        // The root replaced by a file (an unmounted volume looks similar): keep serving.
+        // The root gone (an unmounted volume): keep serving, and say why.
         let aside = dir.path().join("aside");
+        std::fs::rename(&root, &aside).unwrap();
+        assert!(!registry.scan().readable);
+        assert_eq!(registry.get("iris").unwrap().version, v1);
+        assert!(registry
+            .store_status()
+            .error
+            .unwrap()
+            .contains("does not exist"));
+        std::fs::rename(&aside, &root).unwrap();
+        assert!(registry.scan().readable);
+
+        // The root replaced by a file: keep serving.
         std::fs::rename(&root, &aside).unwrap();
         std::fs::write(&root, b"not a folder").unwrap();
         assert!(!registry.scan().readable);

@@ -58,6 +58,8 @@ pub enum StoreError {
         version: VersionId,
         root: PathBuf,
     },
+    #[error("store folder {0} does not exist (is the volume mounted? check --store, LIMEN_STORE or MOUNT_PATH)")]
+    Missing(PathBuf),
     #[error("could not find a free version id for model {0:?} after {MAX_VERSION_BUMPS} tries")]
     NoFreeVersion(String),
 }
@@ -452,11 +454,14 @@ impl Store {
         Ok(versions)
     }
 
-    /// Names of the models in the store, sorted; an absent store has none.
+    /// Names of the models in the store, sorted. A missing root is an error, not an empty
+    /// store: to a server, an unmounted volume must not look like every model was deleted.
     pub fn models(&self) -> Result<Vec<ModelName>, StoreError> {
         let entries = match fs::read_dir(&self.root) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing(self.root.clone()))
+            }
             Err(e) => return Err(io_err("list", &self.root)(e)),
         };
         let mut names = Vec::new();

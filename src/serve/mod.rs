@@ -50,6 +50,9 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// How many non-production versions stay loaded for version-pinned requests.
     pub pinned_cache: NonZeroUsize,
+    /// How long a connection may go without sending a complete request head, idle keep-alive
+    /// connections included.
+    pub idle_timeout: Duration,
 }
 
 /// What every handler can see.
@@ -187,35 +190,79 @@ pub async fn run(
         "listening"
     );
     on_listening(addr);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_rx.changed().await;
-    });
-    let mut server = tokio::spawn(async move { server.await });
-
-    tokio::select! {
-        result = &mut server => {
-            reloader.abort();
-            return result.context("the server task failed")?.context("the server stopped");
-        }
-        signal = shutdown_signal() => {
-            tracing::info!(signal, "shutting down: no new connections; finishing requests in flight");
-        }
-    }
-    let _ = stop_tx.send(());
+    let reason = tokio::select! {
+        never = accept_loop(listener, app, &cfg, &graceful) => match never {},
+        signal = shutdown_signal() => signal,
+    };
+    tracing::info!(
+        signal = reason,
+        "shutting down: no new connections; finishing requests in flight"
+    );
     reloader.abort();
-    match tokio::time::timeout(cfg.shutdown_timeout, server).await {
-        Ok(result) => result
-            .context("the server task failed")?
-            .context("the server stopped")?,
+    match tokio::time::timeout(cfg.shutdown_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("stopped"),
         Err(_) => tracing::warn!(
             deadline = %humantime::format_duration(cfg.shutdown_timeout),
             "drain deadline passed with requests still open; exiting"
         ),
     }
-    tracing::info!("stopped");
     Ok(())
+}
+
+/// Accepts connections and serves each with hyper's HTTP/1 server, watched by `graceful`.
+///
+/// Not `axum::serve`, for three settings it does not expose: a header read timeout (a client
+/// that never finishes its request head — slowloris — or a keep-alive connection left idle is
+/// closed after `--idle-timeout`), `TCP_NODELAY`, and how accept errors such as running out of
+/// file descriptors are handled (a short pause, not a one-second stall).
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    cfg: &ServeConfig,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+) -> std::convert::Infallible {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.idle_timeout)
+        .keep_alive(true);
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Per-connection failures (reset before accept) need no pause; running out of
+                // descriptors or memory does, briefly, so the loop does not spin.
+                let per_connection = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionRefused
+                );
+                if !per_connection {
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                        tracing::warn!(error = %e, "cannot accept connections");
+                        last_warning = Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
 }
 
 /// Resolves with the name of the first of SIGTERM or SIGINT to arrive.

@@ -94,7 +94,11 @@ pub fn limen_command() -> Command {
             cmd.env_remove(&key);
         }
     }
-    cmd.env("LIMEN_LOG", "warn");
+    // Quiet unless asked: TEST_LOG=debug cargo test shows the servers' logs.
+    cmd.env(
+        "LIMEN_LOG",
+        std::env::var("TEST_LOG").unwrap_or_else(|_| "error".to_owned()),
+    );
     cmd
 }
 
