@@ -348,6 +348,108 @@ mod tests {
         }
     }
 
+    /// What the server would answer for `body`: Ok(200) or the input error's kind.
+    fn outcome(body: &[u8]) -> Result<(), InputErrorKind> {
+        let m = model();
+        let req = PredictRequest::parse(body).map_err(|e| e.kind)?;
+        answer(&m, &req, |_| {}).map(|_| ()).map_err(|e| e.kind)
+    }
+
+    #[test]
+    fn hostile_bodies_get_an_answer_not_a_crash() {
+        let deep_array = "[".repeat(10_000) + &"]".repeat(10_000);
+        let deep_value = format!(r#"{{"petal_width": {deep_array}}}"#);
+        let deep_extra = format!(r#"{{"petal_width": 1, "x": {deep_array}}}"#);
+        let deep_batch = format!(r#"{{"instances": {deep_array}}}"#);
+        let huge_string = format!(r#"{{"petal_width": "{}"}}"#, "9".repeat(1 << 20));
+        let many = format!(
+            r#"{{"instances": [{}{{}}]}}"#,
+            r#"{"petal_width": 1},"#.repeat(50_000)
+        );
+        let cases: Vec<(&[u8], Result<(), InputErrorKind>)> = vec![
+            (deep_array.as_bytes(), Err(InputErrorKind::Malformed)),
+            // The value of a feature is only ever read as a number: nesting makes it "not a number".
+            (deep_value.as_bytes(), Err(InputErrorKind::Unprocessable)),
+            // An ignored extra key is skipped, however deep, without recursing.
+            (deep_extra.as_bytes(), Ok(())),
+            (deep_batch.as_bytes(), Err(InputErrorKind::Malformed)),
+            // A million nines is a finite number too large for f64: refused, not rounded to inf.
+            (huge_string.as_bytes(), Err(InputErrorKind::Unprocessable)),
+            (many.as_bytes(), Err(InputErrorKind::Unprocessable)),
+            (
+                b"{\"petal_width\": 1, \"petal_width\": \"x\"}",
+                Err(InputErrorKind::Unprocessable),
+            ),
+            (b"{\"petal_width\": \"x\", \"petal_width\": 2}", Ok(())),
+            (
+                b"{\"petal_width\": \"\xff\xfe\"}",
+                Err(InputErrorKind::Malformed),
+            ),
+            (b"\xff\xfe{}", Err(InputErrorKind::Malformed)),
+            (b"{\"petal_width\": 1e308}", Ok(())),
+            (b"{\"petal_width\": -1e308}", Ok(())),
+            (b"{\"petal_width\": 1e-400}", Ok(())),
+        ];
+        for (body, want) in cases {
+            assert_eq!(outcome(body), want, "{:.80}", String::from_utf8_lossy(body));
+        }
+    }
+
+    /// Any JSON value, nested a few levels, with keys that sometimes are the feature's name.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            any::<i64>().prop_map(|i| serde_json::json!(i)),
+            ".{0,12}".prop_map(serde_json::Value::String),
+            "-?[0-9]{1,400}(\\.[0-9]{0,5})?(e-?[0-9]{1,4})?".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::Array),
+                proptest::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("petal_width".to_owned()),
+                            Just("instances".to_owned()),
+                            ".{0,6}"
+                        ],
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|kv| serde_json::Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = outcome(&body);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics_and_success_means_finite_probabilities(value in json_value()) {
+            let body = serde_json::to_vec(&value).unwrap();
+            let m = model();
+            if let Ok(req) = PredictRequest::parse(&body) {
+                if let Ok(bytes) = answer(&m, &req, |row| assert!(row.iter().all(|v| v.is_finite()))) {
+                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    let results: Vec<f64> = match v.get("predictions") {
+                        Some(p) => p.as_array().unwrap().iter().map(|p| p["result"].as_f64().unwrap()).collect(),
+                        None => vec![v["result"].as_f64().unwrap()],
+                    };
+                    proptest::prop_assert!(results.iter().all(|r| (0.0..=1.0).contains(r)));
+                }
+            }
+        }
+    }
+
     #[test]
     fn escaped_keys_and_padded_numeric_strings_are_understood() {
         let v = respond(r#"{"petal\u005fwidth": " 2.1 "}"#).unwrap();

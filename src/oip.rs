@@ -581,6 +581,68 @@ mod tests {
         }
     }
 
+    fn infer(body: &[u8]) -> Result<Vec<u8>, OipError> {
+        let model = Model::new(crate::model::tests::binary_artifact()).unwrap();
+        let request = InferRequest::parse(body)?;
+        let outputs = request.outputs()?;
+        let (n, rows) = request.rows(model.feature_names())?;
+        infer_response(&model, request.id.as_deref(), &outputs, n, &rows)
+    }
+
+    #[test]
+    fn hostile_tensors_are_refused_without_allocating_their_claimed_size() {
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        let bodies = [
+            format!(r#"{{"inputs": [{{"name": "x", "shape": [1, 1], "datatype": "FP64", "data": {deep}}}]}}"#),
+            // Claims 10^18 rows: refused by count, never allocated.
+            r#"{"inputs": [{"name": "x", "shape": [1000000000000000000, 1], "datatype": "FP64", "data": [1]}]}"#.to_owned(),
+            r#"{"inputs": [{"name": "petal_width", "shape": [1000000000000000000], "datatype": "FP64", "data": [1]}]}"#.to_owned(),
+            r#"{"inputs": [{"name": "x", "shape": [18446744073709551615, 18446744073709551615], "datatype": "FP64", "data": []}]}"#.to_owned(),
+            r#"{"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP64", "data": [1e400]}]}"#.to_owned(),
+            format!(r#"{{"inputs": [{{"name": "{}", "shape": [1], "datatype": "FP64", "data": [1]}}]}}"#, "n".repeat(1 << 20)),
+        ];
+        for body in &bodies {
+            assert!(infer(body.as_bytes()).is_err(), "{body:.100}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = infer(&body);
+        }
+
+        #[test]
+        fn arbitrary_tensors_are_answered_or_refused(
+            shape in proptest::collection::vec(0u64..5, 0..4),
+            big in proptest::prelude::any::<bool>(),
+            datatype in proptest::sample::select(vec!["FP32", "FP64", "INT8", "UINT64", "BOOL", "BYTES", "fp64"]),
+            name in proptest::sample::select(vec!["input", "petal_width", "other"]),
+            data in proptest::collection::vec(-1e6f64..1e6, 0..12),
+            nested in proptest::prelude::any::<bool>(),
+        ) {
+            let mut shape = shape;
+            if big && !shape.is_empty() {
+                shape[0] = u64::MAX / 3;
+            }
+            let data = if nested {
+                serde_json::json!(data.chunks(2).map(|c| c.to_vec()).collect::<Vec<_>>())
+            } else {
+                serde_json::json!(data)
+            };
+            let body = serde_json::json!({
+                "inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]
+            });
+            if let Ok(bytes) = infer(body.to_string().as_bytes()) {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                let n = v["outputs"][0]["shape"][0].as_u64().unwrap();
+                proptest::prop_assert_eq!(v["outputs"][1]["data"].as_array().unwrap().len() as u64, 2 * n);
+            }
+        }
+    }
+
     #[test]
     fn outputs_can_be_selected_and_unknown_ones_are_refused() {
         let req = InferRequest::parse(br#"{"inputs": [], "outputs": [{"name": "probabilities"}]}"#)

@@ -17,6 +17,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::num::NonZeroU64;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -354,6 +355,8 @@ impl Store {
             .prefix(".publish-")
             .tempdir_in(&dir)
             .map_err(io_err("create a temporary folder in", &dir))?;
+        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
+            .map_err(io_err("set permissions on", staging.path()))?;
         let staged_file = staging.path().join(MODEL_FILE);
         for _ in 0..MAX_VERSION_BUMPS {
             write_synced(&staged_file, &render(version))?;
@@ -407,7 +410,11 @@ impl Store {
             .prefix(".pointer-")
             .tempfile_in(&dir)
             .map_err(io_err("create a temporary file in", &dir))?;
-        tmp.write_all(format!("{version}\n").as_bytes())
+        // Temporary files are created 0600; a pointer must be readable by servers running as
+        // another user (pods of one EFS volume need not share a UID).
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .and_then(|()| tmp.write_all(format!("{version}\n").as_bytes()))
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(io_err("write", tmp.path()))?;
         tmp.persist(&path)
@@ -732,6 +739,10 @@ mod tests {
         );
         assert_eq!(store.versions(&iris).unwrap(), vec![v]);
         assert_eq!(store.models().unwrap(), vec![iris.clone()]);
+        // Readable by servers running under another UID.
+        let mode = |p: PathBuf| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(store.pointer_path(&iris, Pointer::Candidate)), 0o644);
+        assert_eq!(mode(store.model_dir(&iris).join(v.to_string())), 0o755);
         // No temporary entries are left behind.
         let leftovers: Vec<_> = fs::read_dir(store.model_dir(&iris))
             .unwrap()
