@@ -2,8 +2,8 @@
 //!
 //! Users send `curl -X POST -d '{…}'`, which curl labels `application/x-www-form-urlencoded`;
 //! axum's `Json` would refuse it with a 415. This reads the body as bytes, refuses one larger
-//! than `--max-body` before buffering it (from `Content-Length`, or while reading a chunked one),
-//! and gives up on a body that trickles in slower than `--request-timeout`.
+//! than `--max-body` before buffering it (from `Content-Length`, or while reading a chunked one).
+//! A body that trickles in is cut by the request deadline (`serve::track`).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -34,21 +34,13 @@ impl FromRequest<AppState> for RawBody {
         if declared.is_some_and(|len| len > limit as u64) {
             return Err(too_large());
         }
-        let timeout = state.limits.request_timeout;
-        let read = axum::body::to_bytes(req.into_body(), limit);
-        match tokio::time::timeout(timeout, read).await {
-            Ok(Ok(bytes)) => Ok(Self(bytes)),
-            Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
-            Ok(Err(e)) => Err(ApiError::new(
+        // A body that trickles in is cut by the request deadline around every handler.
+        match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(e) if is_length_limit(&e) => Err(too_large()),
+            Err(e) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("could not read the request body: {e}"),
-            )),
-            Err(_) => Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the request body did not arrive within {}",
-                    humantime::format_duration(timeout)
-                ),
             )),
         }
     }

@@ -129,11 +129,15 @@ impl Server {
     /// Starts `limen --store <store> <args>` and waits for a stdout line starting with `marker`
     /// followed by the address.
     pub fn start(store: &Path, args: &[&str], marker: &str) -> Self {
+        let mut cmd = limen_command();
+        cmd.arg("--store").arg(store).args(args);
+        Self::spawn(&mut cmd, marker)
+    }
+
+    /// Starts `cmd` and waits for a stdout line starting with `marker` followed by the address.
+    pub fn spawn(cmd: &mut Command, marker: &str) -> Self {
         use std::io::BufRead as _;
-        let mut child = limen_command()
-            .arg("--store")
-            .arg(store)
-            .args(args)
+        let mut child = cmd
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
