@@ -1,34 +1,24 @@
 //! The `/predict` wire format, shared by the HTTP server and `limen predict`.
 //!
 //! A request is a JSON object mapping feature names to numbers or numeric strings (extra keys are
-//! ignored), or `{"instances": [{…}, …]}` for a batch. Decoding borrows from the request body and
-//! only looks at the values of the model's own features, so a large or odd extra key costs a scan,
-//! not an allocation per node. Every way a body can be wrong maps to an [`InputError`] whose kind
-//! picks the HTTP status.
+//! ignored), or `{"instances": [{…}, …]}` for a batch. It is decoded in one pass for a given
+//! model: keys are borrowed from the body, only the model's own features are read (as raw JSON
+//! text, so `1e999` is "not finite" rather than a parse error), and everything else is skipped
+//! without building a value. The answer is written through a [`Template`] rendered once per
+//! model, so a prediction costs a few float formats, not a JSON serializer walk. Every way a body
+//! can be wrong maps to an [`InputError`] whose kind picks the HTTP status; a JSON syntax error
+//! always wins over a bad value found earlier in the same body.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::fmt;
 
-use serde::ser::{SerializeMap, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::model::{Model, PredictError, Prediction};
+use crate::model::{Model, PredictError};
 
 /// The batch key: an object holding it is a batch request.
 pub const INSTANCES: &str = "instances";
-
-/// One instance as sent: feature name → undecoded JSON value.
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-pub struct Instance<'a>(#[serde(borrow)] HashMap<Cow<'a, str>, &'a RawValue>);
-
-/// A decoded `/predict` body, still borrowing from it.
-#[derive(Debug)]
-pub enum PredictRequest<'a> {
-    Single(Instance<'a>),
-    Batch(Vec<Instance<'a>>),
-}
 
 /// Whether the body was unreadable (400) or readable but unusable for this model (422).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,54 +53,330 @@ impl InputError {
     }
 }
 
-impl<'a> PredictRequest<'a> {
-    /// Parses a body. Fails with [`InputErrorKind::Malformed`] unless it is a JSON object (or a
-    /// batch object whose `instances` is an array of objects).
-    pub fn parse(body: &'a [u8]) -> Result<Self, InputError> {
-        let object: Instance<'a> = serde_json::from_slice(body).map_err(|e| {
-            use serde_json::error::Category;
-            let what = match e.classify() {
-                Category::Data => "the body must be a JSON object mapping feature names to numbers",
-                Category::Eof if body.iter().all(u8::is_ascii_whitespace) => {
-                    "the body is empty; send a JSON object such as {\"petal_width\": 2.1}"
-                }
-                _ => "the body is not valid JSON",
-            };
-            InputError::malformed(format!("{what} ({e})"))
-        })?;
-        match object.0.get(INSTANCES) {
-            None => Ok(Self::Single(object)),
-            Some(raw) => {
-                let instances: Vec<Instance<'a>> =
-                    serde_json::from_str(raw.get()).map_err(|e| {
-                        InputError::malformed(format!(
-                            "\"instances\" must be an array of JSON objects ({e})"
-                        ))
-                    })?;
-                if instances.is_empty() {
-                    return Err(InputError::unprocessable(
-                        "\"instances\" is empty; send at least one instance".to_owned(),
-                    ));
-                }
-                Ok(Self::Batch(instances))
+/// The parts of a model's answers that never change, rendered once: the JSON of the model name,
+/// version, each label and each class key.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// `{"model":…,"version":"…",`
+    head: Vec<u8>,
+    /// Per class: `"label":"…","probabilities":{`
+    labels: Vec<Vec<u8>>,
+    /// Per class: `"…":`
+    keys: Vec<Vec<u8>>,
+    /// Binary models also answer `result`, the probability of the positive class.
+    binary: bool,
+}
+
+impl Template {
+    pub fn new(model: &Model) -> Self {
+        let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        Self {
+            head: format!(
+                "{{\"model\":{},\"version\":\"{}\",",
+                json(model.name()),
+                model.version()
+            )
+            .into_bytes(),
+            labels: model
+                .classes()
+                .iter()
+                .map(|c| format!("\"label\":{},\"probabilities\":{{", json(c)).into_bytes())
+                .collect(),
+            keys: model
+                .classes()
+                .iter()
+                .map(|c| format!("{}:", json(c)).into_bytes())
+                .collect(),
+            binary: model.positive_probability_index().is_some(),
+        }
+    }
+
+    /// `"label":…,"probabilities":{…}[,"result":…]`, without braces around it.
+    fn write_prediction(&self, out: &mut Vec<u8>, class: usize, probabilities: &[f64]) {
+        out.extend_from_slice(&self.labels[class]);
+        for (i, (key, p)) in self.keys.iter().zip(probabilities).enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
+            out.extend_from_slice(key);
+            write_f64(out, *p);
+        }
+        out.push(b'}');
+        if self.binary {
+            out.extend_from_slice(b",\"result\":");
+            write_f64(out, probabilities[1]);
         }
     }
 }
 
-impl Instance<'_> {
-    /// The model's feature values in its order, or a 422 naming the first bad feature.
-    pub fn row(&self, features: &[String]) -> Result<Vec<f64>, InputError> {
-        features
-            .iter()
-            .map(|name| match self.0.get(name.as_str()) {
-                Some(raw) => decode_number(name, raw),
-                None => Err(InputError::unprocessable(format!(
+/// A float as serde_json writes it (shortest round-trip form).
+fn write_f64(out: &mut Vec<u8>, v: f64) {
+    // Writing a finite f64 into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &v);
+}
+
+/// Decodes `body` for `model` and writes the answer: `{"model", "version", "label",
+/// "probabilities", "result"?}` for one instance, `{"model", "version", "predictions": […]}` for a
+/// batch. `observe` sees each row that was scored (the server counts predictions and
+/// out-of-range inputs with it).
+pub fn answer(
+    model: &Model,
+    template: &Template,
+    body: &[u8],
+    mut observe: impl FnMut(&[f64]),
+) -> Result<Vec<u8>, InputError> {
+    let features = model.feature_names();
+    let request = decode(body, features)?;
+    let mut out = Vec::with_capacity(96 + 96 * request.rows.max(1));
+    out.extend_from_slice(&template.head);
+    let mut probabilities = Vec::with_capacity(model.classes().len());
+    let mut score = |row: &[f64], out: &mut Vec<u8>| -> Result<(), InputError> {
+        let class = model
+            .predict_into(row, &mut probabilities)
+            .map_err(|e| match e {
+                PredictError::Width { .. } | PredictError::NonFinite => {
+                    InputError::unprocessable(e.to_string())
+                }
+            })?;
+        observe(row);
+        template.write_prediction(out, class, &probabilities);
+        Ok(())
+    };
+    if request.batch {
+        if request.rows == 0 {
+            return Err(InputError::unprocessable(
+                "\"instances\" is empty; send at least one instance".to_owned(),
+            ));
+        }
+        out.extend_from_slice(b"\"predictions\":[");
+        for (i, row) in request.values.chunks_exact(features.len()).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            score(row, &mut out).map_err(|e| InputError {
+                kind: e.kind,
+                message: format!("instance {i}: {}", e.message),
+            })?;
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+    } else {
+        score(&request.values, &mut out)?;
+        out.push(b'}');
+    }
+    Ok(out)
+}
+
+/// A decoded body: `rows × features` values, row-major.
+struct Decoded {
+    batch: bool,
+    rows: usize,
+    values: Vec<f64>,
+}
+
+fn decode(body: &[u8], features: &[String]) -> Result<Decoded, InputError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = TopLevel { features }
+        .deserialize(&mut de)
+        .and_then(|decoded| de.end().map(|()| decoded));
+    match parsed {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            use serde_json::error::Category;
+            let what = match e.classify() {
+                Category::Data => "",
+                Category::Eof if body.iter().all(u8::is_ascii_whitespace) => {
+                    "the body is empty; send a JSON object such as {\"petal_width\": 2.1} "
+                }
+                _ => "the body is not valid JSON ",
+            };
+            Err(InputError::malformed(format!("{what}({e})")))
+        }
+    }
+}
+
+/// What a feature's value decoded to: deferred, so a syntax error later in the body still wins.
+type Slot = Option<Result<f64, InputError>>;
+
+/// The top-level object: a single instance, or a batch under `instances`.
+struct TopLevel<'f> {
+    features: &'f [String],
+}
+
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = Result<Decoded, InputError>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = Result<Decoded, InputError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("the body to be a JSON object mapping feature names to numbers")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut slots: Vec<Slot> = vec![None; self.features.len()];
+        let mut batch: Option<Result<(usize, Vec<f64>), InputError>> = None;
+        while let Some(Key(key)) = map.next_key()? {
+            if key == INSTANCES {
+                batch = Some(map.next_value_seed(Instances {
+                    features: self.features,
+                })?);
+            } else {
+                read_field(&mut map, &key, self.features, &mut slots)?;
+            }
+        }
+        Ok(match batch {
+            Some(Ok((rows, values))) => Ok(Decoded {
+                batch: true,
+                rows,
+                values,
+            }),
+            Some(Err(e)) => Err(e),
+            None => {
+                let mut values = Vec::with_capacity(self.features.len());
+                collect_row(slots, self.features, &mut values).map(|()| Decoded {
+                    batch: false,
+                    rows: 1,
+                    values,
+                })
+            }
+        })
+    }
+}
+
+/// Reads the value of `key`: decoded if it is one of `features`, skipped (unparsed) otherwise.
+fn read_field<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    key: &str,
+    features: &[String],
+    slots: &mut [Slot],
+) -> Result<(), A::Error> {
+    let raw: &RawValue = map.next_value()?;
+    if let Some(i) = features.iter().position(|f| f == key) {
+        slots[i] = Some(decode_number(key, raw));
+    }
+    Ok(())
+}
+
+/// The feature values of one instance in model order, or the first problem with them.
+fn collect_row(
+    slots: Vec<Slot>,
+    features: &[String],
+    out: &mut Vec<f64>,
+) -> Result<(), InputError> {
+    for (slot, name) in slots.into_iter().zip(features) {
+        match slot {
+            Some(value) => out.push(value?),
+            None => {
+                return Err(InputError::unprocessable(format!(
                     "missing feature {name:?}; this model needs: {}",
                     features.join(", ")
-                ))),
-            })
-            .collect()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `instances` array: objects, each read like a single instance.
+struct Instances<'f> {
+    features: &'f [String],
+}
+
+impl<'de> DeserializeSeed<'de> for Instances<'_> {
+    type Value = Result<(usize, Vec<f64>), InputError>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Instances<'_> {
+    type Value = Result<(usize, Vec<f64>), InputError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("\"instances\" to be an array of JSON objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut values = Vec::new();
+        let mut rows = 0;
+        let mut first_error = None;
+        while let Some(row) = seq.next_element_seed(Instance {
+            features: self.features,
+            out: &mut values,
+        })? {
+            if let (Err(e), None) = (row, &first_error) {
+                first_error = Some(InputError {
+                    kind: e.kind,
+                    message: format!("instance {rows}: {}", e.message),
+                });
+            }
+            rows += 1;
+        }
+        Ok(match first_error {
+            Some(e) => Err(e),
+            None => Ok((rows, values)),
+        })
+    }
+}
+
+/// One object of `instances`, appended to `out`.
+struct Instance<'f, 'o> {
+    features: &'f [String],
+    out: &'o mut Vec<f64>,
+}
+
+impl<'de> DeserializeSeed<'de> for Instance<'_, '_> {
+    type Value = Result<(), InputError>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Instance<'_, '_> {
+    type Value = Result<(), InputError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("each of \"instances\" to be a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut slots: Vec<Slot> = vec![None; self.features.len()];
+        while let Some(Key(key)) = map.next_key()? {
+            read_field(&mut map, &key, self.features, &mut slots)?;
+        }
+        // A row that fails fails the whole request, so its partial values do not matter.
+        Ok(collect_row(slots, self.features, self.out))
+    }
+}
+
+/// An object key, borrowed from the body unless it holds escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -156,115 +422,6 @@ fn truncate(s: &str) -> Cow<'_, str> {
     }
 }
 
-/// One scored instance as answered: the label, every class probability and, for a binary model,
-/// `result`, the probability of the positive class (the reference server's field).
-#[derive(Debug, Clone, Serialize)]
-pub struct PredictionBody<'m> {
-    pub label: &'m str,
-    pub probabilities: Probabilities<'m>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<f64>,
-}
-
-/// Class → probability, serialized as a JSON object in the model's class order.
-#[derive(Debug, Clone)]
-pub struct Probabilities<'m> {
-    classes: &'m [String],
-    values: Vec<f64>,
-}
-
-impl Serialize for Probabilities<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.values.len()))?;
-        for (class, p) in self.classes.iter().zip(&self.values) {
-            map.serialize_entry(class, p)?;
-        }
-        map.end()
-    }
-}
-
-impl<'m> PredictionBody<'m> {
-    pub fn new(model: &'m Model, prediction: Prediction) -> Self {
-        let classes = model.classes();
-        Self {
-            label: &classes[prediction.class],
-            result: model.positive_probability(&prediction),
-            probabilities: Probabilities {
-                classes,
-                values: prediction.probabilities,
-            },
-        }
-    }
-}
-
-/// The answer to a single-instance `/predict`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PredictResponse<'m> {
-    pub model: &'m str,
-    pub version: String,
-    #[serde(flatten)]
-    pub prediction: PredictionBody<'m>,
-}
-
-/// The answer to a batch `/predict`.
-#[derive(Debug, Clone, Serialize)]
-pub struct BatchPredictResponse<'m> {
-    pub model: &'m str,
-    pub version: String,
-    pub predictions: Vec<PredictionBody<'m>>,
-}
-
-fn score<'m>(
-    model: &'m Model,
-    instance: &Instance<'_>,
-    observe: &mut impl FnMut(&[f64]),
-) -> Result<PredictionBody<'m>, InputError> {
-    let row = instance.row(model.feature_names())?;
-    let prediction = model.predict(&row).map_err(|e| match e {
-        PredictError::Width { .. } | PredictError::NonFinite => {
-            InputError::unprocessable(e.to_string())
-        }
-    })?;
-    observe(&row);
-    Ok(PredictionBody::new(model, prediction))
-}
-
-/// Scores a parsed request and serializes the answer to JSON bytes; `observe` sees each row
-/// that was scored (the server counts predictions and out-of-range inputs with it).
-pub fn answer(
-    model: &Model,
-    request: &PredictRequest<'_>,
-    mut observe: impl FnMut(&[f64]),
-) -> Result<Vec<u8>, InputError> {
-    let version = model.version().to_string();
-    let bytes = match request {
-        PredictRequest::Single(instance) => serde_json::to_vec(&PredictResponse {
-            model: model.name(),
-            version,
-            prediction: score(model, instance, &mut observe)?,
-        }),
-        PredictRequest::Batch(instances) => {
-            let predictions = instances
-                .iter()
-                .enumerate()
-                .map(|(i, inst)| {
-                    score(model, inst, &mut observe).map_err(|e| InputError {
-                        kind: e.kind,
-                        message: format!("instance {i}: {}", e.message),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            serde_json::to_vec(&BatchPredictResponse {
-                model: model.name(),
-                version,
-                predictions,
-            })
-        }
-    };
-    // Strings and finite floats always serialize.
-    Ok(bytes.unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,8 +433,8 @@ mod tests {
 
     fn respond(body: &str) -> Result<serde_json::Value, InputError> {
         let m = model();
-        let req = PredictRequest::parse(body.as_bytes())?;
-        Ok(serde_json::from_slice(&answer(&m, &req, |_| {})?).unwrap())
+        let bytes = answer(&m, &Template::new(&m), body.as_bytes(), |_| {})?;
+        Ok(serde_json::from_slice(&bytes).unwrap())
     }
 
     #[test]
@@ -292,6 +449,26 @@ mod tests {
             respond(r#"{"petal_width": 2.1, "extra": [1,{}]}"#).unwrap(),
             v
         );
+    }
+
+    #[test]
+    fn the_answer_is_compact_json_in_a_fixed_key_order() {
+        let m = model();
+        let bytes = answer(&m, &Template::new(&m), br#"{"petal_width": "2.1"}"#, |_| {}).unwrap();
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"model":"iris","version":"7","label":"virginica","probabilities":{"not_virginica":0.12955823294339974,"virginica":0.8704417670566003},"result":0.8704417670566003}"#
+        );
+        let bytes = answer(
+            &m,
+            &Template::new(&m),
+            br#"{"instances": [{"petal_width": 0}]}"#,
+            |_| {},
+        )
+        .unwrap();
+        assert!(String::from_utf8(bytes).unwrap().starts_with(
+            r#"{"model":"iris","version":"7","predictions":[{"label":"not_virginica","probabilities":{"not_virginica":0.99"#
+        ));
     }
 
     #[test]
@@ -351,8 +528,9 @@ mod tests {
     /// What the server would answer for `body`: Ok(200) or the input error's kind.
     fn outcome(body: &[u8]) -> Result<(), InputErrorKind> {
         let m = model();
-        let req = PredictRequest::parse(body).map_err(|e| e.kind)?;
-        answer(&m, &req, |_| {}).map(|_| ()).map_err(|e| e.kind)
+        answer(&m, &Template::new(&m), body, |_| {})
+            .map(|_| ())
+            .map_err(|e| e.kind)
     }
 
     #[test]
@@ -437,15 +615,14 @@ mod tests {
         fn arbitrary_json_never_panics_and_success_means_finite_probabilities(value in json_value()) {
             let body = serde_json::to_vec(&value).unwrap();
             let m = model();
-            if let Ok(req) = PredictRequest::parse(&body) {
-                if let Ok(bytes) = answer(&m, &req, |row| assert!(row.iter().all(|v| v.is_finite()))) {
-                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                    let results: Vec<f64> = match v.get("predictions") {
-                        Some(p) => p.as_array().unwrap().iter().map(|p| p["result"].as_f64().unwrap()).collect(),
-                        None => vec![v["result"].as_f64().unwrap()],
-                    };
-                    proptest::prop_assert!(results.iter().all(|r| (0.0..=1.0).contains(r)));
-                }
+            let template = Template::new(&m);
+            if let Ok(bytes) = answer(&m, &template, &body, |row| assert!(row.iter().all(|v| v.is_finite()))) {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                let results: Vec<f64> = match v.get("predictions") {
+                    Some(p) => p.as_array().unwrap().iter().map(|p| p["result"].as_f64().unwrap()).collect(),
+                    None => vec![v["result"].as_f64().unwrap()],
+                };
+                proptest::prop_assert!(results.iter().all(|r| (0.0..=1.0).contains(r)));
             }
         }
     }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use crate::api::{self, PredictRequest};
+use crate::api;
 use crate::cli::{
     Cli, Command, ModelsAction, ModelsArgs, PredictConfig, QuickstartArgs, TrainArgs, TrainConfig,
     ValidateArgs,
@@ -208,7 +208,11 @@ pub fn serve(
     cfg: ServeConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cfg.workers > 0 {
+        builder.worker_threads(cfg.workers);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -340,8 +344,7 @@ pub fn predict(store: &Store, cfg: PredictConfig) -> anyhow::Result<()> {
             body
         }
     };
-    let request = PredictRequest::parse(&body)?;
-    let answer = api::answer(&model, &request, |_| {})?;
+    let answer = api::answer(&model, &api::Template::new(&model), &body, |_| {})?;
     println!("{}", String::from_utf8_lossy(&answer));
     Ok(())
 }

@@ -366,6 +366,10 @@ pub struct ServeOptions {
     /// idle timeout (AWS ALB: 60 s), or it may reuse a connection limen is closing.
     #[arg(long, env = "LIMEN_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+
+    /// Threads answering requests; 0 means one per CPU core.
+    #[arg(long, env = "LIMEN_WORKERS", default_value_t = 0)]
+    pub workers: usize,
 }
 
 impl ServeOptions {
@@ -391,6 +395,7 @@ impl ServeOptions {
             shutdown_timeout: self.shutdown_timeout,
             pinned_cache: self.pinned_cache,
             idle_timeout: self.idle_timeout,
+            workers: self.workers,
         })
     }
 }

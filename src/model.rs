@@ -390,8 +390,14 @@ impl Model {
 
     /// Probability of the positive class for a binary model, else `None`.
     pub fn positive_probability(&self, p: &Prediction) -> Option<f64> {
+        self.positive_probability_index()
+            .and_then(|i| p.probabilities.get(i).copied())
+    }
+
+    /// Where a binary model's positive class sits among [`Model::classes`]; `None` for others.
+    pub fn positive_probability_index(&self) -> Option<usize> {
         match self.kind() {
-            ModelKind::BinaryLogistic => p.probabilities.get(1).copied(),
+            ModelKind::BinaryLogistic => Some(1),
             ModelKind::MultinomialLogistic => None,
         }
     }
@@ -401,6 +407,22 @@ impl Model {
     /// Fails on a row of the wrong width, or when the values are so large that the model's
     /// arithmetic overflows (for example `1e308` times a weight above 2).
     pub fn predict(&self, row: &[f64]) -> Result<Prediction, PredictError> {
+        let mut probabilities = Vec::with_capacity(self.artifact.classes.len());
+        let class = self.predict_into(row, &mut probabilities)?;
+        Ok(Prediction {
+            class,
+            probabilities,
+        })
+    }
+
+    /// [`Model::predict`] into a caller's buffer, so a server scoring many rows allocates
+    /// nothing per row: `probabilities` is overwritten with one entry per class, and the index of
+    /// the predicted class is returned.
+    pub fn predict_into(
+        &self,
+        row: &[f64],
+        probabilities: &mut Vec<f64>,
+    ) -> Result<usize, PredictError> {
         let n_features = self.feature_names.len();
         if row.len() != n_features {
             return Err(PredictError::Width {
@@ -408,33 +430,31 @@ impl Model {
                 got: row.len(),
             });
         }
-        let mut logits: Vec<f64> = self
-            .weights
-            .rows()
-            .into_iter()
-            .zip(&self.intercepts)
-            .map(|(w, b)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b)
-            .collect();
-        if logits.iter().any(|z| z.is_nan()) {
+        probabilities.clear();
+        probabilities.extend(
+            self.weights
+                .rows()
+                .into_iter()
+                .zip(&self.intercepts)
+                .map(|(w, b)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b),
+        );
+        if probabilities.iter().any(|z| z.is_nan()) {
             return Err(PredictError::NonFinite);
         }
-        let probabilities = match self.kind() {
+        match self.kind() {
             ModelKind::BinaryLogistic => {
-                let p = sigmoid(logits[0]);
-                vec![1.0 - p, p]
+                let p = sigmoid(probabilities[0]);
+                probabilities.clear();
+                probabilities.extend([1.0 - p, p]);
             }
             ModelKind::MultinomialLogistic => {
-                softmax_in_place(ArrayViewMut1::from(&mut logits[..]));
-                logits
+                softmax_in_place(ArrayViewMut1::from(&mut probabilities[..]));
             }
-        };
+        }
         if probabilities.iter().any(|p| !p.is_finite()) {
             return Err(PredictError::NonFinite);
         }
-        Ok(Prediction {
-            class: argmax(&probabilities),
-            probabilities,
-        })
+        Ok(argmax(probabilities))
     }
 
     /// Class probabilities for many rows at once (`n_rows × n_classes`).

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use lru::LruCache;
 use serde::Serialize;
 
+use crate::api::Template;
 use crate::model::{Model, ModelMetadata};
 use crate::store::{ModelName, Pointer, Store, StoreError, VersionId};
 use crate::telemetry::{Metrics, ModelMetrics};
@@ -31,6 +32,8 @@ pub struct LoadedModel {
     pub loaded_at: SystemTime,
     /// Its prediction and drift counters, resolved at load so scoring does no label lookups.
     pub metrics: ModelMetrics,
+    /// Its `/predict` answers' fixed parts, rendered at load.
+    pub template: Template,
 }
 
 impl LoadedModel {
@@ -479,6 +482,7 @@ impl Registry {
             self.metrics
                 .model_handles(name.as_str(), &version.to_string(), model.feature_names());
         Ok(LoadedModel {
+            template: Template::new(&model),
             model,
             version,
             loaded_at: SystemTime::now(),

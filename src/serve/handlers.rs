@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::body::RawBody;
 use super::error::ApiError;
 use super::AppState;
-use crate::api::{self, PredictRequest};
+use crate::api;
 use crate::registry::{LoadedModel, ModelStatus, StoreStatus, VersionError};
 use crate::store::{ModelName, StoreError, VersionId};
 
@@ -26,8 +26,9 @@ pub const MODEL_VERSION_HEADER: &str = "x-model-version";
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
-/// `GET|POST /healthcheck`: liveness, with the reference server's text.
-pub async fn healthcheck() -> Response {
+/// `GET|POST /healthcheck`: liveness, with the reference server's text. A POST body is read
+/// and dropped: hyper cannot reuse a keep-alive connection whose request body was left unread.
+pub async fn healthcheck(_body: RawBody) -> Response {
     ([(header::CONTENT_TYPE, TEXT_PLAIN)], "Server is up!").into_response()
 }
 
@@ -71,8 +72,7 @@ pub async fn predict_with(loaded: Arc<LoadedModel>, body: Bytes) -> Result<Respo
 }
 
 fn score(loaded: &LoadedModel, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let request = PredictRequest::parse(body)?;
-    Ok(api::answer(&loaded.model, &request, |row| {
+    Ok(api::answer(&loaded.model, &loaded.template, body, |row| {
         loaded.observe_row(row)
     })?)
 }

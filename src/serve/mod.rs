@@ -53,6 +53,8 @@ pub struct ServeConfig {
     /// How long a connection may go without sending a complete request head, idle keep-alive
     /// connections included.
     pub idle_timeout: Duration,
+    /// Runtime worker threads; 0 means one per CPU core.
+    pub workers: usize,
 }
 
 /// What every handler can see.
