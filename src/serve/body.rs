@@ -8,6 +8,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
+use http_body_util::BodyExt as _;
 
 use super::error::ApiError;
 use super::AppState;
@@ -34,25 +35,38 @@ impl FromRequest<AppState> for RawBody {
         if declared.is_some_and(|len| len > limit as u64) {
             return Err(too_large());
         }
+        // Frames are counted as they arrive, so a chunked body over the limit is refused after
+        // at most `limit` bytes; a one-frame body (the usual case) is passed on without a copy.
         // A body that trickles in is cut by the request deadline around every handler.
-        match axum::body::to_bytes(req.into_body(), limit).await {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(e) if is_length_limit(&e) => Err(too_large()),
-            Err(e) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("could not read the request body: {e}"),
-            )),
+        let mut body = req.into_body();
+        let mut single: Option<Bytes> = None;
+        let mut joined: Option<Vec<u8>> = None;
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            total += data.len();
+            if total > limit {
+                return Err(too_large());
+            }
+            if let Some(joined) = joined.as_mut() {
+                joined.extend_from_slice(&data);
+            } else if let Some(first) = single.take() {
+                let mut both = Vec::with_capacity(first.len() + data.len());
+                both.extend_from_slice(&first);
+                both.extend_from_slice(&data);
+                joined = Some(both);
+            } else {
+                single = Some(data);
+            }
         }
+        Ok(Self(joined.map(Bytes::from).or(single).unwrap_or_default()))
     }
-}
-
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
