@@ -1,0 +1,41 @@
+"""limen's pipeline as two BashOperator tasks on the Airflow worker itself: the same commands as
+limen_eks.py, for a laptop, a single-node Airflow, or CI (`airflow dags test limen_local`).
+
+The worker needs `limen` on its PATH and, in its environment, the store (`LIMEN_STORE` or
+`MOUNT_PATH`) and the data (`LIMEN_DATA`, default data/iris.csv relative to the worker's
+directory). A rejected candidate makes `limen validate` exit 1, which fails the task.
+"""
+
+from datetime import datetime, timedelta
+
+try:  # Airflow 3
+    from airflow.providers.standard.operators.bash import BashOperator
+    from airflow.sdk import DAG
+except ImportError:  # Airflow 2
+    from airflow import DAG
+    from airflow.operators.bash import BashOperator
+
+with DAG(
+    dag_id="limen_local",
+    description="limen train, then limen validate, on the Airflow worker",
+    start_date=datetime(2026, 1, 1),
+    schedule=None,
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
+    tags=["limen"],
+) as dag:
+    # append_env: the worker's environment (PATH, LIMEN_STORE, …) reaches limen.
+    train = BashOperator(
+        task_id="train",
+        bash_command="limen train --model iris",
+        env={"LIMEN_LOG_FORMAT": "json"},
+        append_env=True,
+    )
+    validate = BashOperator(
+        task_id="validate",
+        bash_command="limen validate --model iris",
+        env={"LIMEN_LOG_FORMAT": "json"},
+        append_env=True,
+    )
+    train >> validate

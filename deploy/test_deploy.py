@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Checks that the deployment files work with the real tools, run by `.ci/run` (see
+`deploy/requirements.txt` for the Python side):
+
+1. every Kubernetes manifest validates with `kubernetes-validate --strict`, and
+   `kubectl kustomize deploy/k8s` renders (where kubectl exists);
+2. every command the manifests, liminal.yml and the Airflow DAGs run is a valid `limen`
+   subcommand with valid flags (parsed by limen's own command line), and every probe path is a
+   route the server answers with 200;
+3. deploy/liminal/liminal.yml loads in Apache Liminal's own config loader, as written;
+4. real Airflow runs the local DAG (`airflow dags test limen_local`) on a temporary store: train,
+   validate, then a running `limen serve` answers with the new version; and a failing validation
+   fails the DAG run, leaving production untouched.
+
+Usage: python deploy/test_deploy.py [path/to/limen]   (default: target/debug/limen)
+"""
+import http.client
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+K8S = os.path.join(ROOT, "deploy", "k8s")
+LIMEN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug", "limen"))
+failures = []
+
+
+def check(ok, what):
+    print(("ok    " if ok else "FAIL  ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def manifests():
+    """(file, document) for every Kubernetes object in deploy/k8s."""
+    for name in sorted(os.listdir(K8S)):
+        if name.endswith(".yaml") and name != "kustomization.yaml":
+            with open(os.path.join(K8S, name)) as f:
+                for doc in yaml.safe_load_all(f):
+                    if doc:
+                        yield name, doc
+
+
+def pod_spec(doc):
+    kind = doc["kind"]
+    if kind == "Deployment":
+        return doc["spec"]["template"]["spec"]
+    if kind == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return None
+
+
+def limen_commands():
+    """(where, argv after `limen`) for every limen invocation in the deployment files."""
+    found = []
+    for name, doc in manifests():
+        spec = pod_spec(doc)
+        for c in (spec or {}).get("initContainers", []) + (spec or {}).get("containers", []):
+            if c["image"].split("/")[-1].startswith("limen"):
+                argv = c.get("command", [])[1:] + c.get("args", [])
+                found.append((f"{name} {doc['kind']}/{c['name']}", argv))
+    for where, cmd in liminal_commands():
+        found.append((where, cmd))
+    for where, cmd in airflow_commands():
+        found.append((where, cmd))
+    return found
+
+
+def liminal_configs():
+    os.environ.setdefault("LIMINAL_STAND_ALONE_MODE", "true")
+    os.environ.setdefault("LIMINAL_HOME", tempfile.mkdtemp(prefix="liminal-home-"))
+    from liminal.core.config.config import ConfigUtil
+
+    return ConfigUtil(os.path.join(ROOT, "deploy", "liminal")).safe_load(is_render_variables=True)
+
+
+def liminal_commands():
+    for config in liminal_configs():
+        for pipeline in config.get("pipelines", []):
+            for task in pipeline.get("tasks", []):
+                if task.get("cmd"):
+                    argv = shlex.split(task["cmd"])
+                    if argv[0] == "limen":
+                        yield f"liminal.yml {pipeline['pipeline']}/{task['task']}", argv[1:]
+
+
+def airflow_dagbag():
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "false")
+    from airflow.models.dagbag import DagBag
+
+    return DagBag(dag_folder=os.path.join(ROOT, "deploy", "airflow"))
+
+
+def airflow_commands():
+    bag = airflow_dagbag()
+    check(not bag.import_errors, f"Airflow imports every DAG ({bag.import_errors or 'no errors'})")
+    for dag_id, dag in sorted(bag.dags.items()):
+        for task in dag.tasks:
+            if hasattr(task, "bash_command"):
+                argv = shlex.split(task.bash_command)
+            elif hasattr(task, "arguments"):
+                argv = list(task.cmds or []) + list(task.arguments or [])
+            else:
+                continue
+            if argv and argv[0] == "limen":
+                yield f"DAG {dag_id}/{task.task_id}", argv[1:]
+
+
+def start_server(store):
+    out = tempfile.NamedTemporaryFile("w+", delete=False)
+    env = dict(os.environ, LIMEN_STORE=store, LIMEN_LOG="error")
+    proc = subprocess.Popen([LIMEN, "serve", "--addr", "127.0.0.1:0"], stdout=out, env=env)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        with open(out.name) as f:
+            for line in f:
+                if line.startswith("listening on http://"):
+                    port = int(line.strip().rsplit(":", 1)[1])
+                    while time.time() < deadline:
+                        if get(port, "/ready")[0] == 200:
+                            return proc, port
+                        time.sleep(0.05)
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("limen serve did not become ready")
+
+
+def get(port, path, method="GET", body=None):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request(method, path, body=body)
+        r = c.getresponse()
+        return r.status, r.read().decode(), r.getheader("x-model-version")
+    except OSError as e:
+        return 0, str(e), None
+
+
+def main():
+    # 1. Manifests.
+    files = sorted(f for f in os.listdir(K8S) if f.endswith(".yaml") and f != "kustomization.yaml")
+    validate = os.path.join(os.path.dirname(sys.executable), "kubernetes-validate")
+    out = subprocess.run([validate, "--strict", *files], cwd=K8S, capture_output=True, text=True)
+    check(out.returncode == 0, f"kubernetes-validate --strict {' '.join(files)}\n{out.stdout}{out.stderr}".strip())
+    if shutil.which("kubectl"):
+        out = subprocess.run(["kubectl", "kustomize", K8S], capture_output=True, text=True)
+        kinds = sorted({d["kind"] for d in yaml.safe_load_all(out.stdout) if d}) if out.returncode == 0 else []
+        check(out.returncode == 0 and len(kinds) == 6, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
+    else:
+        print("skip  kubectl kustomize (no kubectl on this machine)")
+
+    # 2. Commands and probes.
+    commands = limen_commands()
+    check(len(commands) >= 7, f"found {len(commands)} limen commands in manifests, liminal.yml and DAGs")
+    for where, argv in commands:
+        out = subprocess.run([LIMEN, *argv, "--help"], capture_output=True, text=True)
+        check(out.returncode == 0 and argv[0] in ("serve", "train", "validate"),
+              f"{where}: limen {' '.join(argv)} {out.stderr.strip()}")
+    store = tempfile.mkdtemp(prefix="limen-deploy-")
+    env = dict(os.environ, LIMEN_STORE=store, LIMEN_LOG="error")
+    subprocess.run([LIMEN, "train", "--cv-folds", "0"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run([LIMEN, "validate"], cwd=ROOT, env=env, check=True, capture_output=True)
+    proc, port = start_server(store)
+    try:
+        for name, doc in manifests():
+            spec = pod_spec(doc)
+            for c in (spec or {}).get("containers", []):
+                ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+                for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                    if probe in c:
+                        path = c[probe]["httpGet"]["path"]
+                        status = get(port, path)[0]
+                        check(status == 200, f"{name} {probe} GET {path} -> {status}")
+                        check(ports.get(c[probe]["httpGet"]["port"]) == 8080 or c[probe]["httpGet"]["port"] == 8080,
+                              f"{name} {probe} targets the serving port 8080")
+                if "--addr" in c.get("args", []):
+                    addr = c["args"][c["args"].index("--addr") + 1]
+                    check(addr.endswith(":8080") and 8080 in ports.values(), f"{name}: --addr {addr} matches containerPort")
+            if doc["kind"] == "Service":
+                check(doc["spec"]["ports"][0]["port"] == 80, "Service maps port 80 (curl <service>/predict)")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+    # 3. Liminal.
+    configs = liminal_configs()
+    pipeline = configs[0]["pipelines"][0]
+    tasks = {t["task"]: t for t in pipeline["tasks"]}
+    check(pipeline["pipeline"] == "my_datascience_pipeline" and {"train", "validate"} <= tasks.keys(),
+          "Liminal's loader reads my_datascience_pipeline with its train and validate tasks")
+    check(all(tasks[t].get("env_vars", {}).get("MOUNT_PATH") for t in ("train", "validate")),
+          "Liminal keeps MOUNT_PATH (env_vars) on both tasks")
+    check([s["name"] for s in configs[0].get("services", [])] == ["my_datascience_server"],
+          "Liminal reads the my_datascience_server service")
+
+    # 4. Airflow runs the local DAG for real.
+    airflow_home = tempfile.mkdtemp(prefix="airflow-home-")
+    dag_store = tempfile.mkdtemp(prefix="limen-airflow-")
+    af_env = dict(
+        os.environ,
+        AIRFLOW_HOME=airflow_home,
+        AIRFLOW__CORE__DAGS_FOLDER=os.path.join(ROOT, "deploy", "airflow"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="false",
+        LIMEN_STORE=dag_store,
+        LIMEN_DATA=os.path.join(ROOT, "data", "iris.csv"),
+        PATH=os.path.dirname(LIMEN) + os.pathsep + os.environ["PATH"],
+    )
+    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=af_env, check=True, capture_output=True)
+    out = subprocess.run([airflow, "dags", "test", "limen_local"], env=af_env, capture_output=True, text=True)
+    production = open(os.path.join(dag_store, "iris", "production")).read().strip() if os.path.exists(
+        os.path.join(dag_store, "iris", "production")) else None
+    check(out.returncode == 0 and production, f"airflow dags test limen_local: train then validate promote {production}"
+          + ("" if out.returncode == 0 else "\n" + out.stdout[-3000:]))
+    proc, port = start_server(dag_store)
+    try:
+        status, body, version = get(port, "/predict", "POST", '{"petal_width": "2.1"}')
+        check(status == 200 and version == production, f"limen serve answers with the DAG's version ({version})")
+    finally:
+        proc.terminate()
+        proc.wait()
+    out = subprocess.run([airflow, "dags", "test", "limen_local"], env=dict(af_env, LIMEN_MIN_ACCURACY="0.999"),
+                         capture_output=True, text=True)
+    still = open(os.path.join(dag_store, "iris", "production")).read().strip()
+    check(out.returncode != 0 and "validation failed" in out.stdout + out.stderr and still == production,
+          "a failing validation fails the Airflow DAG run and leaves production untouched")
+
+    print(f"\n{len(failures)} failure(s)" if failures else "\nall deployment checks passed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
