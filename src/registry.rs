@@ -6,7 +6,6 @@
 //! fails any step is never swapped in (the previous one keeps serving and the failure is recorded
 //! for `/models` and logged once). No sockets here.
 
-use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -140,12 +139,6 @@ pub struct Registry {
     pinned: Mutex<LruCache<(ModelName, VersionId), Pinned>>,
     config: RegistryConfig,
     metrics: Arc<Metrics>,
-}
-
-impl Borrow<str> for ModelName {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
 }
 
 impl Registry {

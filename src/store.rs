@@ -110,6 +110,13 @@ impl FromStr for ModelName {
     }
 }
 
+/// Lets maps keyed by `ModelName` be searched with the `&str` from a URL.
+impl std::borrow::Borrow<str> for ModelName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl TryFrom<String> for ModelName {
     type Error = StoreError;
     fn try_from(s: String) -> Result<Self, Self::Error> {

@@ -160,43 +160,39 @@ fn encode_labels(
     objective: &Objective,
 ) -> Result<(Vec<String>, Vec<usize>), TrainError> {
     let present = data.classes();
-    match objective {
+    if let Objective::OneVsRest { positive } = objective {
+        if !present.contains(positive) {
+            return Err(TrainError::UnknownTarget {
+                positive: positive.clone(),
+                column: data.label_column.clone(),
+                present: present.join(", "),
+            });
+        }
+    }
+    if present.len() < 2 {
+        return Err(TrainError::SingleClass {
+            column: data.label_column.clone(),
+            present: present.join(", "),
+        });
+    }
+    Ok(match objective {
         Objective::OneVsRest { positive } => {
-            if !present.contains(positive) {
-                return Err(TrainError::UnknownTarget {
-                    positive: positive.clone(),
-                    column: data.label_column.clone(),
-                    present: present.join(", "),
-                });
-            }
-            if present.len() < 2 {
-                return Err(TrainError::SingleClass {
-                    column: data.label_column.clone(),
-                    present: present.join(", "),
-                });
-            }
             let y = data
                 .labels
                 .iter()
                 .map(|l| usize::from(l == positive))
                 .collect();
-            Ok((vec![format!("not_{positive}"), positive.clone()], y))
+            (vec![format!("not_{positive}"), positive.clone()], y)
         }
         Objective::Multiclass => {
-            if present.len() < 2 {
-                return Err(TrainError::SingleClass {
-                    column: data.label_column.clone(),
-                    present: present.join(", "),
-                });
-            }
             let y = data
                 .labels
                 .iter()
                 .map(|l| present.binary_search(l).unwrap_or_default())
                 .collect();
-            Ok((present, y))
+            (present, y)
         }
-    }
+    })
 }
 
 /// Fits weights on `x`/`y` (class indices `0..n_classes`).

@@ -126,22 +126,19 @@ pub async fn version_predict(
     path: Result<Path<(String, String)>, PathRejection>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let (name, version) = match path {
-        Ok(Path((name, version))) => (model_name(Ok(name))?, version),
-        Err(e) => return Err(path_error(e)),
-    };
-    let loaded = loaded_version(&state, name, &version).await?;
+    let loaded = loaded_version(&state, path).await?;
     predict_with(loaded, body).await
 }
 
-/// `name` at the version given in a URL: from memory if it is production or cached, else loaded
-/// on the blocking pool. 400 for a malformed version, 404 for a missing one, 503 for one that
-/// cannot be served.
+/// The model and version named in a `…/{name}/versions/{version}/…` URL: from memory if it is
+/// production or cached, else loaded on the blocking pool. 400 for a malformed name or version,
+/// 404 for a missing one, 503 for one that cannot be served.
 pub(super) async fn loaded_version(
     state: &AppState,
-    name: ModelName,
-    version: &str,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Arc<LoadedModel>, ApiError> {
+    let Path((name, version)) = path.map_err(path_error)?;
+    let name = model_name(Ok(name))?;
     let version: VersionId = version
         .parse()
         .map_err(|e: StoreError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;

@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use super::body::RawBody;
 use super::error::ApiError;
 use super::handlers::{
-    json_response, loaded_production, loaded_version, model_name, path_error, unknown_model,
-    BLOCKING_BODY_BYTES, MODEL_VERSION_HEADER,
+    json_response, loaded_production, loaded_version, model_name, BLOCKING_BODY_BYTES,
+    MODEL_VERSION_HEADER,
 };
 use super::AppState;
 use crate::oip::{self, InferRequest, OipError};
@@ -54,7 +54,7 @@ pub async fn version_ready(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> StatusCode {
-    match versioned(&state, path).await {
+    match loaded_version(&state, path).await {
         Ok(_) => StatusCode::OK,
         Err(e) => health_error(&e),
     }
@@ -84,7 +84,7 @@ pub async fn model_metadata(
 ) -> Result<Response, ApiError> {
     let name = model_name(path.map(|Path(n)| n))?;
     let loaded = loaded_production(&state, &name)?;
-    metadata(&state, name, loaded).await
+    metadata(&state, loaded).await
 }
 
 /// `GET /v2/models/{name}/versions/{version}`.
@@ -92,16 +92,17 @@ pub async fn version_metadata(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let (name, loaded) = versioned(&state, path).await?;
-    metadata(&state, name, loaded).await
+    let loaded = loaded_version(&state, path).await?;
+    metadata(&state, loaded).await
 }
 
-async fn metadata(
-    state: &AppState,
-    name: ModelName,
-    loaded: Arc<LoadedModel>,
-) -> Result<Response, ApiError> {
+async fn metadata(state: &AppState, loaded: Arc<LoadedModel>) -> Result<Response, ApiError> {
     let registry = Arc::clone(&state.registry);
+    let name: ModelName = loaded
+        .model
+        .name()
+        .parse()
+        .map_err(|e| ApiError::internal(&e))?;
     let versions = tokio::task::spawn_blocking(move || registry.versions(&name))
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -130,21 +131,8 @@ pub async fn version_infer(
     path: Result<Path<(String, String)>, PathRejection>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let (_, loaded) = versioned(&state, path).await?;
+    let loaded = loaded_version(&state, path).await?;
     infer_with(loaded, body).await
-}
-
-async fn versioned(
-    state: &AppState,
-    path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<(ModelName, Arc<LoadedModel>), ApiError> {
-    let Path((name, version)) = path.map_err(path_error)?;
-    let name = model_name(Ok(name))?;
-    if !state.registry.knows(name.as_str()) {
-        return Err(unknown_model(&name));
-    }
-    let loaded = loaded_version(state, name.clone(), &version).await?;
-    Ok((name, loaded))
 }
 
 async fn infer_with(loaded: Arc<LoadedModel>, body: Bytes) -> Result<Response, ApiError> {
