@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -45,7 +45,7 @@ impl Default for ServerMetadata {
         Self {
             name: "limen",
             version: env!("CARGO_PKG_VERSION"),
-            extensions: Vec::new(),
+            extensions: vec!["binary_tensor_data"],
         }
     }
 }
@@ -104,11 +104,28 @@ pub struct InferRequest<'a> {
     #[serde(default)]
     pub id: Option<String>,
     #[serde(default)]
-    pub parameters: Option<IgnoredAny>,
+    pub parameters: Parameters,
     #[serde(borrow)]
     pub inputs: Vec<RequestInput<'a>>,
     #[serde(default)]
     pub outputs: Option<Vec<RequestOutput>>,
+    /// The bytes after the JSON header (Triton's binary tensor data extension).
+    #[serde(skip)]
+    binary: &'a [u8],
+}
+
+/// The parameters limen reads (those of the binary tensor data extension); others are ignored.
+#[derive(Debug, Default, Deserialize)]
+pub struct Parameters {
+    /// On an input: its data is this many bytes of the binary section, not a JSON `data`.
+    #[serde(default)]
+    pub binary_data_size: Option<u64>,
+    /// On a requested output: answer it in the binary section.
+    #[serde(default)]
+    pub binary_data: Option<bool>,
+    /// On the request: answer every output in the binary section.
+    #[serde(default)]
+    pub binary_data_output: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,45 +134,102 @@ pub struct RequestInput<'a> {
     pub shape: Vec<u64>,
     pub datatype: String,
     #[serde(default)]
-    pub parameters: Option<IgnoredAny>,
-    #[serde(borrow)]
-    pub data: &'a RawValue,
+    pub parameters: Parameters,
+    #[serde(borrow, default)]
+    pub data: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct RequestOutput {
     pub name: String,
     #[serde(default)]
-    pub parameters: Option<IgnoredAny>,
+    pub parameters: Parameters,
 }
+
+/// The name of the header that says how long the JSON part of a body is when binary tensor
+/// data follows it (requests and responses alike).
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 impl<'a> InferRequest<'a> {
     /// Parses a request body (the JSON shape only; tensors are checked by [`InferRequest::rows`]).
-    pub fn parse(body: &'a [u8]) -> Result<Self, OipError> {
-        serde_json::from_slice(body)
-            .map_err(|e| OipError(format!("invalid inference request: {e}")))
+    /// With `header_length` (from `Inference-Header-Content-Length`) the body is that many bytes
+    /// of JSON followed by the binary tensor data.
+    pub fn parse(body: &'a [u8], header_length: Option<usize>) -> Result<Self, OipError> {
+        let (json, binary) = match header_length {
+            None => (body, &body[..0]),
+            Some(n) if n <= body.len() => body.split_at(n),
+            Some(n) => {
+                return err(format!(
+                    "{HEADER_LENGTH} is {n}, but the body has only {} bytes",
+                    body.len()
+                ))
+            }
+        };
+        let mut request: Self = serde_json::from_slice(json)
+            .map_err(|e| OipError(format!("invalid inference request: {e}")))?;
+        request.binary = binary;
+        Ok(request)
     }
 
-    /// The requested outputs, in order; all of them when the request names none.
-    pub fn outputs(&self) -> Result<Vec<Output>, OipError> {
+    /// The requested outputs, in order, each with whether to answer it as binary data; all of
+    /// them, as JSON unless the request asks otherwise, when the request names none.
+    pub fn outputs(&self) -> Result<Vec<(Output, bool)>, OipError> {
+        let all_binary = self.parameters.binary_data_output == Some(true);
         let Some(requested) = &self.outputs else {
-            return Ok(vec![Output::Label, Output::Probabilities]);
+            return Ok(vec![
+                (Output::Label, all_binary),
+                (Output::Probabilities, all_binary),
+            ]);
         };
         requested
             .iter()
-            .map(|o| match o.name.as_str() {
-                OUTPUT_LABEL => Ok(Output::Label),
-                OUTPUT_PROBABILITIES => Ok(Output::Probabilities),
-                other => err(format!(
-                    "unknown output {other:?}; this model produces {OUTPUT_LABEL:?} and {OUTPUT_PROBABILITIES:?}"
-                )),
+            .map(|o| {
+                let binary = all_binary || o.parameters.binary_data == Some(true);
+                match o.name.as_str() {
+                    OUTPUT_LABEL => Ok((Output::Label, binary)),
+                    OUTPUT_PROBABILITIES => Ok((Output::Probabilities, binary)),
+                    other => err(format!(
+                        "unknown output {other:?}; this model produces {OUTPUT_LABEL:?} and {OUTPUT_PROBABILITIES:?}"
+                    )),
+                }
             })
             .collect()
+    }
+
+    /// Each input's slice of the binary section, in input order, checked to add up exactly.
+    fn binary_slices(&self) -> Result<Vec<Option<&'a [u8]>>, OipError> {
+        let mut rest = self.binary;
+        let mut slices = Vec::with_capacity(self.inputs.len());
+        for input in &self.inputs {
+            slices.push(match input.parameters.binary_data_size {
+                None => None,
+                Some(size) => {
+                    let size = usize::try_from(size).ok().filter(|s| *s <= rest.len()).ok_or_else(|| {
+                        OipError(format!(
+                            "input {:?}: binary_data_size {size} runs past the {} bytes of binary data",
+                            input.name,
+                            self.binary.len()
+                        ))
+                    })?;
+                    let (mine, others) = rest.split_at(size);
+                    rest = others;
+                    Some(mine)
+                }
+            });
+        }
+        if !rest.is_empty() {
+            return err(format!(
+                "{} bytes of binary data belong to no input (binary_data_size)",
+                rest.len()
+            ));
+        }
+        Ok(slices)
     }
 
     /// The feature rows (`N × n_features`, row-major) for `features`, from either input form.
     pub fn rows(&self, features: &[String]) -> Result<(usize, Vec<f64>), OipError> {
         let f = features.len();
+        let binary = self.binary_slices()?;
         match self.inputs.as_slice() {
             [] => err("the request has no inputs"),
             [one] if one.shape.len() == 2 => {
@@ -170,13 +244,14 @@ impl<'a> InferRequest<'a> {
                     ));
                 }
                 let n = batch_size(n)?;
-                let data = decode_data(one, dtype, element_count(&one.shape, &one.name)?)?;
+                let data =
+                    decode_data(one, dtype, element_count(&one.shape, &one.name)?, binary[0])?;
                 Ok((n, data))
             }
             inputs => {
                 let mut columns: Vec<Option<Vec<f64>>> = vec![None; f];
                 let mut n = None;
-                for input in inputs {
+                for (input, bytes) in inputs.iter().zip(&binary) {
                     let Some(idx) = features.iter().position(|name| *name == input.name) else {
                         return err(format!(
                             "unknown input {:?}; send one tensor [N, {f}] or one tensor [N] per feature: {}",
@@ -205,7 +280,7 @@ impl<'a> InferRequest<'a> {
                     }
                     n = Some(rows);
                     let dtype = DataType::parse(&input.datatype, &input.name)?;
-                    columns[idx] = Some(decode_data(input, dtype, batch_size(rows)?)?);
+                    columns[idx] = Some(decode_data(input, dtype, batch_size(rows)?, *bytes)?);
                 }
                 let missing: Vec<&str> = features
                     .iter()
@@ -241,29 +316,74 @@ pub enum Output {
 enum DataType {
     Fp32,
     Fp64,
-    /// Inclusive range of an integer type.
-    Int(i128, i128),
+    /// An integer type: its inclusive range, its width in bytes, and whether it is signed.
+    Int {
+        lo: i128,
+        hi: i128,
+        bytes: usize,
+        signed: bool,
+    },
 }
 
 impl DataType {
     fn parse(name: &str, input: &str) -> Result<Self, OipError> {
+        let int = |bytes: usize, signed: bool| {
+            let bits = 8 * bytes as u32;
+            let (lo, hi) = if signed {
+                (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+            } else {
+                (0, (1i128 << bits) - 1)
+            };
+            Self::Int {
+                lo,
+                hi,
+                bytes,
+                signed,
+            }
+        };
         Ok(match name {
             "FP32" => Self::Fp32,
             "FP64" => Self::Fp64,
-            "INT8" => Self::Int(i8::MIN.into(), i8::MAX.into()),
-            "INT16" => Self::Int(i16::MIN.into(), i16::MAX.into()),
-            "INT32" => Self::Int(i32::MIN.into(), i32::MAX.into()),
-            "INT64" => Self::Int(i64::MIN.into(), i64::MAX.into()),
-            "UINT8" => Self::Int(0, u8::MAX.into()),
-            "UINT16" => Self::Int(0, u16::MAX.into()),
-            "UINT32" => Self::Int(0, u32::MAX.into()),
-            "UINT64" => Self::Int(0, u64::MAX.into()),
+            "INT8" => int(1, true),
+            "INT16" => int(2, true),
+            "INT32" => int(4, true),
+            "INT64" => int(8, true),
+            "UINT8" => int(1, false),
+            "UINT16" => int(2, false),
+            "UINT32" => int(4, false),
+            "UINT64" => int(8, false),
             other => {
                 return err(format!(
                     "input {input:?} has datatype {other:?}; use FP32, FP64 or an INT/UINT type"
                 ))
             }
         })
+    }
+
+    fn width(self) -> usize {
+        match self {
+            Self::Fp32 => 4,
+            Self::Fp64 => 8,
+            Self::Int { bytes, .. } => bytes,
+        }
+    }
+
+    /// One little-endian element of the binary section.
+    fn decode(self, le: &[u8]) -> f64 {
+        let mut buf = [0u8; 16];
+        buf[..le.len()].copy_from_slice(le);
+        match self {
+            Self::Fp32 => f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as f64,
+            Self::Fp64 => f64::from_le_bytes([
+                buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7],
+            ]),
+            Self::Int { bytes, signed, .. } => {
+                if signed && le[bytes - 1] & 0x80 != 0 {
+                    buf[bytes..].fill(0xff); // sign extension
+                }
+                i128::from_le_bytes(buf) as f64
+            }
+        }
     }
 }
 
@@ -284,19 +404,50 @@ fn element_count(shape: &[u64], input: &str) -> Result<usize, OipError> {
         .ok_or_else(|| OipError(format!("input {input:?}: shape {shape:?} is too large")))
 }
 
-/// Flattens `input.data` (flat or nested) into exactly `expected` values of `dtype`.
+/// Exactly `expected` values of `dtype` from the input's binary data if it has some, else from
+/// its JSON `data` (flat or nested).
 fn decode_data(
     input: &RequestInput,
     dtype: DataType,
     expected: usize,
+    binary: Option<&[u8]>,
 ) -> Result<Vec<f64>, OipError> {
+    if let Some(bytes) = binary {
+        if bytes.len() != expected.saturating_mul(dtype.width()) {
+            return err(format!(
+                "input {:?}: shape {:?} of {} needs {} bytes of binary data, binary_data_size is {}",
+                input.name,
+                input.shape,
+                input.datatype,
+                expected.saturating_mul(dtype.width()),
+                bytes.len()
+            ));
+        }
+        let values: Vec<f64> = bytes
+            .chunks_exact(dtype.width())
+            .map(|e| dtype.decode(e))
+            .collect();
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return err(format!(
+                "input {:?}: {bad} is not a finite value",
+                input.name
+            ));
+        }
+        return Ok(values);
+    }
+    let Some(data) = input.data else {
+        return err(format!(
+            "input {:?} has neither \"data\" nor a binary_data_size parameter",
+            input.name
+        ));
+    };
     let mut out = Vec::with_capacity(expected.min(1 << 16));
     let seed = Flatten {
         out: &mut out,
         dtype,
         limit: expected,
     };
-    let mut de = serde_json::Deserializer::from_str(input.data.get());
+    let mut de = serde_json::Deserializer::from_str(data.get());
     seed.deserialize(&mut de)
         .map_err(|e| OipError(format!("input {:?}: {e}", input.name)))?;
     if out.len() != expected {
@@ -349,7 +500,7 @@ impl Flatten<'_> {
     }
 
     fn push_int<E: de::Error>(&mut self, v: i128) -> Result<(), E> {
-        if let DataType::Int(lo, hi) = self.dtype {
+        if let DataType::Int { lo, hi, .. } = self.dtype {
             if v < lo || v > hi {
                 return Err(E::custom(format!(
                     "{v} is out of range for the input's datatype"
@@ -388,7 +539,7 @@ impl<'de> Visitor<'de> for Flatten<'_> {
     }
 
     fn visit_f64<E: de::Error>(mut self, v: f64) -> Result<(), E> {
-        if matches!(self.dtype, DataType::Int(..)) {
+        if matches!(self.dtype, DataType::Int { .. }) {
             return Err(E::custom(format!(
                 "{v} is not an integer, as the input's datatype requires"
             )));
@@ -397,14 +548,22 @@ impl<'de> Visitor<'de> for Flatten<'_> {
     }
 }
 
+/// A rendered inference response: the JSON, then any binary output data; `json_length` is set
+/// (for `Inference-Header-Content-Length`) when binary data follows.
+#[derive(Debug)]
+pub struct InferResponse {
+    pub body: Vec<u8>,
+    pub json_length: Option<usize>,
+}
+
 /// Scores `rows` and renders the inference response.
 pub fn infer_response(
     model: &Model,
     id: Option<&str>,
-    outputs: &[Output],
+    outputs: &[(Output, bool)],
     n: usize,
     rows: &[f64],
-) -> Result<Vec<u8>, OipError> {
+) -> Result<InferResponse, OipError> {
     #[derive(Serialize)]
     struct Response<'a> {
         model_name: &'a str,
@@ -420,41 +579,78 @@ pub fn infer_response(
         Numbers(Vec<f64>),
     }
     #[derive(Serialize)]
+    struct BinarySize {
+        binary_data_size: usize,
+    }
+    #[derive(Serialize)]
     struct ResponseOutput<'a> {
         name: &'static str,
         shape: Vec<usize>,
         datatype: &'static str,
-        data: Data<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        parameters: Option<BinarySize>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<Data<'a>>,
     }
 
     let n_features = model.feature_names().len();
     let n_classes = model.classes().len();
     let mut labels = Vec::with_capacity(n);
     let mut probabilities = Vec::with_capacity(n * n_classes);
+    let mut buffer = Vec::with_capacity(n_classes);
     for (i, row) in rows.chunks_exact(n_features).enumerate() {
-        let p = model
-            .predict(row)
+        let class = model
+            .predict_into(row, &mut buffer)
             .map_err(|e| OipError(format!("row {i}: {e}")))?;
-        labels.push(model.classes()[p.class].as_str());
-        probabilities.extend_from_slice(&p.probabilities);
+        labels.push(model.classes()[class].as_str());
+        probabilities.extend_from_slice(&buffer);
     }
-    let mut labels = Some(labels);
-    let mut probabilities = Some(probabilities);
+    let mut binary = Vec::new();
     let outputs = outputs
         .iter()
-        .map(|o| match o {
-            Output::Label => ResponseOutput {
-                name: OUTPUT_LABEL,
-                shape: vec![n],
-                datatype: "BYTES",
-                data: Data::Labels(labels.take().unwrap_or_default()),
-            },
-            Output::Probabilities => ResponseOutput {
-                name: OUTPUT_PROBABILITIES,
-                shape: vec![n, n_classes],
-                datatype: "FP64",
-                data: Data::Numbers(probabilities.take().unwrap_or_default()),
-            },
+        .map(|&(output, as_binary)| {
+            let (name, shape, datatype, data) = match output {
+                Output::Label => (OUTPUT_LABEL, vec![n], "BYTES", Data::Labels(labels.clone())),
+                Output::Probabilities => (
+                    OUTPUT_PROBABILITIES,
+                    vec![n, n_classes],
+                    "FP64",
+                    Data::Numbers(probabilities.clone()),
+                ),
+            };
+            if !as_binary {
+                return ResponseOutput {
+                    name,
+                    shape,
+                    datatype,
+                    parameters: None,
+                    data: Some(data),
+                };
+            }
+            let start = binary.len();
+            match data {
+                // BYTES elements: a 4-byte little-endian length, then the bytes.
+                Data::Labels(labels) => {
+                    for label in labels {
+                        binary.extend_from_slice(&(label.len() as u32).to_le_bytes());
+                        binary.extend_from_slice(label.as_bytes());
+                    }
+                }
+                Data::Numbers(values) => {
+                    for v in values {
+                        binary.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
+            }
+            ResponseOutput {
+                name,
+                shape,
+                datatype,
+                parameters: Some(BinarySize {
+                    binary_data_size: binary.len() - start,
+                }),
+                data: None,
+            }
         })
         .collect();
     let response = Response {
@@ -463,7 +659,10 @@ pub fn infer_response(
         id,
         outputs,
     };
-    Ok(serde_json::to_vec(&response).unwrap_or_default())
+    let mut body = serde_json::to_vec(&response).unwrap_or_default();
+    let json_length = (!binary.is_empty()).then_some(body.len());
+    body.extend_from_slice(&binary);
+    Ok(InferResponse { body, json_length })
 }
 
 #[cfg(test)]
@@ -475,7 +674,7 @@ mod tests {
     }
 
     fn rows(body: &str, names: &[&str]) -> Result<(usize, Vec<f64>), OipError> {
-        InferRequest::parse(body.as_bytes())?.rows(&features(names))
+        InferRequest::parse(body.as_bytes(), None)?.rows(&features(names))
     }
 
     #[test]
@@ -583,10 +782,10 @@ mod tests {
 
     fn infer(body: &[u8]) -> Result<Vec<u8>, OipError> {
         let model = Model::new(crate::model::tests::binary_artifact()).unwrap();
-        let request = InferRequest::parse(body)?;
+        let request = InferRequest::parse(body, None)?;
         let outputs = request.outputs()?;
         let (n, rows) = request.rows(model.feature_names())?;
-        infer_response(&model, request.id.as_deref(), &outputs, n, &rows)
+        infer_response(&model, request.id.as_deref(), &outputs, n, &rows).map(|r| r.body)
     }
 
     #[test]
@@ -645,16 +844,60 @@ mod tests {
 
     #[test]
     fn outputs_can_be_selected_and_unknown_ones_are_refused() {
-        let req = InferRequest::parse(br#"{"inputs": [], "outputs": [{"name": "probabilities"}]}"#)
-            .unwrap();
-        assert_eq!(req.outputs().unwrap(), vec![Output::Probabilities]);
-        let req =
-            InferRequest::parse(br#"{"inputs": [], "outputs": [{"name": "logits"}]}"#).unwrap();
+        let parse = |body: &'static [u8]| InferRequest::parse(body, None).unwrap();
+        let req = parse(br#"{"inputs": [], "outputs": [{"name": "probabilities"}]}"#);
+        assert_eq!(req.outputs().unwrap(), vec![(Output::Probabilities, false)]);
+        let req = parse(br#"{"inputs": [], "outputs": [{"name": "logits"}]}"#);
         assert!(req.outputs().is_err());
-        let req = InferRequest::parse(br#"{"inputs": []}"#).unwrap();
+        let req = parse(br#"{"inputs": []}"#);
         assert_eq!(
             req.outputs().unwrap(),
-            vec![Output::Label, Output::Probabilities]
+            vec![(Output::Label, false), (Output::Probabilities, false)]
         );
+        let req = parse(
+            br#"{"inputs": [], "parameters": {"binary_data_output": true}, "outputs": [{"name": "label"}]}"#,
+        );
+        assert_eq!(req.outputs().unwrap(), vec![(Output::Label, true)]);
+    }
+
+    #[test]
+    fn binary_tensor_data_is_read_and_written() {
+        let model = Model::new(crate::model::tests::binary_artifact()).unwrap();
+        let json = br#"{"inputs": [{"name": "input", "shape": [2, 1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}],
+                        "outputs": [{"name": "label", "parameters": {"binary_data": true}}, {"name": "probabilities"}]}"#;
+        let mut body = json.to_vec();
+        body.extend_from_slice(&2.1f32.to_le_bytes());
+        body.extend_from_slice(&0.2f32.to_le_bytes());
+        let request = InferRequest::parse(&body, Some(json.len())).unwrap();
+        let (n, rows) = request.rows(model.feature_names()).unwrap();
+        assert_eq!((n, rows.clone()), (2, vec![2.1f32 as f64, 0.2f32 as f64]));
+        let answer = infer_response(&model, None, &request.outputs().unwrap(), n, &rows).unwrap();
+        let split = answer.json_length.unwrap();
+        let head: serde_json::Value = serde_json::from_slice(&answer.body[..split]).unwrap();
+        assert_eq!(
+            head["outputs"][0]["parameters"]["binary_data_size"],
+            4 + 9 + 4 + 13
+        );
+        assert!(head["outputs"][0].get("data").is_none());
+        assert_eq!(head["outputs"][1]["data"].as_array().unwrap().len(), 4);
+        let labels = &answer.body[split..];
+        assert_eq!(&labels[..4], &9u32.to_le_bytes());
+        assert_eq!(&labels[4..13], b"virginica");
+        assert_eq!(&labels[17..], b"not_virginica");
+
+        // Integers, signed, little-endian; and sizes that do not add up are refused.
+        let json = br#"{"inputs": [{"name": "petal_width", "shape": [2], "datatype": "INT16", "parameters": {"binary_data_size": 4}}]}"#;
+        let mut body = json.to_vec();
+        body.extend_from_slice(&(-3i16).to_le_bytes());
+        body.extend_from_slice(&2i16.to_le_bytes());
+        let request = InferRequest::parse(&body, Some(json.len())).unwrap();
+        assert_eq!(
+            request.rows(model.feature_names()).unwrap(),
+            (2, vec![-3.0, 2.0])
+        );
+        body.push(0);
+        let extra = InferRequest::parse(&body, Some(json.len())).unwrap();
+        assert!(extra.rows(model.feature_names()).is_err());
+        assert!(InferRequest::parse(&body, Some(body.len() + 1)).is_err());
     }
 }

@@ -45,7 +45,7 @@ fn server_metadata_and_health_follow_the_protocol() {
     assert_eq!(meta.status, 200);
     assert_eq!(
         meta.json(),
-        json!({"name": "limen", "version": env!("CARGO_PKG_VERSION"), "extensions": []})
+        json!({"name": "limen", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]})
     );
     for (path, want) in [
         ("/v2/health/live", 200),
@@ -261,4 +261,46 @@ fn infer_errors_use_the_protocols_shape_and_status_codes() {
             answer.body
         );
     }
+}
+
+#[test]
+fn binary_tensor_data_works_as_tritons_http_client_sends_it() {
+    let (store, _, _) = two_models();
+    let server = ready_server(&store);
+    // What tritonclient.http sends by default: JSON header, then raw little-endian tensors.
+    let header = br#"{"inputs":[{"name":"input","shape":[2,1],"datatype":"FP32","parameters":{"binary_data_size":8}}],"outputs":[{"name":"label","parameters":{"binary_data":true}},{"name":"probabilities","parameters":{"binary_data":true}}]}"#;
+    let mut body = header.to_vec();
+    body.extend_from_slice(&2.1f32.to_le_bytes());
+    body.extend_from_slice(&0.2f32.to_le_bytes());
+    let response = http()
+        .post(&server.url("/v2/models/iris/infer"))
+        .header("Inference-Header-Content-Length", header.len().to_string())
+        .header("Content-Type", "application/octet-stream")
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let split: usize = response
+        .headers()
+        .get("inference-header-content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a binary answer says where its JSON ends");
+    let bytes = response.into_body().read_to_vec().unwrap();
+    let head: serde_json::Value = serde_json::from_slice(&bytes[..split]).unwrap();
+    let sizes: Vec<usize> = head["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["parameters"]["binary_data_size"].as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(sizes, vec![4 + 9 + 4 + 13, 4 * 8]);
+    let probabilities: Vec<f64> = bytes[split + sizes[0]..]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(probabilities.len(), 4);
+    assert!(
+        probabilities[1] > 0.8 && probabilities[3] < 0.01,
+        "{probabilities:?}"
+    );
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::body::RawBody;
@@ -118,45 +118,81 @@ async fn metadata(state: &AppState, loaded: Arc<LoadedModel>) -> Result<Response
 pub async fn infer(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let name = model_name(path.map(|Path(n)| n))?;
     let loaded = loaded_production(&state, &name)?;
-    infer_with(loaded, body).await
+    infer_with(loaded, &headers, body).await
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`.
 pub async fn version_infer(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let loaded = loaded_version(&state, path).await?;
-    infer_with(loaded, body).await
+    infer_with(loaded, &headers, body).await
 }
 
-async fn infer_with(loaded: Arc<LoadedModel>, body: Bytes) -> Result<Response, ApiError> {
+/// Runs an inference, with the binary tensor data extension when the request uses it: a body
+/// whose `Inference-Header-Content-Length` first bytes are JSON and the rest tensor data, and an
+/// answer in the same form when outputs are asked for as binary.
+async fn infer_with(
+    loaded: Arc<LoadedModel>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let bad_request = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let header_length = match headers.get(oip::HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    bad_request(format!("{} must be a byte count", oip::HEADER_LENGTH))
+                })?,
+        ),
+    };
     let version = HeaderValue::from(loaded.version.get());
     let answer = if body.len() > BLOCKING_BODY_BYTES {
-        tokio::task::spawn_blocking(move || run_inference(&loaded, &body))
+        tokio::task::spawn_blocking(move || run_inference(&loaded, &body, header_length))
             .await
             .map_err(|e| ApiError::internal(&e))?
     } else {
-        run_inference(&loaded, &body)
+        run_inference(&loaded, &body, header_length)
     }
-    .map_err(|e: OipError| ApiError::new(StatusCode::BAD_REQUEST, e.0))?;
-    let mut response = Response::new(Body::from(answer));
+    .map_err(|e: OipError| bad_request(e.0))?;
+    let mut response = Response::new(Body::from(answer.body));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    match answer.json_length {
+        None => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        Some(length) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(oip::HEADER_LENGTH, HeaderValue::from(length));
+        }
+    }
     headers.insert(MODEL_VERSION_HEADER, version);
     Ok(response.into_response())
 }
 
-fn run_inference(loaded: &LoadedModel, body: &[u8]) -> Result<Vec<u8>, OipError> {
-    let request = InferRequest::parse(body)?;
+fn run_inference(
+    loaded: &LoadedModel,
+    body: &[u8],
+    header_length: Option<usize>,
+) -> Result<oip::InferResponse, OipError> {
+    let request = InferRequest::parse(body, header_length)?;
     let outputs = request.outputs()?;
     let (n, rows) = request.rows(loaded.model.feature_names())?;
     let answer = oip::infer_response(&loaded.model, request.id.as_deref(), &outputs, n, &rows)?;
