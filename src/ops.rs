@@ -232,13 +232,18 @@ pub fn gc(
     let production = store.read_pointer(name, Pointer::Production)?;
     let candidate = store.read_pointer(name, Pointer::Candidate)?;
     let (history, _) = store.history(name)?;
-    // The last `keep` production changes; gc's own lines do not use up the allowance.
+    // The versions the last `keep` production changes moved to; gc's own lines do not use up the
+    // allowance. A promotion killed between its pointer write and its history line is known only
+    // as the next line's `previous`: such a version counts as promoted there too.
+    let named: std::collections::HashSet<VersionId> =
+        history.iter().filter_map(|e| e.version).collect();
     let recent: Vec<VersionId> = history
         .iter()
         .rev()
         .filter(|e| matches!(e.action, Action::Promote | Action::Rollback))
         .take(keep)
-        .filter_map(|e| e.version)
+        .flat_map(|e| [e.version, e.previous.filter(|p| !named.contains(p))])
+        .flatten()
         .collect();
 
     let mut report = GcReport {

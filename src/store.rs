@@ -275,11 +275,22 @@ fn current_user() -> String {
 
 /// Replays promotions and rollbacks into the stack of production versions, oldest first, so
 /// that the entry below the top is where a rollback goes.
+///
+/// A promotion writes the pointer, then the history line; a process killed between the two
+/// leaves a production version with no line of its own. The next promotion names it as its
+/// `previous`, so the replay puts it back in its place.
 pub fn production_stack(history: &[HistoryEntry]) -> Vec<VersionId> {
     let mut stack: Vec<VersionId> = Vec::new();
     for entry in history {
         match (entry.action, entry.version) {
-            (Action::Promote, Some(v)) => stack.push(v),
+            (Action::Promote, Some(v)) => {
+                if let Some(previous) = entry.previous {
+                    if stack.last() != Some(&previous) {
+                        stack.push(previous);
+                    }
+                }
+                stack.push(v);
+            }
             (Action::Rollback, Some(v)) => {
                 stack.pop();
                 if stack.last() != Some(&v) {
@@ -874,6 +885,10 @@ mod tests {
         history.push(HistoryEntry::now(Action::Gc, None, None));
         history.push(entry(Action::Promote, 4));
         assert_eq!(production_stack(&history), vec![v(1), v(4)]);
+        // Version 5 was promoted by a process killed before it wrote its history line; 6's
+        // line names it as the production it replaced.
+        history.push(HistoryEntry::now(Action::Promote, Some(v(6)), Some(v(5))));
+        assert_eq!(production_stack(&history), vec![v(1), v(4), v(5), v(6)]);
     }
 
     #[test]

@@ -517,3 +517,28 @@ fn models_appear_and_disappear_while_serving() {
         200
     );
 }
+
+/// `limen validate` killed between writing `production` and appending its history line leaves a
+/// production version without a line; the next promotion names it as `previous`.
+#[test]
+fn a_promotion_whose_history_line_was_lost_is_kept_and_rolled_back_to() {
+    let store = TestStore::new();
+    let v1 = promote_new(&store, &[]);
+    let v2 = store.train(&["--cv-folds", "0"]);
+    std::fs::write(store.path().join("iris/production"), format!("{v2}\n")).unwrap();
+    let v3 = promote_new(&store, &[]);
+    assert_eq!(
+        history(&store, "iris").last().unwrap()["previous"].to_string(),
+        v2
+    );
+
+    store.ok(&["models", "gc", "iris", "--keep", "1"]);
+    assert!(
+        store.path().join(format!("iris/{v2}/model.json")).exists(),
+        "gc deleted a former production"
+    );
+    assert!(!store.path().join(format!("iris/{v1}")).exists());
+    store.ok(&["models", "rollback", "iris"]);
+    assert_eq!(store.pointer("iris", "production"), Some(v2));
+    let _ = v3;
+}

@@ -290,3 +290,100 @@ async fn shutdown_signal() -> &'static str {
         () = term => "SIGTERM",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    /// A router over an empty store: no socket, no server process.
+    fn app() -> Router {
+        let dir = std::env::temp_dir().join("limen-router-tests-nonexistent");
+        let metrics = Arc::new(Metrics::new());
+        router(AppState {
+            registry: Arc::new(Registry::new(
+                Store::new(dir),
+                RegistryConfig::default(),
+                Arc::clone(&metrics),
+            )),
+            default_model: Arc::new("iris".parse().unwrap()),
+            limits: Limits {
+                max_body: 64,
+                request_timeout: Duration::from_secs(5),
+            },
+            metrics,
+        })
+    }
+
+    async fn call(method: &str, uri: &str, body: &'static str) -> (StatusCode, String, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_failure_is_a_json_error_with_its_status() {
+        for (method, uri, body, status) in [
+            ("GET", "/nowhere", "", StatusCode::NOT_FOUND),
+            ("GET", "/predict", "", StatusCode::METHOD_NOT_ALLOWED),
+            ("POST", "/predict", "{}", StatusCode::SERVICE_UNAVAILABLE),
+            ("GET", "/ready", "", StatusCode::SERVICE_UNAVAILABLE),
+            (
+                "POST",
+                "/models/..%2Fx/predict",
+                "{}",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "POST",
+                "/models/nosuch/predict",
+                "{}",
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "POST",
+                "/predict",
+                "0123456789012345678901234567890123456789012345678901234567890123456789",
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+        ] {
+            let (got, content_type, text) = call(method, uri, body).await;
+            assert_eq!(got, status, "{method} {uri}: {text}");
+            assert_eq!(content_type, "application/json", "{method} {uri}");
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(
+                json["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn liveness_answers_even_with_nothing_loaded() {
+        let (status, content_type, text) = call("GET", "/healthcheck", "").await;
+        assert_eq!((status, text.as_str()), (StatusCode::OK, "Server is up!"));
+        assert!(content_type.starts_with("text/plain"));
+        let (status, _, _) = call("GET", "/v2/health/live", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, _) = call("GET", "/v2/health/ready", "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}
