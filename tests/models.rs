@@ -29,6 +29,20 @@ fn promote_new(store: &TestStore, args: &[&str]) -> String {
     version
 }
 
+/// Trains and validates the three-species model on all four features; returns the version.
+fn promote_species(store: &TestStore) -> String {
+    promote_new(
+        store,
+        &[
+            "--model",
+            "iris-species",
+            "--multiclass",
+            "--features",
+            FOUR,
+        ],
+    )
+}
+
 fn history(store: &TestStore, model: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(store.path().join(model).join("history.jsonl"))
         .unwrap_or_default()
@@ -126,16 +140,7 @@ fn multiclass_model_matches_scikit_learn_on_every_training_row() {
 fn two_models_are_served_side_by_side() {
     let store = TestStore::new();
     let iris = promote_new(&store, &[]);
-    let species = promote_new(
-        &store,
-        &[
-            "--model",
-            "iris-species",
-            "--multiclass",
-            "--features",
-            FOUR,
-        ],
-    );
+    let species = promote_species(&store);
     let server = Server::serve(store.path(), &[]).ready();
     let agent = http();
 
@@ -493,16 +498,7 @@ fn models_appear_and_disappear_while_serving() {
     let url = server.url("/models/iris-species/predict");
     assert_eq!(post(&agent, &url, SPECIES_BODY).status, 404);
 
-    promote_new(
-        &store,
-        &[
-            "--model",
-            "iris-species",
-            "--multiclass",
-            "--features",
-            FOUR,
-        ],
-    );
+    promote_species(&store);
     eventually(PATIENCE, "the new model to be served", || {
         (post(&agent, &url, SPECIES_BODY).status == 200).then_some(())
     });
