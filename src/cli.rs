@@ -202,6 +202,13 @@ impl TryFrom<TrainArgs> for TrainConfig {
             !features.is_empty(),
             "--features needs at least one column name"
         );
+        if let Some(dup) = features
+            .iter()
+            .enumerate()
+            .find_map(|(i, f)| features[..i].contains(f).then_some(f))
+        {
+            anyhow::bail!("--features names {dup:?} twice; list each column once");
+        }
         let objective = if args.multiclass {
             Objective::Multiclass
         } else {
@@ -453,6 +460,15 @@ mod tests {
                 positive: "virginica".into()
             }
         );
+    }
+
+    #[test]
+    fn a_feature_listed_twice_is_refused() {
+        let Command::Train(args) = parse(&["train", "--features", "a,b,a"]).unwrap().command else {
+            panic!()
+        };
+        let err = TrainConfig::try_from(args).unwrap_err().to_string();
+        assert!(err.contains("\"a\" twice"), "{err}");
     }
 
     #[test]
