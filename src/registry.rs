@@ -287,7 +287,9 @@ impl Registry {
 
     /// One model's status from the last scan, without its candidate. Never touches a file.
     pub fn status(&self, name: &str) -> Option<ModelStatus> {
-        self.statuses().into_iter().find(|s| s.name == name)
+        let serving = self.serving.load();
+        let status = self.book().models.get(name)?.clone();
+        Some(with_served(status, &serving))
     }
 
     /// Status of every model known from the last scan, sorted by name, without candidates.
@@ -296,14 +298,7 @@ impl Registry {
         self.book()
             .models
             .values()
-            .map(|status| {
-                let mut status = status.clone();
-                if let Some(loaded) = serving.get(status.name.as_str()) {
-                    status.loaded = Some(loaded.version);
-                    status.loaded_at = Some(rfc3339(loaded.loaded_at));
-                }
-                status
-            })
+            .map(|status| with_served(status.clone(), &serving))
             .collect()
     }
 
@@ -526,6 +521,15 @@ impl Registry {
             }
         }
     }
+}
+
+/// `status` with what the serving table says is loaded for it.
+fn with_served(mut status: ModelStatus, serving: &Table) -> ModelStatus {
+    if let Some(loaded) = serving.get(status.name.as_str()) {
+        status.loaded = Some(loaded.version);
+        status.loaded_at = Some(rfc3339(loaded.loaded_at));
+    }
+    status
 }
 
 fn rfc3339(t: SystemTime) -> String {

@@ -182,11 +182,11 @@ pub(super) fn model_name(raw: Result<String, PathRejection>) -> Result<ModelName
         .map_err(|e: StoreError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-pub(super) fn path_error(e: PathRejection) -> ApiError {
+fn path_error(e: PathRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, format!("invalid path: {e}"))
 }
 
-pub(super) fn unknown_model(name: &ModelName) -> ApiError {
+fn unknown_model(name: &ModelName) -> ApiError {
     ApiError::not_found(format!(
         "no model named {name:?} in the store; GET /models lists them"
     ))
