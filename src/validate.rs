@@ -166,7 +166,18 @@ pub fn run(store: &Store, cfg: &GateConfig) -> Result<GateReport, ValidateError>
         .clone()
         .unwrap_or_else(|| PathBuf::from(&candidate.artifact().provenance.data_path));
     let data = load_for(&candidate, &data_path)?;
-    let accuracy = candidate.evaluate(&data).map(|e| e.accuracy).unwrap_or(0.0);
+    let accuracy = match candidate.evaluate(&data) {
+        Ok(eval) => eval.accuracy,
+        Err(e) => {
+            // Say why the data could not be scored, rather than report an accuracy of zero.
+            report.checks.push(Check {
+                name: "accuracy",
+                passed: false,
+                detail: format!("cannot score {}: {e}", data_path.display()),
+            });
+            return Ok(report);
+        }
+    };
     report.candidate_accuracy = Some(accuracy);
     report.checks.push(Check {
         name: "accuracy",

@@ -356,3 +356,34 @@ fn json_logs_are_one_json_object_per_line_on_stderr() {
         stdout.lines().last().unwrap()
     );
 }
+
+#[test]
+fn evaluation_data_the_model_cannot_score_is_named_not_reported_as_zero_accuracy() {
+    let store = TestStore::new();
+    let features = "sepal_length,sepal_width,petal_length,petal_width";
+    store.train(&[
+        "--model",
+        "m",
+        "--multiclass",
+        "--features",
+        features,
+        "--cv-folds",
+        "0",
+    ]);
+    let scratch = tempfile::tempdir().unwrap();
+    let huge = scratch.path().join("huge.csv");
+    // Finite values whose products with the weights overflow: the softmax is not a number.
+    std::fs::write(
+        &huge,
+        format!("{features},species\n1,1,1e308,1e308,virginica\n"),
+    )
+    .unwrap();
+    let out = store.limen(&["validate", "--model", "m", "--data", huge.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot score") && err.contains("huge.csv"),
+        "{err}"
+    );
+    assert_eq!(store.pointer("m", "production"), None);
+}
