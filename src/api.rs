@@ -15,43 +15,11 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+pub use crate::input::{InputError, InputErrorKind};
 use crate::model::{Model, PredictError};
 
 /// The batch key: an object holding it is a batch request.
 pub const INSTANCES: &str = "instances";
-
-/// Whether the body was unreadable (400) or readable but unusable for this model (422).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputErrorKind {
-    /// Not JSON, or not an object, or `instances` not an array of objects.
-    Malformed,
-    /// A missing feature, or a value that is not a finite number.
-    Unprocessable,
-}
-
-/// What was wrong with a `/predict` body, in words a client can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct InputError {
-    pub kind: InputErrorKind,
-    pub message: String,
-}
-
-impl InputError {
-    fn malformed(message: String) -> Self {
-        Self {
-            kind: InputErrorKind::Malformed,
-            message,
-        }
-    }
-
-    fn unprocessable(message: String) -> Self {
-        Self {
-            kind: InputErrorKind::Unprocessable,
-            message,
-        }
-    }
-}
 
 /// The parts of a model's answers that never change, rendered once: the JSON of the model name,
 /// version, each label and each class key.
@@ -69,7 +37,7 @@ pub struct Template {
 
 impl Template {
     pub fn new(model: &Model) -> Self {
-        let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let json = |s: &str| serde_json::to_string(s).expect("a string always serializes");
         Self {
             head: format!(
                 "{{\"model\":{},\"version\":\"{}\",",
@@ -135,7 +103,7 @@ pub fn answer(
             .predict_into(row, &mut probabilities)
             .map_err(|e| match e {
                 PredictError::Width { .. } | PredictError::NonFinite => {
-                    InputError::unprocessable(e.to_string())
+                    InputError::new(InputErrorKind::Unscorable, e.to_string())
                 }
             })?;
         observe(row);
@@ -144,8 +112,9 @@ pub fn answer(
     };
     if request.batch {
         if request.rows == 0 {
-            return Err(InputError::unprocessable(
-                "\"instances\" is empty; send at least one instance".to_owned(),
+            return Err(InputError::new(
+                InputErrorKind::EmptyBatch,
+                "\"instances\" is empty; send at least one instance",
             ));
         }
         out.extend_from_slice(b"\"predictions\":[");
@@ -154,10 +123,7 @@ pub fn answer(
                 out.push(b',');
             }
             out.push(b'{');
-            score(row, &mut out).map_err(|e| InputError {
-                kind: e.kind,
-                message: format!("instance {i}: {}", e.message),
-            })?;
+            score(row, &mut out).map_err(|e| e.context(format_args!("instance {i}")))?;
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
@@ -274,10 +240,13 @@ fn collect_row(
         match slot {
             Some(value) => out.push(value?),
             None => {
-                return Err(InputError::unprocessable(format!(
-                    "missing feature {name:?}; this model needs: {}",
-                    features.join(", ")
-                )))
+                return Err(InputError::new(
+                    InputErrorKind::MissingFeature,
+                    format!(
+                        "missing feature {name:?}; this model needs: {}",
+                        features.join(", ")
+                    ),
+                ))
             }
         }
     }
@@ -313,10 +282,7 @@ impl<'de> Visitor<'de> for Instances<'_> {
             out: &mut values,
         })? {
             if let (Err(e), None) = (row, &first_error) {
-                first_error = Some(InputError {
-                    kind: e.kind,
-                    message: format!("instance {rows}: {}", e.message),
-                });
+                first_error = Some(e.context(format_args!("instance {rows}")));
             }
             rows += 1;
         }
@@ -384,9 +350,10 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
 fn decode_number(name: &str, raw: &RawValue) -> Result<f64, InputError> {
     let text = raw.get();
     let bad = |why: String| {
-        Err(InputError::unprocessable(format!(
-            "feature {name:?}: {why}"
-        )))
+        Err(InputError::new(
+            InputErrorKind::InvalidValue,
+            format!("feature {name:?}: {why}"),
+        ))
     };
     let value = match text.as_bytes().first() {
         Some(b'"') => {
@@ -501,23 +468,24 @@ mod tests {
 
     #[test]
     fn unusable_values_are_422s_that_name_the_feature() {
-        for body in [
-            r#"{}"#,
-            r#"{"petal_width": "abc"}"#,
-            r#"{"petal_width": "NaN"}"#,
-            r#"{"petal_width": "inf"}"#,
-            r#"{"petal_width": "-Infinity"}"#,
-            r#"{"petal_width": 1e999}"#,
-            r#"{"petal_width": "1e999"}"#,
-            r#"{"petal_width": true}"#,
-            r#"{"petal_width": null}"#,
-            r#"{"petal_width": [2.1]}"#,
-            r#"{"petal_width": {"v": 2.1}}"#,
-            r#"{"instances": []}"#,
-            r#"{"instances": [{"petal_width": 1}, {}]}"#,
+        use InputErrorKind::*;
+        for (body, kind) in [
+            (r#"{}"#, MissingFeature),
+            (r#"{"petal_width": "abc"}"#, InvalidValue),
+            (r#"{"petal_width": "NaN"}"#, InvalidValue),
+            (r#"{"petal_width": "inf"}"#, InvalidValue),
+            (r#"{"petal_width": "-Infinity"}"#, InvalidValue),
+            (r#"{"petal_width": 1e999}"#, InvalidValue),
+            (r#"{"petal_width": "1e999"}"#, InvalidValue),
+            (r#"{"petal_width": true}"#, InvalidValue),
+            (r#"{"petal_width": null}"#, InvalidValue),
+            (r#"{"petal_width": [2.1]}"#, InvalidValue),
+            (r#"{"petal_width": {"v": 2.1}}"#, InvalidValue),
+            (r#"{"instances": []}"#, EmptyBatch),
+            (r#"{"instances": [{"petal_width": 1}, {}]}"#, MissingFeature),
         ] {
             let err = respond(body).unwrap_err();
-            assert_eq!(err.kind, InputErrorKind::Unprocessable, "{body}: {err}");
+            assert_eq!(err.kind, kind, "{body}: {err}");
             assert!(
                 err.message.contains("petal_width") || err.message.contains("instances"),
                 "{err}"
@@ -547,16 +515,16 @@ mod tests {
         let cases: Vec<(&[u8], Result<(), InputErrorKind>)> = vec![
             (deep_array.as_bytes(), Err(InputErrorKind::Malformed)),
             // The value of a feature is only ever read as a number: nesting makes it "not a number".
-            (deep_value.as_bytes(), Err(InputErrorKind::Unprocessable)),
+            (deep_value.as_bytes(), Err(InputErrorKind::InvalidValue)),
             // An ignored extra key is skipped, however deep, without recursing.
             (deep_extra.as_bytes(), Ok(())),
             (deep_batch.as_bytes(), Err(InputErrorKind::Malformed)),
             // A million nines is a finite number too large for f64: refused, not rounded to inf.
-            (huge_string.as_bytes(), Err(InputErrorKind::Unprocessable)),
-            (many.as_bytes(), Err(InputErrorKind::Unprocessable)),
+            (huge_string.as_bytes(), Err(InputErrorKind::InvalidValue)),
+            (many.as_bytes(), Err(InputErrorKind::MissingFeature)),
             (
                 b"{\"petal_width\": 1, \"petal_width\": \"x\"}",
-                Err(InputErrorKind::Unprocessable),
+                Err(InputErrorKind::InvalidValue),
             ),
             (b"{\"petal_width\": \"x\", \"petal_width\": 2}", Ok(())),
             (

@@ -1,7 +1,10 @@
 //! The command line: clap definitions (`*Args`, raw input) and their checked forms (`*Config`).
 //!
-//! Every flag can also be set by an environment variable `LIMEN_…`, so pipeline tasks and
-//! Kubernetes manifests configure limen without rewriting commands. No I/O happens here.
+//! Every flag of `train`, `validate`, `predict`'s model, `serve` and `quickstart` can also be set
+//! by an environment variable `LIMEN_…`, so pipeline tasks and Kubernetes manifests configure
+//! limen without rewriting commands; `--store`, `--log` and `--log-format` too. Per-invocation
+//! switches (`models … --json`, `--keep`, `--dry-run`, `--temp-age`, `predict --version`) have
+//! none. No I/O happens here: names and versions are parsed into checked types by clap itself.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -9,13 +12,23 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
+use crate::catalog::Catalog;
 use crate::serve::{Limits, ServeConfig};
-use crate::store::{ModelName, Store, VersionId};
+use crate::store::{ModelName, VersionId};
+use crate::telemetry::LogFormat;
 use crate::train::{Objective, TrainParams};
 use crate::validate::GateConfig;
 use crate::watch::WatchMode;
+
+/// The model every command uses unless told otherwise: the reference example's.
+pub const DEFAULT_MODEL: &str = "iris";
+/// The reference example's training data, relative to the working directory.
+pub const DEFAULT_DATA: &str = "data/iris.csv";
+const DEFAULT_FEATURES: &str = "petal_width";
+const DEFAULT_LABEL_COLUMN: &str = "species";
+const DEFAULT_TARGET: &str = "virginica";
 
 /// limen: train, validate and hot-serve versioned models from a shared store.
 #[derive(Debug, Parser)]
@@ -35,12 +48,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,25 +87,25 @@ pub enum ModelsAction {
     /// A model's pointers, versions, metadata (features, classes, metrics) and history.
     Show {
         /// Model name.
-        name: String,
+        name: ModelName,
     },
     /// Point production at VERSION after checking its integrity (no quality gate; see validate).
     Promote {
         /// Model name.
-        name: String,
+        name: ModelName,
         /// Version id to serve.
-        version: String,
+        version: VersionId,
     },
     /// Point production back at the version it replaced, as recorded in the history.
     Rollback {
         /// Model name.
-        name: String,
+        name: ModelName,
     },
     /// Delete old versions, never production, candidate, or one promoted (or rolled back to) in
     /// the last --keep promotions and rollbacks; also remove leftovers of interrupted writes.
     Gc {
         /// Model name.
-        name: String,
+        name: ModelName,
         /// How many recent promotions and rollbacks protect the versions they name.
         #[arg(long, default_value_t = 5)]
         keep: usize,
@@ -113,8 +120,8 @@ pub enum ModelsAction {
 }
 
 impl Cli {
-    /// The store root: `--store`/`LIMEN_STORE`, else `MOUNT_PATH`, else `./models`.
-    pub fn store(&self) -> Store {
+    /// The store: `--store`/`LIMEN_STORE`, else `MOUNT_PATH`, else `./models`.
+    pub fn catalog(&self) -> Catalog {
         let root = self
             .store
             .clone()
@@ -124,7 +131,7 @@ impl Cli {
                     .map(PathBuf::from)
             })
             .unwrap_or_else(|| PathBuf::from("models"));
-        Store::new(root)
+        Catalog::open(root)
     }
 }
 
@@ -132,28 +139,28 @@ impl Cli {
 #[command(name = "train")]
 pub struct TrainArgs {
     /// Training data: a CSV file with a header line.
-    #[arg(long, env = "LIMEN_DATA", default_value = "data/iris.csv")]
+    #[arg(long, env = "LIMEN_DATA", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
 
     /// Model name in the store: 1-64 of a-z, 0-9, '.', '_', '-'.
-    #[arg(long, env = "LIMEN_MODEL", default_value = "iris")]
-    pub model: String,
+    #[arg(long, env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: ModelName,
 
     /// Feature columns, comma-separated, in the order requests will be read.
     #[arg(
         long,
         env = "LIMEN_FEATURES",
         value_delimiter = ',',
-        default_value = "petal_width"
+        default_value = DEFAULT_FEATURES
     )]
     pub features: Vec<String>,
 
     /// Column holding the class labels.
-    #[arg(long, env = "LIMEN_LABEL_COLUMN", default_value = "species")]
+    #[arg(long, env = "LIMEN_LABEL_COLUMN", default_value = DEFAULT_LABEL_COLUMN)]
     pub label_column: String,
 
     /// Positive class of a one-vs-rest binary model (the reference: virginica vs the rest).
-    #[arg(long, env = "LIMEN_TARGET", default_value = "virginica")]
+    #[arg(long, env = "LIMEN_TARGET", default_value = DEFAULT_TARGET)]
     pub target: String,
 
     /// Learn every class with a multinomial (softmax) model instead of one-vs-rest.
@@ -161,19 +168,19 @@ pub struct TrainArgs {
     pub multiclass: bool,
 
     /// L2 penalty strength; 1.0 equals scikit-learn's LogisticRegression() default C=1.
-    #[arg(long, env = "LIMEN_ALPHA", default_value_t = 1.0)]
+    #[arg(long, env = "LIMEN_ALPHA", default_value_t = TrainParams::DEFAULT_ALPHA)]
     pub alpha: f64,
 
     /// Maximum L-BFGS iterations.
-    #[arg(long, env = "LIMEN_MAX_ITER", default_value_t = 100)]
+    #[arg(long, env = "LIMEN_MAX_ITER", default_value_t = TrainParams::DEFAULT_MAX_ITER)]
     pub max_iter: u64,
 
     /// Gradient-norm tolerance at which L-BFGS stops.
-    #[arg(long, env = "LIMEN_GRADIENT_TOLERANCE", default_value_t = 1e-4)]
+    #[arg(long, env = "LIMEN_GRADIENT_TOLERANCE", default_value_t = TrainParams::DEFAULT_GRADIENT_TOLERANCE)]
     pub gradient_tolerance: f64,
 
     /// Folds of stratified cross-validation recorded in the metrics; 0 turns it off.
-    #[arg(long, env = "LIMEN_CV_FOLDS", default_value_t = 5)]
+    #[arg(long, env = "LIMEN_CV_FOLDS", default_value_t = TrainParams::DEFAULT_CV_FOLDS)]
     pub cv_folds: usize,
 }
 
@@ -187,11 +194,27 @@ pub struct TrainConfig {
     pub params: TrainParams,
 }
 
+impl TrainConfig {
+    /// The reference example's settings (what `limen train` does with no flags) for `model`
+    /// on `data`: petal width, virginica against the rest, the default hyperparameters.
+    pub fn reference(model: ModelName, data: PathBuf) -> anyhow::Result<Self> {
+        Ok(Self {
+            data,
+            model,
+            features: vec![DEFAULT_FEATURES.to_owned()],
+            label_column: DEFAULT_LABEL_COLUMN.to_owned(),
+            params: TrainParams::defaults(Objective::OneVsRest {
+                positive: DEFAULT_TARGET.to_owned(),
+            })?,
+        })
+    }
+}
+
 impl TryFrom<TrainArgs> for TrainConfig {
     type Error = anyhow::Error;
 
     fn try_from(args: TrainArgs) -> anyhow::Result<Self> {
-        let model: ModelName = args.model.parse()?;
+        let model = args.model;
         let features: Vec<String> = args
             .features
             .iter()
@@ -237,19 +260,19 @@ impl TryFrom<TrainArgs> for TrainConfig {
 #[command(name = "validate")]
 pub struct ValidateArgs {
     /// Model whose candidate to validate.
-    #[arg(long, env = "LIMEN_MODEL", default_value = "iris")]
-    pub model: String,
+    #[arg(long, env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: ModelName,
 
     /// Evaluation data (CSV); defaults to the file the candidate was trained on.
     #[arg(long, env = "LIMEN_EVAL_DATA")]
     pub data: Option<PathBuf>,
 
     /// Minimum accuracy on the evaluation data, between 0 and 1.
-    #[arg(long, env = "LIMEN_MIN_ACCURACY", default_value_t = 0.9)]
+    #[arg(long, env = "LIMEN_MIN_ACCURACY", default_value_t = GateConfig::DEFAULT_MIN_ACCURACY)]
     pub min_accuracy: f64,
 
     /// How much accuracy the candidate may lose against production, between 0 and 1.
-    #[arg(long, env = "LIMEN_TOLERANCE", default_value_t = 0.01)]
+    #[arg(long, env = "LIMEN_TOLERANCE", default_value_t = GateConfig::DEFAULT_TOLERANCE)]
     pub tolerance: f64,
 }
 
@@ -269,7 +292,7 @@ impl TryFrom<ValidateArgs> for GateConfig {
             args.tolerance
         );
         Ok(Self {
-            model: args.model.parse()?,
+            model: args.model,
             data: args.data,
             min_accuracy: args.min_accuracy,
             tolerance: args.tolerance,
@@ -280,12 +303,12 @@ impl TryFrom<ValidateArgs> for GateConfig {
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     /// Model to score with.
-    #[arg(long, env = "LIMEN_MODEL", default_value = "iris")]
-    pub model: String,
+    #[arg(long, env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: ModelName,
 
     /// Version to score with; defaults to the production version.
     #[arg(long)]
-    pub version: Option<String>,
+    pub version: Option<VersionId>,
 
     /// Feature values as NAME=VALUE; with none, a JSON object is read from stdin.
     #[arg(value_name = "NAME=VALUE")]
@@ -305,7 +328,6 @@ impl TryFrom<PredictArgs> for PredictConfig {
     type Error = anyhow::Error;
 
     fn try_from(args: PredictArgs) -> anyhow::Result<Self> {
-        let version = args.version.as_deref().map(str::parse).transpose()?;
         let body = if args.features.is_empty() {
             None
         } else {
@@ -316,11 +338,14 @@ impl TryFrom<PredictArgs> for PredictConfig {
                 })?;
                 object.insert(name.trim().to_owned(), value.trim().into());
             }
-            Some(serde_json::to_vec(&object)?)
+            Some(
+                serde_json::to_vec(&object)
+                    .expect("a map of strings to JSON strings always serializes"),
+            )
         };
         Ok(Self {
-            model: args.model.parse()?,
-            version,
+            model: args.model,
+            version: args.version,
             body,
         })
     }
@@ -340,8 +365,8 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct ServeOptions {
     /// The model that /predict, /ready and /version answer for.
-    #[arg(long, env = "LIMEN_MODEL", default_value = "iris")]
-    pub model: String,
+    #[arg(long, env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: ModelName,
 
     /// How store changes are noticed: inotify events and polling (auto), or only one of them.
     /// Polling is what sees writes by other NFS/EFS clients.
@@ -392,7 +417,7 @@ impl ServeOptions {
         );
         Ok(ServeConfig {
             addr,
-            default_model: self.model.parse()?,
+            default_model: self.model.clone(),
             watch: self.watch,
             poll_interval: self.poll_interval,
             limits: Limits {
@@ -414,7 +439,7 @@ pub struct QuickstartArgs {
     pub addr: SocketAddr,
 
     /// Training data used when the store has no production model yet.
-    #[arg(long, env = "LIMEN_DATA", default_value = "data/iris.csv")]
+    #[arg(long, env = "LIMEN_DATA", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
 
     #[command(flatten)]
@@ -463,6 +488,23 @@ mod tests {
     }
 
     #[test]
+    fn quickstart_trains_and_validates_with_exactly_the_command_line_defaults() {
+        let Command::Train(args) = parse(&["train"]).unwrap().command else {
+            panic!("not train")
+        };
+        let from_flags = TrainConfig::try_from(args).unwrap();
+        let reference =
+            TrainConfig::reference(DEFAULT_MODEL.parse().unwrap(), DEFAULT_DATA.into()).unwrap();
+        assert_eq!(format!("{from_flags:?}"), format!("{reference:?}"));
+        let Command::Validate(args) = parse(&["validate"]).unwrap().command else {
+            panic!("not validate")
+        };
+        let from_flags = GateConfig::try_from(args).unwrap();
+        let default = GateConfig::new(DEFAULT_MODEL.parse().unwrap());
+        assert_eq!(format!("{from_flags:?}"), format!("{default:?}"));
+    }
+
+    #[test]
     fn a_feature_listed_twice_is_refused() {
         let Command::Train(args) = parse(&["train", "--features", "a,b,a"]).unwrap().command else {
             panic!()
@@ -479,10 +521,12 @@ mod tests {
 
     #[test]
     fn bad_names_and_ranges_are_refused_before_any_io() {
-        let Command::Train(args) = parse(&["train", "--model", "../etc"]).unwrap().command else {
-            panic!()
-        };
-        assert!(TrainConfig::try_from(args).is_err());
+        let err = parse(&["train", "--model", "../etc"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid model name"), "{err}");
+        assert!(parse(&["models", "promote", "iris", "01e3"]).is_err());
+        assert!(parse(&["predict", "--version", "-1"]).is_err());
         let Command::Validate(args) = parse(&["validate", "--min-accuracy", "1.5"])
             .unwrap()
             .command

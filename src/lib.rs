@@ -8,8 +8,10 @@
 
 pub mod api;
 pub mod app;
+pub mod catalog;
 pub mod cli;
 pub mod data;
+pub mod input;
 pub mod model;
 pub mod oip;
 pub mod ops;

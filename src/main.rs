@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 
 /// mimalloc instead of glibc's malloc: a request allocates a few dozen small objects (hyper,
 /// axum, the JSON answer), and glibc's allocator cost ~7,000 instructions per request in
@@ -12,7 +12,17 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = limen::cli::Cli::parse();
+    let cli = match limen::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // A bad value (an invalid model name, a version that is not a number) is one line, like
+        // every other error limen reports; clap's other messages (help, usage) print as they are.
+        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: invalid value"));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     limen::telemetry::init(cli.log_format, &cli.log);
     match limen::app::run(cli) {
         Ok(code) => code,

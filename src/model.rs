@@ -161,13 +161,14 @@ impl ModelArtifact {
             artifact: &'a ModelArtifact,
             checksum: String,
         }
-        // A struct of strings, integers and finite floats always serializes.
-        let value = serde_json::to_value(self).unwrap_or(Value::Null);
+        const WHY: &str =
+            "an artifact is strings, integers and floats in structs and lists, which always serialize";
+        let value = serde_json::to_value(self).expect(WHY);
         let signed = Signed {
             artifact: self,
             checksum: checksum_of(&value),
         };
-        let mut out = serde_json::to_vec_pretty(&signed).unwrap_or_default();
+        let mut out = serde_json::to_vec_pretty(&signed).expect(WHY);
         out.push(b'\n');
         out
     }

@@ -5,7 +5,9 @@
 //! (any name), or one tensor per feature, named after it, of shape `[N]` (or `[N, 1]`). Data may be
 //! flat (row-major) or nested. FP32, FP64 and the integer datatypes are accepted; integers are
 //! converted. Outputs are `label` (BYTES, `[N]`) and `probabilities` (FP64, `[N, n_classes]`).
-//! Every problem with a request is an [`OipError`], answered as a 400 `{"error": "…"}`.
+//! Every problem with a request is an [`InputError`] of the kinds `/predict` uses too: the
+//! tensor's structure (shape, datatype, length, names) is [`InputErrorKind::Malformed`]; a missing
+//! feature, an empty batch, a non-finite value or an unscorable row have their own kinds.
 
 use std::fmt;
 
@@ -13,6 +15,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::input::{InputError, InputErrorKind};
 use crate::model::Model;
 
 /// The output tensors a model produces.
@@ -23,13 +26,9 @@ pub const PLATFORM: &str = "linfa_logistic";
 /// The name metadata gives the `[N, n_features]` input tensor.
 pub const INPUT_MATRIX: &str = "input";
 
-/// A request the protocol cannot accept; always a 400.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct OipError(pub String);
-
-fn err<T>(message: impl Into<String>) -> Result<T, OipError> {
-    Err(OipError(message.into()))
+/// A malformed request: the protocol's structure was not followed.
+fn err<T>(message: impl Into<String>) -> Result<T, InputError> {
+    Err(InputError::malformed(message))
 }
 
 /// `GET /v2`.
@@ -154,7 +153,7 @@ impl<'a> InferRequest<'a> {
     /// Parses a request body (the JSON shape only; tensors are checked by [`InferRequest::rows`]).
     /// With `header_length` (from `Inference-Header-Content-Length`) the body is that many bytes
     /// of JSON followed by the binary tensor data.
-    pub fn parse(body: &'a [u8], header_length: Option<usize>) -> Result<Self, OipError> {
+    pub fn parse(body: &'a [u8], header_length: Option<usize>) -> Result<Self, InputError> {
         let (json, binary) = match header_length {
             None => (body, &body[..0]),
             Some(n) if n <= body.len() => body.split_at(n),
@@ -166,14 +165,14 @@ impl<'a> InferRequest<'a> {
             }
         };
         let mut request: Self = serde_json::from_slice(json)
-            .map_err(|e| OipError(format!("invalid inference request: {e}")))?;
+            .map_err(|e| InputError::malformed(format!("invalid inference request: {e}")))?;
         request.binary = binary;
         Ok(request)
     }
 
     /// The requested outputs, in order, each with whether to answer it as binary data; all of
     /// them, as JSON unless the request asks otherwise, when the request names none.
-    pub fn outputs(&self) -> Result<Vec<(Output, bool)>, OipError> {
+    pub fn outputs(&self) -> Result<Vec<(Output, bool)>, InputError> {
         let all_binary = self.parameters.binary_data_output == Some(true);
         let Some(requested) = &self.outputs else {
             return Ok(vec![
@@ -197,7 +196,7 @@ impl<'a> InferRequest<'a> {
     }
 
     /// Each input's slice of the binary section, in input order, checked to add up exactly.
-    fn binary_slices(&self) -> Result<Vec<Option<&'a [u8]>>, OipError> {
+    fn binary_slices(&self) -> Result<Vec<Option<&'a [u8]>>, InputError> {
         let mut rest = self.binary;
         let mut slices = Vec::with_capacity(self.inputs.len());
         for input in &self.inputs {
@@ -205,7 +204,7 @@ impl<'a> InferRequest<'a> {
                 None => None,
                 Some(size) => {
                     let size = usize::try_from(size).ok().filter(|s| *s <= rest.len()).ok_or_else(|| {
-                        OipError(format!(
+                        InputError::malformed(format!(
                             "input {:?}: binary_data_size {size} runs past the {} bytes of binary data",
                             input.name,
                             self.binary.len()
@@ -227,11 +226,17 @@ impl<'a> InferRequest<'a> {
     }
 
     /// The feature rows (`N × n_features`, row-major) for `features`, from either input form.
-    pub fn rows(&self, features: &[String]) -> Result<(usize, Vec<f64>), OipError> {
+    pub fn rows(&self, features: &[String]) -> Result<(usize, Vec<f64>), InputError> {
         let f = features.len();
         let binary = self.binary_slices()?;
         match self.inputs.as_slice() {
-            [] => err("the request has no inputs"),
+            [] => Err(InputError::new(
+                InputErrorKind::MissingFeature,
+                format!(
+                    "the request has no inputs; send one tensor [N, {f}] or one tensor [N] per feature: {}",
+                    features.join(", ")
+                ),
+            )),
             [one] if one.shape.len() == 2 => {
                 let dtype = DataType::parse(&one.datatype, &one.name)?;
                 let (n, cols) = (one.shape[0], one.shape[1]);
@@ -289,7 +294,10 @@ impl<'a> InferRequest<'a> {
                     .map(|(name, _)| name.as_str())
                     .collect();
                 if !missing.is_empty() {
-                    return err(format!("missing input(s): {}", missing.join(", ")));
+                    return Err(InputError::new(
+                        InputErrorKind::MissingFeature,
+                        format!("missing input(s): {}", missing.join(", ")),
+                    ));
                 }
                 let n = batch_size(n.unwrap_or_default())?;
                 let mut data = Vec::with_capacity(n * f);
@@ -326,7 +334,7 @@ enum DataType {
 }
 
 impl DataType {
-    fn parse(name: &str, input: &str) -> Result<Self, OipError> {
+    fn parse(name: &str, input: &str) -> Result<Self, InputError> {
         let int = |bytes: usize, signed: bool| {
             let bits = 8 * bytes as u32;
             let (lo, hi) = if signed {
@@ -387,21 +395,26 @@ impl DataType {
     }
 }
 
-fn batch_size(n: u64) -> Result<usize, OipError> {
+fn batch_size(n: u64) -> Result<usize, InputError> {
     match usize::try_from(n) {
-        Ok(0) => err("the batch is empty (a dimension of 0)"),
+        Ok(0) => Err(InputError::new(
+            InputErrorKind::EmptyBatch,
+            "the batch is empty (a dimension of 0)",
+        )),
         Ok(n) => Ok(n),
         Err(_) => err(format!("batch size {n} is too large")),
     }
 }
 
 /// The number of elements `shape` holds, refusing products that overflow.
-fn element_count(shape: &[u64], input: &str) -> Result<usize, OipError> {
+fn element_count(shape: &[u64], input: &str) -> Result<usize, InputError> {
     shape
         .iter()
         .try_fold(1u64, |acc, d| acc.checked_mul(*d))
         .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| OipError(format!("input {input:?}: shape {shape:?} is too large")))
+        .ok_or_else(|| {
+            InputError::malformed(format!("input {input:?}: shape {shape:?} is too large"))
+        })
 }
 
 /// Exactly `expected` values of `dtype` from the input's binary data if it has some, else from
@@ -411,7 +424,7 @@ fn decode_data(
     dtype: DataType,
     expected: usize,
     binary: Option<&[u8]>,
-) -> Result<Vec<f64>, OipError> {
+) -> Result<Vec<f64>, InputError> {
     if let Some(bytes) = binary {
         if bytes.len() != expected.saturating_mul(dtype.width()) {
             return err(format!(
@@ -427,13 +440,7 @@ fn decode_data(
             .chunks_exact(dtype.width())
             .map(|e| dtype.decode(e))
             .collect();
-        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
-            return err(format!(
-                "input {:?}: {bad} is not a finite value",
-                input.name
-            ));
-        }
-        return Ok(values);
+        return finite(input, dtype, values);
     }
     let Some(data) = input.data else {
         return err(format!(
@@ -449,7 +456,7 @@ fn decode_data(
     };
     let mut de = serde_json::Deserializer::from_str(data.get());
     seed.deserialize(&mut de)
-        .map_err(|e| OipError(format!("input {:?}: {e}", input.name)))?;
+        .map_err(|e| InputError::malformed(format!("input {:?}: {e}", input.name)))?;
     if out.len() != expected {
         return err(format!(
             "input {:?}: shape {:?} needs {expected} values, data has {}",
@@ -458,7 +465,22 @@ fn decode_data(
             out.len()
         ));
     }
-    Ok(out)
+    finite(input, dtype, out)
+}
+
+/// `values`, unless one is not finite (NaN or infinite, sent as such or overflowing FP32): the
+/// same invalid value `/predict` refuses.
+fn finite(input: &RequestInput, dtype: DataType, values: Vec<f64>) -> Result<Vec<f64>, InputError> {
+    match values.iter().find(|v| !v.is_finite()) {
+        Some(bad) => Err(InputError::new(
+            InputErrorKind::InvalidValue,
+            format!(
+                "input {:?}: {bad} is not a finite {dtype:?} value",
+                input.name
+            ),
+        )),
+        None => Ok(values),
+    }
 }
 
 /// Pushes every number of a (nested) JSON array onto `out`, converting to `dtype`; stops with an
@@ -485,16 +507,11 @@ impl Flatten<'_> {
                 self.limit
             )));
         }
+        // A value that overflows FP32 becomes infinite here, and is refused by `finite`.
         let v = match self.dtype {
             DataType::Fp32 => v as f32 as f64,
             _ => v,
         };
-        if !v.is_finite() {
-            return Err(E::custom(format!(
-                "{v} is not a finite {:?} value",
-                self.dtype
-            )));
-        }
         self.out.push(v);
         Ok(())
     }
@@ -563,7 +580,7 @@ pub fn infer_response(
     outputs: &[(Output, bool)],
     n: usize,
     rows: &[f64],
-) -> Result<InferResponse, OipError> {
+) -> Result<InferResponse, InputError> {
     #[derive(Serialize)]
     struct Response<'a> {
         model_name: &'a str,
@@ -601,7 +618,7 @@ pub fn infer_response(
     for (i, row) in rows.chunks_exact(n_features).enumerate() {
         let class = model
             .predict_into(row, &mut buffer)
-            .map_err(|e| OipError(format!("row {i}: {e}")))?;
+            .map_err(|e| InputError::new(InputErrorKind::Unscorable, format!("row {i}: {e}")))?;
         labels.push(model.classes()[class].as_str());
         probabilities.extend_from_slice(&buffer);
     }
@@ -659,7 +676,8 @@ pub fn infer_response(
         id,
         outputs,
     };
-    let mut body = serde_json::to_vec(&response).unwrap_or_default();
+    let mut body = serde_json::to_vec(&response)
+        .expect("an inference response is strings, integers and floats, which always serialize");
     let json_length = (!binary.is_empty()).then_some(body.len());
     body.extend_from_slice(&binary);
     Ok(InferResponse { body, json_length })
@@ -673,7 +691,7 @@ mod tests {
         names.iter().map(|s| s.to_string()).collect()
     }
 
-    fn rows(body: &str, names: &[&str]) -> Result<(usize, Vec<f64>), OipError> {
+    fn rows(body: &str, names: &[&str]) -> Result<(usize, Vec<f64>), InputError> {
         InferRequest::parse(body.as_bytes(), None)?.rows(&features(names))
     }
 
@@ -776,11 +794,11 @@ mod tests {
         ];
         for (body, why) in cases {
             let e = rows(body, &["a", "b"]).unwrap_err();
-            assert!(e.0.contains(why), "{body}: {e} lacks {why:?}");
+            assert!(e.message.contains(why), "{body}: {e} lacks {why:?}");
         }
     }
 
-    fn infer(body: &[u8]) -> Result<Vec<u8>, OipError> {
+    fn infer(body: &[u8]) -> Result<Vec<u8>, InputError> {
         let model = Model::new(crate::model::tests::binary_artifact()).unwrap();
         let request = InferRequest::parse(body, None)?;
         let outputs = request.outputs()?;

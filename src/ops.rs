@@ -2,17 +2,16 @@
 //! changes `promote`, `rollback` and `gc`. Every change runs under the model's lock and is
 //! appended to its history with who, where and which command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::catalog::{production_stack, Catalog, LoadError, Move, ProductionChange};
 use crate::model::Model;
-use crate::store::{
-    production_stack, Action, HistoryEntry, ModelName, Pointer, Store, StoreError, VersionId,
-};
-use crate::validate::{load_verified, LoadError};
+use crate::store::{Action, HistoryEntry, ModelName, Pointer, StoreError, VersionId};
 
 /// Why an operator action failed or was refused.
 #[derive(Debug, thiserror::Error)]
@@ -41,25 +40,28 @@ pub struct ModelSummary {
     pub last_promotion: Option<HistoryEntry>,
 }
 
+/// What `limen models list` prints: one row per model (a JSON array with `--json`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct ModelList(pub Vec<ModelSummary>);
+
 /// Every model in the store with its pointers, version count and last production change.
-pub fn list(store: &Store) -> Result<Vec<ModelSummary>, OpsError> {
-    store
+pub fn list(catalog: &Catalog) -> Result<ModelList, OpsError> {
+    catalog
         .models()?
         .into_iter()
         .map(|name| {
-            let (history, _) = store.history(&name)?;
+            let history = catalog.history(&name)?;
             Ok(ModelSummary {
-                production: store.read_pointer(&name, Pointer::Production)?,
-                candidate: store.read_pointer(&name, Pointer::Candidate)?,
-                versions: store.versions(&name)?.len(),
-                last_promotion: history
-                    .into_iter()
-                    .rev()
-                    .find(|e| matches!(e.action, Action::Promote | Action::Rollback)),
+                production: catalog.pointer(&name, Pointer::Production)?,
+                candidate: catalog.pointer(&name, Pointer::Candidate)?,
+                versions: catalog.versions(&name)?.len(),
+                last_promotion: history.last_move().cloned(),
                 name: name.to_string(),
             })
         })
-        .collect()
+        .collect::<Result<_, OpsError>>()
+        .map(ModelList)
 }
 
 /// What `limen models show` prints.
@@ -79,47 +81,76 @@ pub struct ModelReport {
 }
 
 /// Pointers, versions, metadata and history of one model.
-pub fn show(store: &Store, name: &ModelName) -> Result<ModelReport, OpsError> {
-    store.require_model(name)?;
-    let production = store.read_pointer(name, Pointer::Production)?;
-    let candidate = store.read_pointer(name, Pointer::Candidate)?;
-    let (history, unreadable_history_lines) = store.history(name)?;
+pub fn show(catalog: &Catalog, name: &ModelName) -> Result<ModelReport, OpsError> {
+    catalog.require_model(name)?;
+    let production = catalog.pointer(name, Pointer::Production)?;
+    let candidate = catalog.pointer(name, Pointer::Candidate)?;
+    let history = catalog.history(name)?;
     let mut report = ModelReport {
         name: name.to_string(),
         production,
         candidate,
-        versions: store.versions(name)?,
+        versions: catalog.versions(name)?,
         model: None,
         model_error: None,
-        history,
-        unreadable_history_lines,
+        history: history.entries,
+        unreadable_history_lines: history.unreadable_lines,
     };
     if let Some(version) = production.or(candidate) {
-        match load_verified(store, name, version) {
-            Ok(model) => report.model = serde_json::to_value(model.metadata()).ok(),
+        match catalog.load_verified(name, version) {
+            Ok(model) => {
+                report.model = Some(
+                    serde_json::to_value(model.metadata())
+                        .expect("model metadata is strings and finite numbers, which serialize"),
+                )
+            }
             Err(e) => report.model_error = Some(format!("version {version}: {e}")),
         }
     }
     Ok(report)
 }
 
-/// A change of the `production` pointer.
+/// A change of the `production` pointer by `promote` or `rollback`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PointerChange {
-    pub name: String,
-    pub from: Option<VersionId>,
-    pub to: VersionId,
-    /// False when production already was `to` and nothing was written.
-    pub changed: bool,
+    #[serde(flatten)]
+    pub change: ProductionChange,
+    #[serde(skip)]
+    pub kind: Move,
 }
 
-fn load_usable(store: &Store, name: &ModelName, version: VersionId) -> Result<Model, OpsError> {
+impl fmt::Display for PointerChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.change;
+        let verb = match self.kind {
+            Move::Promote => "promoted",
+            Move::Rollback => "rolled back",
+        };
+        if c.changed {
+            writeln!(
+                f,
+                "{verb} {}: production {} -> {}",
+                c.name,
+                opt(c.from),
+                c.to
+            )
+        } else {
+            writeln!(
+                f,
+                "{}/{} already is production; nothing changed",
+                c.name, c.to
+            )
+        }
+    }
+}
+
+fn load_usable(catalog: &Catalog, name: &ModelName, version: VersionId) -> Result<Model, OpsError> {
     let unusable = |source| OpsError::Unusable {
         name: name.to_string(),
         version,
         source,
     };
-    let model = load_verified(store, name, version).map_err(unusable)?;
+    let model = catalog.load_verified(name, version).map_err(unusable)?;
     model.self_test().map_err(|why| {
         OpsError::Refused(format!(
             "{name}/{version} fails its probe self-test ({why}); it cannot be served"
@@ -131,31 +162,21 @@ fn load_usable(store: &Store, name: &ModelName, version: VersionId) -> Result<Mo
 /// Points production at `version` after checking its integrity and probes; no quality gate
 /// (that is `limen validate`'s job): this is the operator's override.
 pub fn promote(
-    store: &Store,
+    catalog: &Catalog,
     name: &ModelName,
     version: VersionId,
 ) -> Result<PointerChange, OpsError> {
-    store.require_model(name)?;
-    let lock = store.lock(name)?;
-    load_usable(store, name, version)?;
-    let from = store.read_pointer(name, Pointer::Production)?;
-    if from == Some(version) {
-        return Ok(PointerChange {
-            name: name.to_string(),
-            from,
-            to: version,
-            changed: false,
-        });
-    }
-    store.write_pointer(name, Pointer::Production, version)?;
-    let mut entry = HistoryEntry::now(Action::Promote, Some(version), from);
-    entry.details = serde_json::json!({ "via": "limen models promote" });
-    store.append_history(name, &entry, &lock)?;
+    catalog.require_model(name)?;
+    let guard = catalog.lock(name)?;
+    load_usable(catalog, name, version)?;
+    let change = guard.move_production(
+        Move::Promote,
+        version,
+        serde_json::json!({ "via": "limen models promote" }),
+    )?;
     Ok(PointerChange {
-        name: name.to_string(),
-        from,
-        to: version,
-        changed: true,
+        change,
+        kind: Move::Promote,
     })
 }
 
@@ -163,18 +184,15 @@ pub fn promote(
 /// up and each rollback steps one down. Refuses when there is nothing to go back to, when
 /// production was changed by hand behind the history's back, or when the earlier version no
 /// longer loads.
-pub fn rollback(store: &Store, name: &ModelName) -> Result<PointerChange, OpsError> {
-    store.require_model(name)?;
-    let lock = store.lock(name)?;
-    let current = store
-        .read_pointer(name, Pointer::Production)?
-        .ok_or_else(|| {
-            OpsError::Refused(format!(
-                "{name} has no production version to roll back from"
-            ))
-        })?;
-    let (history, _) = store.history(name)?;
-    let stack = production_stack(&history);
+pub fn rollback(catalog: &Catalog, name: &ModelName) -> Result<PointerChange, OpsError> {
+    catalog.require_model(name)?;
+    let guard = catalog.lock(name)?;
+    let current = guard.pointer(Pointer::Production)?.ok_or_else(|| {
+        OpsError::Refused(format!(
+            "{name} has no production version to roll back from"
+        ))
+    })?;
+    let stack = production_stack(&guard.history()?.entries);
     match stack.last() {
         Some(top) if *top == current => {}
         Some(top) => {
@@ -193,15 +211,11 @@ pub fn rollback(store: &Store, name: &ModelName) -> Result<PointerChange, OpsErr
             "{name}/{current} is the first production version in the history; there is nothing earlier to roll back to"
         )));
     };
-    load_usable(store, name, target)?;
-    store.write_pointer(name, Pointer::Production, target)?;
-    let entry = HistoryEntry::now(Action::Rollback, Some(target), Some(current));
-    store.append_history(name, &entry, &lock)?;
+    load_usable(catalog, name, target)?;
+    let change = guard.move_production(Move::Rollback, target, serde_json::Value::Null)?;
     Ok(PointerChange {
-        name: name.to_string(),
-        from: Some(current),
-        to: target,
-        changed: true,
+        change,
+        kind: Move::Rollback,
     })
 }
 
@@ -221,22 +235,21 @@ pub struct GcReport {
 /// the last `keep` promotions and rollbacks of the history; also removes temporary leftovers
 /// older than `temp_age`.
 pub fn gc(
-    store: &Store,
+    catalog: &Catalog,
     name: &ModelName,
     keep: usize,
     temp_age: Duration,
     dry_run: bool,
 ) -> Result<GcReport, OpsError> {
-    store.require_model(name)?;
-    let lock = store.lock(name)?;
-    let production = store.read_pointer(name, Pointer::Production)?;
-    let candidate = store.read_pointer(name, Pointer::Candidate)?;
-    let (history, _) = store.history(name)?;
+    catalog.require_model(name)?;
+    let guard = catalog.lock(name)?;
+    let production = guard.pointer(Pointer::Production)?;
+    let candidate = guard.pointer(Pointer::Candidate)?;
+    let history = guard.history()?.entries;
     // The versions the last `keep` production changes moved to; gc's own lines do not use up the
     // allowance. A promotion killed between its pointer write and its history line is known only
     // as the next line's `previous`: such a version counts as promoted there too.
-    let named: std::collections::HashSet<VersionId> =
-        history.iter().filter_map(|e| e.version).collect();
+    let named: HashSet<VersionId> = history.iter().filter_map(|e| e.version).collect();
     let recent: Vec<VersionId> = history
         .iter()
         .rev()
@@ -251,9 +264,9 @@ pub fn gc(
         dry_run,
         deleted: Vec::new(),
         kept: BTreeMap::new(),
-        temporaries: store.stale_temporaries(name, temp_age)?,
+        temporaries: guard.stale_temporaries(temp_age)?,
     };
-    for version in store.versions(name)? {
+    for version in catalog.versions(name)? {
         let mut reasons = Vec::new();
         if production == Some(version) {
             reasons.push("production");
@@ -273,16 +286,101 @@ pub fn gc(
     if dry_run {
         return Ok(report);
     }
-    for version in &report.deleted {
-        store.remove_version(name, *version)?;
-    }
-    for path in &report.temporaries {
-        store.remove_temporary(path)?;
-    }
-    if !report.deleted.is_empty() {
-        let mut entry = HistoryEntry::now(Action::Gc, None, production);
-        entry.details = serde_json::json!({ "deleted": report.deleted, "keep": keep });
-        store.append_history(name, &entry, &lock)?;
-    }
+    guard.delete(
+        &report.deleted,
+        &report.temporaries,
+        serde_json::json!({ "keep": keep }),
+    )?;
     Ok(report)
+}
+
+fn opt(v: Option<VersionId>) -> String {
+    v.map_or("-".to_owned(), |v| v.to_string())
+}
+
+fn joined(versions: &[VersionId]) -> String {
+    versions
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for ModelList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<24} {:>15} {:>15} {:>8}  LAST PROMOTION",
+            "MODEL", "PRODUCTION", "CANDIDATE", "VERSIONS"
+        )?;
+        for r in &self.0 {
+            let last = r.last_promotion.as_ref().map_or("-".to_owned(), |e| {
+                format!("{} {:?} {} by {}", e.at, e.action, opt(e.version), e.user)
+            });
+            writeln!(
+                f,
+                "{:<24} {:>15} {:>15} {:>8}  {last}",
+                r.name,
+                opt(r.production),
+                opt(r.candidate),
+                r.versions
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ModelReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "model       {}", self.name)?;
+        writeln!(f, "production  {}", opt(self.production))?;
+        writeln!(f, "candidate   {}", opt(self.candidate))?;
+        writeln!(f, "versions    {}", joined(&self.versions))?;
+        if let Some(m) = &self.model {
+            let pretty = serde_json::to_string_pretty(m).expect("a JSON value always serializes");
+            writeln!(f, "metadata    {pretty}")?;
+        }
+        if let Some(e) = &self.model_error {
+            writeln!(f, "error       {e}")?;
+        }
+        writeln!(f, "history")?;
+        for e in &self.history {
+            writeln!(
+                f,
+                "  {} {:?} {} (was {}) by {}@{}: {}",
+                e.at,
+                e.action,
+                opt(e.version),
+                opt(e.previous),
+                e.user,
+                e.host,
+                e.command
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for GcReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        writeln!(
+            f,
+            "{}: {verb} {} version(s): {}",
+            self.name,
+            self.deleted.len(),
+            joined(&self.deleted)
+        )?;
+        for (v, why) in &self.kept {
+            writeln!(f, "  kept {v}: {}", why.join(", "))?;
+        }
+        for t in &self.temporaries {
+            writeln!(f, "  {verb} leftover {}", t.display())?;
+        }
+        Ok(())
+    }
 }

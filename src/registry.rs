@@ -4,24 +4,24 @@
 //! The serving table is an [`ArcSwap`]: a request takes an `Arc` of its model with one atomic
 //! load and keeps it to the end, so a swap never disturbs a request in flight, and a version that
 //! fails any step is never swapped in (the previous one keeps serving and the failure is recorded
-//! for `/models` and logged once). No sockets here.
+//! for `/models` and logged once). The statuses are an `ArcSwap` too, rebuilt by each scan, so a
+//! request never waits on a lock that is held across file I/O. No sockets and no JSON here:
+//! statuses are plain data that `serve` renders.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use lru::LruCache;
-use serde::Serialize;
 
 use crate::api::Template;
-use crate::model::{Model, ModelMetadata};
-use crate::store::{ModelName, Pointer, Store, StoreError, VersionId};
-use crate::telemetry::{Metrics, ModelMetrics};
-use crate::validate::{load_verified, LoadError};
-use crate::watch::ChangeSource;
+use crate::catalog::{Catalog, LoadError};
+use crate::model::Model;
+use crate::store::{ModelName, Pointer, StoreError, VersionId};
+use crate::telemetry::{error_chain, Metrics, ModelMetrics};
+use crate::watch::{ChangeSource, ScanOutcome};
 
 /// A verified, warmed-up model as served.
 #[derive(Debug)]
@@ -49,8 +49,8 @@ impl LoadedModel {
     }
 }
 
-/// What `/models` reports for one model.
-#[derive(Debug, Clone, Default, Serialize)]
+/// One model as the server sees it.
+#[derive(Debug, Clone, Default)]
 pub struct ModelStatus {
     pub name: String,
     /// The `production` pointer as last read.
@@ -59,27 +59,35 @@ pub struct ModelStatus {
     pub candidate: Option<VersionId>,
     /// The version being served.
     pub loaded: Option<VersionId>,
-    pub loaded_at: Option<String>,
+    pub loaded_at: Option<SystemTime>,
     /// Why the production version is not the one served, if it is not.
     pub last_error: Option<String>,
-    pub last_error_at: Option<String>,
+    pub last_error_at: Option<SystemTime>,
 }
 
-/// What `/models` reports about the store itself.
-#[derive(Debug, Clone, Default, Serialize)]
+/// The store itself as the server sees it.
+#[derive(Debug, Clone, Default)]
 pub struct StoreStatus {
     pub root: String,
     /// When the store was last listed successfully.
-    pub last_scan_ok_at: Option<String>,
+    pub last_scan_ok_at: Option<SystemTime>,
     /// Why the last scan could not list the store (unmounted, unreadable…), if it could not.
     pub error: Option<String>,
 }
 
+/// One model in full: its status, the versions on disk and the model being served.
+#[derive(Debug, Clone)]
+pub struct ModelDetail {
+    pub status: ModelStatus,
+    pub versions: Vec<VersionId>,
+    pub served: Option<Arc<LoadedModel>>,
+}
+
+/// What the last scan found; replaced whole by each scan.
 #[derive(Debug, Default)]
 struct Book {
     models: BTreeMap<ModelName, ModelStatus>,
     store: StoreStatus,
-    last_scan_ok: Option<SystemTime>,
 }
 
 type Table = HashMap<ModelName, Arc<LoadedModel>>;
@@ -87,7 +95,7 @@ type Table = HashMap<ModelName, Arc<LoadedModel>>;
 /// Why a version asked for by name and number cannot answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
-    #[error("model {name:?} has no version {version}")]
+    #[error("model \"{name}\" has no version {version}")]
     NotFound { name: String, version: VersionId },
     #[error("{name}/{version} cannot be served: {why}")]
     Unservable {
@@ -122,38 +130,29 @@ impl Default for RegistryConfig {
     }
 }
 
-/// What one scan found, for re-arming the file watcher.
-#[derive(Debug, Clone, Default)]
-pub struct ScanOutcome {
-    /// Whether the store root could be listed.
-    pub readable: bool,
-    /// The folder of every model in the store.
-    pub model_dirs: Vec<PathBuf>,
-}
-
 /// The loaded models of one store.
 pub struct Registry {
-    store: Store,
+    catalog: Catalog,
     serving: ArcSwap<Table>,
-    book: Mutex<Book>,
+    book: ArcSwap<Book>,
     pinned: Mutex<LruCache<(ModelName, VersionId), Pinned>>,
     config: RegistryConfig,
     metrics: Arc<Metrics>,
 }
 
 impl Registry {
-    pub fn new(store: Store, config: RegistryConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(catalog: Catalog, config: RegistryConfig, metrics: Arc<Metrics>) -> Self {
         let book = Book {
             store: StoreStatus {
-                root: store.root().display().to_string(),
+                root: catalog.root().display().to_string(),
                 ..StoreStatus::default()
             },
             ..Book::default()
         };
         Self {
-            store,
+            catalog,
             serving: ArcSwap::from_pointee(Table::new()),
-            book: Mutex::new(book),
+            book: ArcSwap::from_pointee(book),
             pinned: Mutex::new(LruCache::new(config.pinned_capacity)),
             config,
             metrics,
@@ -166,7 +165,8 @@ impl Registry {
         let serving = self.serving.load();
         !serving.is_empty()
             && self
-                .book()
+                .book
+                .load()
                 .models
                 .values()
                 .all(|s| s.production.is_none() || serving.contains_key(s.name.as_str()))
@@ -174,12 +174,12 @@ impl Registry {
 
     /// Complete versions of `name` on disk. Blocking.
     pub fn versions(&self, name: &ModelName) -> Result<Vec<VersionId>, StoreError> {
-        self.store.versions(name)
+        self.catalog.versions(name)
     }
 
     /// Whether the last scan saw a folder for `name` in the store.
     pub fn knows(&self, name: &str) -> bool {
-        self.book().models.contains_key(name)
+        self.book.load().models.contains_key(name)
     }
 
     /// `name` at `version` from memory: the production model if that is the version, else a
@@ -195,7 +195,7 @@ impl Registry {
 
     /// `name` at `version`, loaded (load → verify → warm up) and cached if need be. Blocking: run
     /// it off the async threads. A version deleted from disk stops answering once its cache
-    /// entry is re-checked.
+    /// entry is re-checked. The cache's lock is never held across file I/O.
     pub fn load_version(
         &self,
         name: &ModelName,
@@ -207,7 +207,7 @@ impl Registry {
         let key = (name.clone(), version);
         let stale = self.pinned().get(&key).map(|p| Arc::clone(&p.loaded));
         if let Some(loaded) = stale {
-            if self.store.model_file(name, version).is_file() {
+            if self.catalog.has_version(name, version) {
                 if let Some(entry) = self.pinned().get_mut(&key) {
                     entry.checked = Instant::now();
                 }
@@ -234,34 +234,24 @@ impl Registry {
     }
 
     /// Everything `/models/{name}` shows: pointers, what is served and why not, the versions on
-    /// disk, and the served model's metadata. Blocking (lists the model's folder). `None` for a
-    /// model the last scan did not see.
-    pub fn detail(&self, name: &ModelName) -> Option<Result<serde_json::Value, StoreError>> {
-        #[derive(Serialize)]
-        struct Detail<'a> {
-            #[serde(flatten)]
-            status: ModelStatus,
-            versions: Vec<VersionId>,
-            #[serde(flatten)]
-            metadata: Option<ModelMetadata<'a>>,
-        }
+    /// disk, and the served model. Blocking (lists the model's folder). `None` for a model the
+    /// last scan did not see.
+    pub fn detail(&self, name: &ModelName) -> Option<Result<ModelDetail, StoreError>> {
         let mut status = self.status(name.as_str())?;
         status.candidate = self
-            .store
-            .read_pointer(name, Pointer::Candidate)
+            .catalog
+            .pointer(name, Pointer::Candidate)
             .ok()
             .flatten();
-        let versions = match self.store.versions(name) {
+        let versions = match self.catalog.versions(name) {
             Ok(v) => v,
             Err(e) => return Some(Err(e)),
         };
-        let served = self.get(name.as_str());
-        let detail = Detail {
+        Some(Ok(ModelDetail {
             status,
             versions,
-            metadata: served.as_ref().map(|m| m.model.metadata()),
-        };
-        Some(Ok(serde_json::to_value(&detail).unwrap_or_default()))
+            served: self.get(name.as_str()),
+        }))
     }
 
     /// The production model served under `name`, if one is loaded. Lock-free.
@@ -276,8 +266,8 @@ impl Registry {
         for status in &mut statuses {
             if let Ok(name) = status.name.parse() {
                 status.candidate = self
-                    .store
-                    .read_pointer(&name, Pointer::Candidate)
+                    .catalog
+                    .pointer(&name, Pointer::Candidate)
                     .ok()
                     .flatten();
             }
@@ -288,14 +278,15 @@ impl Registry {
     /// One model's status from the last scan, without its candidate. Never touches a file.
     pub fn status(&self, name: &str) -> Option<ModelStatus> {
         let serving = self.serving.load();
-        let status = self.book().models.get(name)?.clone();
+        let status = self.book.load().models.get(name)?.clone();
         Some(with_served(status, &serving))
     }
 
     /// Status of every model known from the last scan, sorted by name, without candidates.
     pub fn statuses(&self) -> Vec<ModelStatus> {
         let serving = self.serving.load();
-        self.book()
+        self.book
+            .load()
             .models
             .values()
             .map(|status| with_served(status.clone(), &serving))
@@ -303,25 +294,24 @@ impl Registry {
     }
 
     pub fn store_status(&self) -> StoreStatus {
-        self.book().store.clone()
+        self.book.load().store.clone()
+    }
+
+    /// Whether the last scan could list the store.
+    pub fn store_readable(&self) -> bool {
+        self.book.load().store.error.is_none()
     }
 
     /// Seconds since the store was last listed successfully, if ever.
     pub fn seconds_since_scan(&self) -> Option<f64> {
-        let at = self.book().last_scan_ok?;
+        let at = self.book.load().store.last_scan_ok_at?;
         Some(at.elapsed().map_or(0.0, |d| d.as_secs_f64()))
     }
 
-    fn book(&self) -> MutexGuard<'_, Book> {
-        // A panic while holding the lock cannot leave the book inconsistent (each update is a
-        // plain assignment), so a poisoned lock is still usable.
-        self.book.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Reads every model's pointers and swaps in production versions that changed. Blocking:
-    /// run it off the async threads.
+    /// run it off the async threads. Only one scan runs at a time ([`Registry::run`]).
     pub fn scan(&self) -> ScanOutcome {
-        let names = match self.store.models() {
+        let names = match self.catalog.models() {
             Ok(names) => names,
             Err(e) => {
                 self.note_store_error(&e);
@@ -329,16 +319,14 @@ impl Registry {
             }
         };
         let current = self.serving.load_full();
+        let before = self.book.load_full();
         let mut loads = Vec::new();
         let mut statuses = BTreeMap::new();
-        {
-            let book = self.book();
-            for name in &names {
-                let previous = book.models.get(name);
-                let (status, load) = self.scan_model(name, current.get(name), previous);
-                statuses.insert(name.clone(), status);
-                loads.extend(load);
-            }
+        for name in &names {
+            let previous = before.models.get(name);
+            let (status, load) = self.scan_model(name, current.get(name), previous);
+            statuses.insert(name.clone(), status);
+            loads.extend(load);
         }
         let gone: Vec<&ModelName> = current
             .keys()
@@ -373,17 +361,20 @@ impl Registry {
                 table
             });
         }
-        let mut book = self.book();
-        book.models = statuses;
-        if book.store.error.take().is_some() {
-            tracing::info!(root = %book.store.root, "store is readable again");
+        if before.store.error.is_some() {
+            tracing::info!(root = %before.store.root, "store is readable again");
         }
-        let now = SystemTime::now();
-        book.last_scan_ok = Some(now);
-        book.store.last_scan_ok_at = Some(rfc3339(now));
+        self.book.store(Arc::new(Book {
+            models: statuses,
+            store: StoreStatus {
+                root: before.store.root.clone(),
+                last_scan_ok_at: Some(SystemTime::now()),
+                error: None,
+            },
+        }));
         ScanOutcome {
             readable: true,
-            model_dirs: names.iter().map(|n| self.store.model_dir(n)).collect(),
+            model_dirs: names.iter().map(|n| self.catalog.model_dir(n)).collect(),
         }
     }
 
@@ -399,7 +390,7 @@ impl Registry {
             ..ModelStatus::default()
         };
         let mut load = None;
-        let error = match self.store.read_pointer(name, Pointer::Production) {
+        let error = match self.catalog.pointer(name, Pointer::Production) {
             Err(e) => Some(format!("cannot read the production pointer: {e}")),
             Ok(None) => served.map(|s| {
                 format!(
@@ -431,10 +422,10 @@ impl Registry {
         if let Some(error) = error {
             let same_as_before = previous.and_then(|p| p.last_error.as_ref()) == Some(&error);
             if same_as_before {
-                status.last_error_at = previous.and_then(|p| p.last_error_at.clone());
+                status.last_error_at = previous.and_then(|p| p.last_error_at);
             } else {
                 tracing::warn!(model = %name, error = %error, "keeping the version already served");
-                status.last_error_at = Some(rfc3339(SystemTime::now()));
+                status.last_error_at = Some(SystemTime::now());
             }
             status.last_error = Some(error);
         }
@@ -455,14 +446,17 @@ impl Registry {
             version,
             why,
         };
-        let model = load_verified(&self.store, name, version).map_err(|e| match e {
-            LoadError::Store(StoreError::UnknownVersion { .. }) => VersionError::NotFound {
-                name: name.to_string(),
-                version,
-            },
-            LoadError::Store(e) => unservable(error_chain(&e)),
-            LoadError::Model(e) => unservable(error_chain(&e)),
-        })?;
+        let model = self
+            .catalog
+            .load_verified(name, version)
+            .map_err(|e| match e {
+                LoadError::Store(StoreError::UnknownVersion { .. }) => VersionError::NotFound {
+                    name: name.to_string(),
+                    version,
+                },
+                LoadError::Store(e) => unservable(error_chain(&e)),
+                LoadError::Model(e) => unservable(error_chain(&e)),
+            })?;
         model
             .self_test()
             .map_err(|why| unservable(format!("it failed its warm-up: {why}")))?;
@@ -479,11 +473,9 @@ impl Registry {
     }
 
     /// Seconds since `name`'s production pointer changed, by its mtime: the pointer-to-swap lag.
-    /// One `stat` per swap, never per poll (see `Store::read_pointer` on NFS and `stat`).
+    /// One `stat` per swap, never per poll (on NFS a `stat` can lag a minute behind a change).
     fn pointer_age(&self, name: &ModelName) -> Option<f64> {
-        let modified = std::fs::metadata(self.store.pointer_path(name, Pointer::Production))
-            .and_then(|m| m.modified())
-            .ok()?;
+        let modified = self.catalog.pointer_modified(name, Pointer::Production)?;
         SystemTime::now()
             .duration_since(modified)
             .ok()
@@ -492,11 +484,17 @@ impl Registry {
 
     fn note_store_error(&self, e: &StoreError) {
         let message = error_chain(e);
-        let mut book = self.book();
-        if book.store.error.as_ref() != Some(&message) {
+        let before = self.book.load_full();
+        if before.store.error.as_ref() != Some(&message) {
             tracing::warn!(error = %message, "cannot read the store; still serving the models already loaded");
         }
-        book.store.error = Some(message);
+        self.book.store(Arc::new(Book {
+            models: before.models.clone(),
+            store: StoreStatus {
+                error: Some(message),
+                ..before.store.clone()
+            },
+        }));
     }
 
     /// Rescans whenever `changes` says so, until the returned future is dropped.
@@ -527,39 +525,24 @@ impl Registry {
 fn with_served(mut status: ModelStatus, serving: &Table) -> ModelStatus {
     if let Some(loaded) = serving.get(status.name.as_str()) {
         status.loaded = Some(loaded.version);
-        status.loaded_at = Some(rfc3339(loaded.loaded_at));
+        status.loaded_at = Some(loaded.loaded_at);
     }
     status
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// `error: cause: cause`, for errors shown to operators in one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Move;
     use crate::model::tests::{binary_artifact, multinomial_artifact};
 
     fn publish(
-        store: &Store,
+        catalog: &Catalog,
         name: &ModelName,
         tweak: impl Fn(&mut crate::model::ModelArtifact),
     ) -> VersionId {
-        store
-            .publish(name, |v| {
+        catalog
+            .publish_candidate(name, |v| {
                 let mut a = binary_artifact();
                 a.name = name.to_string();
                 a.version = v.get();
@@ -569,17 +552,25 @@ mod tests {
             .unwrap()
     }
 
+    fn set_production(catalog: &Catalog, name: &ModelName, version: VersionId) {
+        catalog
+            .lock(name)
+            .unwrap()
+            .move_production(Move::Promote, version, serde_json::Value::Null)
+            .unwrap();
+    }
+
     #[test]
     fn a_scan_loads_production_and_swaps_only_on_change() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path());
+        let catalog = Catalog::open(dir.path());
         let iris: ModelName = "iris".parse().unwrap();
-        let registry = Registry::new(store.clone(), RegistryConfig::default(), Arc::default());
+        let registry = Registry::new(catalog.clone(), RegistryConfig::default(), Arc::default());
         assert!(registry.scan().readable);
         assert!(registry.get("iris").is_none());
 
-        let v1 = publish(&store, &iris, |_| {});
-        store.write_pointer(&iris, Pointer::Production, v1).unwrap();
+        let v1 = publish(&catalog, &iris, |_| {});
+        set_production(&catalog, &iris, v1);
         registry.scan();
         let first = registry.get("iris").unwrap();
         assert_eq!(first.version, v1);
@@ -589,8 +580,8 @@ mod tests {
             "reloaded an unchanged model"
         );
 
-        let v2 = publish(&store, &iris, |_| {});
-        store.write_pointer(&iris, Pointer::Production, v2).unwrap();
+        let v2 = publish(&catalog, &iris, |_| {});
+        set_production(&catalog, &iris, v2);
         registry.scan();
         assert_eq!(registry.get("iris").unwrap().version, v2);
         // The request that held the old model still has it, whole.
@@ -600,15 +591,15 @@ mod tests {
     #[test]
     fn a_bad_version_keeps_the_old_one_serving_and_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path());
+        let catalog = Catalog::open(dir.path());
         let iris: ModelName = "iris".parse().unwrap();
-        let v1 = publish(&store, &iris, |_| {});
-        store.write_pointer(&iris, Pointer::Production, v1).unwrap();
-        let registry = Registry::new(store.clone(), RegistryConfig::default(), Arc::default());
+        let v1 = publish(&catalog, &iris, |_| {});
+        set_production(&catalog, &iris, v1);
+        let registry = Registry::new(catalog.clone(), RegistryConfig::default(), Arc::default());
         registry.scan();
 
         // Weights so large that probes overflow: the file verifies, but the warm-up fails.
-        let v2 = publish(&store, &iris, |a| {
+        let v2 = publish(&catalog, &iris, |a| {
             let huge = multinomial_artifact();
             a.kind = huge.kind;
             a.classes = huge.classes;
@@ -616,7 +607,7 @@ mod tests {
             a.coefficients = vec![vec![1e300], vec![0.0], vec![0.0]];
             a.intercepts = vec![0.0; 3];
         });
-        store.write_pointer(&iris, Pointer::Production, v2).unwrap();
+        set_production(&catalog, &iris, v2);
         registry.scan();
         assert_eq!(registry.get("iris").unwrap().version, v1);
         let status = &registry.statuses()[0];
@@ -629,7 +620,7 @@ mod tests {
         );
 
         // Garbage in the pointer: same story.
-        std::fs::write(store.pointer_path(&iris, Pointer::Production), "oops").unwrap();
+        std::fs::write(dir.path().join("iris/production"), "oops").unwrap();
         registry.scan();
         assert_eq!(registry.get("iris").unwrap().version, v1);
         assert!(registry.statuses()[0]
@@ -638,8 +629,8 @@ mod tests {
             .unwrap()
             .contains("oops"));
 
-        // Fixed: the error clears.
-        store.write_pointer(&iris, Pointer::Production, v1).unwrap();
+        // Fixed (by hand, as it was broken): the error clears.
+        std::fs::write(dir.path().join("iris/production"), format!("{v1}\n")).unwrap();
         registry.scan();
         assert_eq!(registry.statuses()[0].last_error, None);
     }
@@ -647,18 +638,16 @@ mod tests {
     #[test]
     fn pinned_versions_load_on_demand_and_stop_when_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path());
+        let catalog = Catalog::open(dir.path());
         let iris: ModelName = "iris".parse().unwrap();
-        let old = publish(&store, &iris, |_| {});
-        let new = publish(&store, &iris, |_| {});
-        store
-            .write_pointer(&iris, Pointer::Production, new)
-            .unwrap();
+        let old = publish(&catalog, &iris, |_| {});
+        let new = publish(&catalog, &iris, |_| {});
+        set_production(&catalog, &iris, new);
         let config = RegistryConfig {
             revalidate_after: Duration::ZERO,
             ..RegistryConfig::default()
         };
-        let registry = Registry::new(store.clone(), config, Arc::default());
+        let registry = Registry::new(catalog.clone(), config, Arc::default());
         registry.scan();
         // Production answers from the serving table; the old version loads on demand.
         assert!(registry.cached_version(&iris, new).is_some());
@@ -669,14 +658,22 @@ mod tests {
             registry.load_version(&iris, missing),
             Err(VersionError::NotFound { .. })
         ));
-        store.remove_version(&iris, old).unwrap();
+        catalog
+            .lock(&iris)
+            .unwrap()
+            .delete(&[old], &[], serde_json::Value::Null)
+            .unwrap();
         assert!(matches!(
             registry.load_version(&iris, old),
             Err(VersionError::NotFound { .. })
         ));
         // A corrupt version is an error that says so, not a missing one.
-        let bad = publish(&store, &iris, |_| {});
-        std::fs::write(store.model_file(&iris, bad), b"{\"truncated\": ").unwrap();
+        let bad = publish(&catalog, &iris, |_| {});
+        std::fs::write(
+            dir.path().join(format!("iris/{bad}/model.json")),
+            b"{\"truncated\": ",
+        )
+        .unwrap();
         let err = registry.load_version(&iris, bad).unwrap_err();
         assert!(matches!(err, VersionError::Unservable { .. }), "{err}");
         assert!(err.to_string().contains("not valid JSON"), "{err}");
@@ -685,33 +682,30 @@ mod tests {
     #[test]
     fn detail_shows_metadata_versions_and_pointers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path());
+        let catalog = Catalog::open(dir.path());
         let iris: ModelName = "iris".parse().unwrap();
-        let v = publish(&store, &iris, |_| {});
-        store.write_pointer(&iris, Pointer::Production, v).unwrap();
-        let registry = Registry::new(store.clone(), RegistryConfig::default(), Arc::default());
+        let v = publish(&catalog, &iris, |_| {});
+        set_production(&catalog, &iris, v);
+        let registry = Registry::new(catalog.clone(), RegistryConfig::default(), Arc::default());
         assert!(registry.detail(&iris).is_none());
         registry.scan();
         let detail = registry.detail(&iris).unwrap().unwrap();
-        assert_eq!(detail["loaded"], v.get());
-        assert_eq!(detail["versions"], serde_json::json!([v.get()]));
-        assert_eq!(detail["kind"], "binary_logistic");
-        assert_eq!(detail["features"][0]["name"], "petal_width");
-        assert_eq!(detail["features"][0]["max"], 2.5);
-        assert_eq!(detail["classes"][1], "virginica");
-        assert!(detail["metrics"]["train_accuracy"].is_number());
-        assert!(detail.get("coefficients").is_none());
+        assert_eq!(detail.status.loaded, Some(v));
+        assert_eq!(detail.status.production, Some(v));
+        assert_eq!(detail.status.candidate, Some(v));
+        assert_eq!(detail.versions, vec![v]);
+        assert_eq!(detail.served.unwrap().model.classes()[1], "virginica");
     }
 
     #[test]
     fn an_unreadable_store_keeps_serving_and_a_removed_model_stops() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
-        let store = Store::new(&root);
+        let catalog = Catalog::open(&root);
         let iris: ModelName = "iris".parse().unwrap();
-        let v1 = publish(&store, &iris, |_| {});
-        store.write_pointer(&iris, Pointer::Production, v1).unwrap();
-        let registry = Registry::new(store.clone(), RegistryConfig::default(), Arc::default());
+        let v1 = publish(&catalog, &iris, |_| {});
+        set_production(&catalog, &iris, v1);
+        let registry = Registry::new(catalog.clone(), RegistryConfig::default(), Arc::default());
         registry.scan();
 
         // The root gone (an unmounted volume): keep serving, and say why.
@@ -739,7 +733,7 @@ mod tests {
         std::fs::rename(&aside, &root).unwrap();
         assert!(registry.scan().readable);
         assert!(registry.store_status().error.is_none());
-        std::fs::remove_dir_all(store.model_dir(&iris)).unwrap();
+        std::fs::remove_dir_all(catalog.model_dir(&iris)).unwrap();
         registry.scan();
         assert!(registry.get("iris").is_none());
         assert!(registry.statuses().is_empty());

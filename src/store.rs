@@ -28,6 +28,10 @@ use serde::{Deserialize, Serialize};
 pub const MODEL_FILE: &str = "model.json";
 const HISTORY_FILE: &str = "history.jsonl";
 const LOCK_FILE: &str = ".lock";
+/// The production move in progress (a history entry), while its writer holds the lock.
+const MOVE_FILE: &str = ".move";
+/// Larger than any history entry limen writes; a bigger `.move` file is not one of ours.
+const MAX_MOVE_BYTES: u64 = 64 * 1024;
 /// How many taken version ids `publish` steps over before giving up.
 const MAX_VERSION_BUMPS: u64 = 10_000;
 
@@ -273,36 +277,6 @@ fn current_user() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Replays promotions and rollbacks into the stack of production versions, oldest first, so
-/// that the entry below the top is where a rollback goes.
-///
-/// A promotion writes the pointer, then the history line; a process killed between the two
-/// leaves a production version with no line of its own. The next promotion names it as its
-/// `previous`, so the replay puts it back in its place.
-pub fn production_stack(history: &[HistoryEntry]) -> Vec<VersionId> {
-    let mut stack: Vec<VersionId> = Vec::new();
-    for entry in history {
-        match (entry.action, entry.version) {
-            (Action::Promote, Some(v)) => {
-                if let Some(previous) = entry.previous {
-                    if stack.last() != Some(&previous) {
-                        stack.push(previous);
-                    }
-                }
-                stack.push(v);
-            }
-            (Action::Rollback, Some(v)) => {
-                stack.pop();
-                if stack.last() != Some(&v) {
-                    stack.push(v);
-                }
-            }
-            _ => {}
-        }
-    }
-    stack
-}
-
 /// The current UTC time as RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
@@ -312,9 +286,20 @@ pub fn now_rfc3339() -> String {
 ///
 /// It is an advisory `flock` on `<model>/.lock`, which Linux maps to a POSIX byte-range lock on
 /// NFSv4, so it also holds between EFS clients.
+///
+/// Every store call that changes a pointer, the history or the set of versions takes this token,
+/// so nothing can change them without holding the lock of the model it changes.
 #[derive(Debug)]
 pub struct ModelLock {
+    name: ModelName,
     _file: File,
+}
+
+impl ModelLock {
+    /// The model this lock guards.
+    pub fn name(&self) -> &ModelName {
+        &self.name
+    }
 }
 
 /// A model store rooted at a folder. Cheap to clone; every call goes to the filesystem.
@@ -415,15 +400,62 @@ impl Store {
         }
     }
 
-    /// Atomically points `pointer` at `version` (temp file, fsync, rename, fsync of the folder).
+    /// Atomically points `pointer` of the locked model at `version` (temp file, fsync, rename,
+    /// fsync of the folder).
     pub fn write_pointer(
         &self,
-        name: &ModelName,
+        lock: &ModelLock,
         pointer: Pointer,
         version: VersionId,
     ) -> Result<(), StoreError> {
+        let name = lock.name();
+        self.replace_file(
+            name,
+            &self.pointer_path(name, pointer),
+            format!("{version}\n").as_bytes(),
+        )
+    }
+
+    /// Records the production move about to be made (see `catalog`): the entry its history line
+    /// will hold, written atomically to `<model>/.move`.
+    pub fn write_move(&self, lock: &ModelLock, entry: &HistoryEntry) -> Result<(), StoreError> {
+        let name = lock.name();
+        let bytes = serde_json::to_vec(entry).expect(
+            "a history entry is strings, integers and a JSON value, which always serialize",
+        );
+        self.replace_file(name, &self.model_dir(name).join(MOVE_FILE), &bytes)
+    }
+
+    /// The move a holder of the lock recorded and did not finish, if any. A `.move` file that is
+    /// not a history entry (or is larger than one) is reported as `Ok(None)`: it cannot be ours.
+    pub fn read_move(&self, lock: &ModelLock) -> Result<Option<HistoryEntry>, StoreError> {
+        use std::io::Read as _;
+        let path = self.model_dir(lock.name()).join(MOVE_FILE);
+        let mut bytes = Vec::new();
+        match File::open(&path) {
+            Ok(file) => file
+                .take(MAX_MOVE_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(io_err("read", &path))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open", &path)(e)),
+        };
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    /// Removes the record of a finished (or abandoned) move.
+    pub fn clear_move(&self, lock: &ModelLock) -> Result<(), StoreError> {
+        let path = self.model_dir(lock.name()).join(MOVE_FILE);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("delete", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Replaces `path` in `name`'s folder atomically: a `.pointer-*` temporary file, written,
+    /// made readable by every UID, fsynced, renamed over `path`, and the folder fsynced.
+    fn replace_file(&self, name: &ModelName, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let dir = self.model_dir(name);
-        let path = self.pointer_path(name, pointer);
         let mut tmp = tempfile::Builder::new()
             .prefix(".pointer-")
             .tempfile_in(&dir)
@@ -432,11 +464,11 @@ impl Store {
         // another user (pods of one EFS volume need not share a UID).
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(0o644))
-            .and_then(|()| tmp.write_all(format!("{version}\n").as_bytes()))
+            .and_then(|()| tmp.write_all(bytes))
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(io_err("write", tmp.path()))?;
-        tmp.persist(&path)
-            .map_err(|e| io_err("replace", &path)(e.error))?;
+        tmp.persist(path)
+            .map_err(|e| io_err("replace", path)(e.error))?;
         sync_dir(&dir)
     }
 
@@ -454,6 +486,19 @@ impl Store {
                 io_err("read", &path)(e)
             }
         })
+    }
+
+    /// Whether `name/version` is a complete version (its `model.json` exists). One `stat`.
+    pub fn has_version(&self, name: &ModelName, version: VersionId) -> bool {
+        self.model_file(name, version).is_file()
+    }
+
+    /// When `pointer` was last replaced, by its mtime. Only for reporting (the swap lag): on NFS
+    /// a `stat` can lag a minute behind another client's change, so never poll with it.
+    pub fn pointer_modified(&self, name: &ModelName, pointer: Pointer) -> Option<SystemTime> {
+        fs::metadata(self.pointer_path(name, pointer))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// Complete versions of `name` (folders with a `model.json`), oldest first. Temporary
@@ -520,10 +565,10 @@ impl Store {
         })
     }
 
-    /// Deletes a published version: first renamed to a `.deleting-*` name (readers stop seeing it
-    /// at once, and never see it half-deleted), then removed.
-    pub fn remove_version(&self, name: &ModelName, version: VersionId) -> Result<(), StoreError> {
-        let dir = self.model_dir(name);
+    /// Deletes a published version of the locked model: first renamed to a `.deleting-*` name
+    /// (readers stop seeing it at once, and never see it half-deleted), then removed.
+    pub fn remove_version(&self, lock: &ModelLock, version: VersionId) -> Result<(), StoreError> {
+        let dir = self.model_dir(lock.name());
         let from = dir.join(version.to_string());
         let to = dir.join(format!(".deleting-{version}-{}", std::process::id()));
         fs::rename(&from, &to).map_err(io_err("move aside", &from))?;
@@ -570,8 +615,12 @@ impl Store {
         Ok(stale)
     }
 
-    /// Removes a temporary entry found by [`Store::stale_temporaries`].
-    pub fn remove_temporary(&self, path: &Path) -> Result<(), StoreError> {
+    /// Removes a temporary entry of the locked model found by [`Store::stale_temporaries`]; a
+    /// path outside that model's folder is left alone.
+    pub fn remove_temporary(&self, lock: &ModelLock, path: &Path) -> Result<(), StoreError> {
+        if path.parent() != Some(self.model_dir(lock.name()).as_path()) {
+            return Ok(());
+        }
         let result = if path.is_dir() {
             fs::remove_dir_all(path)
         } else {
@@ -593,19 +642,19 @@ impl Store {
             .open(&path)
             .map_err(io_err("open", &path))?;
         file.lock().map_err(io_err("lock", &path))?;
-        Ok(ModelLock { _file: file })
+        Ok(ModelLock {
+            name: name.clone(),
+            _file: file,
+        })
     }
 
-    /// Appends one line to the history. Call it while holding [`Store::lock`]: the lock, not
+    /// Appends one line to the locked model's history, fsynced before it returns. The lock, not
     /// `O_APPEND`, is what keeps lines whole between NFS clients.
-    pub fn append_history(
-        &self,
-        name: &ModelName,
-        entry: &HistoryEntry,
-        _lock: &ModelLock,
-    ) -> Result<(), StoreError> {
-        let path = self.model_dir(name).join(HISTORY_FILE);
-        let mut line = serde_json::to_vec(entry).unwrap_or_default();
+    pub fn append_history(&self, lock: &ModelLock, entry: &HistoryEntry) -> Result<(), StoreError> {
+        let path = self.model_dir(lock.name()).join(HISTORY_FILE);
+        let mut line = serde_json::to_vec(entry).expect(
+            "a history entry is strings, integers and a JSON value, which always serialize",
+        );
         line.push(b'\n');
         let mut file = OpenOptions::new()
             .create(true)
@@ -750,7 +799,9 @@ mod tests {
             store.read_model(&iris, v).unwrap(),
             format!("{{\"v\":{v}}}").as_bytes()
         );
-        store.write_pointer(&iris, Pointer::Candidate, v).unwrap();
+        store
+            .write_pointer(&store.lock(&iris).unwrap(), Pointer::Candidate, v)
+            .unwrap();
         assert_eq!(
             store.read_pointer(&iris, Pointer::Candidate).unwrap(),
             Some(v)
@@ -846,20 +897,15 @@ mod tests {
         let v1 = VersionId::try_from(1).unwrap();
         let v2 = VersionId::try_from(2).unwrap();
         store
-            .append_history(
-                &iris,
-                &HistoryEntry::now(Action::Promote, Some(v1), None),
-                &lock,
-            )
+            .append_history(&lock, &HistoryEntry::now(Action::Promote, Some(v1), None))
             .unwrap();
         let path = store.model_dir(&iris).join(HISTORY_FILE);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"torn\n").unwrap();
         store
             .append_history(
-                &iris,
-                &HistoryEntry::now(Action::Promote, Some(v2), Some(v1)),
                 &lock,
+                &HistoryEntry::now(Action::Promote, Some(v2), Some(v1)),
             )
             .unwrap();
         let (entries, bad) = store.history(&iris).unwrap();
@@ -869,35 +915,13 @@ mod tests {
     }
 
     #[test]
-    fn rollbacks_walk_back_down_the_promotion_stack() {
-        let v = |n: u64| VersionId::try_from(n).unwrap();
-        let entry = |action, version: u64| HistoryEntry::now(action, Some(v(version)), None);
-        let mut history = vec![
-            entry(Action::Promote, 1),
-            entry(Action::Promote, 2),
-            entry(Action::Promote, 3),
-        ];
-        assert_eq!(production_stack(&history), vec![v(1), v(2), v(3)]);
-        history.push(entry(Action::Rollback, 2));
-        assert_eq!(production_stack(&history), vec![v(1), v(2)]);
-        history.push(entry(Action::Rollback, 1));
-        assert_eq!(production_stack(&history), vec![v(1)]);
-        history.push(HistoryEntry::now(Action::Gc, None, None));
-        history.push(entry(Action::Promote, 4));
-        assert_eq!(production_stack(&history), vec![v(1), v(4)]);
-        // Version 5 was promoted by a process killed before it wrote its history line; 6's
-        // line names it as the production it replaced.
-        history.push(HistoryEntry::now(Action::Promote, Some(v(6)), Some(v(5))));
-        assert_eq!(production_stack(&history), vec![v(1), v(4), v(5), v(6)]);
-    }
-
-    #[test]
     fn removing_a_version_leaves_no_trace_and_stale_temporaries_are_found() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
         let iris = name("iris");
         let v = store.publish(&iris, |_| b"{}".to_vec()).unwrap();
-        store.remove_version(&iris, v).unwrap();
+        let lock = store.lock(&iris).unwrap();
+        store.remove_version(&lock, v).unwrap();
         assert!(store.versions(&iris).unwrap().is_empty());
         fs::create_dir(store.model_dir(&iris).join(".publish-dead")).unwrap();
         fs::write(store.model_dir(&iris).join(".pointer-dead"), b"1").unwrap();
@@ -909,8 +933,9 @@ mod tests {
             .unwrap()
             .is_empty());
         for p in &stale {
-            store.remove_temporary(p).unwrap();
+            store.remove_temporary(&lock, p).unwrap();
         }
+        drop(lock);
         let left: Vec<_> = fs::read_dir(store.model_dir(&iris))
             .unwrap()
             .flatten()

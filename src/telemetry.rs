@@ -12,7 +12,14 @@ use prometheus::{
 };
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// How logs are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line, for CloudWatch and other collectors.
+    Json,
+}
 
 /// Installs the global subscriber. `filter` uses tracing's `EnvFilter` syntax; an invalid one
 /// falls back to `info` with a warning rather than failing the command.
@@ -38,6 +45,18 @@ pub fn init(format: LogFormat, filter: &str) {
             tracing::warn!("invalid log filter {filter:?} ({e}); using \"info\"");
         }
     }
+}
+
+/// `error: cause: cause`, for errors shown to operators in one line (logs, `/models`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// limen's Prometheus metrics, all prefixed `limen_`, rendered in the text exposition format.

@@ -60,6 +60,26 @@ pub enum TrainError {
 }
 
 impl TrainParams {
+    /// L2 strength of scikit-learn's `LogisticRegression()` (C = 1 / alpha = 1).
+    pub const DEFAULT_ALPHA: f64 = 1.0;
+    /// L-BFGS iterations, as scikit-learn's default.
+    pub const DEFAULT_MAX_ITER: u64 = 100;
+    /// Gradient-norm tolerance at which L-BFGS stops, as scikit-learn's default.
+    pub const DEFAULT_GRADIENT_TOLERANCE: f64 = 1e-4;
+    /// Folds of stratified cross-validation recorded in the metrics.
+    pub const DEFAULT_CV_FOLDS: usize = 5;
+
+    /// The default hyperparameters for `objective`.
+    pub fn defaults(objective: Objective) -> Result<Self, TrainError> {
+        Self::new(
+            objective,
+            Self::DEFAULT_ALPHA,
+            Self::DEFAULT_MAX_ITER,
+            Self::DEFAULT_GRADIENT_TOLERANCE,
+            Self::DEFAULT_CV_FOLDS,
+        )
+    }
+
     /// Checks the hyperparameters: `alpha` finite and ≥ 0, `max_iter` ≥ 1, a positive finite
     /// tolerance, and `cv_folds` 0 (off) or ≥ 2.
     pub fn new(

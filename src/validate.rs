@@ -2,17 +2,19 @@
 //!
 //! Checks, in order: integrity (checksum, schema, identity), probes (finite probabilities that sum
 //! to 1 on edge inputs), accuracy on the evaluation data, and champion/challenger against the
-//! current production version. The whole gate runs under the model's store lock, so concurrent
-//! validators promote one at a time and each compares against the production it replaces.
+//! current production version. The whole gate runs under the model's lock (a
+//! [`crate::catalog::ModelGuard`]), so concurrent validators promote one at a time and each
+//! compares against the production it replaces.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::catalog::{Catalog, LoadError, Move};
 use crate::data::{DataError, Dataset};
 use crate::model::{Model, ModelError};
-use crate::store::{Action, HistoryEntry, ModelName, Pointer, Store, StoreError, VersionId};
+use crate::store::{ModelName, Pointer, StoreError, VersionId};
 
 /// Checked settings of one gate run.
 #[derive(Debug, Clone)]
@@ -24,6 +26,23 @@ pub struct GateConfig {
     pub min_accuracy: f64,
     /// The candidate may trail production's accuracy by at most this.
     pub tolerance: f64,
+}
+
+impl GateConfig {
+    /// Default minimum accuracy on the evaluation data.
+    pub const DEFAULT_MIN_ACCURACY: f64 = 0.9;
+    /// Default accuracy the candidate may lose against production.
+    pub const DEFAULT_TOLERANCE: f64 = 0.01;
+
+    /// The default gate for `model`: its own training data, the default thresholds.
+    pub fn new(model: ModelName) -> Self {
+        Self {
+            model,
+            data: None,
+            min_accuracy: Self::DEFAULT_MIN_ACCURACY,
+            tolerance: Self::DEFAULT_TOLERANCE,
+        }
+    }
 }
 
 /// A problem that stops the gate from running at all (exit code 2), as opposed to a failed check.
@@ -124,22 +143,24 @@ impl fmt::Display for GateReport {
 }
 
 /// Runs the gate on the candidate of `cfg.model` and promotes it if every check passes.
-pub fn run(store: &Store, cfg: &GateConfig) -> Result<GateReport, ValidateError> {
+pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateError> {
     let name = &cfg.model;
-    store.require_model(name)?;
-    let lock = store.lock(name)?;
-    let candidate_version = store
-        .read_pointer(name, Pointer::Candidate)?
+    catalog.require_model(name)?;
+    let guard = catalog.lock(name)?;
+    let candidate_version = guard
+        .pointer(Pointer::Candidate)?
         .ok_or_else(|| ValidateError::NoCandidate(name.to_string()))?;
-    let production_before = store.read_pointer(name, Pointer::Production)?;
-    let candidate = load_verified(store, name, candidate_version).map_err(|e| match e {
-        LoadError::Store(e) => ValidateError::Store(e),
-        LoadError::Model(source) => ValidateError::CorruptCandidate {
-            name: name.to_string(),
-            version: candidate_version,
-            source,
-        },
-    })?;
+    let production_before = guard.pointer(Pointer::Production)?;
+    let candidate = catalog
+        .load_verified(name, candidate_version)
+        .map_err(|e| match e {
+            LoadError::Store(e) => ValidateError::Store(e),
+            LoadError::Model(source) => ValidateError::CorruptCandidate {
+                name: name.to_string(),
+                version: candidate_version,
+                source,
+            },
+        })?;
 
     let mut report = GateReport {
         model: name.to_string(),
@@ -192,7 +213,7 @@ pub fn run(store: &Store, cfg: &GateConfig) -> Result<GateReport, ValidateError>
 
     if let Some(prod_version) = production_before {
         report.checks.push(champion_check(
-            store,
+            catalog,
             name,
             prod_version,
             &data_path,
@@ -205,9 +226,7 @@ pub fn run(store: &Store, cfg: &GateConfig) -> Result<GateReport, ValidateError>
     if report.failed_checks().next().is_some() {
         return Ok(report);
     }
-    store.write_pointer(name, Pointer::Production, candidate_version)?;
-    let mut entry = HistoryEntry::now(Action::Promote, Some(candidate_version), production_before);
-    entry.details = serde_json::json!({
+    let details = serde_json::json!({
         "gate": "limen validate",
         "accuracy": report.candidate_accuracy,
         "production_accuracy": report.production_accuracy,
@@ -215,30 +234,9 @@ pub fn run(store: &Store, cfg: &GateConfig) -> Result<GateReport, ValidateError>
         "tolerance": cfg.tolerance,
         "data": data_path.display().to_string(),
     });
-    store.append_history(name, &entry, &lock)?;
+    guard.move_production(Move::Promote, candidate_version, details)?;
     report.outcome = Outcome::Promoted;
     Ok(report)
-}
-
-/// Why a stored version could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Model(#[from] ModelError),
-}
-
-/// Reads `name/version` from the store, verifies it and checks that it names itself correctly.
-pub fn load_verified(
-    store: &Store,
-    name: &ModelName,
-    version: VersionId,
-) -> Result<Model, LoadError> {
-    let bytes = store.read_model(name, version)?;
-    let model = Model::from_json_bytes(&bytes)?;
-    model.check_identity(name.as_str(), version.get())?;
-    Ok(model)
 }
 
 fn load_for(model: &Model, path: &Path) -> Result<Dataset, DataError> {
@@ -265,7 +263,7 @@ fn probe_check(model: &Model) -> Check {
 /// A production version that cannot be loaded or scored does not block the candidate (replacing
 /// a broken production is exactly what a pipeline may need); the check says so.
 fn champion_check(
-    store: &Store,
+    catalog: &Catalog,
     name: &ModelName,
     prod_version: VersionId,
     data_path: &Path,
@@ -273,7 +271,8 @@ fn champion_check(
     tolerance: f64,
     production_accuracy: &mut Option<f64>,
 ) -> Check {
-    let evaluated = load_verified(store, name, prod_version)
+    let evaluated = catalog
+        .load_verified(name, prod_version)
         .map_err(|e| e.to_string())
         .and_then(|prod| {
             let data = load_for(&prod, data_path).map_err(|e| e.to_string())?;

@@ -11,7 +11,14 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::registry::ScanOutcome;
+/// What one scan of the store found, for re-arming the file watcher.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOutcome {
+    /// Whether the store root could be listed.
+    pub readable: bool,
+    /// The folder of every model in the store.
+    pub model_dirs: Vec<PathBuf>,
+}
 
 /// Where change signals come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

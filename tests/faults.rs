@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{eventually, get, http, limen_command, post, stderr, Server, TestStore, PATIENCE};
-use limen::store::{ModelName, Pointer, Store};
-use limen::validate::load_verified;
+use limen::catalog::Catalog;
+use limen::store::{ModelName, Pointer};
 
 const BODY: &str = r#"{"petal_width": 2.1}"#;
 
@@ -53,22 +53,23 @@ impl Rng {
 
 /// Every version folder of `model` verifies, and so does every version a pointer names.
 fn assert_store_whole(root: &Path, model: &str) -> usize {
-    let store = Store::new(root);
+    let catalog = Catalog::open(root);
     let name: ModelName = model.parse().unwrap();
-    let dir = store.model_dir(&name);
+    let dir = catalog.model_dir(&name);
     let mut versions = 0;
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
         if let Ok(version) = file_name.parse() {
-            load_verified(&store, &name, version).unwrap_or_else(|e| {
+            catalog.load_verified(&name, version).unwrap_or_else(|e| {
                 panic!("{model}/{file_name} looks published but is not whole: {e}")
             });
             versions += 1;
         }
     }
     for pointer in [Pointer::Candidate, Pointer::Production] {
-        if let Some(v) = store.read_pointer(&name, pointer).unwrap() {
-            load_verified(&store, &name, v)
+        if let Some(v) = catalog.pointer(&name, pointer).unwrap() {
+            catalog
+                .load_verified(&name, v)
                 .unwrap_or_else(|e| panic!("{pointer:?} names {v}, which does not verify: {e}"));
         }
     }
@@ -220,7 +221,9 @@ fn kill_9_during_train_and_validate_never_leaves_a_partial_version() {
         let (_, Some(v)) = o.result.as_ref().unwrap() else {
             panic!("no version header")
         };
-        load_verified(&Store::new(store.path()), &iris(), v.parse().unwrap()).unwrap();
+        Catalog::open(store.path())
+            .load_verified(&iris(), v.parse().unwrap())
+            .unwrap();
     }
     report(
         "kill -9 of train/validate at random points",
@@ -313,7 +316,9 @@ fn corrupt_files_and_pointers_keep_the_last_good_model_and_recover() {
         .filter_map(|o| o.result.as_ref().ok()?.1.clone())
         .collect();
     for v in &served {
-        load_verified(&Store::new(store.path()), &iris(), v.parse().unwrap()).unwrap();
+        Catalog::open(store.path())
+            .load_verified(&iris(), v.parse().unwrap())
+            .unwrap();
     }
     report(
         "corrupt model.json / pointer",
@@ -364,12 +369,12 @@ fn eight_trainers_and_four_validators_race_without_tearing_anything() {
     for line in &lines {
         assert_eq!(line["action"], "promote");
         assert_eq!(line["details"]["gate"], "limen validate");
-        load_verified(
-            &Store::new(store.path()),
-            &iris(),
-            line["version"].as_u64().unwrap().try_into().unwrap(),
-        )
-        .unwrap();
+        Catalog::open(store.path())
+            .load_verified(
+                &iris(),
+                line["version"].as_u64().unwrap().try_into().unwrap(),
+            )
+            .unwrap();
     }
     let production = store.pointer("iris", "production").unwrap();
     assert_eq!(lines.last().unwrap()["version"].to_string(), production);

@@ -214,10 +214,11 @@ fn infer_errors_use_the_protocols_shape_and_status_codes() {
             r#"{"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}"#,
             400,
         ),
+        // Well formed, but three of the four features are missing: as on /predict, a 422.
         (
             species.clone(),
             r#"{"inputs": [{"name": "petal_width", "shape": [1], "datatype": "FP64", "data": [1]}]}"#,
-            400,
+            422,
         ),
         (
             species.clone(),
@@ -254,12 +255,70 @@ fn infer_errors_use_the_protocols_shape_and_status_codes() {
             "{url}: {}",
             answer.body
         );
-        assert_eq!(
-            error.as_object().unwrap().len(),
-            1,
-            "only \"error\": {}",
+        assert!(
+            error["kind"].as_str().is_some_and(|k| !k.is_empty()),
+            "{url}: {}",
             answer.body
         );
+        assert_eq!(
+            error.as_object().unwrap().len(),
+            2,
+            "only \"error\" and \"kind\": {}",
+            answer.body
+        );
+    }
+}
+
+#[test]
+fn the_same_bad_input_gets_the_same_status_and_kind_on_predict_and_v2() {
+    let (store, _, _) = two_models();
+    let server = ready_server(&store);
+    let agent = http();
+    // The four-feature model, so that a feature can be missing on both routes.
+    let predict = server.url("/models/iris-species/predict");
+    let infer = server.url("/v2/models/iris-species/infer");
+    // (what is wrong, the /predict body, the /v2 body, status, kind)
+    let cases = [
+        (
+            "a missing feature",
+            r#"{"petal_width": 1}"#,
+            r#"{"inputs": [{"name": "petal_width", "shape": [1], "datatype": "FP64", "data": [1]}]}"#,
+            422,
+            "missing_feature",
+        ),
+        (
+            "an empty batch",
+            r#"{"instances": []}"#,
+            r#"{"inputs": [{"name": "input", "shape": [0, 4], "datatype": "FP64", "data": []}]}"#,
+            422,
+            "empty_batch",
+        ),
+        (
+            "a value that is not finite",
+            r#"{"sepal_length": 1, "sepal_width": 1, "petal_length": 1, "petal_width": 1e999}"#,
+            r#"{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1e39]}]}"#,
+            422,
+            "invalid_value",
+        ),
+        (
+            "a body that is not JSON",
+            "{not json",
+            "{not json",
+            400,
+            "malformed",
+        ),
+    ];
+    for (what, predict_body, infer_body, status, kind) in cases {
+        for (url, body) in [(&predict, predict_body), (&infer, infer_body)] {
+            let answer = post(&agent, url, body);
+            assert_eq!(answer.status, status, "{what} on {url}: {}", answer.body);
+            assert_eq!(
+                answer.json()["kind"],
+                kind,
+                "{what} on {url}: {}",
+                answer.body
+            );
+        }
     }
 }
 

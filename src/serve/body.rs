@@ -7,11 +7,11 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use http_body_util::BodyExt as _;
 
-use super::error::ApiError;
-use super::AppState;
+use super::error::{ApiError, ErrorKind};
+use super::state::AppState;
 
 /// The request body, at most `max_body` bytes.
 pub struct RawBody(pub Bytes);
@@ -23,7 +23,7 @@ impl FromRequest<AppState> for RawBody {
         let limit = state.limits.max_body;
         let too_large = || {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::BodyTooLarge,
                 format!("the request body is larger than the limit of {limit} bytes"),
             )
         };
@@ -45,7 +45,7 @@ impl FromRequest<AppState> for RawBody {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
                 ApiError::new(
-                    StatusCode::BAD_REQUEST,
+                    ErrorKind::UnreadableBody,
                     format!("could not read the request body: {e}"),
                 )
             })?;

@@ -1,9 +1,18 @@
 //! `limen serve`: the HTTP service. Builds the router, runs it with the store reloader beside it,
 //! and shuts down gracefully on SIGTERM/SIGINT within a drain deadline.
+//!
+//! Inside: `state` (what handlers see) ← `error` (the one failure → status table) ← `body` (the
+//! raw body extractor), `reply` (answer builders), `lookup` (URL → model), `status` (the JSON of
+//! `/models`) ← `handlers` (the `/predict` family) and `v2` (the Open Inference Protocol) ← this
+//! file (the router and the server loop). No two of them import each other.
 
 mod body;
 mod error;
 mod handlers;
+mod lookup;
+mod reply;
+mod state;
+mod status;
 mod v2;
 
 use std::net::SocketAddr;
@@ -13,29 +22,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use error::ApiError;
-pub use handlers::MODEL_VERSION_HEADER;
+pub use error::{ApiError, ErrorKind};
+pub use reply::MODEL_VERSION_HEADER;
+pub use state::{AppState, Limits};
 
+use crate::catalog::Catalog;
 use crate::registry::{Registry, RegistryConfig};
-use crate::store::{ModelName, Store};
+use crate::store::ModelName;
 use crate::telemetry::Metrics;
 use crate::watch::{ChangeSource, WatchMode};
-
-/// Per-request limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest request body accepted, in bytes.
-    pub max_body: usize,
-    /// Longest a request may take, body upload included.
-    pub request_timeout: Duration,
-}
 
 /// Checked settings of `limen serve`.
 #[derive(Debug, Clone)]
@@ -55,15 +57,6 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     /// Runtime worker threads; 0 means one per CPU core.
     pub workers: usize,
-}
-
-/// What every handler can see.
-#[derive(Clone)]
-pub struct AppState {
-    pub registry: Arc<Registry>,
-    pub default_model: Arc<ModelName>,
-    pub limits: Limits,
-    pub metrics: Arc<Metrics>,
 }
 
 /// The whole HTTP surface, without a socket (tests can drive it with `oneshot`).
@@ -131,7 +124,7 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
     let response = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::Timeout,
             format!(
                 "the request did not complete within {}",
                 humantime::format_duration(limit)
@@ -151,7 +144,7 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
 /// Binds, reports the bound address through `on_listening`, serves until SIGTERM or SIGINT, then
 /// drains in-flight requests for at most `shutdown_timeout`.
 pub async fn run(
-    store: Store,
+    catalog: Catalog,
     cfg: ServeConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
@@ -166,15 +159,16 @@ pub async fn run(
     let addr = listener.local_addr()?;
 
     let metrics = Arc::new(Metrics::new());
+    let root = catalog.root().to_owned();
     let registry = Arc::new(Registry::new(
-        store.clone(),
+        catalog,
         RegistryConfig {
             pinned_capacity: cfg.pinned_cache,
             revalidate_after: cfg.poll_interval,
         },
         Arc::clone(&metrics),
     ));
-    let changes = ChangeSource::new(store.root(), cfg.watch, cfg.poll_interval);
+    let changes = ChangeSource::new(&root, cfg.watch, cfg.poll_interval);
     let reloader = tokio::spawn(Arc::clone(&registry).run(changes));
 
     let app = router(AppState {
@@ -185,7 +179,7 @@ pub async fn run(
     });
     tracing::info!(
         %addr,
-        store = %store.root().display(),
+        store = %root.display(),
         model = %cfg.default_model,
         watch = ?cfg.watch,
         poll_interval = %humantime::format_duration(cfg.poll_interval),
@@ -295,6 +289,7 @@ async fn shutdown_signal() -> &'static str {
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::http::StatusCode;
     use tower::ServiceExt as _;
 
     /// A router over an empty store: no socket, no server process.
@@ -303,7 +298,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         router(AppState {
             registry: Arc::new(Registry::new(
-                Store::new(dir),
+                Catalog::open(dir),
                 RegistryConfig::default(),
                 Arc::clone(&metrics),
             )),

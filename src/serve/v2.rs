@@ -1,8 +1,10 @@
 //! Open Inference Protocol (KServe v2) REST routes, over the same registry as `/predict`.
 //!
 //! Health answers follow the protocol: 200 for true, a 4xx (400, or 404 for an unknown model or
-//! version) for false, with an empty body. Metadata and inference errors are `{"error": "…"}`:
-//! 400 for a malformed request, 404 for an unknown model or version, 503 when not ready.
+//! version) for false, with an empty body. Metadata and inference errors are the server's usual
+//! `{"error": "…", "kind": "…"}` with the status of the one table in `serve/error.rs`: 400 for a
+//! malformed request, 422 for input that is well formed but unusable (a missing feature, an empty
+//! batch, a non-finite value), 404 for an unknown model or version, 503 when not ready.
 
 use std::sync::Arc;
 
@@ -13,19 +15,18 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::body::RawBody;
-use super::error::ApiError;
-use super::handlers::{
-    json_response, loaded_production, loaded_version, model_name, BLOCKING_BODY_BYTES,
-    MODEL_VERSION_HEADER,
-};
-use super::AppState;
-use crate::oip::{self, InferRequest, OipError};
+use super::error::{ApiError, ErrorKind};
+use super::lookup::{loaded_production, loaded_version, model_name};
+use super::reply::{self, BLOCKING_BODY_BYTES, MODEL_VERSION_HEADER};
+use super::state::AppState;
+use crate::input::InputError;
+use crate::oip::{self, InferRequest};
 use crate::registry::LoadedModel;
 use crate::store::ModelName;
 
 /// `GET /v2`.
 pub async fn server_metadata() -> Response {
-    json_response(StatusCode::OK, &oip::ServerMetadata::default())
+    reply::json(StatusCode::OK, &oip::ServerMetadata::default())
 }
 
 /// `GET /v2/health/live`: the process answers.
@@ -43,7 +44,7 @@ pub async fn model_ready(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> StatusCode {
-    match model_name(path.map(|Path(n)| n)).and_then(|n| loaded_production(&state, &n)) {
+    match model_name(path).and_then(|n| loaded_production(&state, &n)) {
         Ok(_) => StatusCode::OK,
         Err(e) => health_error(&e),
     }
@@ -70,7 +71,7 @@ fn health(ok: bool) -> StatusCode {
 
 /// A health "false": 404 stays 404, anything else is the protocol's plain 400.
 fn health_error(e: &ApiError) -> StatusCode {
-    if e.status == StatusCode::NOT_FOUND {
+    if e.status() == StatusCode::NOT_FOUND {
         StatusCode::NOT_FOUND
     } else {
         StatusCode::BAD_REQUEST
@@ -82,7 +83,7 @@ pub async fn model_metadata(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let name = model_name(path.map(|Path(n)| n))?;
+    let name = model_name(path)?;
     let loaded = loaded_production(&state, &name)?;
     metadata(&state, loaded).await
 }
@@ -108,7 +109,7 @@ async fn metadata(state: &AppState, loaded: Arc<LoadedModel>) -> Result<Response
         .map_err(|e| ApiError::internal(&e))?
         .unwrap_or_else(|_| vec![loaded.version]);
     let versions = versions.iter().map(|v| v.to_string()).collect();
-    Ok(json_response(
+    Ok(reply::json(
         StatusCode::OK,
         &oip::ModelMetadata::new(&loaded.model, versions),
     ))
@@ -121,7 +122,7 @@ pub async fn infer(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let name = model_name(path.map(|Path(n)| n))?;
+    let name = model_name(path)?;
     let loaded = loaded_production(&state, &name)?;
     infer_with(loaded, &headers, body).await
 }
@@ -145,7 +146,6 @@ async fn infer_with(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let bad_request = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
     let header_length = match headers.get(oip::HEADER_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -153,7 +153,10 @@ async fn infer_with(
                 .ok()
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .ok_or_else(|| {
-                    bad_request(format!("{} must be a byte count", oip::HEADER_LENGTH))
+                    ApiError::new(
+                        ErrorKind::InvalidHeader,
+                        format!("{} must be a byte count", oip::HEADER_LENGTH),
+                    )
                 })?,
         ),
     };
@@ -164,8 +167,7 @@ async fn infer_with(
             .map_err(|e| ApiError::internal(&e))?
     } else {
         run_inference(&loaded, &body, header_length)
-    }
-    .map_err(|e: OipError| bad_request(e.0))?;
+    }?;
     let mut response = Response::new(Body::from(answer.body));
     let headers = response.headers_mut();
     match answer.json_length {
@@ -191,7 +193,7 @@ fn run_inference(
     loaded: &LoadedModel,
     body: &[u8],
     header_length: Option<usize>,
-) -> Result<oip::InferResponse, OipError> {
+) -> Result<oip::InferResponse, InputError> {
     let request = InferRequest::parse(body, header_length)?;
     let outputs = request.outputs()?;
     let (n, rows) = request.rows(loaded.model.feature_names())?;

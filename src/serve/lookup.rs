@@ -1,0 +1,111 @@
+//! Finding the model a request is for: parse the name and version in the URL into checked types
+//! (before any path exists), then take the model from the registry, saying precisely why when it
+//! is not there.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::Path;
+
+use super::error::{ApiError, ErrorKind};
+use super::state::AppState;
+use crate::registry::{LoadedModel, ModelStatus, VersionError};
+use crate::store::{ModelName, StoreError, VersionId};
+
+/// A model name from the URL: 400 unless it is a valid name (so `..`, `%2e%2e` or an over-long
+/// name never reaches a path).
+pub fn model_name(raw: Result<Path<String>, PathRejection>) -> Result<ModelName, ApiError> {
+    let Path(raw) = raw.map_err(path_error)?;
+    parse_name(&raw)
+}
+
+fn parse_name(raw: &str) -> Result<ModelName, ApiError> {
+    raw.parse()
+        .map_err(|e: StoreError| ApiError::new(ErrorKind::InvalidPath, e.to_string()))
+}
+
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::new(ErrorKind::InvalidPath, format!("invalid path: {e}"))
+}
+
+pub fn unknown_model(name: &ModelName) -> ApiError {
+    ApiError::new(
+        ErrorKind::UnknownModel,
+        format!("no model named \"{name}\" in the store; GET /models lists them"),
+    )
+}
+
+/// The default model, or a 503 that says why it is not loaded.
+pub fn loaded_default(state: &AppState) -> Result<Arc<LoadedModel>, ApiError> {
+    let name = state.default_model.as_str();
+    state
+        .registry
+        .get(name)
+        .ok_or_else(|| not_loaded(state, name))
+}
+
+/// A named model's production version: 404 for a model the store does not hold, 503 for one
+/// it holds but cannot serve yet.
+pub fn loaded_production(state: &AppState, name: &ModelName) -> Result<Arc<LoadedModel>, ApiError> {
+    if let Some(loaded) = state.registry.get(name.as_str()) {
+        return Ok(loaded);
+    }
+    if !state.registry.knows(name.as_str()) && state.registry.store_readable() {
+        return Err(unknown_model(name));
+    }
+    Err(not_loaded(state, name.as_str()))
+}
+
+/// The model and version named in a `…/{name}/versions/{version}/…` URL: from memory if it is
+/// production or cached, else loaded on the blocking pool. 400 for a malformed name or version,
+/// 404 for a missing one, 503 for one that cannot be served.
+pub async fn loaded_version(
+    state: &AppState,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Arc<LoadedModel>, ApiError> {
+    let Path((name, version)) = path.map_err(path_error)?;
+    let name = parse_name(&name)?;
+    let version: VersionId = version
+        .parse()
+        .map_err(|e: StoreError| ApiError::new(ErrorKind::InvalidPath, e.to_string()))?;
+    if let Some(loaded) = state.registry.cached_version(&name, version) {
+        return Ok(loaded);
+    }
+    if !state.registry.knows(name.as_str()) {
+        return Err(unknown_model(&name));
+    }
+    let registry = Arc::clone(&state.registry);
+    tokio::task::spawn_blocking(move || registry.load_version(&name, version))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| {
+            let kind = match e {
+                VersionError::NotFound { .. } => ErrorKind::UnknownVersion,
+                VersionError::Unservable { .. } => ErrorKind::Unservable,
+            };
+            ApiError::new(kind, e.to_string())
+        })
+}
+
+/// A 503 that says why `name` is not loaded.
+fn not_loaded(state: &AppState, name: &str) -> ApiError {
+    let status = state.registry.status(name);
+    let why = match (status, state.registry.store_status().error) {
+        (_, Some(store_error)) => format!("the store cannot be read: {store_error}"),
+        (
+            Some(ModelStatus {
+                last_error: Some(e),
+                ..
+            }),
+            _,
+        ) => e,
+        (Some(_), _) => "it has no production version yet: run `limen validate`".to_owned(),
+        (None, _) => {
+            "the store holds no such model yet: run `limen train` and `limen validate`".to_owned()
+        }
+    };
+    ApiError::new(
+        ErrorKind::NotLoaded,
+        format!("model \"{name}\" is not loaded: {why}"),
+    )
+}
