@@ -1,10 +1,27 @@
 //! limen: a small, fast, safe model server with an embedded trainer.
 //!
-//! Data flows one way: [`data`] (CSV) → [`train`] (linfa) → [`model`] (the `model.json`
-//! artifact) → [`store`] (atomic, versioned, on a shared filesystem) → [`validate`] (the gate that
-//! promotes a candidate to production) → [`watch`] (notices changes) → [`registry`] (loads,
-//! verifies, warms up and swaps models) → [`serve`] (answers HTTP). [`api`] is the `/predict` wire
-//! format; [`cli`] and [`app`] turn command lines into calls of the above.
+//! # Layers
+//!
+//! Each module imports only from the layers below it: no circles, and nothing lower knows
+//! anything higher (`tests/architecture.rs` checks this on every test run).
+//!
+//! ```text
+//!  app            runs each subcommand, prints its result               (the binary's edge)
+//!  cli            clap *Args → checked *Config
+//!  serve          router, handlers, the one error → status table, shutdown
+//!  registry       the served models: load → verify → warm up → swap; pinned cache
+//!  watch          inotify + polling → "scan again"; ScanOutcome
+//!  validate ops   the promotion gate; operator actions (list, show, promote, rollback, gc)
+//!  catalog        the store protocol: names, versions, load_verified, moves under a typed lock
+//!  store          bytes on disk: atomic files and folders, the lock file, listing
+//!  train api oip  fitting with linfa; the /predict and Open Inference Protocol wire formats
+//!  model          model.json: schema, checksum, prediction
+//!  data input telemetry   CSV → features; what bad input is; logs and metrics
+//! ```
+//!
+//! Data flows up the picture: `data/iris.csv` → [`data`] → [`train`] (which scores with the same
+//! [`model`] code the server runs, so it sits above it) → [`store`] → [`catalog`] → [`validate`]
+//! promotes → [`watch`] notices → [`registry`] swaps → [`serve`] answers.
 
 pub mod api;
 pub mod app;

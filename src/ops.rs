@@ -384,3 +384,182 @@ impl fmt::Display for GcReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::binary_artifact;
+
+    fn iris() -> ModelName {
+        "iris".parse().unwrap()
+    }
+
+    fn publish(catalog: &Catalog) -> VersionId {
+        catalog
+            .publish_candidate(&iris(), |v| {
+                let mut a = binary_artifact();
+                a.version = v.get();
+                a.to_json_bytes()
+            })
+            .unwrap()
+    }
+
+    fn production(catalog: &Catalog) -> Option<VersionId> {
+        catalog.pointer(&iris(), Pointer::Production).unwrap()
+    }
+
+    #[test]
+    fn promote_and_rollback_walk_the_history_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let (v1, v2, v3) = (publish(&catalog), publish(&catalog), publish(&catalog));
+        let refused = rollback(&catalog, &iris()).unwrap_err();
+        assert!(
+            refused.to_string().contains("no production version"),
+            "{refused}"
+        );
+
+        for v in [v1, v2, v3] {
+            let change = promote(&catalog, &iris(), v).unwrap();
+            assert!(change.change.changed);
+        }
+        let same = promote(&catalog, &iris(), v3).unwrap();
+        assert!(!same.change.changed);
+        assert!(same.to_string().contains("already is production"), "{same}");
+
+        let back = rollback(&catalog, &iris()).unwrap();
+        assert_eq!((back.change.from, back.change.to), (Some(v3), v2));
+        assert!(back.to_string().starts_with("rolled back iris"), "{back}");
+        rollback(&catalog, &iris()).unwrap();
+        assert_eq!(production(&catalog), Some(v1));
+        let first = rollback(&catalog, &iris()).unwrap_err();
+        assert!(first.to_string().contains("nothing earlier"), "{first}");
+
+        // A pointer moved by hand: rollback refuses rather than guess.
+        std::fs::write(dir.path().join("iris/production"), format!("{v3}\n")).unwrap();
+        let refused = rollback(&catalog, &iris()).unwrap_err();
+        assert!(
+            refused.to_string().contains("changed outside limen"),
+            "{refused}"
+        );
+        assert_eq!(production(&catalog), Some(v3));
+    }
+
+    #[test]
+    fn promote_refuses_a_version_that_is_missing_corrupt_or_fails_its_probes() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let good = publish(&catalog);
+        promote(&catalog, &iris(), good).unwrap();
+        let missing = VersionId::try_from(good.get() + 1000).unwrap();
+        assert!(matches!(
+            promote(&catalog, &iris(), missing),
+            Err(OpsError::Unusable { .. })
+        ));
+        let bad = publish(&catalog);
+        std::fs::write(dir.path().join(format!("iris/{bad}/model.json")), b"{}").unwrap();
+        assert!(matches!(
+            promote(&catalog, &iris(), bad),
+            Err(OpsError::Unusable { .. })
+        ));
+        let overflowing = catalog
+            .publish_candidate(&iris(), |v| {
+                let mut a = crate::model::tests::multinomial_artifact();
+                a.name = "iris".into();
+                a.version = v.get();
+                a.coefficients = vec![vec![1e300], vec![0.0], vec![0.0]];
+                a.intercepts = vec![0.0; 3];
+                a.to_json_bytes()
+            })
+            .unwrap();
+        assert!(matches!(
+            promote(&catalog, &iris(), overflowing),
+            Err(OpsError::Refused(_))
+        ));
+        assert_eq!(production(&catalog), Some(good));
+    }
+
+    #[test]
+    fn gc_keeps_what_is_named_and_records_what_it_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let versions: Vec<VersionId> = (0..5).map(|_| publish(&catalog)).collect();
+        promote(&catalog, &iris(), versions[1]).unwrap();
+        promote(&catalog, &iris(), versions[2]).unwrap();
+        std::fs::create_dir(dir.path().join("iris/.publish-dead")).unwrap();
+
+        let dry = gc(&catalog, &iris(), 1, Duration::ZERO, true).unwrap();
+        assert_eq!(dry.deleted, vec![versions[0], versions[1], versions[3]]);
+        assert_eq!(dry.temporaries.len(), 1);
+        assert!(
+            dry.to_string().contains("would delete 3 version(s)"),
+            "{dry}"
+        );
+        assert_eq!(
+            catalog.versions(&iris()).unwrap().len(),
+            5,
+            "a dry run deletes nothing"
+        );
+
+        let done = gc(&catalog, &iris(), 2, Duration::ZERO, false).unwrap();
+        assert_eq!(done.deleted, vec![versions[0], versions[3]]);
+        assert_eq!(
+            done.kept[&versions[2]],
+            vec!["production", "in recent history"]
+        );
+        assert_eq!(done.kept[&versions[4]], vec!["candidate"]);
+        assert_eq!(
+            catalog.versions(&iris()).unwrap(),
+            vec![versions[1], versions[2], versions[4]]
+        );
+        assert!(!dir.path().join("iris/.publish-dead").exists());
+        let history = catalog.history(&iris()).unwrap().entries;
+        let line = history.last().unwrap();
+        assert_eq!(line.action, Action::Gc);
+        assert_eq!(
+            line.details["deleted"],
+            serde_json::json!([versions[0], versions[3]])
+        );
+        assert_eq!(line.details["keep"], 2);
+    }
+
+    #[test]
+    fn list_and_show_report_pointers_versions_and_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let v1 = publish(&catalog);
+        promote(&catalog, &iris(), v1).unwrap();
+        let v2 = publish(&catalog);
+        let rows = list(&catalog).unwrap();
+        assert_eq!(rows.0.len(), 1);
+        assert_eq!(
+            (rows.0[0].production, rows.0[0].candidate),
+            (Some(v1), Some(v2))
+        );
+        assert_eq!(rows.0[0].versions, 2);
+        let text = rows.to_string();
+        assert!(
+            text.starts_with("MODEL") && text.contains(&v1.to_string()),
+            "{text}"
+        );
+        let json = serde_json::to_value(&rows).unwrap();
+        assert!(
+            json.is_array(),
+            "--json prints the rows as an array: {json}"
+        );
+
+        let report = show(&catalog, &iris()).unwrap();
+        assert_eq!(report.versions, vec![v1, v2]);
+        assert_eq!(report.model.as_ref().unwrap()["kind"], "binary_logistic");
+        assert_eq!(report.history.len(), 1);
+        let text = report.to_string();
+        assert!(
+            text.contains("production  ") && text.contains("Promote"),
+            "{text}"
+        );
+        assert!(matches!(
+            show(&catalog, &"nosuch".parse().unwrap()),
+            Err(OpsError::Store(StoreError::UnknownModel { .. }))
+        ));
+    }
+}

@@ -4,14 +4,17 @@
 //! <root>/<model>/<version>/model.json   immutable once published
 //! <root>/<model>/candidate              text file: a version id
 //! <root>/<model>/production             text file: a version id
-//! <root>/<model>/history.jsonl          append-only, one JSON line per promotion or rollback
+//! <root>/<model>/history.jsonl          append-only, one JSON line per promotion, rollback or gc
 //! <root>/<model>/.lock                  advisory lock held while changing pointers or history
+//! <root>/<model>/.move                  the production move in progress, if one was cut short
 //! ```
 //!
 //! Every write is atomic: a version is written into a `.`-prefixed temporary folder, fsynced and
 //! renamed into place; a pointer is written to a temporary file, fsynced and renamed over the old
 //! one. Readers — other processes, other NFS clients — see the old state or the new one, never a
-//! partial file, and ignore every name that starts with `.`. Knows nothing of model contents.
+//! partial file, and ignore every name that starts with `.`. Every write of a pointer, the
+//! history or a deletion takes the model's [`ModelLock`]. Knows nothing of model contents, nor of
+//! what a sequence of writes means: that protocol is [`crate::catalog`]'s.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};

@@ -303,3 +303,161 @@ fn champion_check(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Move;
+    use crate::model::tests::binary_artifact;
+    use crate::model::ModelArtifact;
+
+    fn iris_csv() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/iris.csv")
+    }
+
+    fn gate(min_accuracy: f64) -> GateConfig {
+        GateConfig {
+            data: Some(iris_csv()),
+            min_accuracy,
+            ..GateConfig::new("iris".parse().unwrap())
+        }
+    }
+
+    /// Publishes an Iris candidate, with `tweak` applied to scikit-learn's weights.
+    fn candidate(catalog: &Catalog, tweak: impl Fn(&mut ModelArtifact)) -> VersionId {
+        catalog
+            .publish_candidate(&"iris".parse().unwrap(), |v| {
+                let mut a = binary_artifact();
+                a.version = v.get();
+                tweak(&mut a);
+                a.to_json_bytes()
+            })
+            .unwrap()
+    }
+
+    fn production(catalog: &Catalog) -> Option<VersionId> {
+        catalog
+            .pointer(&"iris".parse().unwrap(), Pointer::Production)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_good_candidate_is_promoted_with_its_evidence_in_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let v = candidate(&catalog, |_| {});
+        let report = run(&catalog, &gate(0.9)).unwrap();
+        assert_eq!(report.outcome, Outcome::Promoted, "{report}");
+        assert_eq!(report.candidate_accuracy, Some(0.96));
+        assert_eq!(production(&catalog), Some(v));
+        let history = catalog.history(&"iris".parse().unwrap()).unwrap();
+        let line = history.last_move().unwrap();
+        assert_eq!(line.details["gate"], "limen validate");
+        assert_eq!(line.details["accuracy"], 0.96);
+        assert!(report.to_string().contains("first production version"));
+
+        let again = run(&catalog, &gate(0.9)).unwrap();
+        assert_eq!(again.outcome, Outcome::AlreadyProduction);
+        assert_eq!(
+            catalog
+                .history(&"iris".parse().unwrap())
+                .unwrap()
+                .entries
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_candidate_below_the_bar_is_rejected_and_production_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let first = candidate(&catalog, |_| {});
+        run(&catalog, &gate(0.9)).unwrap();
+        candidate(&catalog, |_| {});
+        let report = run(&catalog, &gate(0.99)).unwrap();
+        assert_eq!(report.outcome, Outcome::Rejected);
+        assert_eq!(report.failed_checks().next().unwrap().name, "accuracy");
+        assert!(report
+            .to_string()
+            .contains(&format!("production stays {first}")));
+        assert_eq!(production(&catalog), Some(first));
+    }
+
+    #[test]
+    fn a_candidate_worse_than_production_beyond_the_tolerance_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let champion = candidate(&catalog, |_| {});
+        run(&catalog, &gate(0.5)).unwrap();
+        // Moves the boundary from 1.66 cm to 1.5 cm: still above 0.5, but worse than 0.96.
+        candidate(&catalog, |a| a.intercepts = vec![-4.332519744450365 * 1.5]);
+        let report = run(&catalog, &gate(0.5)).unwrap();
+        assert_eq!(report.outcome, Outcome::Rejected, "{report}");
+        let failed: Vec<_> = report.failed_checks().map(|c| c.name).collect();
+        assert_eq!(failed, vec!["vs production"]);
+        assert_eq!(report.production_accuracy, Some(0.96));
+        assert_eq!(production(&catalog), Some(champion));
+    }
+
+    #[test]
+    fn a_candidate_that_fails_its_probes_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        // Softmax over logits of 1e300 × a probe value overflows: not a distribution.
+        candidate(&catalog, |a| {
+            let huge = crate::model::tests::multinomial_artifact();
+            a.kind = huge.kind;
+            a.classes = huge.classes;
+            a.positive_class = None;
+            a.coefficients = vec![vec![1e300], vec![0.0], vec![0.0]];
+            a.intercepts = vec![0.0; 3];
+        });
+        let report = run(&catalog, &gate(0.0)).unwrap();
+        assert_eq!(report.outcome, Outcome::Rejected);
+        assert!(
+            report.failed_checks().any(|c| c.name == "probes"),
+            "{report}"
+        );
+        assert_eq!(production(&catalog), None);
+    }
+
+    #[test]
+    fn a_missing_or_corrupt_candidate_stops_the_gate_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        std::fs::create_dir(dir.path().join("iris")).unwrap();
+        let err = run(&catalog, &gate(0.9)).unwrap_err();
+        assert!(matches!(err, ValidateError::NoCandidate(_)), "{err}");
+        assert!(err.to_string().contains("limen train --model iris"));
+
+        let v = candidate(&catalog, |_| {});
+        let file = dir.path().join(format!("iris/{v}/model.json"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, text.replacen("4.33", "5.33", 1)).unwrap();
+        let err = run(&catalog, &gate(0.9)).unwrap_err();
+        assert!(
+            matches!(err, ValidateError::CorruptCandidate { .. }),
+            "{err}"
+        );
+        assert_eq!(production(&catalog), None);
+    }
+
+    #[test]
+    fn a_production_that_cannot_be_evaluated_does_not_block_its_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let broken = candidate(&catalog, |_| {});
+        catalog
+            .lock(&"iris".parse().unwrap())
+            .unwrap()
+            .move_production(Move::Promote, broken, serde_json::Value::Null)
+            .unwrap();
+        std::fs::write(dir.path().join(format!("iris/{broken}/model.json")), b"{").unwrap();
+        let fixed = candidate(&catalog, |_| {});
+        let report = run(&catalog, &gate(0.9)).unwrap();
+        assert_eq!(report.outcome, Outcome::Promoted, "{report}");
+        assert!(report.to_string().contains("not compared"));
+        assert_eq!(production(&catalog), Some(fixed));
+    }
+}

@@ -131,3 +131,73 @@ impl ChangeSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `changed()` resolves within `limit`.
+    async fn wakes_within(source: &mut ChangeSource, limit: Duration) -> bool {
+        tokio::time::timeout(limit, source.changed()).await.is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polling_wakes_at_once_then_every_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = ChangeSource::new(dir.path(), WatchMode::Poll, Duration::from_secs(1));
+        assert!(
+            wakes_within(&mut source, Duration::from_millis(1)).await,
+            "first call"
+        );
+        assert!(!wakes_within(&mut source, Duration::from_millis(900)).await);
+        assert!(wakes_within(&mut source, Duration::from_millis(200)).await);
+    }
+
+    #[tokio::test]
+    async fn a_write_in_a_watched_folder_wakes_the_next_scan_without_polling() {
+        let dir = tempfile::tempdir().unwrap();
+        let model_dir = dir.path().join("iris");
+        std::fs::create_dir(&model_dir).unwrap();
+        // An hour between polls: only an inotify event can wake it in time.
+        let mut source =
+            ChangeSource::new(dir.path(), WatchMode::Notify, Duration::from_secs(3600));
+        assert!(
+            wakes_within(&mut source, Duration::from_secs(1)).await,
+            "first call"
+        );
+        source.rearm(&ScanOutcome {
+            readable: true,
+            model_dirs: vec![model_dir.clone()],
+        });
+        assert!(source.watched.contains(dir.path()) && source.watched.contains(&model_dir));
+        std::fs::write(model_dir.join("production"), b"1\n").unwrap();
+        assert!(
+            wakes_within(&mut source, Duration::from_secs(10)).await,
+            "a pointer write raised no wake-up"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_store_drops_every_watch_until_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let model_dir = dir.path().join("iris");
+        std::fs::create_dir(&model_dir).unwrap();
+        let mut source = ChangeSource::new(dir.path(), WatchMode::Auto, Duration::from_secs(1));
+        let readable = ScanOutcome {
+            readable: true,
+            model_dirs: vec![model_dir.clone()],
+        };
+        source.rearm(&readable);
+        assert_eq!(source.watched.len(), 2);
+        source.rearm(&ScanOutcome::default());
+        assert!(source.watched.is_empty());
+        source.rearm(&readable);
+        assert_eq!(source.watched.len(), 2);
+        // A model folder that went away is unwatched; a missing one is simply not watched yet.
+        source.rearm(&ScanOutcome {
+            readable: true,
+            model_dirs: vec![dir.path().join("not-yet")],
+        });
+        assert_eq!(source.watched.len(), 1);
+    }
+}

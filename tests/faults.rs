@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{eventually, get, http, limen_command, post, stderr, Server, TestStore, PATIENCE};
-use limen::catalog::Catalog;
+use limen::catalog::{production_stack, Catalog};
 use limen::store::{ModelName, Pointer};
 
 const BODY: &str = r#"{"petal_width": 2.1}"#;
@@ -157,18 +157,11 @@ fn is_version(value: &serde_json::Value, version: &str) -> bool {
     value.as_u64().is_some_and(|v| v.to_string() == version)
 }
 
-/// Trains and validates; returns the version.
-fn promote_new(store: &TestStore) -> String {
-    let v = store.train(&["--cv-folds", "0"]);
-    store.ok(&["validate"]);
-    v
-}
-
 #[test]
 fn kill_9_during_train_and_validate_never_leaves_a_partial_version() {
     let mut rng = Rng::from_env();
     let store = TestStore::new();
-    promote_new(&store);
+    store.promote_iris();
     let server = Server::serve(store.path(), &["--poll-interval", "50ms"]).ready();
     let load = Load::start(&server.url("/predict"), 2);
 
@@ -214,6 +207,16 @@ fn kill_9_during_train_and_validate_never_leaves_a_partial_version() {
         .listing()
         .iter()
         .any(|p| p.contains("/.publish-") || p.contains("/.pointer-")));
+    // gc took the lock, so any move a kill cut short is finished: the history names production.
+    let catalog = Catalog::open(store.path());
+    let history = catalog.history(&iris()).unwrap();
+    assert_eq!(history.unreadable_lines, 0, "a torn history line");
+    assert_eq!(
+        production_stack(&history.entries).last().copied(),
+        catalog.pointer(&iris(), Pointer::Production).unwrap(),
+        "production is not the version the history ends at"
+    );
+    assert!(!store.path().join("iris/.move").exists());
 
     let failed = failures(&outcomes);
     assert!(failed.is_empty(), "{failed:?}");
@@ -237,7 +240,7 @@ fn kill_9_during_train_and_validate_never_leaves_a_partial_version() {
 #[test]
 fn corrupt_files_and_pointers_keep_the_last_good_model_and_recover() {
     let store = TestStore::new();
-    let good = promote_new(&store);
+    let good = store.promote_iris();
     let server = Server::serve(store.path(), &["--poll-interval", "50ms"]).ready();
     let agent = http();
     let load = Load::start(&server.url("/predict"), 1);
@@ -332,7 +335,7 @@ fn corrupt_files_and_pointers_keep_the_last_good_model_and_recover() {
 #[test]
 fn eight_trainers_and_four_validators_race_without_tearing_anything() {
     let store = TestStore::new();
-    promote_new(&store);
+    store.promote_iris();
     let rounds = 5;
     let mut promotions = 0;
     for _ in 0..rounds {
@@ -384,7 +387,7 @@ fn eight_trainers_and_four_validators_race_without_tearing_anything() {
 #[test]
 fn promotions_and_rollbacks_every_100ms_under_load_fail_no_request() {
     let store = TestStore::new();
-    let versions: Vec<String> = (0..3).map(|_| promote_new(&store)).collect();
+    let versions: Vec<String> = (0..3).map(|_| store.promote_iris()).collect();
     let server = Server::serve(store.path(), &["--poll-interval", "50ms"]).ready();
     let load = Load::start(&server.url("/predict"), 2);
 
@@ -483,7 +486,7 @@ fn is_root() -> bool {
 fn a_store_that_vanishes_or_locks_us_out_keeps_serving_and_says_so() {
     use std::os::unix::fs::PermissionsExt as _;
     let store = TestStore::new();
-    let good = promote_new(&store);
+    let good = store.promote_iris();
     let root = store.path().to_owned();
     // The server may run as another user: the store must be readable by it (and is, by design).
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -556,7 +559,7 @@ fn a_store_that_vanishes_or_locks_us_out_keeps_serving_and_says_so() {
             .contains("limen_store_up 1"));
     }
     // And it follows the store again.
-    let next = promote_new(&store);
+    let next = store.promote_iris();
     eventually(PATIENCE, "a promotion after the outages", || {
         (get(&agent, &server.url("/version")).body == next).then_some(())
     });
@@ -576,7 +579,7 @@ fn a_store_that_vanishes_or_locks_us_out_keeps_serving_and_says_so() {
 fn sigterm_under_load_finishes_what_was_accepted_and_exits_0() {
     use std::io::{Read as _, Write as _};
     let store = TestStore::new();
-    promote_new(&store);
+    store.promote_iris();
     let mut server = Server::serve(store.path(), &["--shutdown-timeout", "3s"]).ready();
     let load = Load::start(&server.url("/predict"), 2);
     // Requests certainly accepted: their heads are read and their bodies half sent.
@@ -692,7 +695,7 @@ fn writes_by_another_client_are_found_by_polling_within_one_and_a_half_intervals
         return;
     }
     let store = TestStore::new();
-    let first = promote_new(&store);
+    let first = store.promote_iris();
     let scratch = tempfile::tempdir().unwrap();
     let mount = Bindfs::mount(store.path(), &scratch.path().join("efs"));
     let poll = Duration::from_millis(1000);
@@ -701,8 +704,7 @@ fn writes_by_another_client_are_found_by_polling_within_one_and_a_half_intervals
     let agent = http();
 
     // "Another client": the pipeline writes to the backing folder, not through the mount.
-    let second = store.train(&["--cv-folds", "0"]);
-    store.ok(&["validate"]);
+    let second = store.promote_iris();
     let promoted = Instant::now();
     eventually(poll * 3, "the poller to find the new version", || {
         (post(&agent, &auto.url("/predict"), BODY)

@@ -8,13 +8,10 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{get, http, post, Server, TestStore, PATIENCE};
+use common::{get, http, post, Server, TestApp, TestStore, PATIENCE};
 
 fn served(args: &[&str]) -> (TestStore, Server) {
-    let store = TestStore::new();
-    store.train(&["--cv-folds", "0"]);
-    store.ok(&["validate"]);
-    let server = Server::serve(store.path(), args).ready();
+    let TestApp { server, store, .. } = TestApp::spawn(args);
     (store, server)
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{eventually, get, http, post, Server, TestStore, PATIENCE};
+use common::{eventually, get, http, post, TestApp, PATIENCE};
 
 /// The value of the sample line `name{labels}` in a Prometheus text scrape.
 fn sample(scrape: &str, series: &str) -> Option<f64> {
@@ -17,10 +17,12 @@ fn sample(scrape: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn counters_match_the_traffic_sent() {
-    let store = TestStore::new();
-    let version = store.train(&["--cv-folds", "0"]);
-    store.ok(&["validate"]);
-    let server = Server::serve(store.path(), &[]).ready();
+    // The store is bound, not `_`, so that its folder lives as long as the server.
+    let TestApp {
+        server,
+        store: _store,
+        version,
+    } = TestApp::spawn(&[]);
     let agent = http();
 
     for _ in 0..5 {
@@ -107,10 +109,11 @@ fn counters_match_the_traffic_sent() {
 
 #[test]
 fn failed_loads_and_swaps_are_counted() {
-    let store = TestStore::new();
-    let first = store.train(&["--cv-folds", "0"]);
-    store.ok(&["validate"]);
-    let server = Server::serve(store.path(), &["--poll-interval", "100ms"]).ready();
+    let TestApp {
+        server,
+        store,
+        version: first,
+    } = TestApp::spawn(&["--poll-interval", "100ms"]);
     let agent = http();
 
     // A corrupt new production version: one failed load (per distinct attempt), old one serving.

@@ -6,41 +6,13 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 
-use common::{eventually, get, http, post, stderr, Server, TestStore, PATIENCE};
+use common::{eventually, get, http, post, stderr, Server, TestStore, FOUR, PATIENCE};
 
-const FOUR: &str = "sepal_length,sepal_width,petal_length,petal_width";
 const SPECIES_BODY: &str =
     r#"{"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}"#;
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// Trains and validates; returns the version.
-fn promote_new(store: &TestStore, args: &[&str]) -> String {
-    let mut train = args.to_vec();
-    train.extend_from_slice(&["--cv-folds", "0"]);
-    let version = store.train(&train);
-    let model = args
-        .iter()
-        .position(|a| *a == "--model")
-        .map_or("iris", |i| args[i + 1]);
-    store.ok(&["validate", "--model", model]);
-    version
-}
-
-/// Trains and validates the three-species model on all four features; returns the version.
-fn promote_species(store: &TestStore) -> String {
-    promote_new(
-        store,
-        &[
-            "--model",
-            "iris-species",
-            "--multiclass",
-            "--features",
-            FOUR,
-        ],
-    )
 }
 
 fn history(store: &TestStore, model: &str) -> Vec<serde_json::Value> {
@@ -139,8 +111,8 @@ fn multiclass_model_matches_scikit_learn_on_every_training_row() {
 #[test]
 fn two_models_are_served_side_by_side() {
     let store = TestStore::new();
-    let iris = promote_new(&store, &[]);
-    let species = promote_species(&store);
+    let iris = store.promote_iris();
+    let species = store.promote_species();
     let server = Server::serve(store.path(), &[]).ready();
     let agent = http();
 
@@ -222,8 +194,8 @@ fn two_models_are_served_side_by_side() {
 #[test]
 fn a_client_can_pin_any_version_on_disk() {
     let store = TestStore::new();
-    let old = promote_new(&store, &[]);
-    let new = promote_new(&store, &[]);
+    let old = store.promote_iris();
+    let new = store.promote_iris();
     let server = Server::serve(store.path(), &[]).ready();
     let agent = http();
     let pinned = |v: &str| {
@@ -279,12 +251,12 @@ fn urls_cannot_reach_outside_the_store() {
     let store = TestStore {
         dir: tempfile::tempdir_in(&store_dir).unwrap(),
     };
-    promote_new(&store, &[]);
+    store.promote_iris();
     // A complete model beside the store: reachable only by escaping it.
     let outside = TestStore {
         dir: tempfile::tempdir_in(parent.path()).unwrap(),
     };
-    promote_new(&outside, &["--model", "secret"]);
+    outside.promote("secret", &[]);
     let escape = format!(
         "..%2F{}%2Fsecret",
         outside.path().file_name().unwrap().to_string_lossy()
@@ -361,8 +333,8 @@ fn rollback_walks_back_through_the_history_and_refuses_when_it_cannot() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("nothing earlier"), "{}", stderr(&out));
 
-    let v2 = promote_new(&store, &[]);
-    let v3 = promote_new(&store, &[]);
+    let v2 = store.promote_iris();
+    let v3 = store.promote_iris();
     let change = json(&store.ok(&["models", "rollback", "iris", "--json"]));
     assert_eq!(change["from"].to_string(), v3);
     assert_eq!(change["to"].to_string(), v2);
@@ -416,9 +388,9 @@ fn rollback_walks_back_through_the_history_and_refuses_when_it_cannot() {
 #[test]
 fn gc_keeps_production_candidate_and_recent_history_and_deletes_the_rest() {
     let store = TestStore::new();
-    let v1 = promote_new(&store, &[]);
-    let v2 = promote_new(&store, &[]);
-    let v3 = promote_new(&store, &[]);
+    let v1 = store.promote_iris();
+    let v2 = store.promote_iris();
+    let v3 = store.promote_iris();
     let orphan = store.train(&["--cv-folds", "0"]);
     let candidate = store.train(&["--cv-folds", "0"]);
     // Leftovers of a killed writer.
@@ -492,13 +464,13 @@ fn gc_keeps_production_candidate_and_recent_history_and_deletes_the_rest() {
 #[test]
 fn models_appear_and_disappear_while_serving() {
     let store = TestStore::new();
-    promote_new(&store, &[]);
+    store.promote_iris();
     let server = Server::serve(store.path(), &["--poll-interval", "200ms"]).ready();
     let agent = http();
     let url = server.url("/models/iris-species/predict");
     assert_eq!(post(&agent, &url, SPECIES_BODY).status, 404);
 
-    promote_species(&store);
+    store.promote_species();
     eventually(PATIENCE, "the new model to be served", || {
         (post(&agent, &url, SPECIES_BODY).status == 200).then_some(())
     });
@@ -519,10 +491,10 @@ fn models_appear_and_disappear_while_serving() {
 #[test]
 fn a_promotion_whose_history_line_was_lost_is_kept_and_rolled_back_to() {
     let store = TestStore::new();
-    let v1 = promote_new(&store, &[]);
+    let v1 = store.promote_iris();
     let v2 = store.train(&["--cv-folds", "0"]);
     std::fs::write(store.path().join("iris/production"), format!("{v2}\n")).unwrap();
-    let v3 = promote_new(&store, &[]);
+    let v3 = store.promote_iris();
     let last = history(&store, "iris").pop().unwrap();
     assert_eq!(last["previous"].to_string(), v2);
     assert_eq!(last["version"].to_string(), v3);

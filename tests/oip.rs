@@ -6,23 +6,11 @@ mod common;
 use common::{get, http, post, Server, TestStore};
 use serde_json::json;
 
-const FOUR: &str = "sepal_length,sepal_width,petal_length,petal_width";
-
 /// A store with production `iris` (binary) and `iris-species` (three classes).
 fn two_models() -> (TestStore, String, String) {
     let store = TestStore::new();
-    let iris = store.train(&["--cv-folds", "0"]);
-    store.ok(&["validate"]);
-    let species = store.train(&[
-        "--model",
-        "iris-species",
-        "--multiclass",
-        "--features",
-        FOUR,
-        "--cv-folds",
-        "0",
-    ]);
-    store.ok(&["validate", "--model", "iris-species"]);
+    let iris = store.promote_iris();
+    let species = store.promote_species();
     (store, iris, species)
 }
 

@@ -15,8 +15,7 @@ const SEED_BODY: &str = r#"{"petal_width": "2.1"}"#;
 /// A store with a production `iris` model; returns the store and the version.
 fn store_with_production() -> (TestStore, String) {
     let store = TestStore::new();
-    let version = store.train(&["--cv-folds", "0"]);
-    store.ok(&["validate"]);
+    let version = store.promote_iris();
     (store, version)
 }
 
@@ -251,8 +250,7 @@ fn hot_reload_with(watch_args: &[&str]) {
         first.as_str()
     );
 
-    let second = store.train(&["--cv-folds", "0"]);
-    store.ok(&["validate"]);
+    let second = store.promote_iris();
     eventually(
         Duration::from_secs(2),
         "the new version to be served",
@@ -386,8 +384,7 @@ fn clients_see_no_errors_while_models_are_promoted_under_them() {
 
     let mut promoted = vec![first];
     for _ in 0..4 {
-        let version = store.train(&["--cv-folds", "0"]);
-        store.ok(&["validate"]);
+        let version = store.promote_iris();
         eventually(PATIENCE, "the promotion to be served", || {
             (post(&http(), &url, SEED_BODY).version_header.as_deref() == Some(version.as_str()))
                 .then_some(())

@@ -1,4 +1,6 @@
-//! Helpers shared by the black-box tests: run the real `limen` binary on a temporary store.
+//! The harness every black-box test uses: the real `limen` binary on a temporary store
+//! ([`TestStore`]), models trained and promoted through it ([`TestStore::promote`]), and a real
+//! server on a kernel-picked loopback port ([`Server`], or [`TestApp`] for all of it at once).
 #![allow(dead_code)] // each test crate uses a different subset
 
 use std::path::{Path, PathBuf};
@@ -8,6 +10,9 @@ use std::process::{Command, Output};
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The four Iris measurements: the features of the three-species model.
+pub const FOUR: &str = "sepal_length,sepal_width,petal_length,petal_width";
 
 /// A fresh temporary store, removed when dropped.
 pub struct TestStore {
@@ -54,6 +59,26 @@ impl TestStore {
             .expect("train printed nothing")
             .trim()
             .to_owned()
+    }
+
+    /// Trains `model` with `train_args` (cross-validation off, for speed), validates it, and
+    /// returns the version, which is now production.
+    pub fn promote(&self, model: &str, train_args: &[&str]) -> String {
+        let mut args = vec!["--model", model, "--cv-folds", "0"];
+        args.extend_from_slice(train_args);
+        let version = self.train(&args);
+        self.ok(&["validate", "--model", model]);
+        version
+    }
+
+    /// The reference model (`iris`: petal width, virginica against the rest), promoted.
+    pub fn promote_iris(&self) -> String {
+        self.promote("iris", &[])
+    }
+
+    /// The three-species model (`iris-species`, multinomial on four features), promoted.
+    pub fn promote_species(&self) -> String {
+        self.promote("iris-species", &["--multiclass", "--features", FOUR])
     }
 
     pub fn pointer(&self, model: &str, pointer: &str) -> Option<String> {
@@ -104,6 +129,33 @@ pub fn limen_command() -> Command {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The usual starting point: a store with a production `iris` model and a ready server on it.
+pub struct TestApp {
+    // Declared first so it is dropped (killed) before the store's folder is removed.
+    pub server: Server,
+    pub store: TestStore,
+    /// The production version of `iris`.
+    pub version: String,
+}
+
+impl TestApp {
+    /// `iris` promoted, then `limen serve <serve_args>` started and ready.
+    pub fn spawn(serve_args: &[&str]) -> Self {
+        let store = TestStore::new();
+        let version = store.promote_iris();
+        let server = Server::serve(store.path(), serve_args).ready();
+        Self {
+            server,
+            store,
+            version,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
 }
 
 /// A running `limen serve` (or `quickstart`) on 127.0.0.1 with a port picked by the kernel;
