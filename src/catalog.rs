@@ -37,7 +37,7 @@ use serde::Serialize;
 
 use crate::model::{Model, ModelError};
 use crate::store::{
-    Action, HistoryEntry, ModelLock, ModelName, Pointer, Store, StoreError, VersionId,
+    Action, FileIdentity, HistoryEntry, ModelLock, ModelName, Pointer, Store, StoreError, VersionId,
 };
 
 /// Why a stored version could not be loaded.
@@ -110,6 +110,11 @@ impl Catalog {
         Self::new(Store::new(root))
     }
 
+    /// The same catalog, reading `model.json` files of at most `max` bytes.
+    pub fn with_max_model_bytes(self, max: u64) -> Self {
+        Self::new(self.store.with_max_model_bytes(max))
+    }
+
     pub fn root(&self) -> &Path {
         self.store.root()
     }
@@ -133,6 +138,16 @@ impl Catalog {
     /// Complete versions of `name`, oldest first.
     pub fn versions(&self, name: &ModelName) -> Result<Vec<VersionId>, StoreError> {
         self.store.versions(name)
+    }
+
+    /// Size, mtime and inode of `name/version`'s `model.json`, without reading it.
+    pub fn model_identity(&self, name: &ModelName, version: VersionId) -> Option<FileIdentity> {
+        self.store.model_identity(name, version)
+    }
+
+    /// The largest `model.json` this catalog reads.
+    pub fn max_model_bytes(&self) -> u64 {
+        self.store.max_model_bytes()
     }
 
     /// Whether `name/version` is a complete version on disk.

@@ -46,6 +46,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "LIMEN_LOG", default_value = "info")]
     pub log: String,
 
+    /// Largest model.json read from the store, e.g. 2MiB; a larger file is refused unread.
+    /// Verifying a file takes about 16 bytes of memory per byte: keep 16 × this well under the
+    /// pod's memory limit.
+    #[arg(long, global = true, env = "LIMEN_MAX_MODEL_SIZE", default_value = "2MiB", value_parser = parse_size)]
+    pub max_model_size: usize,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -131,7 +137,7 @@ impl Cli {
                     .map(PathBuf::from)
             })
             .unwrap_or_else(|| PathBuf::from("models"));
-        Catalog::open(root)
+        Catalog::open(root).with_max_model_bytes(self.max_model_size as u64)
     }
 }
 

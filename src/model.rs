@@ -117,21 +117,55 @@ pub struct ModelMetadata<'a> {
     pub provenance: &'a Provenance,
 }
 
+/// The most features a model may have: loading checks it, training refuses more. Warm-up and
+/// validation cost grows with features² (each probe row is scored against every feature), and
+/// 4,096 keeps a load under a second and a few MB.
+pub const MAX_FEATURES: usize = 4096;
+
 /// Why a `model.json` was refused.
+///
+/// The file is untrusted (other hosts write the store), so no message quotes what it holds:
+/// each says what is wrong with it, and where, in limen's own words.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("model.json is not valid JSON (truncated or corrupt?)")]
     Json(#[source] serde_json::Error),
     #[error("model.json has no \"checksum\" field; it was not written by limen or was edited")]
     MissingChecksum,
-    #[error("model.json checksum mismatch (file says {expected}, content hashes to {actual}): the file is corrupt or was edited; publish a new version")]
-    ChecksumMismatch { expected: String, actual: String },
-    #[error("model.json has format {found:?}; this limen reads {FORMAT:?}")]
+    #[error("model.json checksum mismatch (its content hashes to {actual}, not to the checksum it holds): the file is corrupt or was edited; publish a new version")]
+    ChecksumMismatch { actual: String },
+    #[error("model.json has {found}; this limen reads {FORMAT:?}")]
     UnsupportedFormat { found: String },
     #[error("model.json does not match the limen.model/v1 schema: {0}")]
     Schema(String),
-    #[error("model.json is for {found}, but it sits at {expected}; versions must not be copied or renamed")]
-    Misplaced { expected: String, found: String },
+    #[error("model.json names another model or version than {expected}, where it sits; versions must not be copied or renamed")]
+    Misplaced { expected: String },
+    #[error("the model has {found} features; limen loads at most {MAX_FEATURES}")]
+    TooManyFeatures { found: usize },
+}
+
+/// A format tag, quoted only if it looks like one of limen's (the file is untrusted).
+fn describe_format(found: &str) -> String {
+    let ours = found.len() <= 32
+        && found
+            .strip_prefix("limen.model/v")
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+    if ours {
+        format!("format {found:?}")
+    } else {
+        "a format that is not limen's".to_owned()
+    }
+}
+
+/// A serde schema error in limen's words: missing fields are named (the names are the schema's),
+/// anything else (which would quote the file) is summarised.
+fn schema_error(e: &serde_json::Error) -> ModelError {
+    let text = e.to_string();
+    ModelError::Schema(if text.starts_with("missing field `") {
+        text
+    } else {
+        "a field has a value of the wrong type".to_owned()
+    })
 }
 
 /// Why a row could not be scored.
@@ -239,17 +273,17 @@ impl Model {
             .to_owned();
         let actual = checksum_of(&value);
         if expected != actual {
-            return Err(ModelError::ChecksumMismatch { expected, actual });
+            return Err(ModelError::ChecksumMismatch { actual });
         }
         if let Some(found) = value.get("format").and_then(Value::as_str) {
             if found != FORMAT {
                 return Err(ModelError::UnsupportedFormat {
-                    found: found.to_owned(),
+                    found: describe_format(found),
                 });
             }
         }
         let artifact: ModelArtifact =
-            serde_json::from_value(value).map_err(|e| ModelError::Schema(e.to_string()))?;
+            serde_json::from_value(value).map_err(|e| schema_error(&e))?;
         Self::new(artifact)
     }
 
@@ -258,10 +292,13 @@ impl Model {
         let schema = |msg: String| Err(ModelError::Schema(msg));
         if artifact.format != FORMAT {
             return Err(ModelError::UnsupportedFormat {
-                found: artifact.format,
+                found: describe_format(&artifact.format),
             });
         }
         let n_features = artifact.features.len();
+        if n_features > MAX_FEATURES {
+            return Err(ModelError::TooManyFeatures { found: n_features });
+        }
         let n_classes = artifact.classes.len();
         if n_features == 0 {
             return schema("no features".into());
@@ -273,15 +310,18 @@ impl Model {
         }
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = artifact.classes.iter().find(|c| !seen.insert(c.as_str())) {
-            return schema(format!("class {dup:?} is listed twice"));
+            return schema(format!(
+                "class number {} repeats an earlier one",
+                artifact.classes.iter().position(|c| c == dup).unwrap_or(0) + 1
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = artifact
             .features
             .iter()
-            .find(|f| !seen.insert(f.name.as_str()))
+            .position(|f| !seen.insert(f.name.as_str()))
         {
-            return schema(format!("feature {:?} is listed twice", dup.name));
+            return schema(format!("feature number {} repeats an earlier one", dup + 1));
         }
         let n_logits = match artifact.kind {
             ModelKind::BinaryLogistic => {
@@ -291,9 +331,9 @@ impl Model {
                 match &artifact.positive_class {
                     None => return schema("a binary model needs \"positive_class\"".into()),
                     Some(p) if artifact.classes[1] != *p => {
-                        return schema(format!(
-                            "positive_class {p:?} must be the second entry of \"classes\""
-                        ))
+                        return schema(
+                            "positive_class must be the second entry of \"classes\"".into(),
+                        )
                     }
                     Some(_) => {}
                 }
@@ -342,7 +382,6 @@ impl Model {
         if self.artifact.name != name || self.artifact.version != version {
             return Err(ModelError::Misplaced {
                 expected: format!("{name}/{version}"),
-                found: format!("{}/{}", self.artifact.name, self.artifact.version),
             });
         }
         Ok(())
@@ -498,28 +537,39 @@ impl Model {
         const PROBE_VALUES: [f64; 7] = [0.0, -1.0, 1.0, -1e6, 1e6, 1e12, -1e12];
         let features = &self.artifact.features;
         let means: Vec<f64> = features.iter().map(|f| f.stats.mean).collect();
-        let mut probes = vec![means.clone(), vec![0.0; features.len()]];
-        for (i, f) in features.iter().enumerate() {
-            for value in PROBE_VALUES.iter().chain([&f.stats.min, &f.stats.max]) {
-                let mut row = means.clone();
-                row[i] = *value;
-                probes.push(row);
-            }
-        }
-        for row in &probes {
-            let p = self
-                .predict(row)
-                .map_err(|e| format!("probe {row:?}: {e}"))?;
-            let sum: f64 = p.probabilities.iter().sum();
-            let in_range = p.probabilities.iter().all(|q| (0.0..=1.0).contains(q));
+        // One probe row at a time, in one reused buffer: memory stays linear in the features
+        // (all 9F + 2 rows at once took 300 MB at 2,000 features).
+        let mut probabilities = Vec::with_capacity(self.classes().len());
+        let mut check = |row: &[f64], what: &dyn Fn() -> String| -> Result<(), String> {
+            self.predict_into(row, &mut probabilities)
+                .map_err(|e| format!("{}: {e}", what()))?;
+            let sum: f64 = probabilities.iter().sum();
+            let in_range = probabilities.iter().all(|q| (0.0..=1.0).contains(q));
             if !in_range || (sum - 1.0).abs() > 1e-9 {
                 return Err(format!(
-                    "probe {row:?} gave probabilities {:?}, which are not a distribution",
-                    p.probabilities
+                    "{} gave probabilities that are not a distribution (sum {sum})",
+                    what()
                 ));
             }
+            Ok(())
+        };
+        let mut row = means.clone();
+        check(&row, &|| "the probe at the training means".to_owned())?;
+        check(&vec![0.0; features.len()], &|| {
+            "the all-zero probe".to_owned()
+        })?;
+        let mut probes = 2;
+        for (i, f) in features.iter().enumerate() {
+            for &value in PROBE_VALUES.iter().chain([&f.stats.min, &f.stats.max]) {
+                row[i] = value;
+                check(&row, &|| {
+                    format!("the probe with feature {:?} = {value:e}", f.name)
+                })?;
+                probes += 1;
+            }
+            row[i] = means[i];
         }
-        Ok(probes.len())
+        Ok(probes)
     }
 
     /// Accuracy and log loss on `data`, whose label column holds this model's training labels.

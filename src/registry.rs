@@ -19,7 +19,7 @@ use lru::LruCache;
 use crate::api::Template;
 use crate::catalog::{Catalog, LoadError};
 use crate::model::Model;
-use crate::store::{ModelName, Pointer, StoreError, VersionId};
+use crate::store::{FileIdentity, ModelName, Pointer, StoreError, VersionId};
 use crate::telemetry::{error_chain, Metrics, ModelMetrics};
 use crate::watch::{ChangeSource, ScanOutcome};
 
@@ -112,6 +112,21 @@ struct Pinned {
     checked: Instant,
 }
 
+/// A version that failed to load, remembered so that its file is not read again until it changes
+/// (size, mtime or inode) or its backoff passes: a broken or hostile file costs one read, not one
+/// per poll or per request.
+struct Failure {
+    error: VersionError,
+    identity: Option<FileIdentity>,
+    attempts: u32,
+    retry_at: Instant,
+}
+
+/// How many failed versions are remembered (least recently used are forgotten first).
+const REMEMBERED_FAILURES: usize = 1024;
+/// The longest wait before a failed version whose file has not changed is read again.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
 /// Settings of a [`Registry`].
 #[derive(Debug, Clone, Copy)]
 pub struct RegistryConfig {
@@ -136,6 +151,7 @@ pub struct Registry {
     serving: ArcSwap<Table>,
     book: ArcSwap<Book>,
     pinned: Mutex<LruCache<(ModelName, VersionId), Pinned>>,
+    failures: Mutex<LruCache<(ModelName, VersionId), Failure>>,
     config: RegistryConfig,
     metrics: Arc<Metrics>,
 }
@@ -154,6 +170,9 @@ impl Registry {
             serving: ArcSwap::from_pointee(Table::new()),
             book: ArcSwap::from_pointee(book),
             pinned: Mutex::new(LruCache::new(config.pinned_capacity)),
+            failures: Mutex::new(LruCache::new(
+                NonZeroUsize::new(REMEMBERED_FAILURES).unwrap_or(NonZeroUsize::MIN),
+            )),
             config,
             metrics,
         }
@@ -328,6 +347,16 @@ impl Registry {
             statuses.insert(name.clone(), status);
             loads.extend(load);
         }
+        for (name, status) in &statuses {
+            let failing = status.last_error.is_some();
+            let before = before.models.get(name).map(|s| s.last_error.is_some());
+            if before != Some(failing) {
+                self.metrics.model_error(name.as_str(), Some(failing));
+            }
+        }
+        for name in before.models.keys().filter(|n| !statuses.contains_key(*n)) {
+            self.metrics.model_error(name.as_str(), None);
+        }
         let gone: Vec<&ModelName> = current
             .keys()
             .filter(|n| !statuses.contains_key(*n))
@@ -433,11 +462,52 @@ impl Registry {
     }
 
     /// Load → verify (checksum, schema, identity) → warm up (the probe self-test), counted in
-    /// `limen_model_loads_total`.
+    /// `limen_model_loads_total`. A version that failed before and whose file has not changed
+    /// answers with its remembered error until its backoff passes (the poll interval, doubling
+    /// per failure up to five minutes), without touching the file beyond one `lstat`.
     fn load(&self, name: &ModelName, version: VersionId) -> Result<LoadedModel, VersionError> {
+        let key = (name.clone(), version);
+        let identity = self.catalog.model_identity(name, version);
+        let now = Instant::now();
+        let mut attempts = 0;
+        if let Some(failure) = self.failures().get(&key) {
+            if failure.identity == identity {
+                if now < failure.retry_at {
+                    return Err(failure.error.clone());
+                }
+                attempts = failure.attempts;
+            }
+        }
         let result = self.try_load(name, version);
         self.metrics.load(name.as_str(), result.is_ok());
+        match &result {
+            Ok(_) => {
+                self.failures().pop(&key);
+            }
+            Err(error) => {
+                let attempts = attempts.saturating_add(1);
+                let backoff = self
+                    .config
+                    .revalidate_after
+                    .saturating_mul(1 << attempts.min(16).saturating_sub(1))
+                    .min(MAX_BACKOFF);
+                self.failures().put(
+                    key,
+                    Failure {
+                        error: error.clone(),
+                        identity,
+                        attempts,
+                        retry_at: now + backoff,
+                    },
+                );
+            }
+        }
         result
+    }
+
+    fn failures(&self) -> MutexGuard<'_, LruCache<(ModelName, VersionId), Failure>> {
+        // Each update is a single cache operation, so a poisoned lock is still consistent.
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn try_load(&self, name: &ModelName, version: VersionId) -> Result<LoadedModel, VersionError> {
@@ -619,15 +689,16 @@ mod tests {
             "{err}"
         );
 
-        // Garbage in the pointer: same story.
+        // Garbage in the pointer: same story, and the garbage is described, never quoted.
         std::fs::write(dir.path().join("iris/production"), "oops").unwrap();
         registry.scan();
         assert_eq!(registry.get("iris").unwrap().version, v1);
-        assert!(registry.statuses()[0]
-            .last_error
-            .as_deref()
-            .unwrap()
-            .contains("oops"));
+        let err = registry.statuses()[0].last_error.clone().unwrap();
+        assert!(
+            err.contains("does not hold a version id (4 bytes)"),
+            "{err}"
+        );
+        assert!(!err.contains("oops"), "{err}");
 
         // Fixed (by hand, as it was broken): the error clears.
         std::fs::write(dir.path().join("iris/production"), format!("{v1}\n")).unwrap();

@@ -29,6 +29,15 @@ use serde::{Deserialize, Serialize};
 
 /// The file inside a version folder that holds the model.
 pub const MODEL_FILE: &str = "model.json";
+/// The default largest `model.json` read (`--max-model-size`). The reference model is 1.5 KB; the
+/// widest model limen loads (4,096 features) is about 0.4 MB binary, 1.2 MB with 10 classes.
+/// Verifying the checksum parses the file into a JSON tree, about 16 bytes of memory per byte
+/// (measured: a 1 MB file peaks at +17 MB), so 2 MiB bounds a load near 32 MB.
+pub const DEFAULT_MAX_MODEL_BYTES: u64 = 2 * 1024 * 1024;
+/// The largest history file read; a year of a promotion an hour is about 5 MB.
+const MAX_HISTORY_BYTES: u64 = 64 * 1024 * 1024;
+/// A pointer is a version id and a newline; anything longer is not one.
+const MAX_POINTER_BYTES: u64 = 64;
 const HISTORY_FILE: &str = "history.jsonl";
 const LOCK_FILE: &str = ".lock";
 /// The production move in progress (a history entry), while its writer holds the lock.
@@ -52,8 +61,19 @@ pub enum StoreError {
     InvalidModelName(String),
     #[error("invalid version {0:?}: a version is a positive integer such as 1764330000000")]
     InvalidVersion(String),
-    #[error("pointer file {path} holds {content:?}, not a version id; point it at a version with `limen models promote`")]
-    BadPointer { path: PathBuf, content: String },
+    /// The content is never echoed: the file is untrusted, and may be a link to a secret.
+    #[error("pointer file {path} does not hold a version id ({len} bytes{}); point it at a version with `limen models promote`", if *.truncated { " or more" } else { "" })]
+    BadPointer {
+        path: PathBuf,
+        len: usize,
+        truncated: bool,
+    },
+    #[error("{path} is {found}, not a regular file; limen reads only regular files in the store (no symbolic links, FIFOs, sockets or devices)")]
+    NotAFile { path: PathBuf, found: &'static str },
+    #[error(
+        "{path} is {size} bytes, over the limit of {max} (--max-model-size / LIMEN_MAX_MODEL_SIZE)"
+    )]
+    TooLarge { path: PathBuf, size: u64, max: u64 },
     #[error("model {name:?} does not exist in store {root}{}", list_suffix(.available))]
     UnknownModel {
         name: String,
@@ -306,14 +326,33 @@ impl ModelLock {
 }
 
 /// A model store rooted at a folder. Cheap to clone; every call goes to the filesystem.
+///
+/// Everything below the root is untrusted: other hosts write it. Files are opened without
+/// blocking and without following symbolic links, checked to be regular files, and read with a
+/// hard size cap; version and model folders that are symbolic links are not versions or models.
+/// Only the root itself may be a link (a volume mount point often is).
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    max_model_bytes: u64,
 }
 
 impl Store {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
+        }
+    }
+
+    /// The same store, reading `model.json` files of at most `max` bytes.
+    pub fn with_max_model_bytes(mut self, max: u64) -> Self {
+        self.max_model_bytes = max;
+        self
+    }
+
+    pub fn max_model_bytes(&self) -> u64 {
+        self.max_model_bytes
     }
 
     pub fn root(&self) -> &Path {
@@ -396,10 +435,12 @@ impl Store {
         pointer: Pointer,
     ) -> Result<Option<VersionId>, StoreError> {
         let path = self.pointer_path(name, pointer);
-        match read_small(&path) {
+        match read_untrusted(&path, MAX_POINTER_BYTES + 1, false) {
             Ok(bytes) => parse_pointer(&path, &bytes).map(Some),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("read", &path)(e)),
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -432,18 +473,16 @@ impl Store {
     /// The move a holder of the lock recorded and did not finish, if any. A `.move` file that is
     /// not a history entry (or is larger than one) is reported as `Ok(None)`: it cannot be ours.
     pub fn read_move(&self, lock: &ModelLock) -> Result<Option<HistoryEntry>, StoreError> {
-        use std::io::Read as _;
         let path = self.model_dir(lock.name()).join(MOVE_FILE);
-        let mut bytes = Vec::new();
-        match File::open(&path) {
-            Ok(file) => file
-                .take(MAX_MOVE_BYTES)
-                .read_to_end(&mut bytes)
-                .map_err(io_err("read", &path))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("open", &path)(e)),
-        };
-        Ok(serde_json::from_slice(&bytes).ok())
+        match read_untrusted(&path, MAX_MOVE_BYTES, true) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            // Not a file of ours (a link, a FIFO, too large): as good as no record.
+            Err(StoreError::NotAFile { .. } | StoreError::TooLarge { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes the record of a finished (or abandoned) move.
@@ -475,25 +514,51 @@ impl Store {
         sync_dir(&dir)
     }
 
-    /// The bytes of a published `model.json`.
+    /// The bytes of a published `model.json`: refused if it or its version folder is not what
+    /// it should be (a regular file in a real folder), or larger than `max_model_bytes`.
     pub fn read_model(&self, name: &ModelName, version: VersionId) -> Result<Vec<u8>, StoreError> {
-        let path = self.model_file(name, version);
-        fs::read(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                StoreError::UnknownVersion {
-                    name: name.to_string(),
-                    version,
-                    root: self.root.clone(),
-                }
-            } else {
-                io_err("read", &path)(e)
+        let unknown = || StoreError::UnknownVersion {
+            name: name.to_string(),
+            version,
+            root: self.root.clone(),
+        };
+        let folder = self.model_dir(name).join(version.to_string());
+        match fs::symlink_metadata(&folder) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) => {
+                return Err(StoreError::NotAFile {
+                    path: folder,
+                    found: describe(&m.file_type()),
+                })
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
+            Err(e) => return Err(io_err("inspect", &folder)(e)),
+        }
+        let path = folder.join(MODEL_FILE);
+        read_untrusted(&path, self.max_model_bytes, true).map_err(|e| match e {
+            StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => unknown(),
+            e => e,
         })
     }
 
-    /// Whether `name/version` is a complete version (its `model.json` exists). One `stat`.
+    /// What identifies the bytes of `name/version`'s `model.json` without reading them: size,
+    /// modification time and inode. A failed load is retried when this changes.
+    pub fn model_identity(&self, name: &ModelName, version: VersionId) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = fs::symlink_metadata(self.model_file(name, version)).ok()?;
+        Some(FileIdentity {
+            len: m.len(),
+            modified: m.modified().ok(),
+            inode: m.ino(),
+        })
+    }
+
+    /// Whether `name/version` is a complete version: a real folder holding a regular
+    /// `model.json` (neither a symbolic link). Two `lstat`s.
     pub fn has_version(&self, name: &ModelName, version: VersionId) -> bool {
-        self.model_file(name, version).is_file()
+        let folder = self.model_dir(name).join(version.to_string());
+        fs::symlink_metadata(&folder).is_ok_and(|m| m.is_dir())
+            && fs::symlink_metadata(folder.join(MODEL_FILE)).is_ok_and(|m| m.is_file())
     }
 
     /// When `pointer` was last replaced, by its mtime. Only for reporting (the swap lag): on NFS
@@ -519,7 +584,11 @@ impl Store {
             let Some(version) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
                 continue;
             };
-            if entry.path().join(MODEL_FILE).is_file() {
+            // `file_type` does not follow links: a linked folder is not a version.
+            let real_folder = entry.file_type().is_ok_and(|t| t.is_dir());
+            if real_folder
+                && fs::symlink_metadata(entry.path().join(MODEL_FILE)).is_ok_and(|m| m.is_file())
+            {
                 versions.push(version);
             }
         }
@@ -672,11 +741,14 @@ impl Store {
     /// Every well-formed history line, oldest first, and how many lines could not be parsed.
     pub fn history(&self, name: &ModelName) -> Result<(Vec<HistoryEntry>, usize), StoreError> {
         let path = self.model_dir(name).join(HISTORY_FILE);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-            Err(e) => return Err(io_err("read", &path)(e)),
+        let bytes = match read_untrusted(&path, MAX_HISTORY_BYTES, true) {
+            Ok(bytes) => bytes,
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok((Vec::new(), 0))
+            }
+            Err(e) => return Err(e),
         };
+        let text = String::from_utf8_lossy(&bytes);
         let mut bad = 0;
         let entries = text
             .lines()
@@ -691,29 +763,99 @@ impl Store {
     }
 }
 
-/// Reads a pointer file with one `read` (open + read + close): servers poll thousands of
-/// pointers a second, and `fs::read` adds a `statx` and a second `read` per file. A short read of
-/// a regular file is its end, locally and on NFS; a pointer that fills the 64-byte buffer is
-/// longer than any version id and is reported as the bad pointer it is.
-fn read_small(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let mut file = File::open(path)?;
-    let mut buf = [0u8; 64];
-    loop {
-        match file.read(&mut buf) {
-            Ok(n) => return Ok(buf[..n].to_vec()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+/// What identifies a file's content without reading it: size, modification time, inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub len: u64,
+    pub modified: Option<SystemTime>,
+    pub inode: u64,
+}
+
+/// The kind of a file that is not a regular one, in words.
+fn describe(t: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
     }
 }
 
+/// Reads a file of the store, which anyone with write access to the share may have replaced by
+/// anything: opened with `O_NONBLOCK` (a FIFO or device cannot block the open) and `O_NOFOLLOW`
+/// (a link is refused, not followed out of the store), checked with `fstat` to be a regular file,
+/// then read up to `max` bytes. With `exact`, a file larger than `max` is refused from its size
+/// before a byte is read; without, the first `max` bytes are returned (pointers: a short read is
+/// a whole pointer, and one that fills the buffer is reported as the bad pointer it is).
+///
+/// One `open`, one `fstat`, one or two `read`s: servers poll thousands of pointers a second.
+fn read_untrusted(path: &Path, max: u64, exact: bool) -> Result<Vec<u8>, StoreError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            let found = match e.raw_os_error() {
+                Some(libc::ELOOP) => "a symbolic link",
+                // Opening a Unix socket fails with "no such device or address".
+                Some(libc::ENXIO) => "a socket",
+                _ => return io_err("open", path)(e),
+            };
+            StoreError::NotAFile {
+                path: path.to_owned(),
+                found,
+            }
+        })?;
+    let meta = file.metadata().map_err(io_err("inspect", path))?;
+    if !meta.is_file() {
+        return Err(StoreError::NotAFile {
+            path: path.to_owned(),
+            found: describe(&meta.file_type()),
+        });
+    }
+    if exact && meta.len() > max {
+        return Err(StoreError::TooLarge {
+            path: path.to_owned(),
+            size: meta.len(),
+            max,
+        });
+    }
+    // The size can change between `fstat` and the read (another host writing in place): the
+    // read is capped at `max` + 1 all the same, and a file that grew past `max` is refused.
+    let mut bytes = Vec::with_capacity(meta.len().min(max) as usize);
+    let limit = if exact { max + 1 } else { max };
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    if exact && bytes.len() as u64 > max {
+        return Err(StoreError::TooLarge {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+            max,
+        });
+    }
+    Ok(bytes)
+}
+
 fn parse_pointer(path: &Path, bytes: &[u8]) -> Result<VersionId, StoreError> {
-    let text = String::from_utf8_lossy(bytes);
-    text.trim().parse().map_err(|_| StoreError::BadPointer {
-        path: path.to_owned(),
-        content: text.chars().take(64).collect(),
-    })
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| StoreError::BadPointer {
+            path: path.to_owned(),
+            len: bytes.len(),
+            truncated: bytes.len() as u64 > MAX_POINTER_BYTES,
+        })
 }
 
 /// `rename` onto an existing non-empty folder: that version id is taken.

@@ -71,6 +71,7 @@ pub struct Metrics {
     out_of_range: IntCounterVec,
     loads: IntCounterVec,
     loaded: IntGaugeVec,
+    model_error: IntGaugeVec,
     scan_age: Gauge,
     store_up: IntGauge,
     swap_lag: Histogram,
@@ -144,6 +145,13 @@ impl Metrics {
                 opts("model_loaded_info", "1 for the production version each model is serving."),
                 &["model", "version"],
             ))),
+            model_error: register(&registry, fixed(IntGaugeVec::new(
+                opts(
+                    "model_error",
+                    "1 while a model's production pointer or version cannot be served (GET /models says why), else 0.",
+                ),
+                &["model"],
+            ))),
             scan_age: register(&registry, fixed(Gauge::with_opts(opts(
                 "store_last_scan_age_seconds",
                 "Seconds since the store was last scanned successfully (-1: never).",
@@ -205,6 +213,19 @@ impl Metrics {
     /// `model` (at `version`) is no longer served.
     pub fn removed(&self, model: &str, version: &str) {
         let _ = self.loaded.remove_label_values(&[model, version]);
+    }
+
+    /// Whether `model` has a problem (see `/models`); `None` when it left the store.
+    pub fn model_error(&self, model: &str, failing: Option<bool>) {
+        match failing {
+            Some(failing) => self
+                .model_error
+                .with_label_values(&[model])
+                .set(i64::from(failing)),
+            None => {
+                let _ = self.model_error.remove_label_values(&[model]);
+            }
+        }
     }
 
     /// The text exposition of every metric, with the store gauges as of now.

@@ -22,7 +22,8 @@ const LAYERS: &[&[&str]] = &[
 
 /// `serve`'s own files by layer, lowest first.
 const SERVE_LAYERS: &[&[&str]] = &[
-    &["error", "state", "status"],
+    &["error", "status"],
+    &["state"],
     &["body", "reply", "lookup"],
     &["handlers", "v2"],
     &["mod"],

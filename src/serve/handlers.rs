@@ -17,7 +17,7 @@ use super::reply::{self, APPLICATION_JSON, BLOCKING_BODY_BYTES, MODEL_VERSION_HE
 use super::state::AppState;
 use super::status::{DetailResponse, ModelsResponse};
 use crate::api;
-use crate::registry::LoadedModel;
+use crate::registry::{LoadedModel, Registry};
 
 /// `GET|POST /healthcheck`: liveness, with the reference server's text. A POST body is read
 /// and dropped: hyper cannot reuse a keep-alive connection whose request body was left unread.
@@ -78,10 +78,7 @@ pub async fn version(State(state): State<AppState>) -> Result<Response, ApiError
 
 /// `GET /models`: every model in the store, what is served, and what went wrong.
 pub async fn models(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let registry = Arc::clone(&state.registry);
-    let models = tokio::task::spawn_blocking(move || registry.report())
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let models = state.read_store(Registry::report).await?;
     let body = ModelsResponse {
         default_model: state.default_model.to_string(),
         store: state.registry.store_status().into(),
@@ -118,11 +115,10 @@ pub async fn model_detail(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let name = model_name(path)?;
-    let registry = Arc::clone(&state.registry);
     let lookup = name.clone();
-    let detail = tokio::task::spawn_blocking(move || registry.detail(&lookup))
-        .await
-        .map_err(|e| ApiError::internal(&e))?
+    let detail = state
+        .read_store(move |registry| registry.detail(&lookup))
+        .await?
         .ok_or_else(|| unknown_model(&name))?
         .map_err(|e| {
             ApiError::new(

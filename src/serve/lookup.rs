@@ -74,10 +74,9 @@ pub async fn loaded_version(
     if !state.registry.knows(name.as_str()) {
         return Err(unknown_model(&name));
     }
-    let registry = Arc::clone(&state.registry);
-    tokio::task::spawn_blocking(move || registry.load_version(&name, version))
-        .await
-        .map_err(|e| ApiError::internal(&e))?
+    state
+        .read_store(move |registry| registry.load_version(&name, version))
+        .await?
         .map_err(|e| {
             let kind = match e {
                 VersionError::NotFound { .. } => ErrorKind::UnknownVersion,

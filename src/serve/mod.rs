@@ -1,10 +1,11 @@
 //! `limen serve`: the HTTP service. Builds the router, runs it with the store reloader beside it,
 //! and shuts down gracefully on SIGTERM/SIGINT within a drain deadline.
 //!
-//! Inside: `state` (what handlers see) ← `error` (the one failure → status table) ← `body` (the
-//! raw body extractor), `reply` (answer builders), `lookup` (URL → model), `status` (the JSON of
-//! `/models`) ← `handlers` (the `/predict` family) and `v2` (the Open Inference Protocol) ← this
-//! file (the router and the server loop). No two of them import each other.
+//! Inside, lowest first: `error` (the one failure → status table) and `status` (the JSON of
+//! `/models`); `state` (what handlers see, and the gate on store reads); `body` (the raw-body
+//! extractor), `reply` (answer builders) and `lookup` (URL → model); `handlers` (the `/predict`
+//! family) and `v2` (the Open Inference Protocol); this file (the router and the server loop).
+//! Each imports only from the layers before it (`tests/architecture.rs`).
 
 mod body;
 mod error;
@@ -171,12 +172,12 @@ pub async fn run(
     let changes = ChangeSource::new(&root, cfg.watch, cfg.poll_interval);
     let reloader = tokio::spawn(Arc::clone(&registry).run(changes));
 
-    let app = router(AppState {
+    let app = router(AppState::new(
         registry,
-        default_model: Arc::new(cfg.default_model.clone()),
-        limits: cfg.limits,
+        cfg.default_model.clone(),
+        cfg.limits,
         metrics,
-    });
+    ));
     tracing::info!(
         %addr,
         store = %root.display(),

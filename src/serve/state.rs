@@ -1,11 +1,20 @@
-//! What every handler can see: the registry, the default model, the limits, the metrics.
+//! What every handler can see: the registry, the default model, the limits, the metrics, and the
+//! gate that bounds how many requests read the store at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
+use super::error::ApiError;
 use crate::registry::Registry;
 use crate::store::ModelName;
 use crate::telemetry::Metrics;
+
+/// How many requests may read the store at once (`/models`, `/models/{name}`, pinned-version
+/// loads, v2 metadata). The rest wait their turn, within `--request-timeout`: a slow or hostile
+/// store can hold these few blocking threads, never the whole blocking pool.
+const STORE_READERS: usize = 4;
 
 /// Per-request limits.
 #[derive(Debug, Clone, Copy)]
@@ -16,11 +25,46 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
-/// The state shared by every handler; cheap to clone (three `Arc`s and two numbers).
+/// The state shared by every handler; cheap to clone (four `Arc`s and two numbers).
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub default_model: Arc<ModelName>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    store_readers: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(
+        registry: Arc<Registry>,
+        default_model: ModelName,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            registry,
+            default_model: Arc::new(default_model),
+            limits,
+            metrics,
+            store_readers: Arc::new(Semaphore::new(STORE_READERS)),
+        }
+    }
+
+    /// Runs `read` (file I/O on the store) on the blocking pool, at most [`STORE_READERS`] at
+    /// a time.
+    pub async fn read_store<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Registry) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _permit = self
+            .store_readers
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        let registry = Arc::clone(&self.registry);
+        tokio::task::spawn_blocking(move || read(&registry))
+            .await
+            .map_err(|e| ApiError::internal(&e))
+    }
 }

@@ -27,15 +27,15 @@ fn app_over(catalog: Catalog) -> Router {
         Arc::clone(&metrics),
     ));
     registry.scan();
-    router(AppState {
+    router(AppState::new(
         registry,
-        default_model: Arc::new("iris".parse().unwrap()),
-        limits: Limits {
+        "iris".parse().unwrap(),
+        Limits {
             max_body: 4096,
             request_timeout: Duration::from_secs(5),
         },
         metrics,
-    })
+    ))
 }
 
 /// A router over an empty, absent store.

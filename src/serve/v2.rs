@@ -98,15 +98,14 @@ pub async fn version_metadata(
 }
 
 async fn metadata(state: &AppState, loaded: Arc<LoadedModel>) -> Result<Response, ApiError> {
-    let registry = Arc::clone(&state.registry);
     let name: ModelName = loaded
         .model
         .name()
         .parse()
         .map_err(|e| ApiError::internal(&e))?;
-    let versions = tokio::task::spawn_blocking(move || registry.versions(&name))
-        .await
-        .map_err(|e| ApiError::internal(&e))?
+    let versions = state
+        .read_store(move |registry| registry.versions(&name))
+        .await?
         .unwrap_or_else(|_| vec![loaded.version]);
     let versions = versions.iter().map(|v| v.to_string()).collect();
     Ok(reply::json(
