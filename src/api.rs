@@ -15,6 +15,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::input::check_answer_size;
 pub use crate::input::{InputError, InputErrorKind};
 use crate::model::{Model, PredictError};
 
@@ -33,6 +34,8 @@ pub struct Template {
     keys: Vec<Vec<u8>>,
     /// Binary models also answer `result`, the probability of the positive class.
     binary: bool,
+    /// The most bytes one instance's answer can take (every float at its longest).
+    row_bytes: usize,
 }
 
 impl Template {
@@ -56,7 +59,19 @@ impl Template {
                 .map(|c| format!("{}:", json(c)).into_bytes())
                 .collect(),
             binary: model.positive_probability_index().is_some(),
+            row_bytes: 0,
         }
+        .with_row_bytes()
+    }
+
+    fn with_row_bytes(mut self) -> Self {
+        // The longest f64 serde_json writes is 24 bytes (-2.2250738585072014e-308).
+        const FLOAT: usize = 24;
+        let label = self.labels.iter().map(Vec::len).max().unwrap_or(0);
+        let keys: usize = self.keys.iter().map(|k| k.len() + 1 + FLOAT).sum();
+        let result = if self.binary { 10 + FLOAT } else { 0 };
+        self.row_bytes = 4 + label + keys + result;
+        self
     }
 
     /// `"label":…,"probabilities":{…}[,"result":…]`, without braces around it.
@@ -95,6 +110,7 @@ pub fn answer(
 ) -> Result<Vec<u8>, InputError> {
     let features = model.feature_names();
     let request = decode(body, features)?;
+    check_answer_size(request.rows, template.row_bytes)?;
     let mut out = Vec::with_capacity(96 + 96 * request.rows.max(1));
     out.extend_from_slice(&template.head);
     let mut probabilities = Vec::with_capacity(model.classes().len());
@@ -188,14 +204,27 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut slots: Vec<Slot> = vec![None; self.features.len()];
         let mut batch: Option<Result<(usize, Vec<f64>), InputError>> = None;
+        let mut batches = 0;
         while let Some(Key(key)) = map.next_key()? {
             if key == INSTANCES {
+                batches += 1;
                 batch = Some(map.next_value_seed(Instances {
                     features: self.features,
                 })?);
             } else {
                 read_field(&mut map, &key, self.features, &mut slots)?;
             }
+        }
+        // Which instance would be meant is a guess: refuse rather than pick one.
+        if batches > 1 {
+            return Ok(Err(InputError::malformed(
+                "\"instances\" appears twice; send one batch",
+            )));
+        }
+        if batch.is_some() && slots.iter().any(Option::is_some) {
+            return Ok(Err(InputError::malformed(
+                "the body has both \"instances\" and top-level features; send one instance or a batch, not both",
+            )));
         }
         Ok(match batch {
             Some(Ok((rows, values))) => Ok(Decoded {
@@ -225,7 +254,13 @@ fn read_field<'de, A: MapAccess<'de>>(
 ) -> Result<(), A::Error> {
     let raw: &RawValue = map.next_value()?;
     if let Some(i) = features.iter().position(|f| f == key) {
-        slots[i] = Some(decode_number(key, raw));
+        slots[i] = Some(match slots[i] {
+            // Which value would be meant is a guess (JSON leaves it open): refuse.
+            Some(_) => Err(InputError::malformed(format!(
+                "feature {key:?} appears twice; send each feature once"
+            ))),
+            None => decode_number(key, raw),
+        });
     }
     Ok(())
 }
@@ -524,9 +559,22 @@ mod tests {
             (many.as_bytes(), Err(InputErrorKind::MissingFeature)),
             (
                 b"{\"petal_width\": 1, \"petal_width\": \"x\"}",
-                Err(InputErrorKind::InvalidValue),
+                Err(InputErrorKind::Malformed),
             ),
-            (b"{\"petal_width\": \"x\", \"petal_width\": 2}", Ok(())),
+            (
+                b"{\"petal_width\": \"x\", \"petal_width\": 2}",
+                Err(InputErrorKind::Malformed),
+            ),
+            (
+                b"{\"petal_width\": 1, \"instances\": [{\"petal_width\": 2}]}",
+                Err(InputErrorKind::Malformed),
+            ),
+            (
+                b"{\"instances\": [], \"instances\": [{\"petal_width\": 2}]}",
+                Err(InputErrorKind::Malformed),
+            ),
+            // Keys that are not features are ignored, repeated or not.
+            (b"{\"x\": 1, \"x\": 2, \"petal_width\": 2}", Ok(())),
             (
                 b"{\"petal_width\": \"\xff\xfe\"}",
                 Err(InputErrorKind::Malformed),

@@ -16,6 +16,31 @@ pub enum InputErrorKind {
     EmptyBatch,
     /// Finite values the model still cannot score (its arithmetic overflows).
     Unscorable,
+    /// A batch whose answer would be larger than [`MAX_ANSWER_BYTES`].
+    BatchTooLarge,
+}
+
+/// The largest answer one request may get. Checked from the batch size before anything is
+/// scored, so one request's memory stays bounded (the answer, the body and the decoded rows stay
+/// under 32 MiB together): a 1 MiB body of the reference model's instances (58,000 of them) is
+/// answered; larger batches are refused with how many instances fit.
+pub const MAX_ANSWER_BYTES: usize = 12 * 1024 * 1024;
+
+/// Refuses a batch of `rows` whose answer, at up to `row_bytes` each, would pass
+/// [`MAX_ANSWER_BYTES`].
+pub fn check_answer_size(rows: usize, row_bytes: usize) -> Result<(), InputError> {
+    let row_bytes = row_bytes.max(1);
+    if rows.saturating_mul(row_bytes) <= MAX_ANSWER_BYTES {
+        return Ok(());
+    }
+    Err(InputError::new(
+        InputErrorKind::BatchTooLarge,
+        format!(
+            "the answer to {rows} instances would pass the {} MiB limit of one answer; send at most {} instances per request",
+            MAX_ANSWER_BYTES >> 20,
+            MAX_ANSWER_BYTES / row_bytes
+        ),
+    ))
 }
 
 impl InputErrorKind {
@@ -27,6 +52,7 @@ impl InputErrorKind {
             Self::InvalidValue => "invalid_value",
             Self::EmptyBatch => "empty_batch",
             Self::Unscorable => "unscorable",
+            Self::BatchTooLarge => "batch_too_large",
         }
     }
 }

@@ -15,7 +15,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::input::{InputError, InputErrorKind};
+use crate::input::{check_answer_size, InputError, InputErrorKind};
 use crate::model::Model;
 
 /// The output tensors a model produces.
@@ -25,6 +25,14 @@ pub const OUTPUT_PROBABILITIES: &str = "probabilities";
 pub const PLATFORM: &str = "linfa_logistic";
 /// The name metadata gives the `[N, n_features]` input tensor.
 pub const INPUT_MATRIX: &str = "input";
+
+/// At most 40 characters of a client's string, for an error message.
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
 
 /// A malformed request: the protocol's structure was not followed.
 fn err<T>(message: impl Into<String>) -> Result<T, InputError> {
@@ -180,19 +188,26 @@ impl<'a> InferRequest<'a> {
                 (Output::Probabilities, all_binary),
             ]);
         };
-        requested
-            .iter()
-            .map(|o| {
-                let binary = all_binary || o.parameters.binary_data == Some(true);
-                match o.name.as_str() {
-                    OUTPUT_LABEL => Ok((Output::Label, binary)),
-                    OUTPUT_PROBABILITIES => Ok((Output::Probabilities, binary)),
-                    other => err(format!(
-                        "unknown output {other:?}; this model produces {OUTPUT_LABEL:?} and {OUTPUT_PROBABILITIES:?}"
-                    )),
+        let mut outputs: Vec<(Output, bool)> = Vec::with_capacity(2);
+        for o in requested {
+            let binary = all_binary || o.parameters.binary_data == Some(true);
+            let output = match o.name.as_str() {
+                OUTPUT_LABEL => Output::Label,
+                OUTPUT_PROBABILITIES => Output::Probabilities,
+                _ => {
+                    return err(format!(
+                        "unknown output {:?}; this model produces {OUTPUT_LABEL:?} and {OUTPUT_PROBABILITIES:?}",
+                        truncate(&o.name)
+                    ))
                 }
-            })
-            .collect()
+            };
+            // Each output is answered once: a repeated name would multiply the answer.
+            if outputs.iter().any(|(seen, _)| *seen == output) {
+                return err(format!("output {:?} is asked for twice", o.name));
+            }
+            outputs.push((output, binary));
+        }
+        Ok(outputs)
     }
 
     /// Each input's slice of the binary section, in input order, checked to add up exactly.
@@ -426,6 +441,12 @@ fn decode_data(
     binary: Option<&[u8]>,
 ) -> Result<Vec<f64>, InputError> {
     if let Some(bytes) = binary {
+        if input.data.is_some() {
+            return err(format!(
+                "input {:?} has both \"data\" and binary data (binary_data_size); send one",
+                input.name
+            ));
+        }
         if bytes.len() != expected.saturating_mul(dtype.width()) {
             return err(format!(
                 "input {:?}: shape {:?} of {} needs {} bytes of binary data, binary_data_size is {}",
@@ -612,6 +633,10 @@ pub fn infer_response(
 
     let n_features = model.feature_names().len();
     let n_classes = model.classes().len();
+    // The longest answer per row: each probability at its longest (24 bytes and a comma), the
+    // longest label quoted; binary outputs are smaller.
+    let label_bytes = model.classes().iter().map(String::len).max().unwrap_or(0);
+    check_answer_size(n, outputs.len() * (n_classes * 25 + label_bytes + 8))?;
     let mut labels = Vec::with_capacity(n);
     let mut probabilities = Vec::with_capacity(n * n_classes);
     let mut buffer = Vec::with_capacity(n_classes);
@@ -623,16 +648,24 @@ pub fn infer_response(
         probabilities.extend_from_slice(&buffer);
     }
     let mut binary = Vec::new();
+    // Each output is named at most once (see `InferRequest::outputs`), so its data is moved in.
+    let mut labels = Some(labels);
+    let mut probabilities = Some(probabilities);
     let outputs = outputs
         .iter()
         .map(|&(output, as_binary)| {
             let (name, shape, datatype, data) = match output {
-                Output::Label => (OUTPUT_LABEL, vec![n], "BYTES", Data::Labels(labels.clone())),
+                Output::Label => (
+                    OUTPUT_LABEL,
+                    vec![n],
+                    "BYTES",
+                    Data::Labels(labels.take().unwrap_or_default()),
+                ),
                 Output::Probabilities => (
                     OUTPUT_PROBABILITIES,
                     vec![n, n_classes],
                     "FP64",
-                    Data::Numbers(probabilities.clone()),
+                    Data::Numbers(probabilities.take().unwrap_or_default()),
                 ),
             };
             if !as_binary {

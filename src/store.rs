@@ -197,11 +197,15 @@ impl From<VersionId> for u64 {
 impl FromStr for VersionId {
     type Err = StoreError;
 
-    /// Accepts only plain decimal digits (no sign, no spaces), so a path segment like `+1` or
-    /// `01e3` is never mistaken for a version.
+    /// Accepts only plain decimal digits (no sign, no spaces, no leading zero), so a path
+    /// segment like `+1`, `01e3` or `007` is never mistaken for (or an alias of) a version.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = || StoreError::InvalidVersion(s.to_owned());
-        if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        if s.is_empty()
+            || s.len() > 20
+            || s.starts_with('0')
+            || !s.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(invalid());
         }
         s.parse::<u64>()
@@ -918,6 +922,8 @@ mod tests {
         assert_eq!("42".parse::<VersionId>().unwrap().get(), 42);
         for bad in [
             "0",
+            "007",
+            "01",
             "",
             "-1",
             "+1",

@@ -59,7 +59,9 @@ impl ErrorKind {
                 | InputErrorKind::EmptyBatch
                 | InputErrorKind::Unscorable,
             ) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTooLarge | Self::Input(InputErrorKind::BatchTooLarge) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::NoRoute | Self::UnknownModel | Self::UnknownVersion => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -160,6 +162,7 @@ mod tests {
             (InvalidValue, 422),
             (EmptyBatch, 422),
             (Unscorable, 422),
+            (BatchTooLarge, 413),
         ] {
             assert_eq!(ErrorKind::Input(kind).status().as_u16(), status, "{kind:?}");
         }

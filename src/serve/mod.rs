@@ -227,7 +227,10 @@ async fn accept_loop(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.idle_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        // A client that sends its request and then shuts down its sending side (`shutdown(
+        // SHUT_WR)`, as some scripts and proxies do) still gets its answer.
+        .half_close(true);
     let mut last_warning: Option<Instant> = None;
     loop {
         let stream = match listener.accept().await {
