@@ -147,6 +147,14 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
     let m = trained.metrics();
     let created_at = now_rfc3339();
     let name = &cfg.model;
+    // Checked as a load will check it before anything is written: a model validate would call
+    // corrupt, or a server could not load, is never published.
+    let provisional = trained
+        .artifact(name.as_str(), u64::MAX, &created_at)
+        .to_json_bytes();
+    catalog
+        .check_publishable(&provisional)
+        .context("nothing was published")?;
     let version = catalog.publish_candidate(name, |v| {
         trained
             .artifact(name.as_str(), v.get(), &created_at)

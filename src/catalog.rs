@@ -49,6 +49,17 @@ pub enum LoadError {
     Model(#[from] ModelError),
 }
 
+/// Why a trained model cannot be published: what a load would refuse it for.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the model would be {size} bytes, over the {max}-byte limit servers load (raise --max-model-size / LIMEN_MAX_MODEL_SIZE everywhere, or train on fewer features)")]
+    TooLarge { size: u64, max: u64 },
+    #[error("the trained model would not load")]
+    Model(#[from] ModelError),
+    #[error("the trained model fails its warm-up probes: {0}")]
+    WarmUp(String),
+}
+
 /// A move of the `production` pointer, as the history records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Move {
@@ -185,6 +196,22 @@ impl Catalog {
         let model = Model::from_json_bytes(&bytes)?;
         model.check_identity(name.as_str(), version.get())?;
         Ok(model)
+    }
+
+    /// Checks the bytes of a `model.json` about to be published the way a load will check them
+    /// (the size cap, checksum and schema, the feature limit, the warm-up probes), so that
+    /// nothing is published that `validate` would call corrupt or a server could not serve.
+    pub fn check_publishable(&self, bytes: &[u8]) -> Result<(), PublishError> {
+        let max = self.store.max_model_bytes();
+        if bytes.len() as u64 > max {
+            return Err(PublishError::TooLarge {
+                size: bytes.len() as u64,
+                max,
+            });
+        }
+        let model = Model::from_json_bytes(bytes)?;
+        model.self_test().map_err(PublishError::WarmUp)?;
+        Ok(())
     }
 
     /// Publishes a new immutable version and points `candidate` at it; returns its id. `render`

@@ -231,6 +231,12 @@ impl TryFrom<TrainArgs> for TrainConfig {
             !features.is_empty(),
             "--features needs at least one column name"
         );
+        anyhow::ensure!(
+            features.len() <= crate::model::MAX_FEATURES,
+            "--features lists {} columns; a limen model takes at most {}",
+            features.len(),
+            crate::model::MAX_FEATURES
+        );
         if let Some(dup) = features
             .iter()
             .enumerate()

@@ -3,6 +3,8 @@
 //! Owns every schema error a data file can raise, each naming the file, line and column, so a
 //! pipeline log tells the data team exactly which cell to fix. Knows nothing of models or stores.
 
+use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
@@ -55,6 +57,13 @@ pub enum DataError {
     },
     #[error("no feature columns were asked for; pass at least one name to --features")]
     NoFeatures,
+    #[error("data file {path}, line {line}, column {column:?}: {value:e} is too large to train on (the column's mean or spread overflows); rescale the column")]
+    Overflow {
+        path: PathBuf,
+        line: u64,
+        column: String,
+        value: f64,
+    },
 }
 
 /// Summary statistics of one feature over the rows it was computed on.
@@ -77,7 +86,26 @@ pub struct Dataset {
     pub label_column: String,
     /// One row per data row, one column per entry of `feature_names`.
     pub x: Array2<f64>,
-    pub labels: Vec<String>,
+    /// The distinct labels of the file, sorted.
+    pub label_names: Vec<String>,
+    /// Per row, its label as an index into `label_names`: 8 million rows cost 32 MB, not a
+    /// `String` each.
+    pub labels: Vec<u32>,
+}
+
+/// Reads through to `inner`, hashing every byte on the way: the file's SHA-256 without holding
+/// the file in memory.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 impl Dataset {
@@ -85,18 +113,32 @@ impl Dataset {
     ///
     /// Fails with a [`DataError`] naming the line and column of the first bad cell; extra columns
     /// are ignored.
+    ///
+    /// The file is streamed: cells go straight into the feature matrix and the file is hashed as
+    /// it is read, so memory is the matrix (about twice it while the matrix grows) plus one
+    /// pointer per label, never the file itself.
     pub fn load(path: &Path, features: &[String], label_column: &str) -> Result<Self, DataError> {
-        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        let file = std::fs::File::open(path).map_err(|source| DataError::Io {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(path, &bytes, features, label_column)
+        Self::read(path, file, features, label_column)
     }
 
     /// Parses CSV `bytes` as if read from `path` (used in errors and provenance).
     pub fn parse(
         path: &Path,
         bytes: &[u8],
+        features: &[String],
+        label_column: &str,
+    ) -> Result<Self, DataError> {
+        Self::read(path, bytes, features, label_column)
+    }
+
+    /// Parses the CSV that `source` yields as if read from `path`.
+    fn read(
+        path: &Path,
+        source: impl Read,
         features: &[String],
         label_column: &str,
     ) -> Result<Self, DataError> {
@@ -109,7 +151,11 @@ impl Dataset {
         };
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
-            .from_reader(bytes);
+            .buffer_capacity(256 * 1024)
+            .from_reader(Hashing {
+                inner: source,
+                hasher: Sha256::new(),
+            });
         let header: Vec<String> = reader
             .headers()
             .map_err(csv_err)?
@@ -143,9 +189,12 @@ impl Dataset {
         let label_idx = column_index(label_column)?;
 
         let mut values = Vec::new();
-        let mut labels = Vec::new();
-        for record in reader.records() {
-            let record = record.map_err(csv_err)?;
+        let mut labels: Vec<u32> = Vec::new();
+        // Label → index in order of first appearance; sorted once at the end.
+        let mut distinct: HashMap<String, u32> = HashMap::new();
+        // One record buffer, reused: no allocation per row.
+        let mut record = csv::StringRecord::new();
+        while reader.read_record(&mut record).map_err(csv_err)? {
             let line = record.position().map_or(0, |p| p.line());
             for (&idx, name) in feature_idx.iter().zip(features) {
                 let cell = record.get(idx).unwrap_or_default();
@@ -159,8 +208,29 @@ impl Dataset {
                     column: label_column.to_owned(),
                 });
             }
-            labels.push(label.to_owned());
+            let index = match distinct.get(label) {
+                Some(&index) => index,
+                None => {
+                    let index = u32::try_from(distinct.len()).unwrap_or(u32::MAX);
+                    distinct.insert(label.to_owned(), index);
+                    index
+                }
+            };
+            labels.push(index);
         }
+        let mut label_names: Vec<(String, u32)> = distinct.into_iter().collect();
+        label_names.sort();
+        let mut sorted_index = vec![0u32; label_names.len()];
+        for (position, (_, first_seen)) in label_names.iter().enumerate() {
+            sorted_index[*first_seen as usize] = position as u32;
+        }
+        for label in &mut labels {
+            *label = sorted_index[*label as usize];
+        }
+        let label_names: Vec<String> = label_names.into_iter().map(|(name, _)| name).collect();
+        // No `shrink_to_fit`: it would copy the matrix (twice its size at once), while the
+        // unused capacity past the end is never touched, so it costs no memory.
+        let sha256 = format!("{:x}", reader.into_inner().hasher.finalize());
         if labels.is_empty() {
             return Err(DataError::Empty {
                 path: path.to_owned(),
@@ -171,14 +241,44 @@ impl Dataset {
                 path: path.to_owned(),
             }
         })?;
-        Ok(Self {
+        let data = Self {
             path: path.to_owned(),
-            sha256: sha256_hex(bytes),
+            sha256,
             feature_names: features.to_vec(),
             label_column: label_column.to_owned(),
             x,
+            label_names,
             labels,
-        })
+        };
+        data.check_stats()?;
+        Ok(data)
+    }
+
+    /// Refuses a column whose statistics overflow (a finite but huge value such as `1e308`
+    /// makes the mean or the spread infinite, which no model can record), naming the line and
+    /// column of its largest value.
+    fn check_stats(&self) -> Result<(), DataError> {
+        for (j, stats) in self.feature_stats().iter().enumerate() {
+            if stats.mean.is_finite() && stats.std.is_finite() {
+                continue;
+            }
+            let column = self.x.column(j);
+            let (row, value) = column
+                .iter()
+                .copied()
+                .enumerate()
+                // The first of the largest: the cell to look at first.
+                .reduce(|a, b| if b.1.abs() > a.1.abs() { b } else { a })
+                .unwrap_or((0, f64::NAN));
+            return Err(DataError::Overflow {
+                path: self.path.clone(),
+                // Line 1 is the header; rows are one line each unless quoted over several.
+                line: row as u64 + 2,
+                column: self.feature_names[j].clone(),
+                value,
+            });
+        }
+        Ok(())
     }
 
     /// Number of data rows.
@@ -213,16 +313,28 @@ impl Dataset {
             feature_names: self.feature_names.clone(),
             label_column: self.label_column.clone(),
             x: self.x.select(ndarray::Axis(0), rows),
-            labels: rows.iter().map(|&i| self.labels[i].clone()).collect(),
+            label_names: self.label_names.clone(),
+            labels: rows.iter().map(|&i| self.labels[i]).collect(),
         }
     }
 
-    /// The distinct labels, sorted.
+    /// The label of row `row`.
+    pub fn label(&self, row: usize) -> &str {
+        &self.label_names[self.labels[row] as usize]
+    }
+
+    /// The distinct labels present in the rows, sorted.
     pub fn classes(&self) -> Vec<String> {
-        let mut classes = self.labels.clone();
-        classes.sort();
-        classes.dedup();
-        classes
+        let mut present = vec![false; self.label_names.len()];
+        for &l in &self.labels {
+            present[l as usize] = true;
+        }
+        self.label_names
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| *p)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 }
 
@@ -262,7 +374,7 @@ mod tests {
     fn parses_the_requested_columns_in_the_requested_order() {
         let ds = parse("a,b,species\n1,2,x\n3,4,y\n", &["b", "a"]).unwrap();
         assert_eq!(ds.x, ndarray::array![[2.0, 1.0], [4.0, 3.0]]);
-        assert_eq!(ds.labels, vec!["x", "y"]);
+        assert_eq!((ds.label(0), ds.label(1)), ("x", "y"));
         assert_eq!(ds.classes(), vec!["x", "y"]);
         assert_eq!(ds.rows(), 2);
     }

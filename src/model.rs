@@ -577,22 +577,29 @@ impl Model {
     /// For a binary model a label equal to `positive_class` is positive and anything else
     /// negative; for a multinomial one a label the model does not know counts as wrong.
     pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation, PredictError> {
-        let probs = self.predict_batch(data.x.view())?;
-        let mut correct = 0usize;
-        let mut loss = 0.0;
-        for (row, label) in probs.rows().into_iter().zip(&data.labels) {
-            let truth = match (&self.artifact.positive_class, self.kind()) {
+        // Row by row into one buffer: no `rows × classes` matrix for millions of rows.
+        let mut probabilities = Vec::with_capacity(self.classes().len());
+        // Each of the data's labels as this model's class index, looked up once.
+        let truth_of: Vec<Option<usize>> = data
+            .label_names
+            .iter()
+            .map(|label| match (&self.artifact.positive_class, self.kind()) {
                 (Some(pos), ModelKind::BinaryLogistic) => Some(usize::from(label == pos)),
                 _ => self.artifact.classes.iter().position(|c| c == label),
+            })
+            .collect();
+        let mut correct = 0usize;
+        let mut loss = 0.0;
+        for (row, &label) in data.x.rows().into_iter().zip(&data.labels) {
+            let truth = truth_of[label as usize];
+            let predicted = match row.as_slice() {
+                Some(row) => self.predict_into(row, &mut probabilities)?,
+                None => self.predict_into(&row.to_vec(), &mut probabilities)?,
             };
-            let row = row.to_vec();
-            if row.iter().any(|p| !p.is_finite()) {
-                return Err(PredictError::NonFinite);
-            }
-            if truth == Some(argmax(&row)) {
+            if truth == Some(predicted) {
                 correct += 1;
             }
-            let p_true = truth.map_or(0.0, |t| row[t]);
+            let p_true = truth.map_or(0.0, |t| probabilities[t]);
             loss -= p_true.clamp(1e-15, 1.0).ln();
         }
         let n = data.rows() as f64;

@@ -586,6 +586,24 @@ impl<'de> Visitor<'de> for Flatten<'_> {
     }
 }
 
+/// The most bytes one row's outputs can take in an answer: each probability at its longest (24
+/// bytes and a comma), the longest label quoted; binary outputs are smaller.
+pub fn answer_row_bytes(model: &Model, outputs: &[(Output, bool)]) -> usize {
+    let n_classes = model.classes().len();
+    let label_bytes = model.classes().iter().map(String::len).max().unwrap_or(0);
+    outputs.len() * (n_classes * 25 + label_bytes + 8)
+}
+
+/// The batch size the request's first input claims, before any data is decoded: enough to
+/// refuse an answer that would be too large without first building the rows.
+pub fn claimed_rows(request: &InferRequest) -> usize {
+    request
+        .inputs
+        .first()
+        .and_then(|i| i.shape.first())
+        .map_or(0, |&n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 /// A rendered inference response: the JSON, then any binary output data; `json_length` is set
 /// (for `Inference-Header-Content-Length`) when binary data follows.
 #[derive(Debug)]
@@ -633,10 +651,7 @@ pub fn infer_response(
 
     let n_features = model.feature_names().len();
     let n_classes = model.classes().len();
-    // The longest answer per row: each probability at its longest (24 bytes and a comma), the
-    // longest label quoted; binary outputs are smaller.
-    let label_bytes = model.classes().iter().map(String::len).max().unwrap_or(0);
-    check_answer_size(n, outputs.len() * (n_classes * 25 + label_bytes + 8))?;
+    check_answer_size(n, answer_row_bytes(model, outputs))?;
     let mut labels = Vec::with_capacity(n);
     let mut probabilities = Vec::with_capacity(n * n_classes);
     let mut buffer = Vec::with_capacity(n_classes);

@@ -200,7 +200,7 @@ fn encode_labels(
             let y = data
                 .labels
                 .iter()
-                .map(|l| usize::from(l == positive))
+                .map(|&l| usize::from(data.label_names[l as usize] == *positive))
                 .collect();
             (vec![format!("not_{positive}"), positive.clone()], y)
         }
@@ -208,7 +208,11 @@ fn encode_labels(
             let y = data
                 .labels
                 .iter()
-                .map(|l| present.binary_search(l).unwrap_or_default())
+                .map(|&l| {
+                    present
+                        .binary_search(&data.label_names[l as usize])
+                        .unwrap_or_default()
+                })
                 .collect();
             (present, y)
         }
@@ -457,7 +461,8 @@ mod tests {
         assert!(msg.contains("virginca") && msg.contains("setosa, versicolor, virginica"));
 
         let mut lone = data.clone();
-        lone.labels.iter_mut().for_each(|l| *l = "setosa".into());
+        // Every row setosa (index 0 of the sorted labels).
+        lone.labels.iter_mut().for_each(|l| *l = 0);
         let params = TrainParams::new(Objective::Multiclass, 1.0, 100, 1e-4, 0).unwrap();
         assert!(matches!(
             train(&lone, &params),

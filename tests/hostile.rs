@@ -8,7 +8,7 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{get, http, post, Server, TestApp, TestStore, PATIENCE};
+use common::{get, http, post, usage, Server, TestApp, TestStore, PATIENCE};
 
 fn served(args: &[&str]) -> (TestStore, Server) {
     let TestApp { server, store, .. } = TestApp::spawn(args);
@@ -190,4 +190,180 @@ fn bodies_no_parser_should_choke_on_get_a_4xx() {
     }
     // And the server is still fine.
     assert!(healthy_round_trip(&server) < PATIENCE);
+}
+
+/// What is sent, where, with which extra header, and the status it must get.
+type Case = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, String)>,
+    Vec<u8>,
+    u16,
+);
+
+#[test]
+fn no_request_within_the_body_limit_raises_peak_memory_by_more_than_32_mib() {
+    let agent = http();
+
+    let mib = 1024 * 1024 - 1024;
+    let instance = r#"{"petal_width":1},"#;
+    let big_batch = format!(
+        r#"{{"instances":[{}{{"petal_width":1}}]}}"#,
+        instance.repeat(mib / instance.len())
+    );
+    let flat_data = format!(
+        r#"{{"inputs":[{{"name":"input","shape":[{n},1],"datatype":"FP32","data":[{}1]}}]}}"#,
+        "1,".repeat(mib / 2 - 100),
+        n = mib / 2 - 99
+    );
+    let many_outputs = format!(
+        r#"{{"inputs":[{{"name":"input","shape":[2000,1],"datatype":"FP64","data":[{}1]}}],"outputs":[{}{{"name":"label"}}]}}"#,
+        "1,".repeat(1999),
+        r#"{"name":"probabilities"},"#.repeat(100)
+    );
+    let ignored_keys = format!(
+        r#"{{"petal_width":1,{}"z":0}}"#,
+        (0..mib / 16)
+            .map(|i| format!(r#""k{i:07}":1,"#))
+            .collect::<String>()
+    );
+    // (what, path, extra header, body, status)
+    let cases: Vec<Case> = vec![
+        (
+            "/predict, 1 MiB batch (58,000 instances)",
+            "/predict",
+            None,
+            big_batch.into_bytes(),
+            200,
+        ),
+        (
+            "/predict, 1 MiB of ignored keys",
+            "/predict",
+            None,
+            ignored_keys.into_bytes(),
+            200,
+        ),
+        (
+            "/v2 infer, 1 MiB of JSON data (524,000 rows)",
+            "/v2/models/iris/infer",
+            None,
+            flat_data.into_bytes(),
+            413,
+        ),
+        (
+            "/v2 infer, an output asked for 100 times",
+            "/v2/models/iris/infer",
+            None,
+            many_outputs.into_bytes(),
+            400,
+        ),
+        (
+            "/v2 infer, 1 MiB of INT8 binary data (1,040,000 rows)",
+            "/v2/models/iris/infer",
+            {
+                let json = format!(
+                    r#"{{"inputs":[{{"name":"input","shape":[{mib},1],"datatype":"INT8","parameters":{{"binary_data_size":{mib}}}}}]}}"#
+                );
+                Some(("inference-header-content-length", json.len().to_string()))
+            },
+            {
+                let json = format!(
+                    r#"{{"inputs":[{{"name":"input","shape":[{mib},1],"datatype":"INT8","parameters":{{"binary_data_size":{mib}}}}}]}}"#
+                );
+                let mut body = json.into_bytes();
+                body.extend(std::iter::repeat_n(1u8, mib));
+                body
+            },
+            413,
+        ),
+    ];
+    for (what, path, header, body, status) in cases {
+        // A fresh server per case, warmed up on every route: its peak-RSS growth is this
+        // request's alone.
+        let (_store, server) = served(&[]);
+        let pid = server.child.id();
+        assert!(healthy_round_trip(&server) < PATIENCE);
+        post(
+            &agent,
+            &server.url("/v2/models/iris/infer"),
+            r#"{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP64", "data": [1]}]}"#,
+        );
+        let (before, cpu_before) = usage(pid);
+        let started = Instant::now();
+        let mut request = agent.post(&server.url(path));
+        if let Some((name, value)) = &header {
+            request = request.header(*name, value);
+        }
+        let response = request.send(&body[..]).unwrap();
+        let got = response.status().as_u16();
+        let text = response.into_body().read_to_string().unwrap_or_default();
+        let took = started.elapsed();
+        let (after, cpu_after) = usage(pid);
+        assert_eq!(got, status, "{what}: {:.200}", text);
+        eprintln!(
+            "RELIABILITY | resource budget | {what} | {} KiB body | HTTP {got} in {:.1} ms | CPU {} ms | peak RSS +{} KiB",
+            body.len() / 1024,
+            took.as_secs_f64() * 1000.0,
+            (cpu_after - cpu_before).as_millis(),
+            after.saturating_sub(before),
+        );
+        assert!(
+            after.saturating_sub(before) <= 32 * 1024,
+            "{what}: peak RSS grew by {} KiB",
+            after - before
+        );
+        assert!(healthy_round_trip(&server) < PATIENCE);
+    }
+}
+
+#[test]
+fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let (_store, server) = served(&[]);
+    let mut s = connect(&server);
+    let body = r#"{"petal_width": 2.1}"#;
+    write!(
+        s,
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let response = read_all(&mut s);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("0.8704"), "{response}");
+}
+
+#[test]
+fn ambiguous_requests_are_refused_not_guessed() {
+    let (_store, server) = served(&[]);
+    let agent = http();
+    let version = post(&agent, &server.url("/predict"), r#"{"petal_width": 1}"#)
+        .version_header
+        .unwrap();
+    let cases = [
+        ("/predict", r#"{"petal_width": 1, "petal_width": 2}"#.to_owned()),
+        ("/predict", r#"{"petal_width": 1, "instances": [{"petal_width": 2}]}"#.to_owned()),
+        ("/predict", r#"{"instances": [], "instances": [{"petal_width": 2}]}"#.to_owned()),
+        (
+            "/v2/models/iris/infer",
+            r#"{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP64", "data": [1]}], "outputs": [{"name": "label"}, {"name": "label"}]}"#.to_owned(),
+        ),
+        (
+            "/v2/models/iris/infer",
+            r#"{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP64", "data": [1], "data": [2]}]}"#.to_owned(),
+        ),
+    ];
+    for (path, body) in cases {
+        let answer = post(&agent, &server.url(path), &body);
+        assert_eq!(answer.status, 400, "{path} {body}: {}", answer.body);
+        assert_eq!(answer.json()["kind"], "malformed", "{}", answer.body);
+    }
+    // A version with a leading zero is not another spelling of the version.
+    let answer = post(
+        &agent,
+        &server.url(&format!("/models/iris/versions/0{version}/predict")),
+        r#"{"petal_width": 1}"#,
+    );
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(!answer.body.contains("VersionId") && !answer.body.contains("ModelName"));
 }

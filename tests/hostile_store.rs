@@ -12,34 +12,14 @@ use std::os::unix::fs::symlink;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, get, http, limen_command, post, stderr, Server, TestApp, TestStore};
+use common::{
+    eventually, get, http, limen_command, post, stderr, usage, Server, TestApp, TestStore,
+};
 use limen::model::ModelArtifact;
 
 const BODY: &str = r#"{"petal_width": 2.1}"#;
 /// What a single fault may add to the server's peak RSS.
 const RSS_BUDGET_KIB: u64 = 32 * 1024;
-
-/// Peak RSS (KiB) and CPU time (user + system) of a process, from `/proc`.
-fn usage(pid: u32) -> (u64, Duration) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which ends with ')'): utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    (hwm, Duration::from_millis(ticks * 1000 / per_second))
-}
 
 /// Runs every route the fault must not disturb, `rounds` times; returns the slowest answer.
 /// Every answer must be a success, and `/predict` must come from the last good version.

@@ -258,6 +258,10 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         "petal_width,species\n0.2,setosa\nNaN,virginica\n",
     );
     let one_class = write("one.csv", "petal_width,species\n0.2,setosa\n0.3,setosa\n");
+    let huge = write(
+        "huge.csv",
+        "petal_width,species\n0.2,setosa\n1e308,virginica\n1e308,virginica\n",
+    );
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -293,6 +297,14 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         (
             vec!["train", "--target", "virginca"],
             "classes present are: setosa, versicolor, virginica",
+        ),
+        (
+            vec!["train", "--data", &huge, "--cv-folds", "0"],
+            "line 3, column \"petal_width\": 1e308 is too large to train on",
+        ),
+        (
+            vec!["--max-model-size", "1KiB", "train", "--cv-folds", "0"],
+            "over the 1024-byte limit servers load",
         ),
         (vec!["train", "--model", "Iris!"], "invalid model name"),
         (vec!["train", "--model", "../escape"], "invalid model name"),

@@ -19,7 +19,7 @@ use super::error::{ApiError, ErrorKind};
 use super::lookup::{loaded_production, loaded_version, model_name};
 use super::reply::{self, BLOCKING_BODY_BYTES, MODEL_VERSION_HEADER};
 use super::state::AppState;
-use crate::input::InputError;
+use crate::input::{check_answer_size, InputError};
 use crate::oip::{self, InferRequest};
 use crate::registry::LoadedModel;
 use crate::store::ModelName;
@@ -195,6 +195,12 @@ fn run_inference(
 ) -> Result<oip::InferResponse, InputError> {
     let request = InferRequest::parse(body, header_length)?;
     let outputs = request.outputs()?;
+    // Refuse an answer that would be too large before decoding its rows. A claim larger than
+    // the body (every row takes at least a byte) is a malformed request: `rows` says so.
+    let claimed = oip::claimed_rows(&request);
+    if claimed <= body.len() {
+        check_answer_size(claimed, oip::answer_row_bytes(&loaded.model, &outputs))?;
+    }
     let (n, rows) = request.rows(loaded.model.feature_names())?;
     let answer = oip::infer_response(&loaded.model, request.id.as_deref(), &outputs, n, &rows)?;
     for row in rows.chunks_exact(loaded.model.feature_names().len()) {

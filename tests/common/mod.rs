@@ -333,3 +333,28 @@ pub fn eventually<T>(
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
 }
+
+/// Peak RSS (KiB) and CPU time (user + system) of a process, from `/proc`.
+pub fn usage(pid: u32) -> (u64, std::time::Duration) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which ends with ')'): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    (
+        hwm,
+        std::time::Duration::from_millis(ticks * 1000 / per_second),
+    )
+}
