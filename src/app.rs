@@ -169,19 +169,21 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
         fit_ms = started.elapsed().as_millis() as u64,
         "published candidate"
     );
-    let cv = m.cv_accuracy.map_or("off".to_owned(), |a| {
-        format!("{a:.4} ({}-fold stratified)", m.cv_folds)
-    });
+    if m.converged == Some(false) {
+        tracing::warn!(
+            model = %name,
+            iterations = m.iterations,
+            gradient_norm = m.gradient_norm,
+            "the fit did not converge; retrain with --standardize or a larger --max-iter"
+        );
+    }
     println!(
         "trained {name} on {} rows of {} (features: {})",
         data.rows(),
         data.path.display(),
         data.feature_names.join(", ")
     );
-    println!(
-        "  train accuracy {:.4}, log loss {:.4}, CV accuracy {cv}",
-        m.train_accuracy, m.train_log_loss
-    );
+    print!("{m}");
     println!(
         "published {name}/{version} as candidate in {}",
         catalog.root().display()

@@ -188,6 +188,13 @@ pub struct TrainArgs {
     /// Folds of stratified cross-validation recorded in the metrics; 0 turns it off.
     #[arg(long, env = "LIMEN_CV_FOLDS", default_value_t = TrainParams::DEFAULT_CV_FOLDS)]
     pub cv_folds: usize,
+
+    /// Centre and scale every feature (training mean, population standard deviation) before the
+    /// fit, as scikit-learn's StandardScaler. The scaler is stored in the model and applied to
+    /// every request, so clients still send raw values. Use it for tables with features on
+    /// different scales: unscaled, the fit may stop at --max-iter far from the optimum.
+    #[arg(long, env = "LIMEN_STANDARDIZE")]
+    pub standardize: bool,
 }
 
 /// Checked settings for `limen train`.
@@ -257,7 +264,8 @@ impl TryFrom<TrainArgs> for TrainConfig {
             args.max_iter,
             args.gradient_tolerance,
             args.cv_folds,
-        )?;
+        )?
+        .standardized(args.standardize);
         Ok(Self {
             data: args.data,
             model,
@@ -286,6 +294,23 @@ pub struct ValidateArgs {
     /// How much accuracy the candidate may lose against production, between 0 and 1.
     #[arg(long, env = "LIMEN_TOLERANCE", default_value_t = GateConfig::DEFAULT_TOLERANCE)]
     pub tolerance: f64,
+
+    /// Promote a candidate whose fit did not converge (the history line records it).
+    #[arg(long, env = "LIMEN_ALLOW_UNCONVERGED")]
+    pub allow_unconverged: bool,
+
+    /// Minimum recall of a class on the evaluation data, as CLASS=VALUE; repeatable.
+    #[arg(
+        long,
+        env = "LIMEN_MIN_RECALL",
+        value_name = "CLASS=VALUE",
+        value_delimiter = ','
+    )]
+    pub min_recall: Vec<String>,
+
+    /// Minimum ROC AUC on the evaluation data (binary models).
+    #[arg(long, env = "LIMEN_MIN_AUC")]
+    pub min_auc: Option<f64>,
 }
 
 impl TryFrom<ValidateArgs> for GateConfig {
@@ -303,11 +328,38 @@ impl TryFrom<ValidateArgs> for GateConfig {
             "--tolerance must be between 0 and 1, got {}",
             args.tolerance
         );
+        if let Some(auc) = args.min_auc {
+            anyhow::ensure!(
+                unit.contains(&auc),
+                "--min-auc must be between 0 and 1, got {auc}"
+            );
+        }
+        let min_recall = args
+            .min_recall
+            .iter()
+            .map(|pair| {
+                let (class, value) = pair.split_once('=').with_context(|| {
+                    format!("--min-recall {pair:?} is not CLASS=VALUE (e.g. virginica=0.9)")
+                })?;
+                let value: f64 = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|v| unit.contains(v))
+                    .with_context(|| {
+                        format!("--min-recall {pair:?}: the value must be a number between 0 and 1")
+                    })?;
+                Ok((class.trim().to_owned(), value))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             model: args.model,
             data: args.data,
             min_accuracy: args.min_accuracy,
             tolerance: args.tolerance,
+            allow_unconverged: args.allow_unconverged,
+            min_recall,
+            min_auc: args.min_auc,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The model artifact (`model.json`): its documented schema, its integrity check, and prediction.
 //!
-//! `model.json` is limen's own format (`limen.model/v1`, described in `models/README.md`), not a
+//! `model.json` is limen's own format (`limen.model/v2`, described in `models/README.md`), not a
 //! pickle and not linfa's serde internals: any tool can read it, and the weights are all a
 //! prediction needs. Every file carries a SHA-256 checksum over its canonical JSON form, so a
 //! truncated, bit-flipped or hand-edited file is refused on load. No file or async I/O here.
@@ -14,8 +14,10 @@ use sha2::{Digest, Sha256};
 
 use crate::data::{Dataset, FeatureStats};
 
-/// The `format` tag this build writes and reads.
-pub const FORMAT: &str = "limen.model/v1";
+/// The `format` tag this build writes.
+pub const FORMAT: &str = "limen.model/v2";
+/// Every `format` tag this build reads: v1 (limen 0.1: no scaler, no convergence record) and v2.
+pub const READABLE_FORMATS: [&str; 2] = ["limen.model/v1", FORMAT];
 
 /// Which linear model the weights describe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +46,8 @@ pub struct Feature {
     pub stats: FeatureStats,
 }
 
-/// Quality numbers measured when the model was trained.
+/// Quality numbers measured when the model was trained. The fields after `cv_folds` are new in
+/// v2 and absent from v1 files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     pub train_accuracy: f64,
@@ -53,6 +56,125 @@ pub struct Metrics {
     /// Mean accuracy over stratified k-fold cross-validation, absent when it was switched off.
     pub cv_accuracy: Option<f64>,
     pub cv_folds: usize,
+    /// Whether the fit met its gradient tolerance before `max_iter` (L-BFGS's own criterion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converged: Option<bool>,
+    /// L-BFGS iterations the final fit used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u64>,
+    /// Euclidean norm of the objective's gradient at the fitted weights (the quantity the
+    /// tolerance bounds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_norm: Option<f64>,
+    /// Per-class quality on the training rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<ClassReport>,
+    /// Per-class quality on the cross-validation's held-out rows (each row scored by the fold
+    /// model that did not see it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<ClassReport>,
+}
+
+impl std::fmt::Display for Metrics {
+    /// The summary `limen train` and `limen models show` print: convergence, accuracy, and a
+    /// per-class table on the training rows and the cross-validation's held-out rows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.converged, self.iterations, self.gradient_norm) {
+            (Some(true), Some(i), Some(g)) => {
+                writeln!(f, "  converged in {i} L-BFGS iterations (gradient norm {g:.3e})")?
+            }
+            (Some(false), Some(i), Some(g)) => writeln!(
+                f,
+                "  WARNING: the fit did not converge: it stopped after {i} iterations with gradient norm {g:.3e}; \
+                 its weights may be far from the optimum. Retrain with --standardize (features on \
+                 different scales) or a larger --max-iter; `limen validate` refuses it unless \
+                 --allow-unconverged"
+            )?,
+            _ => {}
+        }
+        let cv = self.cv_accuracy.map_or("off".to_owned(), |a| {
+            format!("{a:.4} ({}-fold stratified)", self.cv_folds)
+        });
+        writeln!(
+            f,
+            "  train accuracy {:.4}, log loss {:.4}, CV accuracy {cv}",
+            self.train_accuracy, self.train_log_loss
+        )?;
+        let Some(train) = &self.train else {
+            return Ok(());
+        };
+        writeln!(
+            f,
+            "  {:<20} {:>9} {:>7} {:>7} {:>8}   {}",
+            "class", "precision", "recall", "f1", "support", "(train; CV held-out)"
+        )?;
+        for scores in &train.classes {
+            let held_out = self
+                .cv
+                .as_ref()
+                .and_then(|cv| cv.class(&scores.class))
+                .map_or(String::new(), |c| {
+                    format!("{:.3} / {:.3} / {:.3}", c.precision, c.recall, c.f1)
+                });
+            writeln!(
+                f,
+                "  {:<20} {:>9.3} {:>7.3} {:>7.3} {:>8}   {held_out}",
+                scores.class, scores.precision, scores.recall, scores.f1, scores.support
+            )?;
+        }
+        if let Some(auc) = train.roc_auc {
+            let cv_auc = self
+                .cv
+                .as_ref()
+                .and_then(|cv| cv.roc_auc)
+                .map_or(String::new(), |a| format!(", CV {a:.4}"));
+            writeln!(f, "  ROC AUC {auc:.4}{cv_auc}")?;
+        }
+        writeln!(
+            f,
+            "  confusion (rows: true class, columns: predicted): {:?}",
+            train.confusion
+        )
+    }
+}
+
+/// Precision, recall and F1 of one class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScores {
+    pub class: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// Rows whose true class this is.
+    pub support: u64,
+}
+
+/// How a model's answers compare with the truth on some rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassReport {
+    /// One entry per class, in the model's class order.
+    pub classes: Vec<ClassScores>,
+    /// `confusion[i][j]`: rows of true class `i` the model labelled `j` (class order).
+    pub confusion: Vec<Vec<u64>>,
+    /// Binary models: the area under the ROC curve of P(positive class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roc_auc: Option<f64>,
+}
+
+impl ClassReport {
+    /// The scores of `class`, if the model has it.
+    pub fn class(&self, class: &str) -> Option<&ClassScores> {
+        self.classes.iter().find(|c| c.class == class)
+    }
+}
+
+/// Centring and scaling applied to raw inputs before the weights (scikit-learn's
+/// `StandardScaler`: the training mean, and the population standard deviation, 1 for a
+/// constant feature). The weights of a model that has one are in standardized units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaler {
+    pub mean: Vec<f64>,
+    pub scale: Vec<f64>,
 }
 
 /// The hyperparameters a model was fitted with.
@@ -62,6 +184,9 @@ pub struct Hyperparameters {
     pub alpha: f64,
     pub max_iter: u64,
     pub gradient_tolerance: f64,
+    /// Whether the features were standardized before the fit (the artifact's `scaler`).
+    #[serde(default)]
+    pub standardize: bool,
 }
 
 /// Where a model came from: enough to reproduce it.
@@ -96,6 +221,10 @@ pub struct ModelArtifact {
     pub coefficients: Vec<Vec<f64>>,
     /// One intercept per logit.
     pub intercepts: Vec<f64>,
+    /// Present when the model was trained with `--standardize`: inputs are centred and scaled
+    /// by it before the weights apply. Clients always send raw values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<Scaler>,
     pub metrics: Metrics,
     pub provenance: Provenance,
 }
@@ -134,7 +263,7 @@ pub enum ModelError {
     MissingChecksum,
     #[error("model.json checksum mismatch (its content hashes to {actual}, not to the checksum it holds): the file is corrupt or was edited; publish a new version")]
     ChecksumMismatch { actual: String },
-    #[error("model.json has {found}; this limen reads {FORMAT:?}")]
+    #[error("model.json has {found}; this limen reads \"limen.model/v1\" and {FORMAT:?}")]
     UnsupportedFormat { found: String },
     #[error("model.json does not match the limen.model/v1 schema: {0}")]
     Schema(String),
@@ -276,7 +405,7 @@ impl Model {
             return Err(ModelError::ChecksumMismatch { actual });
         }
         if let Some(found) = value.get("format").and_then(Value::as_str) {
-            if found != FORMAT {
+            if !READABLE_FORMATS.contains(&found) {
                 return Err(ModelError::UnsupportedFormat {
                     found: describe_format(found),
                 });
@@ -290,7 +419,7 @@ impl Model {
     /// Checks the shape of `artifact` and builds the prediction tables.
     pub fn new(artifact: ModelArtifact) -> Result<Self, ModelError> {
         let schema = |msg: String| Err(ModelError::Schema(msg));
-        if artifact.format != FORMAT {
+        if !READABLE_FORMATS.contains(&artifact.format.as_str()) {
             return Err(ModelError::UnsupportedFormat {
                 found: describe_format(&artifact.format),
             });
@@ -365,9 +494,38 @@ impl Model {
             return schema("coefficients and intercepts must be finite numbers".into());
         }
         let flat: Vec<f64> = artifact.coefficients.iter().flatten().copied().collect();
-        let weights = Array2::from_shape_vec((n_logits, n_features), flat)
+        let mut weights = Array2::from_shape_vec((n_logits, n_features), flat)
             .map_err(|e| ModelError::Schema(e.to_string()))?;
-        let intercepts = Array1::from(artifact.intercepts.clone());
+        let mut intercepts = Array1::from(artifact.intercepts.clone());
+        if let Some(scaler) = &artifact.scaler {
+            if scaler.mean.len() != n_features || scaler.scale.len() != n_features {
+                return schema(format!(
+                    "the scaler needs {n_features} means and scales, found {} and {}",
+                    scaler.mean.len(),
+                    scaler.scale.len()
+                ));
+            }
+            let usable = scaler.mean.iter().all(|m| m.is_finite())
+                && scaler.scale.iter().all(|s| s.is_finite() && *s > 0.0);
+            if !usable {
+                return schema("scaler means must be finite and scales finite and positive".into());
+            }
+            // Folded into the prediction table once, so scoring costs what it did without:
+            // w·((x − m) / s) + b = (w / s)·x + (b − Σ w m / s).
+            for (mut row, b) in weights.rows_mut().into_iter().zip(intercepts.iter_mut()) {
+                for ((w, m), s) in row.iter_mut().zip(&scaler.mean).zip(&scaler.scale) {
+                    *w /= s;
+                    *b -= *w * m;
+                }
+            }
+            let all_finite = weights
+                .iter()
+                .chain(intercepts.iter())
+                .all(|w| w.is_finite());
+            if !all_finite {
+                return schema("the scaled weights are not finite numbers".into());
+            }
+        }
         let feature_names = artifact.features.iter().map(|f| f.name.clone()).collect();
         Ok(Self {
             artifact,
@@ -577,7 +735,14 @@ impl Model {
     /// For a binary model a label equal to `positive_class` is positive and anything else
     /// negative; for a multinomial one a label the model does not know counts as wrong.
     pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation, PredictError> {
-        // Row by row into one buffer: no `rows × classes` matrix for millions of rows.
+        let mut tally = Tally::new(self);
+        self.score_into(data, &mut tally)?;
+        Ok(tally.finish())
+    }
+
+    /// Scores every row of `data` into `tally`, row by row into one buffer (no `rows × classes`
+    /// matrix for millions of rows). Cross-validation adds each fold's held-out rows to one tally.
+    pub fn score_into(&self, data: &Dataset, tally: &mut Tally) -> Result<(), PredictError> {
         let mut probabilities = Vec::with_capacity(self.classes().len());
         // Each of the data's labels as this model's class index, looked up once.
         let truth_of: Vec<Option<usize>> = data
@@ -588,35 +753,140 @@ impl Model {
                 _ => self.artifact.classes.iter().position(|c| c == label),
             })
             .collect();
-        let mut correct = 0usize;
-        let mut loss = 0.0;
+        let mut scratch = Vec::new();
         for (row, &label) in data.x.rows().into_iter().zip(&data.labels) {
-            let truth = truth_of[label as usize];
-            let predicted = match row.as_slice() {
-                Some(row) => self.predict_into(row, &mut probabilities)?,
-                None => self.predict_into(&row.to_vec(), &mut probabilities)?,
+            let row = match row.as_slice() {
+                Some(row) => row,
+                None => {
+                    scratch.clear();
+                    scratch.extend(row.iter().copied());
+                    &scratch
+                }
             };
-            if truth == Some(predicted) {
-                correct += 1;
-            }
-            let p_true = truth.map_or(0.0, |t| probabilities[t]);
-            loss -= p_true.clamp(1e-15, 1.0).ln();
+            let predicted = self.predict_into(row, &mut probabilities)?;
+            tally.add(truth_of[label as usize], predicted, &probabilities);
         }
-        let n = data.rows() as f64;
-        Ok(Evaluation {
-            accuracy: correct as f64 / n,
-            log_loss: loss / n,
-            rows: data.rows(),
-        })
+        Ok(())
     }
 }
 
 /// How a model did on a dataset.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
     pub accuracy: f64,
     pub log_loss: f64,
     pub rows: usize,
+    /// Per-class precision, recall, F1, the confusion matrix and (binary) ROC AUC.
+    pub report: ClassReport,
+}
+
+/// Buckets of P(positive) for the ROC AUC: rank statistics in memory that does not grow with
+/// the rows; pairs whose scores fall in one bucket (1/65,536 wide) count as ties.
+const AUC_BUCKETS: usize = 1 << 16;
+
+/// Running counts from which an [`Evaluation`] is made.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    classes: Vec<String>,
+    binary: bool,
+    rows: u64,
+    correct: u64,
+    loss: f64,
+    confusion: Vec<Vec<u64>>,
+    /// Binary models: per bucket of P(positive), how many negative and positive rows.
+    buckets: Vec<[u64; 2]>,
+}
+
+impl Tally {
+    pub fn new(model: &Model) -> Self {
+        let n = model.classes().len();
+        let binary = model.kind() == ModelKind::BinaryLogistic;
+        Self {
+            classes: model.classes().to_vec(),
+            binary,
+            rows: 0,
+            correct: 0,
+            loss: 0.0,
+            confusion: vec![vec![0; n]; n],
+            buckets: if binary {
+                vec![[0; 2]; AUC_BUCKETS]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// One scored row: its true class (if the model knows it), the predicted class and every
+    /// probability.
+    pub fn add(&mut self, truth: Option<usize>, predicted: usize, probabilities: &[f64]) {
+        self.rows += 1;
+        let p_true = truth.map_or(0.0, |t| probabilities[t]);
+        self.loss -= p_true.clamp(1e-15, 1.0).ln();
+        let Some(truth) = truth else { return };
+        if truth == predicted {
+            self.correct += 1;
+        }
+        self.confusion[truth][predicted] += 1;
+        if self.binary {
+            let bucket = (probabilities[1] * (AUC_BUCKETS - 1) as f64).round() as usize;
+            self.buckets[bucket.min(AUC_BUCKETS - 1)][truth] += 1;
+        }
+    }
+
+    pub fn finish(&self) -> Evaluation {
+        let n = self.rows.max(1) as f64;
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let classes = self
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, class)| {
+                let tp = self.confusion[i][i];
+                let support: u64 = self.confusion[i].iter().sum();
+                let predicted: u64 = self.confusion.iter().map(|r| r[i]).sum();
+                let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
+                let f1 = if precision + recall > 0.0 {
+                    2.0 * precision * recall / (precision + recall)
+                } else {
+                    0.0
+                };
+                ClassScores {
+                    class: class.clone(),
+                    precision,
+                    recall,
+                    f1,
+                    support,
+                }
+            })
+            .collect();
+        Evaluation {
+            accuracy: self.correct as f64 / n,
+            log_loss: self.loss / n,
+            rows: self.rows as usize,
+            report: ClassReport {
+                classes,
+                confusion: self.confusion.clone(),
+                roc_auc: self.binary.then(|| self.roc_auc()).flatten(),
+            },
+        }
+    }
+
+    /// The probability that a random positive row scores above a random negative one (ties
+    /// half), from the buckets: Mann–Whitney's U over the pairs.
+    fn roc_auc(&self) -> Option<f64> {
+        let negatives: u64 = self.buckets.iter().map(|b| b[0]).sum();
+        let positives: u64 = self.buckets.iter().map(|b| b[1]).sum();
+        if negatives == 0 || positives == 0 {
+            return None;
+        }
+        let mut below = 0u64;
+        let mut pairs = 0.0f64;
+        for [neg, pos] in &self.buckets {
+            pairs += *pos as f64 * (below as f64 + 0.5 * *neg as f64);
+            below += neg;
+        }
+        Some(pairs / (positives as f64 * negatives as f64))
+    }
 }
 
 /// The logistic function with an ordinary `exp`, as scikit-learn computes it (bit for bit).
@@ -669,11 +939,17 @@ pub(crate) mod tests {
             positive_class: Some("virginica".into()),
             coefficients: vec![vec![4.332519744450365]],
             intercepts: vec![-7.193421057651488],
+            scaler: None,
             metrics: Metrics {
                 train_accuracy: 0.96,
                 train_log_loss: 0.1,
                 cv_accuracy: Some(0.96),
                 cv_folds: 5,
+                converged: Some(true),
+                iterations: Some(8),
+                gradient_norm: Some(1e-5),
+                train: None,
+                cv: None,
             },
             provenance: Provenance {
                 data_path: "data/iris.csv".into(),
@@ -683,6 +959,7 @@ pub(crate) mod tests {
                     alpha: 1.0,
                     max_iter: 100,
                     gradient_tolerance: 1e-4,
+                    standardize: false,
                 },
                 trainer: "limen test".into(),
                 linfa_version: "0.8.1".into(),
@@ -783,11 +1060,52 @@ pub(crate) mod tests {
         a.intercepts.pop();
         assert!(matches!(Model::new(a), Err(ModelError::Schema(_))));
         let mut a = binary_artifact();
-        a.format = "limen.model/v2".into();
+        a.format = "limen.model/v3".into();
         assert!(matches!(
             Model::from_json_bytes(&a.to_json_bytes()),
             Err(ModelError::UnsupportedFormat { .. })
         ));
+        // A scaler must fit the features and scale by positive, finite numbers.
+        for (mean, scale) in [(vec![1.0, 2.0], vec![1.0, 1.0]), (vec![1.0], vec![0.0])] {
+            let mut a = binary_artifact();
+            a.scaler = Some(Scaler { mean, scale });
+            assert!(matches!(Model::new(a), Err(ModelError::Schema(_))));
+        }
+    }
+
+    #[test]
+    fn a_scaler_is_applied_to_raw_inputs_and_v1_files_still_load() {
+        // Standardized weights w' = w·s and b' = b + w·m give the same answer on raw inputs.
+        let raw = Model::new(binary_artifact()).unwrap();
+        let mut scaled = binary_artifact();
+        let (m, s) = (1.2, 0.76);
+        scaled.coefficients = vec![vec![4.332519744450365 * s]];
+        scaled.intercepts = vec![-7.193421057651488 + 4.332519744450365 * m];
+        scaled.scaler = Some(Scaler {
+            mean: vec![m],
+            scale: vec![s],
+        });
+        let scaled = Model::new(scaled).unwrap();
+        for x in [0.1, 1.0, 1.66, 2.1, 2.5] {
+            let (a, b) = (raw.predict(&[x]).unwrap(), scaled.predict(&[x]).unwrap());
+            assert!(
+                (a.probabilities[1] - b.probabilities[1]).abs() < 1e-12,
+                "{x}"
+            );
+        }
+        // A v1 file (no scaler, no convergence record) still loads.
+        let mut v1 = binary_artifact();
+        v1.format = "limen.model/v1".into();
+        v1.metrics.converged = None;
+        v1.metrics.iterations = None;
+        v1.metrics.gradient_norm = None;
+        let bytes = v1.to_json_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            !text.contains("converged") && !text.contains("scaler"),
+            "{text}"
+        );
+        assert!(Model::from_json_bytes(&bytes).is_ok());
     }
 
     #[test]

@@ -1,15 +1,22 @@
-//! Fitting: linfa-logistic on a [`Dataset`], stratified k-fold cross-validation, and the
-//! resulting [`ModelArtifact`]. Pure computation: writing the artifact is the store's job.
+//! Fitting: linfa-logistic on a [`Dataset`] (optionally standardized), a record of whether the
+//! fit converged, stratified k-fold cross-validation, and the resulting [`ModelArtifact`]. Pure
+//! computation: writing the artifact is the store's job.
+//!
+//! linfa-logistic 0.8 returns the fitted weights and nothing of the solver's state, so the
+//! convergence record is measured from the outside: the gradient norm is computed at the
+//! returned weights on the same objective linfa minimises (`Σ −log P(yᵢ) + α/2 ‖w‖²`, the
+//! intercept unpenalised), and the iterations are the fewest `max_iterations` that reproduce
+//! the fit exactly (L-BFGS is deterministic; found by bisection, only when the fit stopped early).
 
 use linfa::traits::Fit;
 use linfa::DatasetBase;
 use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayView2};
 
 use crate::data::Dataset;
 use crate::model::{
     Evaluation, Feature, Hyperparameters, Metrics, Model, ModelArtifact, ModelKind, Provenance,
-    FORMAT,
+    Scaler, Tally, FORMAT,
 };
 
 /// The linfa version limen is built against, recorded in every artifact's provenance.
@@ -32,6 +39,7 @@ pub struct TrainParams {
     max_iter: u64,
     gradient_tolerance: f64,
     cv_folds: usize,
+    standardize: bool,
 }
 
 /// Why a model could not be trained.
@@ -113,7 +121,18 @@ impl TrainParams {
             max_iter,
             gradient_tolerance,
             cv_folds,
+            standardize: false,
         })
+    }
+
+    /// The same parameters, fitting on standardized features (`--standardize`).
+    pub fn standardized(mut self, standardize: bool) -> Self {
+        self.standardize = standardize;
+        self
+    }
+
+    pub fn max_iter(&self) -> u64 {
+        self.max_iter
     }
 
     pub fn objective(&self) -> &Objective {
@@ -125,6 +144,7 @@ impl TrainParams {
             alpha: self.alpha,
             max_iter: self.max_iter,
             gradient_tolerance: self.gradient_tolerance,
+            standardize: self.standardize,
         }
     }
 }
@@ -136,6 +156,15 @@ struct Weights {
     intercepts: Vec<f64>,
 }
 
+/// Weights and what the solver did to find them.
+#[derive(Debug, Clone, PartialEq)]
+struct Fitted {
+    weights: Weights,
+    converged: bool,
+    iterations: u64,
+    gradient_norm: f64,
+}
+
 /// A fitted model with its metrics, not yet given a name and version.
 #[derive(Debug, Clone)]
 pub struct TrainedModel {
@@ -143,6 +172,7 @@ pub struct TrainedModel {
     classes: Vec<String>,
     positive_class: Option<String>,
     weights: Weights,
+    scaler: Option<Scaler>,
     features: Vec<Feature>,
     label_column: String,
     metrics: Metrics,
@@ -164,6 +194,7 @@ impl TrainedModel {
             positive_class: self.positive_class.clone(),
             coefficients: self.weights.coefficients.clone(),
             intercepts: self.weights.intercepts.clone(),
+            scaler: self.scaler.clone(),
             metrics: self.metrics.clone(),
             provenance: self.provenance.clone(),
         }
@@ -219,20 +250,21 @@ fn encode_labels(
     })
 }
 
-/// Fits weights on `x`/`y` (class indices `0..n_classes`).
+/// Fits weights on `x`/`y` (class indices `0..n_classes`) with at most `max_iter` iterations.
 fn fit_weights(
     params: &TrainParams,
-    x: &Array2<f64>,
+    max_iter: u64,
+    x: &ArrayView2<f64>,
     y: &[usize],
     n_classes: usize,
 ) -> Result<Weights, TrainError> {
     match params.objective {
         Objective::OneVsRest { .. } => {
             let targets: Array1<bool> = y.iter().map(|&c| c == 1).collect();
-            let dataset = DatasetBase::new(x.view(), targets);
+            let dataset = DatasetBase::new(*x, targets);
             let fitted = LogisticRegression::default()
                 .alpha(params.alpha)
-                .max_iterations(params.max_iter)
+                .max_iterations(max_iter)
                 .gradient_tolerance(params.gradient_tolerance)
                 .fit(&dataset)?;
             // linfa picks its own "positive" label (the larger class); orient the weights so the
@@ -245,10 +277,10 @@ fn fit_weights(
         }
         Objective::Multiclass => {
             let targets: Array1<usize> = y.iter().copied().collect();
-            let dataset = DatasetBase::new(x.view(), targets);
+            let dataset = DatasetBase::new(*x, targets);
             let fitted = MultiLogisticRegression::default()
                 .alpha(params.alpha)
-                .max_iterations(params.max_iter)
+                .max_iterations(max_iter)
                 .gradient_tolerance(params.gradient_tolerance)
                 .fit(&dataset)?;
             // Columns of `params()` follow `classes()`, the sorted distinct indices seen.
@@ -263,6 +295,143 @@ fn fit_weights(
                 intercepts,
             })
         }
+    }
+}
+
+/// Fits on `x`/`y` and records whether, and in how many iterations, the fit converged.
+fn fit(
+    params: &TrainParams,
+    x: &ArrayView2<f64>,
+    y: &[usize],
+    n_classes: usize,
+) -> Result<Fitted, TrainError> {
+    let weights = fit_weights(params, params.max_iter, x, y, n_classes)?;
+    let gradient_norm = gradient_norm(params.alpha, x, y, &weights);
+    // L-BFGS stops when the gradient norm falls below the tolerance or the cost stops moving;
+    // a fit that used every iteration converged only if its gradient is that small.
+    let iterations = iterations_used(params, x, y, n_classes, &weights)?;
+    let converged = iterations < params.max_iter || gradient_norm <= params.gradient_tolerance;
+    Ok(Fitted {
+        weights,
+        converged,
+        iterations,
+        gradient_norm,
+    })
+}
+
+/// The fewest iterations that reproduce `full` exactly: `max_iter` when the full fit used them
+/// all, else found by bisection (L-BFGS is deterministic, so the fit stopped after K iterations
+/// equals every fit allowed K or more, and no fit allowed fewer).
+fn iterations_used(
+    params: &TrainParams,
+    x: &ArrayView2<f64>,
+    y: &[usize],
+    n_classes: usize,
+    full: &Weights,
+) -> Result<u64, TrainError> {
+    let max = params.max_iter;
+    if max == 1 || fit_weights(params, max - 1, x, y, n_classes)? != *full {
+        return Ok(max);
+    }
+    // Invariant: a fit allowed `hi` iterations reproduces `full`; one allowed `lo` does not.
+    let (mut lo, mut hi) = (0u64, max - 1);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fit_weights(params, mid, x, y, n_classes)? == *full {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
+}
+
+/// The Euclidean norm of the gradient, at `weights`, of the objective linfa-logistic minimises:
+/// `Σᵢ −log P(yᵢ | xᵢ) + α/2 ‖W‖²` with unpenalised intercepts (binary: one logit; else softmax).
+fn gradient_norm(alpha: f64, x: &ArrayView2<f64>, y: &[usize], weights: &Weights) -> f64 {
+    let n_logits = weights.intercepts.len();
+    let n_features = x.ncols();
+    // Row-major gradient: per logit, its feature weights then its intercept.
+    let mut grad = vec![0.0; n_logits * (n_features + 1)];
+    let mut logits = vec![0.0; n_logits];
+    for (row, &class) in x.rows().into_iter().zip(y) {
+        for (z, (w, b)) in logits
+            .iter_mut()
+            .zip(weights.coefficients.iter().zip(&weights.intercepts))
+        {
+            *z = b + w.iter().zip(row.iter()).map(|(w, x)| w * x).sum::<f64>();
+        }
+        // d(−log P(y))/dz: binary σ(z) − [y = 1]; multinomial softmax(z) − onehot(y).
+        if n_logits == 1 {
+            logits[0] = 1.0 / (1.0 + (-logits[0]).exp()) - if class == 1 { 1.0 } else { 0.0 };
+        } else {
+            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mut sum = 0.0;
+            for z in logits.iter_mut() {
+                *z = (*z - max).exp();
+                sum += *z;
+            }
+            for (k, z) in logits.iter_mut().enumerate() {
+                *z = *z / sum - if k == class { 1.0 } else { 0.0 };
+            }
+        }
+        for (k, d) in logits.iter().enumerate() {
+            let g = &mut grad[k * (n_features + 1)..(k + 1) * (n_features + 1)];
+            for (gj, xj) in g.iter_mut().zip(row.iter()) {
+                *gj += d * xj;
+            }
+            g[n_features] += d;
+        }
+    }
+    for (k, w) in weights.coefficients.iter().enumerate() {
+        for (j, wj) in w.iter().enumerate() {
+            grad[k * (n_features + 1) + j] += alpha * wj;
+        }
+    }
+    grad.iter().map(|g| g * g).sum::<f64>().sqrt()
+}
+
+/// scikit-learn's `StandardScaler` fitted on `x`: column means and population standard
+/// deviations (ddof 0), 1 where a column is constant.
+fn fit_scaler(x: &Array2<f64>) -> Scaler {
+    let n = x.nrows().max(1) as f64;
+    let mut mean = Vec::with_capacity(x.ncols());
+    let mut scale = Vec::with_capacity(x.ncols());
+    for column in x.columns() {
+        let m = column.sum() / n;
+        let var = column.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n;
+        let s = var.sqrt();
+        mean.push(m);
+        scale.push(if s > 0.0 && s.is_finite() { s } else { 1.0 });
+    }
+    Scaler { mean, scale }
+}
+
+/// `x` centred and scaled column by column.
+fn standardize(x: &Array2<f64>, scaler: &Scaler) -> Array2<f64> {
+    let mut out = x.clone();
+    for mut row in out.rows_mut() {
+        for ((v, m), s) in row.iter_mut().zip(&scaler.mean).zip(&scaler.scale) {
+            *v = (*v - m) / s;
+        }
+    }
+    out
+}
+
+/// Fits on `data` as `params` say: standardized first if asked (the scaler is fitted on these
+/// rows only, as a scikit-learn pipeline inside cross-validation does).
+fn fit_on(
+    data: &Dataset,
+    params: &TrainParams,
+    y: &[usize],
+    n_classes: usize,
+) -> Result<(Fitted, Option<Scaler>), TrainError> {
+    if params.standardize {
+        let scaler = fit_scaler(&data.x);
+        let x = standardize(&data.x, &scaler);
+        Ok((fit(params, &x.view(), y, n_classes)?, Some(scaler)))
+    } else {
+        Ok((fit(params, &data.x.view(), y, n_classes)?, None))
     }
 }
 
@@ -289,19 +458,24 @@ pub fn stratified_folds(y: &[usize], n_classes: usize, k: usize) -> Vec<Vec<usiz
 /// Fits on every row of `data`, measures training and cross-validated quality.
 pub fn train(data: &Dataset, params: &TrainParams) -> Result<TrainedModel, TrainError> {
     let (classes, y) = encode_labels(data, &params.objective)?;
-    let cv_accuracy = if params.cv_folds >= 2 {
+    let cv = if params.cv_folds >= 2 {
         Some(cross_validate(data, params, &classes, &y)?)
     } else {
         None
     };
-    let weights = fit_weights(params, &data.x, &y, classes.len())?;
-    let mut trained = TrainedModel::assemble(data, params, classes, weights);
+    let (fitted, scaler) = fit_on(data, params, &y, classes.len())?;
+    let mut trained = TrainedModel::assemble(data, params, classes, fitted.weights, scaler);
     let eval = trained.evaluate(data)?;
     trained.metrics = Metrics {
         train_accuracy: eval.accuracy,
         train_log_loss: eval.log_loss,
-        cv_accuracy,
+        cv_accuracy: cv.as_ref().map(|(accuracy, _)| *accuracy),
         cv_folds: params.cv_folds,
+        converged: Some(fitted.converged),
+        iterations: Some(fitted.iterations),
+        gradient_norm: Some(fitted.gradient_norm),
+        train: Some(eval.report),
+        cv: cv.map(|(_, held_out)| held_out.report),
     };
     Ok(trained)
 }
@@ -312,6 +486,7 @@ impl TrainedModel {
         params: &TrainParams,
         classes: Vec<String>,
         weights: Weights,
+        scaler: Option<Scaler>,
     ) -> Self {
         let (kind, positive_class) = match &params.objective {
             Objective::OneVsRest { positive } => {
@@ -333,6 +508,7 @@ impl TrainedModel {
             classes,
             positive_class,
             weights,
+            scaler,
             features,
             label_column: data.label_column.clone(),
             metrics: Metrics {
@@ -340,6 +516,11 @@ impl TrainedModel {
                 train_log_loss: 0.0,
                 cv_accuracy: None,
                 cv_folds: params.cv_folds,
+                converged: None,
+                iterations: None,
+                gradient_norm: None,
+                train: None,
+                cv: None,
             },
             provenance: Provenance {
                 data_path: data.path.display().to_string(),
@@ -352,21 +533,28 @@ impl TrainedModel {
         }
     }
 
+    /// The model as the server will run it.
+    fn model(&self) -> Result<Model, TrainError> {
+        Model::new(self.artifact("unpublished", 1, ""))
+            .map_err(|e| TrainError::Unusable(e.to_string()))
+    }
+
     /// Scores `data` with these weights through the same [`Model`] code the server runs.
     fn evaluate(&self, data: &Dataset) -> Result<Evaluation, TrainError> {
-        let unusable = |e: &dyn std::fmt::Display| TrainError::Unusable(e.to_string());
-        let model = Model::new(self.artifact("unpublished", 1, "")).map_err(|e| unusable(&e))?;
-        model.evaluate(data).map_err(|e| unusable(&e))
+        self.model()?
+            .evaluate(data)
+            .map_err(|e| TrainError::Unusable(e.to_string()))
     }
 }
 
-/// Mean held-out accuracy over stratified folds (scikit-learn's `cross_val_score` mean).
+/// Mean held-out accuracy over stratified folds (scikit-learn's `cross_val_score` mean), and
+/// the evaluation of every row by the fold model that did not see it.
 fn cross_validate(
     data: &Dataset,
     params: &TrainParams,
     classes: &[String],
     y: &[usize],
-) -> Result<f64, TrainError> {
+) -> Result<(f64, Evaluation), TrainError> {
     let k = params.cv_folds;
     for (class, name) in classes.iter().enumerate() {
         let count = y.iter().filter(|&&c| c == class).count();
@@ -379,17 +567,41 @@ fn cross_validate(
         }
     }
     let mut total = 0.0;
+    let mut held_out: Option<Tally> = None;
     for test_rows in stratified_folds(y, classes.len(), k) {
         let train_rows: Vec<usize> = (0..y.len())
             .filter(|i| test_rows.binary_search(i).is_err())
             .collect();
         let train_part = data.subset(&train_rows);
         let y_train: Vec<usize> = train_rows.iter().map(|&i| y[i]).collect();
-        let weights = fit_weights(params, &train_part.x, &y_train, classes.len())?;
-        let fold_model = TrainedModel::assemble(&train_part, params, classes.to_vec(), weights);
-        total += fold_model.evaluate(&data.subset(&test_rows))?.accuracy;
+        // Folds only need the weights: the convergence record is the final fit's.
+        let (weights, scaler) = if params.standardize {
+            let scaler = fit_scaler(&train_part.x);
+            let x = standardize(&train_part.x, &scaler);
+            let w = fit_weights(params, params.max_iter, &x.view(), &y_train, classes.len())?;
+            (w, Some(scaler))
+        } else {
+            let x = train_part.x.view();
+            let w = fit_weights(params, params.max_iter, &x, &y_train, classes.len())?;
+            (w, None)
+        };
+        drop(train_part);
+        let fold_model =
+            TrainedModel::assemble(data, params, classes.to_vec(), weights, scaler).model()?;
+        let tally = held_out.get_or_insert_with(|| Tally::new(&fold_model));
+        let mut fold = Tally::new(&fold_model);
+        let test_part = data.subset(&test_rows);
+        let unusable = |e: crate::model::PredictError| TrainError::Unusable(e.to_string());
+        fold_model
+            .score_into(&test_part, &mut fold)
+            .map_err(unusable)?;
+        fold_model.score_into(&test_part, tally).map_err(unusable)?;
+        total += fold.finish().accuracy;
     }
-    Ok(total / k as f64)
+    let held_out = held_out.map(|t| t.finish()).ok_or_else(|| {
+        TrainError::InvalidParams("cross-validation needs at least two folds".into())
+    })?;
+    Ok((total / k as f64, held_out))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The promotion gate: a candidate becomes production only after it proves itself.
 //!
-//! Checks, in order: integrity (checksum, schema, identity), probes (finite probabilities that sum
-//! to 1 on edge inputs), accuracy on the evaluation data, and champion/challenger against the
-//! current production version. The whole gate runs under the model's lock (a
+//! Checks, in order: integrity (checksum, schema, identity), convergence (the fit met its
+//! gradient tolerance, unless `--allow-unconverged`), probes (finite probabilities that sum to 1
+//! on edge inputs), accuracy on the evaluation data, the optional per-class recall and ROC AUC
+//! floors, and champion/challenger against the current production version. The whole gate runs under the model's lock (a
 //! [`crate::catalog::ModelGuard`]), so concurrent validators promote one at a time and each
 //! compares against the production it replaces.
 
@@ -13,7 +14,7 @@ use serde::Serialize;
 
 use crate::catalog::{Catalog, LoadError, Move};
 use crate::data::{DataError, Dataset};
-use crate::model::{Model, ModelError};
+use crate::model::{ClassReport, Model, ModelError};
 use crate::store::{ModelName, Pointer, StoreError, VersionId};
 
 /// Checked settings of one gate run.
@@ -26,6 +27,12 @@ pub struct GateConfig {
     pub min_accuracy: f64,
     /// The candidate may trail production's accuracy by at most this.
     pub tolerance: f64,
+    /// Promote even if the fit did not converge (recorded in the history line).
+    pub allow_unconverged: bool,
+    /// Per class, the least recall allowed on the evaluation data.
+    pub min_recall: Vec<(String, f64)>,
+    /// The least ROC AUC allowed on the evaluation data (binary models).
+    pub min_auc: Option<f64>,
 }
 
 impl GateConfig {
@@ -41,6 +48,9 @@ impl GateConfig {
             data: None,
             min_accuracy: Self::DEFAULT_MIN_ACCURACY,
             tolerance: Self::DEFAULT_TOLERANCE,
+            allow_unconverged: false,
+            min_recall: Vec::new(),
+            min_auc: None,
         }
     }
 }
@@ -79,6 +89,10 @@ pub struct GateReport {
     pub production_before: Option<VersionId>,
     pub candidate_accuracy: Option<f64>,
     pub production_accuracy: Option<f64>,
+    /// Per-class quality of the candidate on the evaluation data.
+    pub candidate_report: Option<ClassReport>,
+    /// The same for the production version it would replace.
+    pub production_report: Option<ClassReport>,
     pub checks: Vec<Check>,
     pub outcome: Outcome,
 }
@@ -107,6 +121,17 @@ impl fmt::Display for GateReport {
         for c in &self.checks {
             let mark = if c.passed { "ok  " } else { "FAIL" };
             writeln!(f, "  {mark} {:<14} {}", c.name, c.detail)?;
+        }
+        if let Some(candidate) = &self.candidate_report {
+            write_side_by_side(
+                f,
+                self.candidate,
+                candidate,
+                self.candidate_accuracy,
+                self.production_before,
+                self.production_report.as_ref(),
+                self.production_accuracy,
+            )?;
         }
         match self.outcome {
             Outcome::Promoted => match self.production_before {
@@ -142,6 +167,62 @@ impl fmt::Display for GateReport {
     }
 }
 
+/// The candidate's and production's quality on the evaluation data, side by side.
+fn write_side_by_side(
+    f: &mut fmt::Formatter<'_>,
+    candidate_version: VersionId,
+    candidate: &ClassReport,
+    candidate_accuracy: Option<f64>,
+    production_version: Option<VersionId>,
+    production: Option<&ClassReport>,
+    production_accuracy: Option<f64>,
+) -> fmt::Result {
+    let num = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
+    let prf = |r: Option<&ClassReport>, class: &str| {
+        r.and_then(|r| r.class(class)).map_or("-".to_owned(), |s| {
+            format!("{:.3}/{:.3}/{:.3}", s.precision, s.recall, s.f1)
+        })
+    };
+    let production_title = production_version.map_or("production -".to_owned(), |v| {
+        if production.is_some() {
+            format!("production {v}")
+        } else {
+            format!("production {v} (not evaluated)")
+        }
+    });
+    writeln!(
+        f,
+        "  on the evaluation data     {:<24} {production_title}",
+        format!("candidate {candidate_version}")
+    )?;
+    writeln!(
+        f,
+        "    {:<22} {:<24} {}",
+        "accuracy",
+        num(candidate_accuracy),
+        num(production_accuracy)
+    )?;
+    if candidate.roc_auc.is_some() {
+        writeln!(
+            f,
+            "    {:<22} {:<24} {}",
+            "ROC AUC",
+            num(candidate.roc_auc),
+            num(production.and_then(|p| p.roc_auc))
+        )?;
+    }
+    for scores in &candidate.classes {
+        writeln!(
+            f,
+            "    {:<22} {:<24} {}",
+            format!("{} P/R/F1", scores.class),
+            prf(Some(candidate), &scores.class),
+            prf(production, &scores.class)
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs the gate on the candidate of `cfg.model` and promotes it if every check passes.
 pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateError> {
     let name = &cfg.model;
@@ -168,6 +249,8 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         production_before,
         candidate_accuracy: None,
         production_accuracy: None,
+        candidate_report: None,
+        production_report: None,
         checks: vec![Check {
             name: "integrity",
             passed: true,
@@ -180,6 +263,10 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         return Ok(report);
     }
 
+    let unconverged = candidate.artifact().metrics.converged == Some(false);
+    report
+        .checks
+        .push(convergence_check(&candidate, cfg.allow_unconverged));
     report.checks.push(probe_check(&candidate));
 
     let data_path = cfg
@@ -187,8 +274,8 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         .clone()
         .unwrap_or_else(|| PathBuf::from(&candidate.artifact().provenance.data_path));
     let data = load_for(&candidate, &data_path)?;
-    let accuracy = match candidate.evaluate(&data) {
-        Ok(eval) => eval.accuracy,
+    let evaluation = match candidate.evaluate(&data) {
+        Ok(eval) => eval,
         Err(e) => {
             // Say why the data could not be scored, rather than report an accuracy of zero.
             report.checks.push(Check {
@@ -199,6 +286,7 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
             return Ok(report);
         }
     };
+    let accuracy = evaluation.accuracy;
     report.candidate_accuracy = Some(accuracy);
     report.checks.push(Check {
         name: "accuracy",
@@ -210,23 +298,26 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
             cfg.min_accuracy
         ),
     });
+    report.checks.extend(floor_checks(&evaluation.report, cfg));
+    report.candidate_report = Some(evaluation.report);
 
     if let Some(prod_version) = production_before {
-        report.checks.push(champion_check(
+        let check = champion_check(
             catalog,
             name,
             prod_version,
             &data_path,
             accuracy,
             cfg.tolerance,
-            &mut report.production_accuracy,
-        ));
+            &mut report,
+        );
+        report.checks.push(check);
     }
 
     if report.failed_checks().next().is_some() {
         return Ok(report);
     }
-    let details = serde_json::json!({
+    let mut details = serde_json::json!({
         "gate": "limen validate",
         "accuracy": report.candidate_accuracy,
         "production_accuracy": report.production_accuracy,
@@ -234,6 +325,10 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         "tolerance": cfg.tolerance,
         "data": data_path.display().to_string(),
     });
+    if unconverged {
+        // A promotion that overrode the convergence check says so where operators look.
+        details["allow_unconverged"] = serde_json::Value::Bool(true);
+    }
     guard.move_production(Move::Promote, candidate_version, details)?;
     report.outcome = Outcome::Promoted;
     Ok(report)
@@ -241,6 +336,100 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
 
 fn load_for(model: &Model, path: &Path) -> Result<Dataset, DataError> {
     Dataset::load(path, model.feature_names(), &model.artifact().label_column)
+}
+
+/// The fit met its gradient tolerance; an unconverged fit fails unless the operator allows it.
+/// A model trained before limen recorded convergence passes, saying so.
+fn convergence_check(model: &Model, allow_unconverged: bool) -> Check {
+    let m = &model.artifact().metrics;
+    let tolerance = model
+        .artifact()
+        .provenance
+        .hyperparameters
+        .gradient_tolerance;
+    let (passed, detail) = match (m.converged, m.iterations, m.gradient_norm) {
+        (None, ..) => (
+            true,
+            "not recorded (trained by a limen that did not record convergence)".to_owned(),
+        ),
+        (Some(true), iterations, norm) => (
+            true,
+            format!(
+                "converged in {} iterations (gradient norm {:.3e} ≤ {tolerance:e})",
+                iterations.map_or("?".to_owned(), |i| i.to_string()),
+                norm.unwrap_or(f64::NAN)
+            ),
+        ),
+        (Some(false), iterations, norm) => {
+            let what = format!(
+                "did not converge: stopped after {} iterations with gradient norm {:.3e} > {tolerance:e}",
+                iterations.map_or("?".to_owned(), |i| i.to_string()),
+                norm.unwrap_or(f64::NAN)
+            );
+            if allow_unconverged {
+                (true, format!("{what}; allowed by --allow-unconverged"))
+            } else {
+                (
+                    false,
+                    format!("{what}; retrain with --standardize or a larger --max-iter, or pass --allow-unconverged"),
+                )
+            }
+        }
+    };
+    Check {
+        name: "convergence",
+        passed,
+        detail,
+    }
+}
+
+/// The optional floors: per-class recall (`--min-recall CLASS=VALUE`) and ROC AUC (`--min-auc`).
+fn floor_checks(report: &ClassReport, cfg: &GateConfig) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (class, min) in &cfg.min_recall {
+        let (passed, detail) = match report.class(class) {
+            Some(scores) => (
+                scores.recall >= *min,
+                format!(
+                    "recall of {class} {:.4} ({} rows); minimum {min:.4}",
+                    scores.recall, scores.support
+                ),
+            ),
+            None => (
+                false,
+                format!(
+                    "{class:?} is not a class of this model ({})",
+                    report
+                        .classes
+                        .iter()
+                        .map(|c| c.class.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        };
+        checks.push(Check {
+            name: "recall",
+            passed,
+            detail,
+        });
+    }
+    if let Some(min) = cfg.min_auc {
+        let (passed, detail) = match report.roc_auc {
+            Some(auc) => (auc >= min, format!("ROC AUC {auc:.4}; minimum {min:.4}")),
+            None => (
+                false,
+                "no ROC AUC: --min-auc needs a binary model and both classes in the data"
+                    .to_owned(),
+            ),
+        };
+        checks.push(Check {
+            name: "roc auc",
+            passed,
+            detail,
+        });
+    }
+    checks
 }
 
 fn probe_check(model: &Model) -> Check {
@@ -269,7 +458,7 @@ fn champion_check(
     data_path: &Path,
     candidate_accuracy: f64,
     tolerance: f64,
-    production_accuracy: &mut Option<f64>,
+    report: &mut GateReport,
 ) -> Check {
     let evaluated = catalog
         .load_verified(name, prod_version)
@@ -280,7 +469,8 @@ fn champion_check(
         });
     match evaluated {
         Ok(eval) => {
-            *production_accuracy = Some(eval.accuracy);
+            report.production_accuracy = Some(eval.accuracy);
+            report.production_report = Some(eval.report.clone());
             let passed = candidate_accuracy >= eval.accuracy - tolerance;
             Check {
                 name: "vs production",

@@ -196,15 +196,7 @@ fn eight_concurrent_trainers_publish_eight_distinct_complete_versions() {
 #[test]
 fn multiclass_training_learns_every_species() {
     let store = TestStore::new();
-    let features = "sepal_length,sepal_width,petal_length,petal_width";
-    let version = store.train(&[
-        "--model",
-        "iris-species",
-        "--multiclass",
-        "--features",
-        features,
-    ]);
-    store.ok(&["validate", "--model", "iris-species"]);
+    let version = store.promote_species();
     let answer = json(&store.ok(&[
         "predict",
         "--model",
@@ -398,4 +390,106 @@ fn evaluation_data_the_model_cannot_score_is_named_not_reported_as_zero_accuracy
         "{err}"
     );
     assert_eq!(store.pointer("m", "production"), None);
+}
+
+#[test]
+fn an_unconverged_fit_is_warned_about_refused_by_the_gate_and_recorded_when_allowed() {
+    let store = TestStore::new();
+    // Four unscaled features, multinomial, the default 100 iterations: L-BFGS stops short.
+    let args = [
+        "train",
+        "--model",
+        "species",
+        "--multiclass",
+        "--features",
+        common::FOUR,
+        "--cv-folds",
+        "0",
+    ];
+    let out = store.limen(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("did not converge")
+            && text.contains("--max-iter")
+            && text.contains("--standardize"),
+        "{text}"
+    );
+    let refused = store.limen(&["validate", "--model", "species"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let why = stderr(&refused);
+    assert!(
+        why.contains("convergence")
+            && why.contains("100 iterations")
+            && why.contains("gradient norm"),
+        "{why}"
+    );
+    assert_eq!(store.pointer("species", "production"), None);
+
+    let out = store.limen(&["validate", "--model", "species", "--allow-unconverged"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let history = std::fs::read_to_string(store.path().join("species/history.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(line["details"]["allow_unconverged"], true, "{line}");
+
+    // Standardized, the same model converges in a few dozen iterations and passes as is.
+    let version = store.train(&[
+        "--model",
+        "species",
+        "--multiclass",
+        "--features",
+        common::FOUR,
+        "--cv-folds",
+        "0",
+        "--standardize",
+    ]);
+    let model: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(store.path().join(format!("species/{version}/model.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(model["format"], "limen.model/v2");
+    assert_eq!(model["metrics"]["converged"], true);
+    assert!(model["metrics"]["iterations"].as_u64().unwrap() < 100);
+    assert_eq!(model["scaler"]["mean"].as_array().unwrap().len(), 4);
+    store.ok(&["validate", "--model", "species"]);
+}
+
+#[test]
+fn the_gate_can_demand_recall_per_class_and_roc_auc() {
+    let store = TestStore::new();
+    store.train(&["--cv-folds", "0"]);
+    // Iris default: recall of virginica 0.92, ROC AUC 0.99.
+    let out = store.limen(&["validate", "--min-recall", "virginica=0.95"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("recall of virginica 0.9200"),
+        "{}",
+        stderr(&out)
+    );
+    let out = store.limen(&["validate", "--min-recall", "virginca=0.5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a class of this model"),
+        "{}",
+        stderr(&out)
+    );
+    let out = store.limen(&["validate", "--min-recall", "virginica=2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a value above 1 is a usage error"
+    );
+    let text = store.ok(&[
+        "validate",
+        "--min-recall",
+        "virginica=0.9",
+        "--min-recall",
+        "not_virginica=0.9",
+        "--min-auc",
+        "0.95",
+    ]);
+    assert!(text.contains("ROC AUC 0.9902"), "{text}");
+    assert!(text.contains("virginica P/R/F1"), "{text}");
+    assert!(text.contains("promoted"), "{text}");
 }

@@ -76,9 +76,13 @@ impl TestStore {
         self.promote("iris", &[])
     }
 
-    /// The three-species model (`iris-species`, multinomial on four features), promoted.
+    /// The three-species model (`iris-species`, multinomial on four unscaled features),
+    /// promoted. It needs 133 L-BFGS iterations to converge, more than the default 100.
     pub fn promote_species(&self) -> String {
-        self.promote("iris-species", &["--multiclass", "--features", FOUR])
+        self.promote(
+            "iris-species",
+            &["--multiclass", "--features", FOUR, "--max-iter", "1000"],
+        )
     }
 
     pub fn pointer(&self, model: &str, pointer: &str) -> Option<String> {
