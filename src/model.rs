@@ -105,8 +105,8 @@ impl std::fmt::Display for Metrics {
         };
         writeln!(
             f,
-            "  {:<20} {:>9} {:>7} {:>7} {:>8}   {}",
-            "class", "precision", "recall", "f1", "support", "(train; CV held-out)"
+            "  {:<20} {:>9} {:>7} {:>7} {:>8}   (train; CV held-out)",
+            "class", "precision", "recall", "f1", "support"
         )?;
         for scores in &train.classes {
             let held_out = self
