@@ -73,6 +73,9 @@ pub struct ModelReport {
     pub versions: Vec<VersionId>,
     /// Metadata of the production version (else the candidate), if it loads.
     pub model: Option<serde_json::Value>,
+    /// Its training metrics, for the text form (the JSON form has them in `model`).
+    #[serde(skip)]
+    pub metrics: Option<crate::model::Metrics>,
     /// Why that version does not load, if it does not.
     pub model_error: Option<String>,
     pub history: Vec<HistoryEntry>,
@@ -92,6 +95,7 @@ pub fn show(catalog: &Catalog, name: &ModelName) -> Result<ModelReport, OpsError
         candidate,
         versions: catalog.versions(name)?,
         model: None,
+        metrics: None,
         model_error: None,
         history: history.entries,
         unreadable_history_lines: history.unreadable_lines,
@@ -99,6 +103,7 @@ pub fn show(catalog: &Catalog, name: &ModelName) -> Result<ModelReport, OpsError
     if let Some(version) = production.or(candidate) {
         match catalog.load_verified(name, version) {
             Ok(model) => {
+                report.metrics = Some(model.artifact().metrics.clone());
                 report.model = Some(
                     serde_json::to_value(model.metadata())
                         .expect("model metadata is strings and finite numbers, which serialize"),
@@ -336,6 +341,10 @@ impl fmt::Display for ModelReport {
         writeln!(f, "production  {}", opt(self.production))?;
         writeln!(f, "candidate   {}", opt(self.candidate))?;
         writeln!(f, "versions    {}", joined(&self.versions))?;
+        if let Some(metrics) = &self.metrics {
+            writeln!(f, "metrics")?;
+            write!(f, "{metrics}")?;
+        }
         if let Some(m) = &self.model {
             let pretty = serde_json::to_string_pretty(m).expect("a JSON value always serializes");
             writeln!(f, "metadata    {pretty}")?;

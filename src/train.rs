@@ -694,6 +694,49 @@ mod tests {
     }
 
     #[test]
+    fn a_constant_column_is_fine_standardized_or_not() {
+        let text = "a,b,species\n1,5,x\n2,5,x\n3,5,y\n4,5,y\n5,5,y\n0,5,x\n";
+        let features = vec!["a".to_owned(), "b".to_owned()];
+        let data =
+            Dataset::parse(Path::new("c.csv"), text.as_bytes(), &features, "species").unwrap();
+        let scaler = fit_scaler(&data.x);
+        assert_eq!(scaler.scale[1], 1.0, "a constant column keeps scale 1");
+        assert_eq!(scaler.mean[1], 5.0);
+        for standardize in [false, true] {
+            let objective = Objective::OneVsRest {
+                positive: "y".into(),
+            };
+            let params = TrainParams::new(objective, 1.0, 100, 1e-4, 0)
+                .unwrap()
+                .standardized(standardize);
+            let trained = train(&data, &params).unwrap();
+            let model = Model::new(trained.artifact("c", 1, "t")).unwrap();
+            assert!(model.self_test().is_ok());
+            assert_eq!(trained.metrics().converged, Some(true), "{standardize}");
+        }
+    }
+
+    #[test]
+    fn the_gradient_norm_is_zero_at_the_optimum_and_large_away_from_it() {
+        let data = iris(&["petal_width"]);
+        let y: Vec<usize> = data
+            .labels
+            .iter()
+            .map(|&l| usize::from(data.label_names[l as usize] == "virginica"))
+            .collect();
+        let at_optimum = Weights {
+            coefficients: vec![vec![4.333_079_4]],
+            intercepts: vec![-7.194_701],
+        };
+        assert!(gradient_norm(1.0, &data.x.view(), &y, &at_optimum) < 1e-3);
+        let away = Weights {
+            coefficients: vec![vec![1.0]],
+            intercepts: vec![0.0],
+        };
+        assert!(gradient_norm(1.0, &data.x.view(), &y, &away) > 10.0);
+    }
+
+    #[test]
     fn bad_hyperparameters_are_refused() {
         let ovr = || Objective::OneVsRest {
             positive: "x".into(),
