@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Catalog;
 use crate::serve::{Limits, ServeConfig};
+use crate::shadow::ShadowConfig;
 use crate::store::{ModelName, VersionId};
 use crate::telemetry::LogFormat;
 use crate::train::{Objective, TrainParams};
@@ -311,6 +312,19 @@ pub struct ValidateArgs {
     /// Minimum ROC AUC on the evaluation data (binary models).
     #[arg(long, env = "LIMEN_MIN_AUC")]
     pub min_auc: Option<f64>,
+
+    /// Folder of the servers' shadow evidence (as `limen serve --evidence`): the candidate's
+    /// live-traffic comparison with production is summed over every server and checked.
+    #[arg(long, env = "LIMEN_EVIDENCE", value_name = "DIR")]
+    pub evidence: Option<PathBuf>,
+
+    /// Shadow samples required with --evidence (instances scored by both versions); 0: none.
+    #[arg(long, env = "LIMEN_MIN_SHADOW_SAMPLES", default_value_t = 0)]
+    pub min_shadow_samples: u64,
+
+    /// Least share of shadow samples on which the candidate's label equals production's.
+    #[arg(long, env = "LIMEN_MIN_SHADOW_AGREEMENT", default_value_t = GateConfig::DEFAULT_MIN_SHADOW_AGREEMENT)]
+    pub min_shadow_agreement: f64,
 }
 
 impl TryFrom<ValidateArgs> for GateConfig {
@@ -327,6 +341,11 @@ impl TryFrom<ValidateArgs> for GateConfig {
             unit.contains(&args.tolerance),
             "--tolerance must be between 0 and 1, got {}",
             args.tolerance
+        );
+        anyhow::ensure!(
+            unit.contains(&args.min_shadow_agreement),
+            "--min-shadow-agreement must be between 0 and 1, got {}",
+            args.min_shadow_agreement
         );
         if let Some(auc) = args.min_auc {
             anyhow::ensure!(
@@ -360,6 +379,9 @@ impl TryFrom<ValidateArgs> for GateConfig {
             allow_unconverged: args.allow_unconverged,
             min_recall,
             min_auc: args.min_auc,
+            evidence: args.evidence,
+            min_shadow_samples: args.min_shadow_samples,
+            min_shadow_agreement: args.min_shadow_agreement,
         })
     }
 }
@@ -466,6 +488,21 @@ pub struct ServeOptions {
     /// Threads answering requests; 0 means one per CPU core.
     #[arg(long, env = "LIMEN_WORKERS", default_value_t = 0)]
     pub workers: usize,
+
+    /// Fraction of each model's /predict, /models/{name}/predict and /v2/.../infer requests that
+    /// its candidate (when it is not production) also scores, off the response path, to compare
+    /// with production; 0 turns shadow scoring off.
+    #[arg(long, env = "LIMEN_SHADOW_RATE", default_value_t = 0.1)]
+    pub shadow_rate: f64,
+
+    /// Folder where each server writes its shadow totals for `limen validate --evidence`
+    /// (DIR/<model>/<candidate>/<instance>.json), at most once per --poll-interval.
+    #[arg(long, env = "LIMEN_EVIDENCE", value_name = "DIR")]
+    pub evidence: Option<PathBuf>,
+
+    /// This server's name in evidence files; defaults to hostname-pid.
+    #[arg(long, env = "LIMEN_INSTANCE")]
+    pub instance: Option<String>,
 }
 
 impl ServeOptions {
@@ -479,7 +516,17 @@ impl ServeOptions {
             !self.request_timeout.is_zero(),
             "--request-timeout must be longer than 0"
         );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.shadow_rate),
+            "--shadow-rate must be between 0 and 1, got {}",
+            self.shadow_rate
+        );
         Ok(ServeConfig {
+            shadow: ShadowConfig {
+                rate: self.shadow_rate,
+                evidence: self.evidence.clone(),
+                instance: crate::evidence::instance_name(self.instance.as_deref()),
+            },
             addr,
             default_model: self.model.clone(),
             watch: self.watch,

@@ -55,8 +55,12 @@ pub struct ModelStatus {
     pub name: String,
     /// The `production` pointer as last read.
     pub production: Option<VersionId>,
-    /// The `candidate` pointer, read when the status is reported (not by every scan).
+    /// The `candidate` pointer (read by scans when shadow scoring is on, else when reported).
     pub candidate: Option<VersionId>,
+    /// The candidate version loaded for shadow scoring.
+    pub shadow: Option<VersionId>,
+    /// Why the candidate cannot be shadowed, if it cannot.
+    pub candidate_error: Option<String>,
     /// The version being served.
     pub loaded: Option<VersionId>,
     pub loaded_at: Option<SystemTime>,
@@ -134,6 +138,9 @@ pub struct RegistryConfig {
     pub pinned_capacity: NonZeroUsize,
     /// How long a pinned version answers from memory before its file is checked again.
     pub revalidate_after: Duration,
+    /// Whether scans also load each model's candidate (when it is not production) for shadow
+    /// scoring.
+    pub shadow: bool,
 }
 
 impl Default for RegistryConfig {
@@ -141,6 +148,7 @@ impl Default for RegistryConfig {
         Self {
             pinned_capacity: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             revalidate_after: Duration::from_secs(1),
+            shadow: false,
         }
     }
 }
@@ -149,6 +157,8 @@ impl Default for RegistryConfig {
 pub struct Registry {
     catalog: Catalog,
     serving: ArcSwap<Table>,
+    /// Each model's candidate, loaded for shadow scoring when it is not production.
+    shadows: ArcSwap<Table>,
     book: ArcSwap<Book>,
     pinned: Mutex<LruCache<(ModelName, VersionId), Pinned>>,
     failures: Mutex<LruCache<(ModelName, VersionId), Failure>>,
@@ -168,6 +178,7 @@ impl Registry {
         Self {
             catalog,
             serving: ArcSwap::from_pointee(Table::new()),
+            shadows: ArcSwap::from_pointee(Table::new()),
             book: ArcSwap::from_pointee(book),
             pinned: Mutex::new(LruCache::new(config.pinned_capacity)),
             failures: Mutex::new(LruCache::new(
@@ -278,6 +289,20 @@ impl Registry {
         self.serving.load().get(name).cloned()
     }
 
+    /// `name`'s candidate loaded for shadow scoring, if there is one. Lock-free.
+    pub fn shadow(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        self.shadows.load().get(name).cloned()
+    }
+
+    /// Every (model, candidate version) in shadow now.
+    pub fn shadow_keys(&self) -> std::collections::HashSet<(ModelName, VersionId)> {
+        self.shadows
+            .load()
+            .iter()
+            .map(|(name, loaded)| (name.clone(), loaded.version))
+            .collect()
+    }
+
     /// Status of every model known from the last scan, sorted by name, with each `candidate`
     /// pointer read now (scans skip candidates: serving never needs them). Blocking.
     pub fn report(&self) -> Vec<ModelStatus> {
@@ -339,13 +364,39 @@ impl Registry {
         };
         let current = self.serving.load_full();
         let before = self.book.load_full();
+        let shadows_before = self.shadows.load_full();
         let mut loads = Vec::new();
         let mut statuses = BTreeMap::new();
+        let mut shadows = Table::new();
         for name in &names {
             let previous = before.models.get(name);
-            let (status, load) = self.scan_model(name, current.get(name), previous);
+            let shadowed = shadows_before.get(name);
+            let (mut status, load) = self.scan_model(name, current.get(name), shadowed, previous);
+            if self.config.shadow {
+                let loaded = [shadowed, current.get(name)];
+                if let Some(shadow) = self.scan_candidate(name, &mut status, loaded) {
+                    shadows.insert(name.clone(), shadow);
+                }
+            }
             statuses.insert(name.clone(), status);
             loads.extend(load);
+        }
+        let shadows_changed = shadows.len() != shadows_before.len()
+            || shadows.iter().any(|(name, loaded)| {
+                shadows_before
+                    .get(name)
+                    .is_none_or(|old| !Arc::ptr_eq(old, loaded))
+            });
+        if shadows_changed {
+            for (name, old) in shadows_before.iter() {
+                if shadows
+                    .get(name)
+                    .is_none_or(|new| new.version != old.version)
+                {
+                    tracing::info!(model = %name, candidate = old.version.get(), "shadow run ended");
+                }
+            }
+            self.shadows.store(Arc::new(shadows));
         }
         for (name, status) in &statuses {
             let failing = status.last_error.is_some();
@@ -412,6 +463,7 @@ impl Registry {
         &self,
         name: &ModelName,
         served: Option<&Arc<LoadedModel>>,
+        shadowed: Option<&Arc<LoadedModel>>,
         previous: Option<&ModelStatus>,
     ) -> (ModelStatus, Option<(ModelName, Arc<LoadedModel>)>) {
         let mut status = ModelStatus {
@@ -430,6 +482,16 @@ impl Registry {
             Ok(Some(version)) => {
                 status.production = Some(version);
                 if served.is_some_and(|s| s.version == version) {
+                    None
+                } else if let Some(shadowed) = shadowed.filter(|s| s.version == version) {
+                    // The candidate promoted is already loaded, verified and warm: serve it.
+                    tracing::info!(
+                        model = %name,
+                        version = version.get(),
+                        previous = served.map(|s| s.version.get()),
+                        "serving new production version (the candidate in shadow)"
+                    );
+                    load = Some((name.clone(), Arc::clone(shadowed)));
                     None
                 } else {
                     match self.load(name, version).map_err(|e| e.to_string()) {
@@ -459,6 +521,47 @@ impl Registry {
             status.last_error = Some(error);
         }
         (status, load)
+    }
+
+    /// Reads `name`'s candidate pointer; returns the candidate to shadow (the one loaded before if
+    /// unchanged, else freshly loaded), or none when it is production, missing or unloadable (the
+    /// reason goes in `status`).
+    fn scan_candidate(
+        &self,
+        name: &ModelName,
+        status: &mut ModelStatus,
+        loaded: [Option<&Arc<LoadedModel>>; 2],
+    ) -> Option<Arc<LoadedModel>> {
+        let candidate = match self.catalog.pointer(name, Pointer::Candidate) {
+            Ok(c) => c,
+            Err(e) => {
+                status.candidate_error = Some(format!("cannot read the candidate pointer: {e}"));
+                return None;
+            }
+        };
+        status.candidate = candidate;
+        let version = candidate.filter(|c| Some(*c) != status.production)?;
+        // Already loaded, as the shadow or as the production version still served: reuse it.
+        if let Some(current) = loaded.into_iter().flatten().find(|c| c.version == version) {
+            status.shadow = Some(version);
+            return Some(Arc::clone(current));
+        }
+        match self.load(name, version) {
+            Ok(loaded) => {
+                tracing::info!(
+                    model = %name,
+                    candidate = version.get(),
+                    production = status.production.map(VersionId::get),
+                    "shadow scoring the candidate beside production"
+                );
+                status.shadow = Some(version);
+                Some(Arc::new(loaded))
+            }
+            Err(e) => {
+                status.candidate_error = Some(e.to_string());
+                None
+            }
+        }
     }
 
     /// Load → verify (checksum, schema, identity) → warm up (the probe self-test), counted in

@@ -498,24 +498,9 @@ impl Store {
         }
     }
 
-    /// Replaces `path` in `name`'s folder atomically: a `.pointer-*` temporary file, written,
-    /// made readable by every UID, fsynced, renamed over `path`, and the folder fsynced.
+    /// Replaces `path` in `name`'s folder atomically (see [`replace_atomically`]).
     fn replace_file(&self, name: &ModelName, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        let dir = self.model_dir(name);
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".pointer-")
-            .tempfile_in(&dir)
-            .map_err(io_err("create a temporary file in", &dir))?;
-        // Temporary files are created 0600; a pointer must be readable by servers running as
-        // another user (pods of one EFS volume need not share a UID).
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))
-            .and_then(|()| tmp.write_all(bytes))
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(io_err("write", tmp.path()))?;
-        tmp.persist(path)
-            .map_err(|e| io_err("replace", path)(e.error))?;
-        sync_dir(&dir)
+        replace_atomically(&self.model_dir(name), path, bytes, ".pointer-")
     }
 
     /// The bytes of a published `model.json`: refused if it or its version folder is not what
@@ -801,7 +786,7 @@ fn describe(t: &fs::FileType) -> &'static str {
 /// a whole pointer, and one that fills the buffer is reported as the bad pointer it is).
 ///
 /// One `open`, one `fstat`, one or two `read`s: servers poll thousands of pointers a second.
-fn read_untrusted(path: &Path, max: u64, exact: bool) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn read_untrusted(path: &Path, max: u64, exact: bool) -> Result<Vec<u8>, StoreError> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let file = OpenOptions::new()
@@ -860,6 +845,29 @@ fn parse_pointer(path: &Path, bytes: &[u8]) -> Result<VersionId, StoreError> {
             len: bytes.len(),
             truncated: bytes.len() as u64 > MAX_POINTER_BYTES,
         })
+}
+
+/// Replaces `path` (in `dir`) atomically: a temporary file named `<prefix>*` in `dir`, written,
+/// made readable by every UID (0644: servers and pipelines need not share one), fsynced, renamed
+/// over `path`, and `dir` fsynced. A reader sees the old file or the new one, never a part.
+pub(crate) fn replace_atomically(
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+    prefix: &str,
+) -> Result<(), StoreError> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempfile_in(dir)
+        .map_err(io_err("create a temporary file in", dir))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .and_then(|()| tmp.write_all(bytes))
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(io_err("write", tmp.path()))?;
+    tmp.persist(path)
+        .map_err(|e| io_err("replace", path)(e.error))?;
+    sync_dir(dir)
 }
 
 /// `rename` onto an existing non-empty folder: that version id is taken.

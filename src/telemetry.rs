@@ -72,6 +72,10 @@ pub struct Metrics {
     loads: IntCounterVec,
     loaded: IntGaugeVec,
     model_error: IntGaugeVec,
+    shadow_samples: IntCounterVec,
+    shadow_disagreements: IntCounterVec,
+    shadow_abs_diff: HistogramVec,
+    shadow_dropped: IntCounter,
     scan_age: Gauge,
     store_up: IntGauge,
     swap_lag: Histogram,
@@ -152,6 +156,26 @@ impl Metrics {
                 ),
                 &["model"],
             ))),
+            shadow_samples: register(&registry, fixed(IntCounterVec::new(
+                opts("shadow_samples_total", "Instances scored by both production and the candidate in shadow, by model and candidate version."),
+                &["model", "version"],
+            ))),
+            shadow_disagreements: register(&registry, fixed(IntCounterVec::new(
+                opts("shadow_disagreements_total", "Shadow samples whose candidate label differs from production's, by model and candidate version."),
+                &["model", "version"],
+            ))),
+            shadow_abs_diff: register(&registry, fixed(HistogramVec::new(
+                hopts(
+                    "shadow_abs_diff",
+                    "|Δp| of the top class (binary: the positive class) between production and the candidate, by model and candidate version.",
+                    vec![0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0],
+                ),
+                &["model", "version"],
+            ))),
+            shadow_dropped: register(&registry, fixed(IntCounter::with_opts(opts(
+                "shadow_dropped_total",
+                "Shadow samples dropped because the shadow queue was full (the client was answered as usual).",
+            )))),
             scan_age: register(&registry, fixed(Gauge::with_opts(opts(
                 "store_last_scan_age_seconds",
                 "Seconds since the store was last scanned successfully (-1: never).",
@@ -213,6 +237,23 @@ impl Metrics {
     /// `model` (at `version`) is no longer served.
     pub fn removed(&self, model: &str, version: &str) {
         let _ = self.loaded.remove_label_values(&[model, version]);
+    }
+
+    pub fn shadow_samples(&self, model: &str, version: &str) -> IntCounter {
+        self.shadow_samples.with_label_values(&[model, version])
+    }
+
+    pub fn shadow_disagreements(&self, model: &str, version: &str) -> IntCounter {
+        self.shadow_disagreements
+            .with_label_values(&[model, version])
+    }
+
+    pub fn shadow_abs_diff(&self, model: &str, version: &str) -> Histogram {
+        self.shadow_abs_diff.with_label_values(&[model, version])
+    }
+
+    pub fn shadow_dropped(&self) -> IntCounter {
+        self.shadow_dropped.clone()
     }
 
     /// Whether `model` has a problem (see `/models`); `None` when it left the store.

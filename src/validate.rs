@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::catalog::{Catalog, LoadError, Move};
 use crate::data::{DataError, Dataset};
+use crate::evidence::{self, Evidence};
 use crate::model::{ClassReport, Model, ModelError};
 use crate::store::{ModelName, Pointer, StoreError, VersionId};
 
@@ -33,6 +34,12 @@ pub struct GateConfig {
     pub min_recall: Vec<(String, f64)>,
     /// The least ROC AUC allowed on the evaluation data (binary models).
     pub min_auc: Option<f64>,
+    /// Where servers wrote their shadow evidence; `None`: shadow evidence is not consulted.
+    pub evidence: Option<PathBuf>,
+    /// The least shadow samples (instances scored by both versions) required; 0: not required.
+    pub min_shadow_samples: u64,
+    /// The least label agreement with production, when there are samples.
+    pub min_shadow_agreement: f64,
 }
 
 impl GateConfig {
@@ -40,6 +47,8 @@ impl GateConfig {
     pub const DEFAULT_MIN_ACCURACY: f64 = 0.9;
     /// Default accuracy the candidate may lose against production.
     pub const DEFAULT_TOLERANCE: f64 = 0.01;
+    /// Default least label agreement with production in shadow.
+    pub const DEFAULT_MIN_SHADOW_AGREEMENT: f64 = 0.95;
 
     /// The default gate for `model`: its own training data, the default thresholds.
     pub fn new(model: ModelName) -> Self {
@@ -51,6 +60,9 @@ impl GateConfig {
             allow_unconverged: false,
             min_recall: Vec::new(),
             min_auc: None,
+            evidence: None,
+            min_shadow_samples: 0,
+            min_shadow_agreement: Self::DEFAULT_MIN_SHADOW_AGREEMENT,
         }
     }
 }
@@ -93,6 +105,8 @@ pub struct GateReport {
     pub candidate_report: Option<ClassReport>,
     /// The same for the production version it would replace.
     pub production_report: Option<ClassReport>,
+    /// What servers saw in shadow, summed over instances (with `--evidence`).
+    pub shadow: Option<Evidence>,
     pub checks: Vec<Check>,
     pub outcome: Outcome,
 }
@@ -251,6 +265,7 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         production_accuracy: None,
         candidate_report: None,
         production_report: None,
+        shadow: None,
         checks: vec![Check {
             name: "integrity",
             passed: true,
@@ -300,6 +315,11 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
     });
     report.checks.extend(floor_checks(&evaluation.report, cfg));
     report.candidate_report = Some(evaluation.report);
+    if let Some(root) = &cfg.evidence {
+        let evidence = evidence::read(root, name, candidate_version)?;
+        report.checks.push(shadow_check(&evidence, cfg));
+        report.shadow = Some(evidence);
+    }
 
     if let Some(prod_version) = production_before {
         let check = champion_check(
@@ -430,6 +450,54 @@ fn floor_checks(report: &ClassReport, cfg: &GateConfig) -> Vec<Check> {
         });
     }
     checks
+}
+
+/// What live traffic said about the candidate: enough samples, and labels that agree with
+/// production often enough.
+fn shadow_check(evidence: &Evidence, cfg: &GateConfig) -> Check {
+    let t = &evidence.totals;
+    let seen = match t.label_agreement() {
+        Some(agreement) => format!(
+            "{} samples from {} instance(s): label agreement {agreement:.4}, mean |Δp| {:.4}, max |Δp| {:.4}{}",
+            t.samples,
+            evidence.instances,
+            t.mean_abs_diff().unwrap_or(0.0),
+            t.max_abs_diff,
+            if evidence.unreadable > 0 {
+                format!(" ({} unreadable evidence file(s) skipped)", evidence.unreadable)
+            } else {
+                String::new()
+            }
+        ),
+        None => format!("no shadow samples yet ({} instance file(s))", evidence.instances),
+    };
+    let (passed, detail) = if t.samples < cfg.min_shadow_samples {
+        (
+            false,
+            format!(
+                "{seen}; at least {} required (--min-shadow-samples): let the servers see more traffic, then validate again",
+                cfg.min_shadow_samples
+            ),
+        )
+    } else if t
+        .label_agreement()
+        .is_some_and(|a| a < cfg.min_shadow_agreement)
+    {
+        (
+            false,
+            format!(
+                "{seen}; minimum agreement {:.4} (--min-shadow-agreement)",
+                cfg.min_shadow_agreement
+            ),
+        )
+    } else {
+        (true, seen)
+    };
+    Check {
+        name: "shadow",
+        passed,
+        detail,
+    }
 }
 
 fn probe_check(model: &Model) -> Check {

@@ -241,7 +241,10 @@ fn kill_9_during_train_and_validate_never_leaves_a_partial_version() {
 fn corrupt_files_and_pointers_keep_the_last_good_model_and_recover() {
     let store = TestStore::new();
     let good = store.promote_iris();
-    let server = Server::serve(store.path(), &["--poll-interval", "50ms"]).ready();
+    // No shadow: a candidate loaded in shadow before its file is damaged would be served
+    // (verified, whole) when promoted, and this test is about loading damaged production files.
+    let args = ["--poll-interval", "50ms", "--shadow-rate", "0"];
+    let server = Server::serve(store.path(), &args).ready();
     let agent = http();
     let load = Load::start(&server.url("/predict"), 1);
     let production = store.path().join("iris/production");

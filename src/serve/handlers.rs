@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorKind};
 use super::lookup::{loaded_default, loaded_production, loaded_version, model_name, unknown_model};
 use super::reply::{self, APPLICATION_JSON, BLOCKING_BODY_BYTES, MODEL_VERSION_HEADER};
 use super::state::AppState;
-use super::status::{DetailResponse, ModelsResponse};
+use super::status::{DetailResponse, ModelsResponse, ShadowJson};
 use crate::api;
 use crate::registry::{LoadedModel, Registry};
 
@@ -44,19 +44,42 @@ pub async fn predict(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let loaded = loaded_default(&state)?;
-    predict_with(loaded, body).await
+    predict_with(&state, loaded, body, Shadowed::Yes).await
 }
 
-/// Scores `body` with `loaded` and answers with the JSON and the `X-Model-Version` header.
-async fn predict_with(loaded: Arc<LoadedModel>, body: Bytes) -> Result<Response, ApiError> {
+/// Whether a route's requests may be shadowed: those that name a version are not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shadowed {
+    Yes,
+    No,
+}
+
+/// Scores `body` with `loaded` and answers with the JSON and the `X-Model-Version` header. A
+/// sampled request's rows go to the shadow queue after the answer is made; the candidate never
+/// touches the answer.
+async fn predict_with(
+    state: &AppState,
+    loaded: Arc<LoadedModel>,
+    body: Bytes,
+    shadowed: Shadowed,
+) -> Result<Response, ApiError> {
     let version = HeaderValue::from(loaded.version.get());
-    let answer = if body.len() > BLOCKING_BODY_BYTES {
-        tokio::task::spawn_blocking(move || score(&loaded, &body))
+    let candidate = match shadowed {
+        Shadowed::Yes => state.shadow_for(&loaded),
+        Shadowed::No => None,
+    };
+    let keep_rows = candidate.is_some();
+    let (answer, rows) = if body.len() > BLOCKING_BODY_BYTES {
+        let scorer = Arc::clone(&loaded);
+        tokio::task::spawn_blocking(move || score(&scorer, &body, keep_rows))
             .await
             .map_err(|e| ApiError::internal(&e))??
     } else {
-        score(&loaded, &body)?
+        score(&loaded, &body, keep_rows)?
     };
+    if let (Some(candidate), Some(rows)) = (candidate, rows) {
+        state.shadow.submit(loaded, candidate, rows);
+    }
     let mut response = Response::new(Body::from(answer));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
@@ -64,10 +87,20 @@ async fn predict_with(loaded: Arc<LoadedModel>, body: Bytes) -> Result<Response,
     Ok(response)
 }
 
-fn score(loaded: &LoadedModel, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-    Ok(api::answer(&loaded.model, &loaded.template, body, |row| {
-        loaded.observe_row(row)
-    })?)
+/// The answer, and the scored rows when `keep_rows` (for the shadow).
+fn score(
+    loaded: &LoadedModel,
+    body: &[u8],
+    keep_rows: bool,
+) -> Result<(Vec<u8>, Option<Vec<f64>>), ApiError> {
+    let mut rows = keep_rows.then(Vec::new);
+    let answer = api::answer(&loaded.model, &loaded.template, body, |row| {
+        loaded.observe_row(row);
+        if let Some(rows) = rows.as_mut() {
+            rows.extend_from_slice(row);
+        }
+    })?;
+    Ok((answer, rows))
 }
 
 /// `GET /version`: the version of the default model being served, as plain text.
@@ -95,7 +128,7 @@ pub async fn model_predict(
 ) -> Result<Response, ApiError> {
     let name = model_name(path)?;
     let loaded = loaded_production(&state, &name)?;
-    predict_with(loaded, body).await
+    predict_with(&state, loaded, body, Shadowed::Yes).await
 }
 
 /// `POST /models/{name}/versions/{version}/predict`: score with any complete version on disk,
@@ -106,7 +139,7 @@ pub async fn version_predict(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let loaded = loaded_version(&state, path).await?;
-    predict_with(loaded, body).await
+    predict_with(&state, loaded, body, Shadowed::No).await
 }
 
 /// `GET /models/{name}`: metadata, pointers, versions on disk and load state of one model.
@@ -126,7 +159,14 @@ pub async fn model_detail(
                 format!("cannot list the versions of {name}: {e}"),
             )
         })?;
-    Ok(reply::json(StatusCode::OK, &DetailResponse::new(&detail)))
+    let shadow = detail
+        .status
+        .shadow
+        .map(|version| ShadowJson::new(version, state.shadow.totals(&name, version)));
+    Ok(reply::json(
+        StatusCode::OK,
+        &DetailResponse::new(&detail, shadow),
+    ))
 }
 
 /// `GET /metrics`: Prometheus text exposition.

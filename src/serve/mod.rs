@@ -36,6 +36,7 @@ pub use state::{AppState, Limits};
 
 use crate::catalog::Catalog;
 use crate::registry::{Registry, RegistryConfig};
+use crate::shadow::{Shadow, ShadowConfig};
 use crate::store::ModelName;
 use crate::telemetry::Metrics;
 use crate::watch::{ChangeSource, WatchMode};
@@ -58,6 +59,8 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     /// Runtime worker threads; 0 means one per CPU core.
     pub workers: usize,
+    /// Shadow scoring of candidates on live traffic, and where its evidence goes.
+    pub shadow: ShadowConfig,
 }
 
 /// The whole HTTP surface, without a socket (tests can drive it with `oneshot`).
@@ -166,17 +169,25 @@ pub async fn run(
         RegistryConfig {
             pinned_capacity: cfg.pinned_cache,
             revalidate_after: cfg.poll_interval,
+            shadow: cfg.shadow.rate > 0.0,
         },
         Arc::clone(&metrics),
     ));
     let changes = ChangeSource::new(&root, cfg.watch, cfg.poll_interval);
     let reloader = tokio::spawn(Arc::clone(&registry).run(changes));
+    let shadow = Arc::new(Shadow::start(cfg.shadow.clone(), Arc::clone(&metrics)));
+    let evidence = tokio::spawn(write_evidence(
+        Arc::clone(&shadow),
+        Arc::clone(&registry),
+        cfg.poll_interval,
+    ));
 
     let app = router(AppState::new(
         registry,
         cfg.default_model.clone(),
         cfg.limits,
         metrics,
+        Arc::clone(&shadow),
     ));
     tracing::info!(
         %addr,
@@ -205,7 +216,30 @@ pub async fn run(
             "drain deadline passed with requests still open; exiting"
         ),
     }
+    evidence.abort();
+    // The last totals, so a graceful stop loses no evidence.
+    let last = Arc::clone(&shadow);
+    let _ = tokio::task::spawn_blocking(move || last.write_evidence()).await;
     Ok(())
+}
+
+/// Writes changed shadow evidence every `interval` (at most once per poll interval, as the
+/// issue asks), off the async threads, and forgets candidates no longer in shadow.
+async fn write_evidence(shadow: Arc<Shadow>, registry: Arc<Registry>, interval: Duration) {
+    if !shadow.enabled() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let (shadow, live) = (Arc::clone(&shadow), registry.shadow_keys());
+        let _ = tokio::task::spawn_blocking(move || {
+            shadow.write_evidence();
+            shadow.retain(&live);
+        })
+        .await;
+    }
 }
 
 /// Accepts connections and serves each with hyper's HTTP/1 server, watched by `graceful`.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
-use crate::registry::Registry;
+use crate::registry::{LoadedModel, Registry};
+use crate::shadow::Shadow;
 use crate::store::ModelName;
 use crate::telemetry::Metrics;
 
@@ -32,6 +33,7 @@ pub struct AppState {
     pub default_model: Arc<ModelName>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    pub shadow: Arc<Shadow>,
     store_readers: Arc<Semaphore>,
 }
 
@@ -41,14 +43,25 @@ impl AppState {
         default_model: ModelName,
         limits: Limits,
         metrics: Arc<Metrics>,
+        shadow: Arc<Shadow>,
     ) -> Self {
         Self {
             registry,
             default_model: Arc::new(default_model),
             limits,
             metrics,
+            shadow,
             store_readers: Arc::new(Semaphore::new(STORE_READERS)),
         }
+    }
+
+    /// The candidate to shadow this request with: `production`'s model's candidate, for the
+    /// sampled fraction of requests. One random draw when not sampled.
+    pub fn shadow_for(&self, production: &LoadedModel) -> Option<Arc<LoadedModel>> {
+        if !self.shadow.sample() {
+            return None;
+        }
+        self.registry.shadow(production.model.name())
     }
 
     /// Runs `read` (file I/O on the store) on the blocking pool, at most [`STORE_READERS`] at

@@ -15,6 +15,7 @@ use super::{router, AppState, Limits};
 use crate::catalog::{Catalog, Move};
 use crate::model::tests::binary_artifact;
 use crate::registry::{Registry, RegistryConfig};
+use crate::shadow::{Shadow, ShadowConfig};
 use crate::store::ModelName;
 use crate::telemetry::Metrics;
 
@@ -34,7 +35,15 @@ fn app_over(catalog: Catalog) -> Router {
             max_body: 4096,
             request_timeout: Duration::from_secs(5),
         },
-        metrics,
+        Arc::clone(&metrics),
+        Arc::new(Shadow::start(
+            ShadowConfig {
+                rate: 0.0,
+                evidence: None,
+                instance: "test".to_owned(),
+            },
+            metrics,
+        )),
     ))
 }
 

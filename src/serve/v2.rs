@@ -123,7 +123,8 @@ pub async fn infer(
 ) -> Result<Response, ApiError> {
     let name = model_name(path)?;
     let loaded = loaded_production(&state, &name)?;
-    infer_with(loaded, &headers, body).await
+    let candidate = state.shadow_for(&loaded);
+    infer_with(&state, loaded, candidate, &headers, body).await
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`.
@@ -134,14 +135,17 @@ pub async fn version_infer(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let loaded = loaded_version(&state, path).await?;
-    infer_with(loaded, &headers, body).await
+    // A request that names its version is not shadowed.
+    infer_with(&state, loaded, None, &headers, body).await
 }
 
 /// Runs an inference, with the binary tensor data extension when the request uses it: a body
 /// whose `Inference-Header-Content-Length` first bytes are JSON and the rest tensor data, and an
 /// answer in the same form when outputs are asked for as binary.
 async fn infer_with(
+    state: &AppState,
     loaded: Arc<LoadedModel>,
+    candidate: Option<Arc<LoadedModel>>,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -160,13 +164,18 @@ async fn infer_with(
         ),
     };
     let version = HeaderValue::from(loaded.version.get());
-    let answer = if body.len() > BLOCKING_BODY_BYTES {
-        tokio::task::spawn_blocking(move || run_inference(&loaded, &body, header_length))
+    let keep_rows = candidate.is_some();
+    let (answer, rows) = if body.len() > BLOCKING_BODY_BYTES {
+        let scorer = Arc::clone(&loaded);
+        tokio::task::spawn_blocking(move || run_inference(&scorer, &body, header_length, keep_rows))
             .await
             .map_err(|e| ApiError::internal(&e))?
     } else {
-        run_inference(&loaded, &body, header_length)
+        run_inference(&loaded, &body, header_length, keep_rows)
     }?;
+    if let (Some(candidate), Some(rows)) = (candidate, rows) {
+        state.shadow.submit(loaded, candidate, rows);
+    }
     let mut response = Response::new(Body::from(answer.body));
     let headers = response.headers_mut();
     match answer.json_length {
@@ -188,11 +197,13 @@ async fn infer_with(
     Ok(response.into_response())
 }
 
+/// The answer, and the decoded rows when `keep_rows` (for the shadow).
 fn run_inference(
     loaded: &LoadedModel,
     body: &[u8],
     header_length: Option<usize>,
-) -> Result<oip::InferResponse, InputError> {
+    keep_rows: bool,
+) -> Result<(oip::InferResponse, Option<Vec<f64>>), InputError> {
     let request = InferRequest::parse(body, header_length)?;
     let outputs = request.outputs()?;
     // Refuse an answer that would be too large before decoding its rows. A claim larger than
@@ -206,5 +217,5 @@ fn run_inference(
     for row in rows.chunks_exact(loaded.model.feature_names().len()) {
         loaded.observe_row(row);
     }
-    Ok(answer)
+    Ok((answer, keep_rows.then_some(rows)))
 }

@@ -1,0 +1,252 @@
+//! Shadow scoring: a fraction of live requests is scored again, off the response path, by the
+//! model's candidate version, and the two answers are compared per instance.
+//!
+//! The request path only draws a random number and, for a sampled request, copies its decoded
+//! rows into a bounded queue (`try_send`: a full queue drops the sample and counts it, never
+//! waits). One worker thread scores each sample with production and the candidate and keeps
+//! running totals per (model, candidate version): label agreement and |Δp| of the top class
+//! (binary models: of the positive class). The client's answer, latency and status never depend
+//! on the candidate. Totals are shown in `/models/{name}` and `/metrics`, and written as evidence
+//! files for `limen validate` at most once per poll interval.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use prometheus::{Histogram, IntCounter};
+
+use crate::evidence::{self, ShadowTotals};
+use crate::model::ModelKind;
+use crate::registry::LoadedModel;
+use crate::store::{now_rfc3339, ModelName, VersionId};
+use crate::telemetry::{error_chain, Metrics};
+
+/// Samples waiting for the worker; beyond this, samples are dropped and counted.
+const QUEUE: usize = 1024;
+
+/// Checked settings of shadow scoring.
+#[derive(Debug, Clone)]
+pub struct ShadowConfig {
+    /// The fraction of eligible requests scored by the candidate too, 0 to 1 (0 turns it off).
+    pub rate: f64,
+    /// Where to write evidence files, if anywhere.
+    pub evidence: Option<PathBuf>,
+    /// This server's name in evidence files.
+    pub instance: String,
+}
+
+/// A sampled request: its rows, and the two versions to compare on them.
+struct Job {
+    production: Arc<LoadedModel>,
+    candidate: Arc<LoadedModel>,
+    rows: Vec<f64>,
+}
+
+type Key = (ModelName, VersionId);
+
+/// Running totals, and whether they changed since the evidence was last written.
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    totals: ShadowTotals,
+    dirty: bool,
+}
+
+/// Shadow scoring for one server.
+pub struct Shadow {
+    config: ShadowConfig,
+    sender: Option<SyncSender<Job>>,
+    totals: Arc<Mutex<HashMap<Key, Entry>>>,
+    dropped: IntCounter,
+}
+
+impl Shadow {
+    /// Starts the worker thread (unless the rate is 0). The worker stops when the `Shadow` is
+    /// dropped.
+    pub fn start(config: ShadowConfig, metrics: Arc<Metrics>) -> Self {
+        let totals: Arc<Mutex<HashMap<Key, Entry>>> = Arc::default();
+        let dropped = metrics.shadow_dropped();
+        let sender = (config.rate > 0.0).then(|| {
+            let (sender, receiver) = mpsc::sync_channel(QUEUE);
+            let worker_totals = Arc::clone(&totals);
+            let spawned = std::thread::Builder::new()
+                .name("limen-shadow".to_owned())
+                .spawn(move || work(receiver, &worker_totals, &metrics));
+            match spawned {
+                Ok(_) => Some(sender),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the shadow worker; shadow scoring is off");
+                    None
+                }
+            }
+        });
+        Self {
+            config,
+            sender: sender.flatten(),
+            totals,
+            dropped,
+        }
+    }
+
+    /// Whether shadow scoring is on.
+    pub fn enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    /// Decides whether this request is sampled: true with probability `rate`.
+    pub fn sample(&self) -> bool {
+        self.sender.is_some() && (self.config.rate >= 1.0 || fastrand::f64() < self.config.rate)
+    }
+
+    /// Queues `rows` (row-major, the production model's feature order) to be compared; drops
+    /// them, counted, when the queue is full.
+    pub fn submit(
+        &self,
+        production: Arc<LoadedModel>,
+        candidate: Arc<LoadedModel>,
+        rows: Vec<f64>,
+    ) {
+        let Some(sender) = &self.sender else { return };
+        let job = Job {
+            production,
+            candidate,
+            rows,
+        };
+        match sender.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+
+    /// The totals for `model`'s candidate `version`, if any sample was taken.
+    pub fn totals(&self, model: &ModelName, version: VersionId) -> Option<ShadowTotals> {
+        lock(&self.totals)
+            .get(&(model.clone(), version))
+            .map(|e| e.totals.clone())
+    }
+
+    /// Writes the evidence of every candidate whose totals changed since the last write.
+    /// Blocking (file I/O); the totals' lock is not held while writing.
+    pub fn write_evidence(&self) {
+        let Some(root) = &self.config.evidence else {
+            return;
+        };
+        let changed: Vec<(Key, ShadowTotals)> = {
+            let mut totals = lock(&self.totals);
+            totals
+                .iter_mut()
+                .filter(|(_, e)| e.dirty)
+                .map(|(key, e)| {
+                    e.dirty = false;
+                    let mut totals = e.totals.clone();
+                    totals.instance = self.config.instance.clone();
+                    (key.clone(), totals)
+                })
+                .collect()
+        };
+        for ((model, version), totals) in changed {
+            if let Err(e) = evidence::write(root, &model, version, &self.config.instance, &totals) {
+                tracing::warn!(model = %model, candidate = version.get(), error = %error_chain(&e), "cannot write shadow evidence; retrying at the next interval");
+                if let Some(entry) = lock(&self.totals).get_mut(&(model, version)) {
+                    entry.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Forgets the totals of candidates no longer in shadow (after their evidence is written).
+    pub fn retain(&self, live: &HashSet<Key>) {
+        lock(&self.totals).retain(|key, e| e.dirty || live.contains(key));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update is a few field assignments, so a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Metric handles of one (model, candidate version), resolved once.
+struct Handles {
+    samples: IntCounter,
+    disagreements: IntCounter,
+    abs_diff: Histogram,
+}
+
+/// The worker: compares each queued sample, until the sending side is gone.
+fn work(receiver: Receiver<Job>, totals: &Mutex<HashMap<Key, Entry>>, metrics: &Metrics) {
+    let mut handles: HashMap<Key, Handles> = HashMap::new();
+    let (mut p_prod, mut p_cand) = (Vec::new(), Vec::new());
+    while let Ok(job) = receiver.recv() {
+        let Ok(model) = job.candidate.model.name().parse::<ModelName>() else {
+            continue;
+        };
+        let key = (model, job.candidate.version);
+        let width = job.production.model.feature_names().len().max(1);
+        let binary = job.production.model.kind() == ModelKind::BinaryLogistic;
+        let (mut samples, mut agreements, mut errors) = (0u64, 0u64, 0u64);
+        let (mut sum, mut max) = (0.0f64, 0.0f64);
+        let h = handles.entry(key.clone()).or_insert_with(|| {
+            let (model, version) = (key.0.as_str(), key.1.to_string());
+            Handles {
+                samples: metrics.shadow_samples(model, &version),
+                disagreements: metrics.shadow_disagreements(model, &version),
+                abs_diff: metrics.shadow_abs_diff(model, &version),
+            }
+        });
+        for row in job.rows.chunks_exact(width) {
+            let Ok(label) = job.production.model.predict_into(row, &mut p_prod) else {
+                continue;
+            };
+            let Ok(candidate_label) = job.candidate.model.predict_into(row, &mut p_cand) else {
+                errors += 1;
+                continue;
+            };
+            // The top class's probability (for a binary model, the positive class's), found by
+            // name in the candidate, whose classes may be ordered or numbered differently.
+            let top = if binary { 1 } else { label };
+            let top_class = &job.production.model.classes()[top];
+            let candidate_p = job
+                .candidate
+                .model
+                .classes()
+                .iter()
+                .position(|c| c == top_class)
+                .map_or(0.0, |i| p_cand[i]);
+            let diff = (p_prod[top] - candidate_p).abs();
+            samples += 1;
+            if job.candidate.model.classes()[candidate_label]
+                == job.production.model.classes()[label]
+            {
+                agreements += 1;
+            } else {
+                h.disagreements.inc();
+            }
+            sum += diff;
+            max = max.max(diff);
+            h.abs_diff.observe(diff);
+        }
+        h.samples.inc_by(samples);
+        let now = now_rfc3339();
+        let mut all = lock(totals);
+        let entry = all.entry(key.clone()).or_insert_with(|| {
+            tracing::info!(model = %key.0, candidate = key.1.get(), production = job.production.version.get(), "first shadow sample for this candidate");
+            Entry {
+                totals: ShadowTotals {
+                    model: key.0.to_string(),
+                    candidate: key.1.get(),
+                    first_at: Some(now.clone()),
+                    ..ShadowTotals::default()
+                },
+                dirty: true,
+            }
+        });
+        let t = &mut entry.totals;
+        t.samples += samples;
+        t.label_agreements += agreements;
+        t.candidate_errors += errors;
+        t.sum_abs_diff += sum;
+        t.max_abs_diff = t.max_abs_diff.max(max);
+        t.last_at = Some(now);
+        entry.dirty = true;
+    }
+}
