@@ -63,7 +63,10 @@ def limen_commands():
     for name, doc in manifests():
         spec = pod_spec(doc)
         for c in (spec or {}).get("initContainers", []) + (spec or {}).get("containers", []):
-            if c["image"].split("/")[-1].startswith("limen"):
+            # A container of the limen image running another program (the shadow wait's sleep)
+            # is not a limen command.
+            overridden = c.get("command") and os.path.basename(c["command"][0]) != "limen"
+            if c["image"].split("/")[-1].startswith("limen") and not overridden:
                 argv = c.get("command", [])[1:] + c.get("args", [])
                 found.append((f"{name} {doc['kind']}/{c['name']}", argv))
     for where, cmd in liminal_commands():
@@ -162,6 +165,10 @@ def main():
         out = subprocess.run([LIMEN, *argv, "--help"], capture_output=True, text=True)
         check(out.returncode == 0 and argv[0] in ("serve", "train", "validate"),
               f"{where}: limen {' '.join(argv)} {out.stderr.strip()}")
+    validates = [where for where, argv in commands if argv and argv[0] == "validate"]
+    without = [where for where, argv in commands if argv and argv[0] == "validate" and "--evidence" not in argv]
+    check(len(validates) >= 3 and not without,
+          f"every pipeline's validate reads the shadow evidence ({len(validates)} found; without --evidence: {without})")
     store = tempfile.mkdtemp(prefix="limen-deploy-")
     env = dict(os.environ, LIMEN_STORE=store, LIMEN_LOG="error")
     subprocess.run([LIMEN, "train", "--cv-folds", "0"], cwd=ROOT, env=env, check=True, capture_output=True)

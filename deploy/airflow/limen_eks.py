@@ -1,11 +1,15 @@
 """limen's pipeline for teams on Airflow without Liminal (e.g. Amazon MWAA) running tasks on EKS.
 
-Two KubernetesPodOperator tasks in the limen image share the EFS model store (the
-`limen-models` claim from deploy/k8s): `limen train` publishes a candidate, then `limen validate`
-promotes it only if it passes the quality gate. A rejected candidate exits 1 and fails the task,
-leaving production untouched. The `limen serve` replicas pick a promotion up by themselves.
+KubernetesPodOperator tasks in the limen image share the EFS model store (the `limen-models`
+claim from deploy/k8s): `limen train` publishes a candidate; `shadow` waits while the `limen
+serve` replicas score live traffic with it beside production and write their evidence to the
+`limen-evidence` claim; then `limen validate --evidence` promotes it only if it passes the quality
+gate, live-traffic agreement included. A rejected candidate exits 1 and fails the task, leaving
+production untouched. The replicas pick a promotion up by themselves.
 
-Set the Airflow Variables `limen_image` and `limen_namespace`, or edit the defaults below.
+Set the Airflow Variables `limen_image`, `limen_namespace`, `limen_shadow_wait` (seconds, default
+900) and `limen_min_shadow_samples` (default 0: evidence shown, not required), or edit the
+defaults below.
 """
 
 from datetime import datetime, timedelta
@@ -22,13 +26,21 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 
 IMAGE = Variable.get("limen_image", default="123456789012.dkr.ecr.eu-west-1.amazonaws.com/limen:0.1.0")
 NAMESPACE = Variable.get("limen_namespace", default="ml")
+SHADOW_WAIT = Variable.get("limen_shadow_wait", default="900")
+MIN_SHADOW_SAMPLES = Variable.get("limen_min_shadow_samples", default="0")
 STORE = "/mnt/models"
+EVIDENCE = "/mnt/evidence"
 
 store_volume = k8s.V1Volume(
     name="models",
     persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name="limen-models"),
 )
 store_mount = k8s.V1VolumeMount(name="models", mount_path=STORE)
+evidence_volume = k8s.V1Volume(
+    name="evidence",
+    persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name="limen-evidence"),
+)
+evidence_mount = k8s.V1VolumeMount(name="evidence", mount_path=EVIDENCE, read_only=True)
 security = k8s.V1SecurityContext(
     run_as_non_root=True,
     run_as_user=10001,
@@ -38,18 +50,19 @@ security = k8s.V1SecurityContext(
 )
 
 
-def limen_task(task_id: str, arguments: list[str]) -> KubernetesPodOperator:
-    """A pod running `limen <arguments>` with the store mounted at /mnt/models."""
+def limen_task(task_id: str, arguments: list[str], cmds=("limen",), env=None) -> KubernetesPodOperator:
+    """A pod running `limen <arguments>` with the store at /mnt/models and the evidence
+    (read-only) at /mnt/evidence."""
     return KubernetesPodOperator(
         task_id=task_id,
         name=f"limen-{task_id}",
         namespace=NAMESPACE,
         image=IMAGE,
-        cmds=["limen"],
+        cmds=list(cmds),
         arguments=arguments,
-        env_vars={"MOUNT_PATH": STORE, "LIMEN_LOG_FORMAT": "json"},
-        volumes=[store_volume],
-        volume_mounts=[store_mount],
+        env_vars={"MOUNT_PATH": STORE, "LIMEN_LOG_FORMAT": "json", **(env or {})},
+        volumes=[store_volume, evidence_volume],
+        volume_mounts=[store_mount, evidence_mount],
         container_security_context=security,
         container_resources=k8s.V1ResourceRequirements(
             requests={"cpu": "250m", "memory": "64Mi"}, limits={"memory": "512Mi"}
@@ -70,5 +83,11 @@ with DAG(
     tags=["limen"],
 ) as dag:
     train = limen_task("train", ["train", "--model", "iris", "--data", "data/iris.csv"])
-    validate = limen_task("validate", ["validate", "--model", "iris", "--min-accuracy", "0.9"])
-    train >> validate
+    # The candidate is in shadow on every replica within a poll interval; let traffic score it.
+    shadow = limen_task("shadow", [SHADOW_WAIT], cmds=("/bin/sleep",))
+    validate = limen_task(
+        "validate",
+        ["validate", "--model", "iris", "--min-accuracy", "0.9", "--evidence", EVIDENCE],
+        env={"LIMEN_MIN_SHADOW_SAMPLES": MIN_SHADOW_SAMPLES},
+    )
+    train >> shadow >> validate

@@ -3,7 +3,11 @@ limen_eks.py, for a laptop, a single-node Airflow, or CI (`airflow dags test lim
 
 The worker needs `limen` on its PATH and, in its environment, the store (`LIMEN_STORE` or
 `MOUNT_PATH`) and the data (`LIMEN_DATA`, default data/iris.csv relative to the worker's
-directory). A rejected candidate makes `limen validate` exit 1, which fails the task.
+directory). Between the two, `shadow` sleeps `LIMEN_SHADOW_WAIT` seconds (default 0) while any
+`limen serve --evidence` running on the store scores traffic with the candidate; `limen validate`
+then reads that evidence from `LIMEN_EVIDENCE` (default ./evidence; no files means no evidence,
+which passes unless `LIMEN_MIN_SHADOW_SAMPLES` asks for some). A rejected candidate makes
+`limen validate` exit 1, which fails the task.
 """
 
 from datetime import datetime, timedelta
@@ -32,10 +36,15 @@ with DAG(
         env={"LIMEN_LOG_FORMAT": "json"},
         append_env=True,
     )
+    shadow = BashOperator(
+        task_id="shadow",
+        bash_command='sleep "${LIMEN_SHADOW_WAIT:-0}"',
+        append_env=True,
+    )
     validate = BashOperator(
         task_id="validate",
-        bash_command="limen validate --model iris",
+        bash_command='limen validate --model iris --evidence "${LIMEN_EVIDENCE:-evidence}"',
         env={"LIMEN_LOG_FORMAT": "json"},
         append_env=True,
     )
-    train >> validate
+    train >> shadow >> validate
