@@ -17,6 +17,11 @@ trap 'rm -rf "$work"' EXIT
 export LIMEN_STORE=$work/store LIMEN_LOG=error
 target/release/limen train --cv-folds 0 >/dev/null
 target/release/limen validate >/dev/null
+# A candidate that differs from production, so the default shadow scoring (10 % of /predict)
+# runs and is counted: the guard covers what ships. GUARD_CANDIDATE=0 leaves it out.
+if [ "${GUARD_CANDIDATE:-1}" = 1 ]; then
+  target/release/limen train --cv-folds 0 --alpha 30 >/dev/null
+fi
 
 per_request() { # method path body -> instructions per request
   local method=$1 path=$2 body=$3 counts=()
