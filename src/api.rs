@@ -150,6 +150,99 @@ pub fn answer(
     Ok(out)
 }
 
+/// Decodes `body` like [`answer`] and explains every instance: the `/predict` fields plus
+/// `logit`, `baseline_logit` and `contributions` (feature → weight × (x − training mean)); for a
+/// multinomial model each of the three is per class. `baseline_logit` plus the contributions is
+/// `logit`. Built with serde (an explanation is for people, not for the hot path).
+pub fn explain(
+    model: &Model,
+    body: &[u8],
+    mut observe: impl FnMut(&[f64]),
+) -> Result<Vec<u8>, InputError> {
+    use serde_json::{json, Map, Value};
+    let features = model.feature_names();
+    let request = decode(body, features)?;
+    let names_bytes: usize = features.iter().map(|f| f.len() + 30).sum();
+    let logits = match model.kind() {
+        crate::model::ModelKind::BinaryLogistic => 1,
+        crate::model::ModelKind::MultinomialLogistic => model.classes().len(),
+    };
+    check_answer_size(
+        request.rows,
+        200 + model.classes().len() * 60 + logits * (names_bytes + 80),
+    )?;
+    let classes = model.classes();
+    let binary = logits == 1;
+    let explain_row = |row: &[f64]| -> Result<Map<String, Value>, InputError> {
+        let e = model
+            .explain(row)
+            .map_err(|e| InputError::new(InputErrorKind::Unscorable, e.to_string()))?;
+        let by_feature = |parts: &[f64]| -> Value {
+            Value::Object(
+                features
+                    .iter()
+                    .zip(parts)
+                    .map(|(f, c)| (f.clone(), json!(c)))
+                    .collect::<Map<_, _>>(),
+            )
+        };
+        let per_class = |values: &dyn Fn(usize) -> Value| -> Value {
+            Value::Object(
+                classes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| (c.clone(), values(k)))
+                    .collect::<Map<_, _>>(),
+            )
+        };
+        let probabilities = per_class(&|k| json!(e.prediction.probabilities[k]));
+        let mut out = Map::new();
+        out.insert("label".into(), json!(classes[e.prediction.class]));
+        out.insert("probabilities".into(), probabilities);
+        if binary {
+            out.insert("result".into(), json!(e.prediction.probabilities[1]));
+            out.insert("logit".into(), json!(e.logits[0]));
+            out.insert("baseline_logit".into(), json!(e.baseline[0]));
+            out.insert("contributions".into(), by_feature(&e.contributions[0]));
+        } else {
+            out.insert("logit".into(), per_class(&|k| json!(e.logits[k])));
+            out.insert(
+                "baseline_logit".into(),
+                per_class(&|k| json!(e.baseline[k])),
+            );
+            out.insert(
+                "contributions".into(),
+                per_class(&|k| by_feature(&e.contributions[k])),
+            );
+        }
+        Ok(out)
+    };
+    let mut answer = Map::new();
+    answer.insert("model".into(), json!(model.name()));
+    answer.insert("version".into(), json!(model.version().to_string()));
+    if request.batch {
+        if request.rows == 0 {
+            return Err(InputError::new(
+                InputErrorKind::EmptyBatch,
+                "\"instances\" is empty; send at least one instance",
+            ));
+        }
+        let mut predictions = Vec::with_capacity(request.rows);
+        for (i, row) in request.values.chunks_exact(features.len()).enumerate() {
+            let fields = explain_row(row).map_err(|e| e.context(format_args!("instance {i}")))?;
+            predictions.push(Value::Object(fields));
+            observe(row);
+        }
+        answer.insert("predictions".into(), Value::Array(predictions));
+    } else {
+        let fields = explain_row(&request.values)?;
+        observe(&request.values);
+        answer.extend(fields);
+    }
+    Ok(serde_json::to_vec(&Value::Object(answer))
+        .expect("an explanation is strings and finite numbers, which always serialize"))
+}
+
 /// A decoded body: `rows × features` values, row-major.
 struct Decoded {
     batch: bool,

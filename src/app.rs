@@ -211,7 +211,8 @@ pub fn validate_and_promote(catalog: &Catalog, cfg: &GateConfig) -> anyhow::Resu
     }
 }
 
-/// `limen predict`: print what the server's `/predict` would answer.
+/// `limen predict`: print what the server's `/predict` (or, with `--explain`, `/explain`) would
+/// answer.
 pub fn predict(catalog: &Catalog, cfg: PredictConfig) -> anyhow::Result<()> {
     let name = &cfg.model;
     catalog.require_model(name)?;
@@ -234,7 +235,11 @@ pub fn predict(catalog: &Catalog, cfg: PredictConfig) -> anyhow::Result<()> {
             body
         }
     };
-    let answer = api::answer(&model, &api::Template::new(&model), &body, |_| {})?;
+    let answer = if cfg.explain {
+        api::explain(&model, &body, |_| {})?
+    } else {
+        api::answer(&model, &api::Template::new(&model), &body, |_| {})?
+    };
     println!("{}", String::from_utf8_lossy(&answer));
     Ok(())
 }

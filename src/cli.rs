@@ -396,6 +396,11 @@ pub struct PredictArgs {
     #[arg(long)]
     pub version: Option<VersionId>,
 
+    /// Print what `/explain` answers: the logit decomposed into a baseline and per-feature
+    /// contributions.
+    #[arg(long)]
+    pub explain: bool,
+
     /// Feature values as NAME=VALUE; with none, a JSON object is read from stdin.
     #[arg(value_name = "NAME=VALUE")]
     pub features: Vec<String>,
@@ -406,6 +411,8 @@ pub struct PredictArgs {
 pub struct PredictConfig {
     pub model: ModelName,
     pub version: Option<VersionId>,
+    /// Answer as `/explain` rather than `/predict`.
+    pub explain: bool,
     /// The request body, when given as arguments; `None` means read stdin.
     pub body: Option<Vec<u8>>,
 }
@@ -432,6 +439,7 @@ impl TryFrom<PredictArgs> for PredictConfig {
         Ok(Self {
             model: args.model,
             version: args.version,
+            explain: args.explain,
             body,
         })
     }

@@ -308,6 +308,22 @@ pub enum PredictError {
     NonFinite,
 }
 
+/// Why a row got its answer, exactly: each logit is `baseline` plus the sum of `contributions`,
+/// where a feature's contribution is its weight times its distance from the training mean (in
+/// raw units; for a standardized model, the stored weight times the standardized distance, the
+/// same number). Binary models have one logit (the log-odds of the positive class); multinomial
+/// models one per class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    pub prediction: Prediction,
+    /// Per logit: the logit at the training means of every feature.
+    pub baseline: Vec<f64>,
+    /// Per logit: the logit of this row.
+    pub logits: Vec<f64>,
+    /// Per logit, per feature (model order): weight × (x − training mean).
+    pub contributions: Vec<Vec<f64>>,
+}
+
 /// One scored row: the index of the predicted class in [`Model::classes`] and every probability.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
@@ -604,6 +620,40 @@ impl Model {
     ///
     /// Fails on a row of the wrong width, or when the values are so large that the model's
     /// arithmetic overflows (for example `1e308` times a weight above 2).
+    /// The prediction for `row` and its exact decomposition (see [`Explanation`]).
+    pub fn explain(&self, row: &[f64]) -> Result<Explanation, PredictError> {
+        let prediction = self.predict(row)?;
+        let means: Vec<f64> = self
+            .artifact
+            .features
+            .iter()
+            .map(|f| f.stats.mean)
+            .collect();
+        let mut baseline = Vec::with_capacity(self.intercepts.len());
+        let mut logits = Vec::with_capacity(self.intercepts.len());
+        let mut contributions = Vec::with_capacity(self.intercepts.len());
+        for (w, b) in self.weights.rows().into_iter().zip(self.intercepts.iter()) {
+            let at_mean = b + w.iter().zip(&means).map(|(w, m)| w * m).sum::<f64>();
+            let parts: Vec<f64> = w
+                .iter()
+                .zip(row.iter().zip(&means))
+                .map(|(w, (x, m))| w * (x - m))
+                .collect();
+            logits.push(at_mean + parts.iter().sum::<f64>());
+            baseline.push(at_mean);
+            contributions.push(parts);
+        }
+        if logits.iter().chain(&baseline).any(|v| !v.is_finite()) {
+            return Err(PredictError::NonFinite);
+        }
+        Ok(Explanation {
+            prediction,
+            baseline,
+            logits,
+            contributions,
+        })
+    }
+
     pub fn predict(&self, row: &[f64]) -> Result<Prediction, PredictError> {
         let mut probabilities = Vec::with_capacity(self.artifact.classes.len());
         let class = self.predict_into(row, &mut probabilities)?;

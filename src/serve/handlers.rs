@@ -103,6 +103,48 @@ fn score(
     Ok((answer, rows))
 }
 
+/// `POST /explain`: `/predict`'s answer for the default model, with each instance's logit
+/// decomposed into a baseline and per-feature contributions.
+pub async fn explain(
+    State(state): State<AppState>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let loaded = loaded_default(&state)?;
+    explain_with(loaded, body).await
+}
+
+/// `POST /models/{name}/explain`: as `/explain`, with model `name`'s production version.
+pub async fn model_explain(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let name = model_name(path)?;
+    let loaded = loaded_production(&state, &name)?;
+    explain_with(loaded, body).await
+}
+
+async fn explain_with(loaded: Arc<LoadedModel>, body: Bytes) -> Result<Response, ApiError> {
+    let version = HeaderValue::from(loaded.version.get());
+    // Explanations cost more per row than predictions: off the async threads from a smaller size.
+    let big = body.len() > BLOCKING_BODY_BYTES / 4;
+    let explain = move || {
+        api::explain(&loaded.model, &body, |row| loaded.observe_row(row)).map_err(ApiError::from)
+    };
+    let answer = if big {
+        tokio::task::spawn_blocking(explain)
+            .await
+            .map_err(|e| ApiError::internal(&e))??
+    } else {
+        explain()?
+    };
+    let mut response = Response::new(Body::from(answer));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
+    headers.insert(MODEL_VERSION_HEADER, version);
+    Ok(response)
+}
+
 /// `GET /version`: the version of the default model being served, as plain text.
 pub async fn version(State(state): State<AppState>) -> Result<Response, ApiError> {
     let loaded = loaded_default(&state)?;
@@ -190,7 +232,7 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         ErrorKind::NoRoute,
         format!(
-            "no route for {method} {}; try POST /predict, POST /models/{{name}}/predict, GET /models, \
+            "no route for {method} {}; try POST /predict, POST /explain, POST /models/{{name}}/predict, GET /models, \
              GET /healthcheck, GET /ready, GET /version, GET /metrics, or the Open Inference Protocol \
              under /v2 (GET /v2, POST /v2/models/{{name}}/infer)",
             uri.path()

@@ -72,11 +72,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/ready", get(handlers::ready))
         .route("/predict", post(handlers::predict))
+        .route("/explain", post(handlers::explain))
         .route("/version", get(handlers::version))
         .route("/metrics", get(handlers::metrics))
         .route("/models", get(handlers::models))
         .route("/models/{name}", get(handlers::model_detail))
         .route("/models/{name}/predict", post(handlers::model_predict))
+        .route("/models/{name}/explain", post(handlers::model_explain))
         .route(
             "/models/{name}/versions/{version}/predict",
             post(handlers::version_predict),

@@ -335,3 +335,93 @@ async fn an_empty_store_answers_liveness_and_explains_why_it_is_not_ready() {
         );
     }
 }
+
+#[tokio::test]
+async fn explanations_add_up_to_the_logit_and_carry_the_answer() {
+    let (_dir, app, version) = served_store();
+    let single = call(&app, "POST", "/explain", r#"{"petal_width": "2.1"}"#).await;
+    assert_eq!(single.status, StatusCode::OK, "{}", single.text);
+    assert_eq!(single.version_header, Some(version.to_string()));
+    let e = single.json();
+    assert_eq!(e["label"], "virginica");
+    assert_eq!(e["result"], 0.8704417670566003);
+    let sum =
+        e["baseline_logit"].as_f64().unwrap() + e["contributions"]["petal_width"].as_f64().unwrap();
+    assert!((sum - e["logit"].as_f64().unwrap()).abs() < 1e-9, "{e}");
+    // The logit is the log-odds of the answer's probability.
+    let p = e["result"].as_f64().unwrap();
+    assert!(((p / (1.0 - p)).ln() - e["logit"].as_f64().unwrap()).abs() < 1e-9);
+    // At the training mean, every contribution is 0 and the logit is the baseline.
+    let at_mean = call(
+        &app,
+        "POST",
+        "/models/iris/explain",
+        r#"{"petal_width": 1.199333}"#,
+    )
+    .await
+    .json();
+    assert!(
+        at_mean["contributions"]["petal_width"]
+            .as_f64()
+            .unwrap()
+            .abs()
+            < 1e-9
+    );
+
+    let batch = call(
+        &app,
+        "POST",
+        "/explain",
+        r#"{"instances": [{"petal_width": 0.2}, {"petal_width": 2.5}]}"#,
+    )
+    .await
+    .json();
+    let rows = batch["predictions"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0]["contributions"]["petal_width"].as_f64().unwrap() < 0.0);
+    assert!(rows[1]["contributions"]["petal_width"].as_f64().unwrap() > 0.0);
+
+    // Bad input gets the same kinds and statuses as on /predict.
+    for (body, status, kind) in [
+        ("{}", 422, "missing_feature"),
+        ("nope", 400, "malformed"),
+        (r#"{"instances": []}"#, 422, "empty_batch"),
+    ] {
+        let answer = call(&app, "POST", "/explain", body).await;
+        assert_eq!(answer.status.as_u16(), status, "{body}");
+        assert_eq!(answer.json()["kind"], kind);
+    }
+}
+
+#[tokio::test]
+async fn a_multinomial_explanation_is_per_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::open(dir.path());
+    let name: ModelName = "iris".parse().unwrap();
+    let version = catalog
+        .publish_candidate(&name, |v| {
+            let mut a = crate::model::tests::multinomial_artifact();
+            a.name = "iris".into();
+            a.version = v.get();
+            a.to_json_bytes()
+        })
+        .unwrap();
+    catalog
+        .lock(&name)
+        .unwrap()
+        .move_production(Move::Promote, version, serde_json::Value::Null)
+        .unwrap();
+    let app = app_over(catalog);
+    let e = call(&app, "POST", "/explain", r#"{"petal_width": 2.0}"#)
+        .await
+        .json();
+    for class in ["a", "b", "c"] {
+        let sum = e["baseline_logit"][class].as_f64().unwrap()
+            + e["contributions"][class]["petal_width"].as_f64().unwrap();
+        assert!(
+            (sum - e["logit"][class].as_f64().unwrap()).abs() < 1e-9,
+            "{class}: {e}"
+        );
+    }
+    assert!(e.get("result").is_none());
+}
