@@ -122,5 +122,57 @@ fn bench_load(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_predict, bench_codec, bench_load);
+/// The inference log writer's work per logged request: re-score the row and format its line
+/// (the budget: at least 50,000 lines a second on one core).
+fn bench_inference_log(c: &mut Criterion) {
+    use limen::inference_log::{format_record, Record};
+    use limen::registry::LoadedModel;
+    use std::sync::Arc;
+    let metrics = limen::telemetry::Metrics::new();
+    let mut group = c.benchmark_group("inference_log");
+    for (name, model) in models() {
+        let loaded = Arc::new(LoadedModel {
+            template: Template::new(&model),
+            version: limen::store::VersionId::try_from(1).expect("1 is a version"),
+            loaded_at: std::time::SystemTime::now(),
+            metrics: metrics.model_handles("bench", "1", model.feature_names()),
+            model,
+        });
+        let row: Vec<f64> = loaded
+            .model
+            .artifact()
+            .features
+            .iter()
+            .map(|f| f.stats.mean)
+            .collect();
+        let mut out = Vec::with_capacity(4096);
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(format!("format one line, {name}"), |b| {
+            b.iter(|| {
+                let record = Record {
+                    production: Arc::clone(&loaded),
+                    candidate: None,
+                    request_id: "0123456789abcdef0123456789abcdef".to_owned(),
+                    route: "/predict",
+                    rows: row.clone(),
+                    batch: false,
+                    status: 200,
+                    error: None,
+                    at: std::time::SystemTime::now(),
+                };
+                out.clear();
+                black_box(format_record(black_box(&record), &mut out))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_predict,
+    bench_codec,
+    bench_load,
+    bench_inference_log
+);
 criterion_main!(benches);

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Catalog;
+use crate::inference_log::LogConfig;
 use crate::serve::{Limits, ServeConfig};
 use crate::shadow::ShadowConfig;
 use crate::store::{ModelName, VersionId};
@@ -508,9 +509,22 @@ pub struct ServeOptions {
     #[arg(long, env = "LIMEN_EVIDENCE", value_name = "DIR")]
     pub evidence: Option<PathBuf>,
 
-    /// This server's name in evidence files; defaults to hostname-pid.
+    /// This server's name in evidence and inference log files; defaults to hostname-pid.
     #[arg(long, env = "LIMEN_INSTANCE")]
     pub instance: Option<String>,
+
+    /// Folder for the inference log: sampled requests of every model as JSON lines in
+    /// DIR/<model>/<YYYY-MM-DD>/<instance>-<seq>.jsonl (features, answer, shadow answer).
+    #[arg(long, env = "LIMEN_INFERENCE_LOG", value_name = "DIR")]
+    pub inference_log: Option<PathBuf>,
+
+    /// Fraction of requests written to the inference log, 0 to 1.
+    #[arg(long, env = "LIMEN_INFERENCE_LOG_RATE", default_value_t = 1.0)]
+    pub inference_log_rate: f64,
+
+    /// Size at which an inference log file is closed and the next opened, e.g. 64MiB.
+    #[arg(long, env = "LIMEN_INFERENCE_LOG_MAX_FILE", default_value = "64MiB", value_parser = parse_size)]
+    pub inference_log_max_file: usize,
 }
 
 impl ServeOptions {
@@ -529,11 +543,23 @@ impl ServeOptions {
             "--shadow-rate must be between 0 and 1, got {}",
             self.shadow_rate
         );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.inference_log_rate),
+            "--inference-log-rate must be between 0 and 1, got {}",
+            self.inference_log_rate
+        );
+        let instance = crate::evidence::instance_name(self.instance.as_deref());
         Ok(ServeConfig {
+            log: self.inference_log.clone().map(|dir| LogConfig {
+                dir,
+                rate: self.inference_log_rate,
+                max_file_bytes: self.inference_log_max_file.max(1) as u64,
+                instance: instance.clone(),
+            }),
             shadow: ShadowConfig {
                 rate: self.shadow_rate,
                 evidence: self.evidence.clone(),
-                instance: crate::evidence::instance_name(self.instance.as_deref()),
+                instance,
             },
             addr,
             default_model: self.model.clone(),

@@ -29,6 +29,7 @@ pub mod catalog;
 pub mod cli;
 pub mod data;
 pub mod evidence;
+pub mod inference_log;
 pub mod input;
 pub mod model;
 pub mod oip;

@@ -76,6 +76,8 @@ pub struct Metrics {
     shadow_disagreements: IntCounterVec,
     shadow_abs_diff: HistogramVec,
     shadow_dropped: IntCounter,
+    log_lines: IntCounter,
+    log_dropped: IntCounter,
     scan_age: Gauge,
     store_up: IntGauge,
     swap_lag: Histogram,
@@ -176,6 +178,14 @@ impl Metrics {
                 "shadow_dropped_total",
                 "Shadow samples dropped because the shadow queue was full (the client was answered as usual).",
             )))),
+            log_lines: register(&registry, fixed(IntCounter::with_opts(opts(
+                "inference_log_lines_total",
+                "Lines written to the inference log (one per scored instance, one per failed request).",
+            )))),
+            log_dropped: register(&registry, fixed(IntCounter::with_opts(opts(
+                "inference_log_dropped_total",
+                "Inference log records dropped: the queue was full or the disk refused the write (answers are never slowed).",
+            )))),
             scan_age: register(&registry, fixed(Gauge::with_opts(opts(
                 "store_last_scan_age_seconds",
                 "Seconds since the store was last scanned successfully (-1: never).",
@@ -254,6 +264,14 @@ impl Metrics {
 
     pub fn shadow_dropped(&self) -> IntCounter {
         self.shadow_dropped.clone()
+    }
+
+    pub fn inference_log_lines(&self) -> IntCounter {
+        self.log_lines.clone()
+    }
+
+    pub fn inference_log_dropped(&self) -> IntCounter {
+        self.log_dropped.clone()
     }
 
     /// Whether `model` has a problem (see `/models`); `None` when it left the store.

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["validate", "ops"],
     &["watch"],
     &["registry"],
-    &["shadow"],
+    &["shadow", "inference_log"],
     &["serve"],
     &["cli"],
     &["app"],

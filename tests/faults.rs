@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{eventually, get, http, limen_command, post, stderr, Server, TestStore, PATIENCE};
+use common::{
+    eventually, get, http, limen_command, post, stderr, unprivileged, Server, TestStore, PATIENCE,
+};
 use limen::catalog::{production_stack, Catalog};
 use limen::store::{ModelName, Pointer};
 
@@ -451,38 +453,6 @@ fn promotions_and_rollbacks_every_100ms_under_load_fail_no_request() {
         failed.len(),
         0,
     );
-}
-
-/// Runs `cmd` as the unprivileged user `nobody` when we are root (root ignores `chmod 000`).
-/// The program is copied into `scratch` first: the checkout may sit where `nobody` cannot reach.
-fn unprivileged<'c>(cmd: &'c mut Command, scratch: &Path) -> &'c mut Command {
-    use std::os::unix::fs::PermissionsExt as _;
-    if is_root() {
-        std::fs::set_permissions(scratch, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let program = scratch.join("limen");
-        std::fs::copy(cmd.get_program(), &program).unwrap();
-        let mut wrapped = Command::new("setpriv");
-        wrapped
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(&program)
-            .args(cmd.get_args());
-        for (key, value) in cmd.get_envs() {
-            match value {
-                Some(value) => wrapped.env(key, value),
-                None => wrapped.env_remove(key),
-            };
-        }
-        wrapped.current_dir("/");
-        *cmd = wrapped;
-    }
-    cmd
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
 }
 
 #[test]

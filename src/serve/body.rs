@@ -6,8 +6,9 @@
 //! A body that trickles in is cut by the request deadline (`serve::track`).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
+use axum::http::request::Parts;
 use http_body_util::BodyExt as _;
 
 use super::error::{ApiError, ErrorKind};
@@ -68,5 +69,36 @@ impl FromRequest<AppState> for RawBody {
             }
         }
         Ok(Self(joined.map(Bytes::from).or(single).unwrap_or_default()))
+    }
+}
+
+/// The request's id for the inference log: the client's `X-Request-Id` if it sent a usable one
+/// (1 to 128 visible ASCII characters), else a new random one; `None` when the log is off, so
+/// a server that does not log pays nothing. Echoed back on the answer.
+pub struct RequestId(pub Option<String>);
+
+/// The header that carries a request's id, both ways.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+impl FromRequestParts<AppState> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if !state.log.enabled() {
+            return Ok(Self(None));
+        }
+        let sent = parts
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+        Ok(Self(Some(sent.map_or_else(
+            crate::inference_log::new_request_id,
+            str::to_owned,
+        ))))
     }
 }

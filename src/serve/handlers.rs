@@ -3,6 +3,7 @@
 //! [`ApiError`].
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
@@ -10,13 +11,14 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::body::RawBody;
+use super::body::{RawBody, RequestId, REQUEST_ID_HEADER};
 use super::error::{ApiError, ErrorKind};
 use super::lookup::{loaded_default, loaded_production, loaded_version, model_name, unknown_model};
 use super::reply::{self, APPLICATION_JSON, BLOCKING_BODY_BYTES, MODEL_VERSION_HEADER};
 use super::state::AppState;
 use super::status::{DetailResponse, ModelsResponse, ShadowJson};
 use crate::api;
+use crate::inference_log::Record;
 use crate::registry::{LoadedModel, Registry};
 
 /// `GET|POST /healthcheck`: liveness, with the reference server's text. A POST body is read
@@ -41,10 +43,16 @@ pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> 
 /// `POST /predict`: score with the default model's production version.
 pub async fn predict(
     State(state): State<AppState>,
+    RequestId(request_id): RequestId,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let loaded = loaded_default(&state)?;
-    predict_with(&state, loaded, body, Shadowed::Yes).await
+    let origin = Origin {
+        route: "/predict",
+        shadowed: Shadowed::Yes,
+        request_id,
+    };
+    predict_with(&state, loaded, body, origin).await
 }
 
 /// Whether a route's requests may be shadowed: those that name a version are not.
@@ -54,37 +62,107 @@ enum Shadowed {
     No,
 }
 
-/// Scores `body` with `loaded` and answers with the JSON and the `X-Model-Version` header. A
-/// sampled request's rows go to the shadow queue after the answer is made; the candidate never
-/// touches the answer.
+/// Where a scoring request came from, for the shadow and the inference log.
+struct Origin {
+    route: &'static str,
+    shadowed: Shadowed,
+    /// Set when the inference log is on (see [`RequestId`]).
+    request_id: Option<String>,
+}
+
+/// Scores `body` with `loaded` and answers with the JSON and the `X-Model-Version` header (and
+/// `X-Request-Id` when the inference log is on). A sampled request's rows go to the shadow queue
+/// and the inference log after the answer is made: neither touches the answer.
 async fn predict_with(
     state: &AppState,
     loaded: Arc<LoadedModel>,
     body: Bytes,
-    shadowed: Shadowed,
+    origin: Origin,
 ) -> Result<Response, ApiError> {
     let version = HeaderValue::from(loaded.version.get());
-    let candidate = match shadowed {
+    let candidate = match origin.shadowed {
         Shadowed::Yes => state.shadow_for(&loaded),
         Shadowed::No => None,
     };
-    let keep_rows = candidate.is_some();
-    let (answer, rows) = if body.len() > BLOCKING_BODY_BYTES {
+    let logged = origin.request_id.is_some() && state.log.sample();
+    let keep_rows = candidate.is_some() || logged;
+    let scored = if body.len() > BLOCKING_BODY_BYTES {
         let scorer = Arc::clone(&loaded);
         tokio::task::spawn_blocking(move || score(&scorer, &body, keep_rows))
             .await
-            .map_err(|e| ApiError::internal(&e))??
+            .map_err(|e| ApiError::internal(&e))?
     } else {
-        score(&loaded, &body, keep_rows)?
+        score(&loaded, &body, keep_rows)
     };
-    if let (Some(candidate), Some(rows)) = (candidate, rows) {
-        state.shadow.submit(loaded, candidate, rows);
+    let request_id = origin
+        .request_id
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok());
+    let (answer, rows) = match scored {
+        Ok(scored) => scored,
+        Err(e) => {
+            if logged {
+                log_failure(state, loaded, &origin, &e);
+            }
+            let mut response = e.into_response();
+            if let Some(id) = request_id {
+                response.headers_mut().insert(REQUEST_ID_HEADER, id);
+            }
+            return Ok(response);
+        }
+    };
+    if let Some(rows) = rows {
+        let width = loaded.model.feature_names().len().max(1);
+        let batch = rows.len() > width;
+        let (for_log, for_shadow) = match (logged, &candidate) {
+            (true, Some(_)) => (Some(rows.clone()), Some(rows)),
+            (true, None) => (Some(rows), None),
+            (false, _) => (None, Some(rows)),
+        };
+        if let (Some(candidate), Some(rows)) = (&candidate, for_shadow) {
+            state
+                .shadow
+                .submit(Arc::clone(&loaded), Arc::clone(candidate), rows);
+        }
+        if let (Some(rows), Some(id)) = (for_log, origin.request_id.clone()) {
+            state.log.submit(Record {
+                production: Arc::clone(&loaded),
+                candidate,
+                request_id: id,
+                route: origin.route,
+                rows,
+                batch,
+                status: 200,
+                error: None,
+                at: SystemTime::now(),
+            });
+        }
     }
     let mut response = Response::new(Body::from(answer));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
     headers.insert(MODEL_VERSION_HEADER, version);
+    if let Some(id) = request_id {
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
     Ok(response)
+}
+
+/// Logs a request that failed: its status and error, no features.
+fn log_failure(state: &AppState, loaded: Arc<LoadedModel>, origin: &Origin, e: &ApiError) {
+    if let Some(id) = origin.request_id.clone() {
+        state.log.submit(Record {
+            production: loaded,
+            candidate: None,
+            request_id: id,
+            route: origin.route,
+            rows: Vec::new(),
+            batch: false,
+            status: e.status().as_u16(),
+            error: Some(e.message.clone()),
+            at: SystemTime::now(),
+        });
+    }
 }
 
 /// The answer, and the scored rows when `keep_rows` (for the shadow).
@@ -166,11 +244,17 @@ pub async fn models(State(state): State<AppState>) -> Result<Response, ApiError>
 pub async fn model_predict(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    RequestId(request_id): RequestId,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let name = model_name(path)?;
     let loaded = loaded_production(&state, &name)?;
-    predict_with(&state, loaded, body, Shadowed::Yes).await
+    let origin = Origin {
+        route: "/models/{name}/predict",
+        shadowed: Shadowed::Yes,
+        request_id,
+    };
+    predict_with(&state, loaded, body, origin).await
 }
 
 /// `POST /models/{name}/versions/{version}/predict`: score with any complete version on disk,
@@ -178,10 +262,16 @@ pub async fn model_predict(
 pub async fn version_predict(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
+    RequestId(request_id): RequestId,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let loaded = loaded_version(&state, path).await?;
-    predict_with(&state, loaded, body, Shadowed::No).await
+    let origin = Origin {
+        route: "/models/{name}/versions/{version}/predict",
+        shadowed: Shadowed::No,
+        request_id,
+    };
+    predict_with(&state, loaded, body, origin).await
 }
 
 /// `GET /models/{name}`: metadata, pointers, versions on disk and load state of one model.

@@ -35,6 +35,7 @@ pub use reply::MODEL_VERSION_HEADER;
 pub use state::{AppState, Limits};
 
 use crate::catalog::Catalog;
+use crate::inference_log::{InferenceLog, LogConfig};
 use crate::registry::{Registry, RegistryConfig};
 use crate::shadow::{Shadow, ShadowConfig};
 use crate::store::ModelName;
@@ -61,6 +62,8 @@ pub struct ServeConfig {
     pub workers: usize,
     /// Shadow scoring of candidates on live traffic, and where its evidence goes.
     pub shadow: ShadowConfig,
+    /// The inference log, if it is on.
+    pub log: Option<LogConfig>,
 }
 
 /// The whole HTTP surface, without a socket (tests can drive it with `oneshot`).
@@ -184,12 +187,18 @@ pub async fn run(
         cfg.poll_interval,
     ));
 
+    let log = Arc::new(match cfg.log.clone() {
+        Some(config) => InferenceLog::start(config, Arc::clone(&metrics)),
+        None => InferenceLog::off(&metrics),
+    });
+
     let app = router(AppState::new(
         registry,
         cfg.default_model.clone(),
         cfg.limits,
         metrics,
         Arc::clone(&shadow),
+        Arc::clone(&log),
     ));
     tracing::info!(
         %addr,
@@ -222,6 +231,16 @@ pub async fn run(
     // The last totals, so a graceful stop loses no evidence.
     let last = Arc::clone(&shadow);
     let _ = tokio::task::spawn_blocking(move || last.write_evidence()).await;
+    // Every queued log line written and the files closed. Requests still open past the drain
+    // deadline hold references; their lines are the only ones a stop may lose.
+    match Arc::try_unwrap(log) {
+        Ok(log) => {
+            let _ = tokio::task::spawn_blocking(move || log.close(Duration::from_secs(5))).await;
+        }
+        Err(_) => {
+            tracing::warn!("requests still hold the inference log; its last lines may be lost")
+        }
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
+use crate::inference_log::InferenceLog;
 use crate::registry::{LoadedModel, Registry};
 use crate::shadow::Shadow;
 use crate::store::ModelName;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub shadow: Arc<Shadow>,
+    pub log: Arc<InferenceLog>,
     store_readers: Arc<Semaphore>,
 }
 
@@ -44,6 +46,7 @@ impl AppState {
         limits: Limits,
         metrics: Arc<Metrics>,
         shadow: Arc<Shadow>,
+        log: Arc<InferenceLog>,
     ) -> Self {
         Self {
             registry,
@@ -51,6 +54,7 @@ impl AppState {
             limits,
             metrics,
             shadow,
+            log,
             store_readers: Arc::new(Semaphore::new(STORE_READERS)),
         }
     }

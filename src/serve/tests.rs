@@ -13,6 +13,7 @@ use tower::ServiceExt as _;
 
 use super::{router, AppState, Limits};
 use crate::catalog::{Catalog, Move};
+use crate::inference_log::InferenceLog;
 use crate::model::tests::binary_artifact;
 use crate::registry::{Registry, RegistryConfig};
 use crate::shadow::{Shadow, ShadowConfig};
@@ -42,8 +43,9 @@ fn app_over(catalog: Catalog) -> Router {
                 evidence: None,
                 instance: "test".to_owned(),
             },
-            metrics,
+            Arc::clone(&metrics),
         )),
+        Arc::new(InferenceLog::off(&metrics)),
     ))
 }
 

@@ -7,6 +7,7 @@
 //! batch, a non-finite value), 404 for an unknown model or version, 503 when not ready.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
@@ -14,11 +15,12 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::body::RawBody;
+use super::body::{RawBody, RequestId, REQUEST_ID_HEADER};
 use super::error::{ApiError, ErrorKind};
 use super::lookup::{loaded_production, loaded_version, model_name};
 use super::reply::{self, BLOCKING_BODY_BYTES, MODEL_VERSION_HEADER};
 use super::state::AppState;
+use crate::inference_log::Record;
 use crate::input::{check_answer_size, InputError};
 use crate::oip::{self, InferRequest};
 use crate::registry::LoadedModel;
@@ -119,12 +121,14 @@ pub async fn infer(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    RequestId(request_id): RequestId,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let name = model_name(path)?;
     let loaded = loaded_production(&state, &name)?;
     let candidate = state.shadow_for(&loaded);
-    infer_with(&state, loaded, candidate, &headers, body).await
+    let origin = ("/v2/models/{name}/infer", request_id);
+    infer_with(&state, loaded, candidate, origin, &headers, body).await
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`.
@@ -132,11 +136,13 @@ pub async fn version_infer(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
+    RequestId(request_id): RequestId,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let loaded = loaded_version(&state, path).await?;
     // A request that names its version is not shadowed.
-    infer_with(&state, loaded, None, &headers, body).await
+    let origin = ("/v2/models/{name}/versions/{version}/infer", request_id);
+    infer_with(&state, loaded, None, origin, &headers, body).await
 }
 
 /// Runs an inference, with the binary tensor data extension when the request uses it: a body
@@ -146,6 +152,7 @@ async fn infer_with(
     state: &AppState,
     loaded: Arc<LoadedModel>,
     candidate: Option<Arc<LoadedModel>>,
+    (route, request_id): (&'static str, Option<String>),
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -164,17 +171,68 @@ async fn infer_with(
         ),
     };
     let version = HeaderValue::from(loaded.version.get());
-    let keep_rows = candidate.is_some();
-    let (answer, rows) = if body.len() > BLOCKING_BODY_BYTES {
+    let logged = request_id.is_some() && state.log.sample();
+    let keep_rows = candidate.is_some() || logged;
+    let inferred = if body.len() > BLOCKING_BODY_BYTES {
         let scorer = Arc::clone(&loaded);
         tokio::task::spawn_blocking(move || run_inference(&scorer, &body, header_length, keep_rows))
             .await
             .map_err(|e| ApiError::internal(&e))?
     } else {
         run_inference(&loaded, &body, header_length, keep_rows)
-    }?;
-    if let (Some(candidate), Some(rows)) = (candidate, rows) {
-        state.shadow.submit(loaded, candidate, rows);
+    };
+    let echo = request_id
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok());
+    let (answer, rows) = match inferred {
+        Ok(inferred) => inferred,
+        Err(e) => {
+            let e = ApiError::from(e);
+            if let (true, Some(id)) = (logged, request_id) {
+                state.log.submit(Record {
+                    production: loaded,
+                    candidate: None,
+                    request_id: id,
+                    route,
+                    rows: Vec::new(),
+                    batch: false,
+                    status: e.status().as_u16(),
+                    error: Some(e.message.clone()),
+                    at: SystemTime::now(),
+                });
+            }
+            let mut response = e.into_response();
+            if let Some(id) = echo {
+                response.headers_mut().insert(REQUEST_ID_HEADER, id);
+            }
+            return Ok(response);
+        }
+    };
+    if let Some(mut rows) = rows {
+        let width = loaded.model.feature_names().len().max(1);
+        let batch = rows.len() > width;
+        if let (true, Some(id)) = (logged, request_id) {
+            // The shadow needs the rows too only when there is a candidate.
+            let for_log = if candidate.is_some() {
+                rows.clone()
+            } else {
+                std::mem::take(&mut rows)
+            };
+            state.log.submit(Record {
+                production: Arc::clone(&loaded),
+                candidate: candidate.clone(),
+                request_id: id,
+                route,
+                rows: for_log,
+                batch,
+                status: 200,
+                error: None,
+                at: SystemTime::now(),
+            });
+        }
+        if let Some(candidate) = candidate {
+            state.shadow.submit(Arc::clone(&loaded), candidate, rows);
+        }
     }
     let mut response = Response::new(Body::from(answer.body));
     let headers = response.headers_mut();
@@ -194,6 +252,9 @@ async fn infer_with(
         }
     }
     headers.insert(MODEL_VERSION_HEADER, version);
+    if let Some(id) = echo {
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
     Ok(response.into_response())
 }
 

@@ -362,3 +362,35 @@ pub fn usage(pid: u32) -> (u64, std::time::Duration) {
         std::time::Duration::from_millis(ticks * 1000 / per_second),
     )
 }
+
+/// Runs `cmd` as the unprivileged user `nobody` when we are root (root ignores `chmod 000`).
+/// The program is copied into `scratch` first: the checkout may sit where `nobody` cannot reach.
+pub fn unprivileged<'c>(cmd: &'c mut Command, scratch: &Path) -> &'c mut Command {
+    use std::os::unix::fs::PermissionsExt as _;
+    if is_root() {
+        std::fs::set_permissions(scratch, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let program = scratch.join("limen");
+        std::fs::copy(cmd.get_program(), &program).unwrap();
+        let mut wrapped = Command::new("setpriv");
+        wrapped
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&program)
+            .args(cmd.get_args());
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        wrapped.current_dir("/");
+        *cmd = wrapped;
+    }
+    cmd
+}
+
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}

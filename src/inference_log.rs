@@ -1,0 +1,460 @@
+//! The inference log: what production was asked and what it answered, as JSON lines where the
+//! pipeline can read them (to find drift, and to build the next training set).
+//!
+//! ```text
+//! <log dir>/<model>/<YYYY-MM-DD>/<instance>-<seq>.jsonl
+//! ```
+//!
+//! The request path only decides whether the request is sampled and queues a record (the model,
+//! the decoded rows, the request id, the route, the status): `try_send` into a bounded queue, a
+//! full queue drops the record and counts it, and never a system call (the writer is not parked
+//! on the queue; it drains it every 10 ms). The writer thread re-scores the rows (production, and
+//! the candidate if the request was shadowed; microseconds), formats one line per instance and
+//! appends each batch with one `write`. Files rotate by size and at midnight UTC; a full or
+//! failing disk drops lines (counted), never slows an answer. A crash loses what the writer had
+//! not written yet, at most the last 10 ms; a graceful stop drains the queue and closes files.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use prometheus::IntCounter;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::registry::LoadedModel;
+use crate::telemetry::Metrics;
+
+/// Records waiting for the writer.
+const QUEUE: usize = 8192;
+/// How long the writer sleeps after draining the queue.
+const NAP: Duration = Duration::from_millis(10);
+
+/// Checked settings of the inference log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    /// The fraction of requests logged, 0 to 1.
+    pub rate: f64,
+    /// A file is closed and the next one opened once it reaches this size.
+    pub max_file_bytes: u64,
+    /// This server's name in file names.
+    pub instance: String,
+}
+
+/// One request to log.
+pub struct Record {
+    pub production: Arc<LoadedModel>,
+    /// The candidate the request was shadowed with, if it was.
+    pub candidate: Option<Arc<LoadedModel>>,
+    pub request_id: String,
+    pub route: &'static str,
+    /// The decoded rows (row-major, model feature order); empty for a failed request.
+    pub rows: Vec<f64>,
+    /// Whether the request was a batch (lines then carry their position).
+    pub batch: bool,
+    pub status: u16,
+    pub error: Option<String>,
+    pub at: SystemTime,
+}
+
+/// The inference log of one server: the queue's sending side and the writer thread.
+pub struct InferenceLog {
+    rate: f64,
+    sender: Option<SyncSender<Record>>,
+    dropped: IntCounter,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl InferenceLog {
+    /// A log that logs nothing.
+    pub fn off(metrics: &Metrics) -> Self {
+        Self {
+            rate: 0.0,
+            sender: None,
+            dropped: metrics.inference_log_dropped(),
+            writer: None,
+        }
+    }
+
+    /// Starts the writer thread.
+    pub fn start(config: LogConfig, metrics: Arc<Metrics>) -> Self {
+        let dropped = metrics.inference_log_dropped();
+        let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        let rate = config.rate;
+        let writer = std::thread::Builder::new()
+            .name("limen-inference-log".to_owned())
+            .spawn(move || Writer::new(config, &metrics).run(receiver));
+        match writer {
+            Ok(handle) => Self {
+                rate,
+                sender: Some(sender),
+                dropped,
+                writer: Some(handle),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the inference log writer; not logging");
+                Self {
+                    rate: 0.0,
+                    sender: None,
+                    dropped,
+                    writer: None,
+                }
+            }
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    /// Whether to log this request: true with probability `rate`.
+    pub fn sample(&self) -> bool {
+        self.sender.is_some() && (self.rate >= 1.0 || fastrand::f64() < self.rate)
+    }
+
+    /// Queues `record`; drops it, counted, when the queue is full.
+    pub fn submit(&self, record: Record) {
+        let Some(sender) = &self.sender else { return };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(record)
+        {
+            self.dropped.inc();
+        }
+    }
+
+    /// Stops accepting records, lets the writer write everything queued and close its files,
+    /// and waits for it (at most `deadline`).
+    pub fn close(mut self, deadline: Duration) {
+        self.sender = None;
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        while !writer.is_finished() && started.elapsed() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if writer.is_finished() {
+            let _ = writer.join();
+        } else {
+            tracing::warn!("the inference log writer did not finish in time; some lines are lost");
+        }
+    }
+}
+
+/// A new request id: 128 random bits in hex.
+pub fn new_request_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// An open log file.
+struct Open {
+    file: File,
+    day: String,
+    seq: u64,
+    bytes: u64,
+}
+
+struct Writer {
+    config: LogConfig,
+    files: HashMap<String, Open>,
+    lines: IntCounter,
+    dropped: IntCounter,
+    buffer: Vec<u8>,
+    /// When the last write error was logged (once a minute at most).
+    last_warning: Option<std::time::Instant>,
+}
+
+/// One line of the log.
+#[derive(Serialize)]
+struct Line<'a> {
+    ts: String,
+    model: &'a str,
+    version: String,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    route: &'a str,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    features: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probabilities: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: Option<Box<RawValue>>,
+}
+
+/// `{"name": value, …}` for names and values in order.
+fn object(names: &[String], values: &[f64]) -> Option<Box<RawValue>> {
+    let map: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| (n.clone(), serde_json::json!(v)))
+        .collect();
+    serde_json::value::to_raw_value(&map).ok()
+}
+
+impl Writer {
+    fn new(config: LogConfig, metrics: &Metrics) -> Self {
+        Self {
+            config,
+            files: HashMap::new(),
+            lines: metrics.inference_log_lines(),
+            dropped: metrics.inference_log_dropped(),
+            buffer: Vec::with_capacity(64 * 1024),
+            last_warning: None,
+        }
+    }
+
+    fn run(mut self, receiver: Receiver<Record>) {
+        loop {
+            // Drain everything queued, grouped per model into one write each.
+            let mut batch: Vec<Record> = Vec::new();
+            let disconnected = loop {
+                match receiver.try_recv() {
+                    Ok(record) => {
+                        batch.push(record);
+                        if batch.len() >= 4096 {
+                            break false;
+                        }
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break false,
+                    Err(mpsc::TryRecvError::Disconnected) => break true,
+                }
+            };
+            if !batch.is_empty() {
+                self.write_batch(batch);
+            } else if disconnected {
+                break;
+            } else {
+                std::thread::sleep(NAP);
+            }
+        }
+        for (_, open) in self.files.drain() {
+            let _ = open.file.sync_data();
+        }
+    }
+
+    fn write_batch(&mut self, batch: Vec<Record>) {
+        let mut by_model: HashMap<String, Vec<Record>> = HashMap::new();
+        for record in batch {
+            by_model
+                .entry(record.production.model.name().to_owned())
+                .or_default()
+                .push(record);
+        }
+        for (model, records) in by_model {
+            self.buffer.clear();
+            let mut lines = 0u64;
+            for record in &records {
+                lines += format_record(record, &mut self.buffer);
+            }
+            let day = day_of(records.last().map_or(SystemTime::now(), |r| r.at));
+            match self.append(&model, &day) {
+                Ok(()) => self.lines.inc_by(lines),
+                Err(e) => {
+                    self.dropped.inc_by(records.len() as u64);
+                    if self
+                        .last_warning
+                        .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+                    {
+                        tracing::warn!(model = %model, error = %e, "cannot write the inference log; dropping lines (counted in limen_inference_log_dropped_total)");
+                        self.last_warning = Some(std::time::Instant::now());
+                    }
+                    // Reopen next time: the disk may have recovered, or the folder come back.
+                    self.files.remove(&model);
+                }
+            }
+        }
+    }
+
+    /// Appends the buffer's lines to `model`'s current file for `day`, as many per `write` as
+    /// fit, opening (or rotating to) a new file when the day changed or the next line would pass
+    /// the size limit. A line is never split between files or writes.
+    fn append(&mut self, model: &str, day: &str) -> std::io::Result<()> {
+        let max = self.config.max_file_bytes;
+        let mut rest = std::mem::take(&mut self.buffer);
+        let mut start = 0;
+        let result = loop {
+            if start >= rest.len() {
+                break Ok(());
+            }
+            let room = self
+                .files
+                .get(model)
+                .filter(|open| open.day == day)
+                .map_or(0, |open| max.saturating_sub(open.bytes));
+            // The longest run of whole lines that fits (at least one line, in an empty file).
+            let mut end = start;
+            for line_end in rest[start..]
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| start + i + 1)
+            {
+                if (line_end - start) as u64 > room {
+                    break;
+                }
+                end = line_end;
+            }
+            if end == start {
+                let fresh = self
+                    .files
+                    .get(model)
+                    .is_some_and(|o| o.day == day && o.bytes == 0);
+                if fresh {
+                    // A single line longer than the limit: it gets a file of its own.
+                    end = rest[start..]
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(rest.len(), |i| start + i + 1);
+                } else {
+                    let next_seq = self
+                        .files
+                        .get(model)
+                        .filter(|open| open.day == day)
+                        .map(|open| open.seq + 1);
+                    match self.open(model, day, next_seq) {
+                        Ok(open) => {
+                            self.files.insert(model.to_owned(), open);
+                            continue;
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+            let Some(open) = self.files.get_mut(model) else {
+                break Err(std::io::Error::other("no open file"));
+            };
+            if let Err(e) = open.file.write_all(&rest[start..end]) {
+                break Err(e);
+            }
+            open.bytes += (end - start) as u64;
+            start = end;
+        };
+        rest.clear();
+        self.buffer = rest;
+        result
+    }
+
+    /// Opens `<dir>/<model>/<day>/<instance>-<seq>.jsonl`, `seq` after any file of this instance
+    /// already there (a restarted server never appends to or overwrites an old file).
+    fn open(&self, model: &str, day: &str, seq: Option<u64>) -> std::io::Result<Open> {
+        let folder = self.config.dir.join(model).join(day);
+        std::fs::create_dir_all(&folder)?;
+        let seq = match seq {
+            Some(seq) => seq,
+            None => next_seq(&folder, &self.config.instance),
+        };
+        let path = folder.join(format!("{}-{seq}.jsonl", self.config.instance));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .or_else(|_| {
+                // Taken meanwhile (a second server with the same instance name): skip ahead.
+                let path = folder.join(format!(
+                    "{}-{}.jsonl",
+                    self.config.instance,
+                    next_seq(&folder, &self.config.instance)
+                ));
+                OpenOptions::new().create_new(true).append(true).open(path)
+            })?;
+        Ok(Open {
+            file,
+            day: day.to_owned(),
+            seq,
+            bytes: 0,
+        })
+    }
+}
+
+/// One more than the largest `<instance>-<n>.jsonl` in `folder`, or 0.
+fn next_seq(folder: &Path, instance: &str) -> u64 {
+    let prefix = format!("{instance}-");
+    std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix(&prefix)?
+                        .strip_suffix(".jsonl")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .max()
+                .map_or(0, |n| n + 1)
+        })
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DD` (UTC) of `t`.
+fn day_of(t: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(t).to_string();
+    stamp.get(..10).unwrap_or("1970-01-01").to_owned()
+}
+
+/// Appends `record`'s lines to `out` (what the writer does per record); returns how many.
+pub fn format_record(record: &Record, out: &mut Vec<u8>) -> u64 {
+    let model = &record.production.model;
+    let ts = humantime::format_rfc3339_millis(record.at).to_string();
+    let version = record.production.version.to_string();
+    let mut line = Line {
+        ts,
+        model: model.name(),
+        version,
+        request_id: &record.request_id,
+        index: None,
+        route: record.route,
+        status: record.status,
+        error: record.error.as_deref(),
+        features: None,
+        label: None,
+        probabilities: None,
+        shadow: None,
+    };
+    let width = model.feature_names().len().max(1);
+    if record.rows.is_empty() {
+        push_line(&line, out);
+        return 1;
+    }
+    let mut probabilities = Vec::new();
+    let mut shadow_p = Vec::new();
+    let mut lines = 0;
+    for (i, row) in record.rows.chunks_exact(width).enumerate() {
+        let Ok(class) = model.predict_into(row, &mut probabilities) else {
+            continue;
+        };
+        line.index = record.batch.then_some(i);
+        line.features = object(model.feature_names(), row);
+        line.label = Some(&model.classes()[class]);
+        line.probabilities = object(model.classes(), &probabilities);
+        line.shadow = record.candidate.as_ref().and_then(|candidate| {
+            let class = candidate.model.predict_into(row, &mut shadow_p).ok()?;
+            serde_json::value::to_raw_value(&serde_json::json!({
+                "version": candidate.version.to_string(),
+                "label": candidate.model.classes()[class],
+                "probabilities": object(candidate.model.classes(), &shadow_p),
+            }))
+            .ok()
+        });
+        push_line(&line, out);
+        lines += 1;
+    }
+    lines
+}
+
+fn push_line(line: &Line, out: &mut Vec<u8>) {
+    if serde_json::to_writer(&mut *out, line).is_ok() {
+        out.push(b'\n');
+    }
+}

@@ -1,0 +1,247 @@
+//! The inference log over real HTTP: exact line counts after known traffic (singles, a batch,
+//! errors, every route), the request id echoed, size rotation with whole lines, a disk that
+//! refuses writes mid-run (answers keep flowing, drops counted), and a graceful stop that
+//! flushes everything.
+
+mod common;
+
+use std::path::Path;
+
+use common::{
+    eventually, get, http, limen_command, post, unprivileged, Server, TestStore, PATIENCE,
+};
+
+/// Every line of every `.jsonl` file under `dir`, parsed (a line that does not parse fails).
+fn lines(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "jsonl") {
+                for line in std::fs::read_to_string(&p).unwrap().lines() {
+                    out.push(serde_json::from_str(line).unwrap_or_else(|e| {
+                        panic!("a partial or bad line in {} ({e}): {line}", p.display())
+                    }));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn files(dir: &Path) -> usize {
+    walk(dir).len()
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn logging_server(store: &TestStore, log: &Path, extra: &[&str]) -> Server {
+    let mut cmd = limen_command();
+    cmd.arg("--store").arg(store.path()).args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--instance",
+        "pod-a",
+        "--shadow-rate",
+        "0",
+    ]);
+    cmd.arg("--inference-log").arg(log).args(extra);
+    Server::spawn(&mut cmd, "listening on http://").ready()
+}
+
+#[test]
+fn every_request_is_logged_once_per_instance_and_a_graceful_stop_flushes() {
+    let store = TestStore::new();
+    let version = store.promote_iris();
+    let log = tempfile::tempdir().unwrap();
+    let mut server = logging_server(&store, log.path(), &[]);
+    let agent = http();
+
+    let answer = agent
+        .post(&server.url("/predict"))
+        .header("X-Request-Id", "req-1")
+        .send(r#"{"petal_width": 2.1}"#)
+        .unwrap();
+    assert_eq!(answer.headers().get("x-request-id").unwrap(), "req-1");
+    let generated = post(&agent, &server.url("/predict"), r#"{"petal_width": 0.3}"#);
+    assert_eq!(generated.status, 200);
+    for i in 0..10 {
+        let body = format!(r#"{{"petal_width": {}}}"#, 0.2 * i as f64);
+        assert_eq!(
+            post(&agent, &server.url("/models/iris/predict"), &body).status,
+            200
+        );
+    }
+    let batch =
+        r#"{"instances": [{"petal_width": 0.1}, {"petal_width": 1.7}, {"petal_width": 2.4}]}"#;
+    assert_eq!(post(&agent, &server.url("/predict"), batch).status, 200);
+    let pinned = format!("/models/iris/versions/{version}/predict");
+    assert_eq!(
+        post(&agent, &server.url(&pinned), r#"{"petal_width": 1}"#).status,
+        200
+    );
+    let infer = r#"{"inputs": [{"name": "input", "shape": [2, 1], "datatype": "FP64", "data": [1.0, 2.0]}]}"#;
+    assert_eq!(
+        post(&agent, &server.url("/v2/models/iris/infer"), infer).status,
+        200
+    );
+    // Two failures: logged with their status and error, without features.
+    assert_eq!(
+        post(&agent, &server.url("/predict"), r#"{"petal_width": "x"}"#).status,
+        422
+    );
+    assert_eq!(
+        post(&agent, &server.url("/predict"), "not json").status,
+        400
+    );
+
+    // A graceful stop writes everything queued and closes the files.
+    server.terminate();
+    assert!(server.wait_exit(PATIENCE).success());
+    let lines = lines(log.path());
+    // 1 + 1 + 10 singles, 3 batch rows, 1 pinned, 2 v2 rows, 2 failures.
+    assert_eq!(lines.len(), 20, "{lines:#?}");
+    let first = lines.iter().find(|l| l["request_id"] == "req-1").unwrap();
+    assert_eq!(first["model"], "iris");
+    assert_eq!(first["version"], version.as_str());
+    assert_eq!(first["route"], "/predict");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["features"]["petal_width"], 2.1);
+    assert_eq!(first["label"], "virginica");
+    assert!(first["probabilities"]["virginica"].as_f64().unwrap() > 0.87);
+    assert!(first["ts"].as_str().unwrap().ends_with('Z'));
+    let batch_rows: Vec<_> = lines.iter().filter(|l| l["index"].is_u64()).collect();
+    assert_eq!(
+        batch_rows.len(),
+        5,
+        "3 batch rows and 2 v2 rows carry their index"
+    );
+    let failures: Vec<_> = lines.iter().filter(|l| l["status"] != 200).collect();
+    assert_eq!(failures.len(), 2);
+    assert!(failures
+        .iter()
+        .all(|l| l["features"].is_null() && l["error"].is_string()));
+    assert!(lines
+        .iter()
+        .any(|l| l["route"] == "/models/{name}/versions/{version}/predict"));
+    assert!(lines
+        .iter()
+        .any(|l| l["route"] == "/v2/models/{name}/infer"));
+    let day = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    assert!(log
+        .path()
+        .join("iris")
+        .join(&day[..10])
+        .join("pod-a-0.jsonl")
+        .exists());
+}
+
+#[test]
+fn files_rotate_by_size_and_every_line_stays_whole() {
+    let store = TestStore::new();
+    store.promote_iris();
+    let log = tempfile::tempdir().unwrap();
+    let server = logging_server(&store, log.path(), &["--inference-log-max-file", "2KiB"]);
+    let agent = http();
+    for i in 0..100 {
+        let body = format!(r#"{{"petal_width": {}}}"#, i as f64 / 40.0);
+        assert_eq!(post(&agent, &server.url("/predict"), &body).status, 200);
+    }
+    eventually(PATIENCE, "every line written", || {
+        (lines(log.path()).len() == 100).then_some(())
+    });
+    let n = files(log.path());
+    assert!(n >= 5, "100 lines of ~250 bytes in 2 KiB files: {n} files");
+    for file in walk(log.path()) {
+        let size = std::fs::metadata(&file).unwrap().len();
+        assert!(size <= 2048, "{} is {size} bytes", file.display());
+    }
+}
+
+#[test]
+fn a_disk_that_refuses_writes_drops_lines_not_answers() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let store = TestStore::new();
+    store.promote_iris();
+    std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(log.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cmd = limen_command();
+    cmd.arg("--store").arg(store.path()).args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--instance",
+        "pod-a",
+        "--inference-log-max-file",
+        "600",
+    ]);
+    cmd.arg("--inference-log").arg(log.path());
+    let server = Server::spawn(
+        unprivileged(&mut cmd, scratch.path()),
+        "listening on http://",
+    )
+    .ready();
+    let agent = http();
+    for _ in 0..5 {
+        assert_eq!(
+            post(&agent, &server.url("/predict"), r#"{"petal_width": 1}"#).status,
+            200
+        );
+    }
+    eventually(PATIENCE, "the first lines", || {
+        (lines(log.path()).len() == 5).then_some(())
+    });
+    // The day's folder turns read-only: no new file can be created once this one is full.
+    let day = walk(log.path())[0].parent().unwrap().to_owned();
+    std::fs::set_permissions(&day, std::fs::Permissions::from_mode(0o555)).unwrap();
+    for _ in 0..100 {
+        assert_eq!(
+            post(&agent, &server.url("/predict"), r#"{"petal_width": 1}"#).status,
+            200
+        );
+    }
+    let dropped = eventually(PATIENCE, "drops to be counted", || {
+        let metrics = get(&agent, &server.url("/metrics")).body;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("limen_inference_log_dropped_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .filter(|d| *d > 0.0)
+    });
+    // Writable again: logging resumes by itself.
+    std::fs::set_permissions(&day, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            post(&agent, &server.url("/predict"), r#"{"petal_width": 1}"#).status,
+            200
+        );
+    }
+    let written = lines(log.path()).len();
+    eventually(PATIENCE, "logging to resume", || {
+        (lines(log.path()).len() > written).then_some(())
+    });
+    eprintln!("RELIABILITY | inference log on a folder that turns read-only | 1 | 110 requests, 0 failed | {dropped} lines dropped and counted");
+}
