@@ -136,6 +136,7 @@ fn bench_inference_log(c: &mut Criterion) {
             version: limen::store::VersionId::try_from(1).expect("1 is a version"),
             loaded_at: std::time::SystemTime::now(),
             metrics: metrics.model_handles("bench", "1", model.feature_names()),
+            drift: None,
             model,
         });
         let row: Vec<f64> = loaded

@@ -44,6 +44,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Quickstart(args) => quickstart(catalog, args),
         Command::Models(args) => models(&catalog, args),
+        Command::Drift(args) => {
+            anyhow::ensure!(
+                args.max_psi.is_none_or(|p| p.is_finite() && p >= 0.0),
+                "--max-psi must be a number ≥ 0"
+            );
+            let cfg = crate::drift::DriftConfig {
+                model: args.name,
+                log: args.log,
+                since: args.since,
+                max_psi: args.max_psi,
+            };
+            let report = crate::drift::measure(&catalog, &cfg)?;
+            print!("{}", render(&report, args.json));
+            Ok(if report.exceeded.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_REJECTED)
+            })
+        }
     }
 }
 

@@ -44,9 +44,15 @@ pub struct Cli {
     #[arg(long, global = true, env = "LIMEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
 
-    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `limen=debug`).
-    #[arg(long, global = true, env = "LIMEN_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `limen=debug`). (`--log` is
+    /// `limen drift`'s inference log folder.)
+    #[arg(
+        long = "log-filter",
+        global = true,
+        env = "LIMEN_LOG",
+        default_value = "info"
+    )]
+    pub log_filter: String,
 
     /// Largest model.json read from the store, e.g. 2MiB; a larger file is refused unread.
     /// Verifying a file takes about 16 bytes of memory per byte: keep 16 × this well under the
@@ -76,6 +82,33 @@ pub enum Command {
     Quickstart(QuickstartArgs),
     /// Inspect and operate the store: list, show, promote, rollback, gc.
     Models(ModelsArgs),
+    /// How far the inputs production saw (its inference log) have moved from the training data,
+    /// per feature: the population stability index and the share out of the training range.
+    ///
+    /// Exit codes: 0, 1 when --max-psi is exceeded (a pipeline can retrain on it), 2 error.
+    Drift(DriftArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// Model whose production version to check.
+    pub name: ModelName,
+
+    /// The inference log folder (as `limen serve --inference-log`).
+    #[arg(long, env = "LIMEN_INFERENCE_LOG", value_name = "DIR")]
+    pub log: PathBuf,
+
+    /// How far back to look, e.g. 24h, 7d, 90m.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub since: Duration,
+
+    /// Fail (exit 1) when any feature's PSI is above this; 0.25 is a common "shifted" line.
+    #[arg(long, env = "LIMEN_MAX_PSI")]
+    pub max_psi: Option<f64>,
+
+    /// Print JSON for scripts instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -522,6 +555,11 @@ pub struct ServeOptions {
     #[arg(long, env = "LIMEN_INFERENCE_LOG_RATE", default_value_t = 1.0)]
     pub inference_log_rate: f64,
 
+    /// How many recent instances each model's live `limen_feature_psi` gauges cover; 0 turns
+    /// them off.
+    #[arg(long, env = "LIMEN_DRIFT_WINDOW", default_value_t = 10_000)]
+    pub drift_window: u64,
+
     /// Size at which an inference log file is closed and the next opened, e.g. 64MiB.
     #[arg(long, env = "LIMEN_INFERENCE_LOG_MAX_FILE", default_value = "64MiB", value_parser = parse_size)]
     pub inference_log_max_file: usize,
@@ -550,6 +588,7 @@ impl ServeOptions {
         );
         let instance = crate::evidence::instance_name(self.instance.as_deref());
         Ok(ServeConfig {
+            drift_window: self.drift_window,
             log: self.inference_log.clone().map(|dir| LogConfig {
                 dir,
                 rate: self.inference_log_rate,

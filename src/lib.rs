@@ -28,6 +28,7 @@ pub mod app;
 pub mod catalog;
 pub mod cli;
 pub mod data;
+pub mod drift;
 pub mod evidence;
 pub mod inference_log;
 pub mod input;

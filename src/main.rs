@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    limen::telemetry::init(cli.log_format, &cli.log);
+    limen::telemetry::init(cli.log_format, &cli.log_filter);
     match limen::app::run(cli) {
         Ok(code) => code,
         Err(e) => {

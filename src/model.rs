@@ -44,6 +44,98 @@ pub struct Feature {
     pub name: String,
     #[serde(flatten)]
     pub stats: FeatureStats,
+    /// How the training values were distributed, for drift (absent in models trained before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+}
+
+/// A feature's training distribution over 12 bins: below the training minimum, ten quantile
+/// bins from the minimum to the maximum, and above the maximum. `edges` are the nine inner
+/// quantile edges (the 10th … 90th percentiles); `shares` the fraction of training rows in each
+/// bin (the two outer ones are 0 by construction). Production inputs binned the same way give
+/// the population stability index ([`Reference::psi`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    pub edges: Vec<f64>,
+    pub shares: Vec<f64>,
+}
+
+/// Bins of a [`Reference`]: below the minimum, ten quantile bins, above the maximum.
+pub const DRIFT_BINS: usize = 12;
+
+impl Reference {
+    /// The reference of a column of values (any order), whose minimum and maximum are `stats`'.
+    /// The edges are exact quantiles up to 100,000 values and quantiles of an evenly strided
+    /// sample of 100,000 beyond (memory stays small for millions of rows); the shares always
+    /// count every value.
+    pub fn of<'a>(values: impl Iterator<Item = &'a f64> + Clone, stats: &FeatureStats) -> Self {
+        const SAMPLE: usize = 100_000;
+        let len = values.clone().count();
+        let stride = len.div_ceil(SAMPLE).max(1);
+        let mut sorted: Vec<f64> = values
+            .clone()
+            .step_by(stride)
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let edges: Vec<f64> = (1..10)
+            .map(|q| {
+                if n == 0 {
+                    stats.min
+                } else {
+                    sorted[((q * n) / 10).min(n - 1)]
+                }
+            })
+            .collect();
+        let mut reference = Self {
+            edges,
+            shares: vec![0.0; DRIFT_BINS],
+        };
+        let mut counts = [0u64; DRIFT_BINS];
+        for v in values {
+            counts[reference.bin(*v, stats)] += 1;
+        }
+        for (share, count) in reference.shares.iter_mut().zip(counts) {
+            *share = count as f64 / len.max(1) as f64;
+        }
+        reference
+    }
+
+    /// The bin of `x`: 0 below the training minimum, 11 above the maximum, else 1 + the number
+    /// of inner edges below it (a value equal to an edge belongs to the bin the edge closes).
+    pub fn bin(&self, x: f64, stats: &FeatureStats) -> usize {
+        if x < stats.min {
+            0
+        } else if x > stats.max {
+            DRIFT_BINS - 1
+        } else {
+            1 + self.edges.partition_point(|e| *e < x)
+        }
+    }
+
+    /// The population stability index of observed bin `counts` against these shares:
+    /// Σ (a − e) · ln(a / e), each share floored at 1e-4 so an empty bin does not make it
+    /// infinite. Under 0.1 is usually read as stable, over 0.25 as a shift. `None` without
+    /// observations.
+    pub fn psi(&self, counts: &[u64]) -> Option<f64> {
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        const FLOOR: f64 = 1e-4;
+        Some(
+            self.shares
+                .iter()
+                .zip(counts)
+                .map(|(e, c)| {
+                    let (a, e) = ((*c as f64 / total as f64).max(FLOOR), e.max(FLOOR));
+                    (a - e) * (a / e).ln()
+                })
+                .sum(),
+        )
+    }
 }
 
 /// Quality numbers measured when the model was trained. The fields after `cv_folds` are new in
@@ -983,6 +1075,7 @@ pub(crate) mod tests {
                     mean: 1.199_333,
                     std: 0.759_326,
                 },
+                reference: None,
             }],
             label_column: "species".into(),
             classes: vec!["not_virginica".into(), "virginica".into()],
@@ -1096,6 +1189,48 @@ pub(crate) mod tests {
             }
         }
         assert!(accepted.is_empty(), "undetected flips: {accepted:?}");
+    }
+
+    #[test]
+    fn the_reference_has_quantile_edges_and_psi_matches_a_hand_computation() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        let stats = FeatureStats {
+            min: 1.0,
+            max: 100.0,
+            mean: 50.5,
+            std: 28.87,
+        };
+        let r = Reference::of(values.iter(), &stats);
+        assert_eq!(
+            r.edges,
+            vec![11.0, 21.0, 31.0, 41.0, 51.0, 61.0, 71.0, 81.0, 91.0]
+        );
+        // 1..=11 | 12..=21 | … | 82..=91 | 92..=100, and nothing outside the range.
+        let expected = [0.0, 0.11, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.09, 0.0];
+        for (got, want) in r.shares.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{:?}", r.shares);
+        }
+        assert_eq!(
+            (r.bin(0.5, &stats), r.bin(11.0, &stats), r.bin(11.5, &stats)),
+            (0, 1, 2)
+        );
+        assert_eq!((r.bin(100.0, &stats), r.bin(100.5, &stats)), (10, 11));
+        // The training distribution itself: no drift.
+        let same: Vec<u64> = expected
+            .iter()
+            .map(|s| (s * 1000.0).round() as u64)
+            .collect();
+        assert!(r.psi(&same).unwrap().abs() < 1e-12);
+        // Every value in the top quantile bin: by hand, with empty bins floored at 1e-4,
+        // (1 − 0.09)·ln(1/0.09) + (1e-4 − 0.11)·ln(1e-4/0.11) + 8·(1e-4 − 0.1)·ln(1e-4/0.1).
+        let mut shifted = [0u64; DRIFT_BINS];
+        shifted[10] = 500;
+        let by_hand = 0.91 * (1.0f64 / 0.09).ln()
+            + (1e-4 - 0.11) * (1e-4f64 / 0.11).ln()
+            + 8.0 * (1e-4 - 0.1) * (1e-4f64 / 0.1).ln();
+        assert!((r.psi(&shifted).unwrap() - by_hand).abs() < 1e-9);
+        assert!(by_hand > 5.0, "{by_hand}");
+        assert_eq!(r.psi(&[0; DRIFT_BINS]), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use lru::LruCache;
 
 use crate::api::Template;
 use crate::catalog::{Catalog, LoadError};
-use crate::model::Model;
+use crate::model::{Model, DRIFT_BINS};
 use crate::store::{FileIdentity, ModelName, Pointer, StoreError, VersionId};
 use crate::telemetry::{error_chain, Metrics, ModelMetrics};
 use crate::watch::{ChangeSource, ScanOutcome};
@@ -33,10 +33,13 @@ pub struct LoadedModel {
     pub metrics: ModelMetrics,
     /// Its `/predict` answers' fixed parts, rendered at load.
     pub template: Template,
+    /// Where its recent inputs fell in the training reference's bins, when it has one.
+    pub drift: Option<DriftWindow>,
 }
 
 impl LoadedModel {
-    /// Counts one scored instance, and each of its values outside the feature's training range.
+    /// Counts one scored instance, each of its values outside the feature's training range, and
+    /// the drift window's bins.
     pub fn observe_row(&self, row: &[f64]) {
         let features = &self.model.artifact().features;
         for ((value, feature), counter) in row.iter().zip(features).zip(&self.metrics.out_of_range)
@@ -45,7 +48,98 @@ impl LoadedModel {
                 counter.inc();
             }
         }
+        if let Some(drift) = &self.drift {
+            drift.observe(row, features);
+        }
         self.metrics.predictions.inc();
+    }
+
+    /// Sets the `limen_feature_psi` gauges from the drift window (called when `/metrics` is
+    /// read, not per request).
+    pub fn publish_psi(&self) {
+        let Some(drift) = &self.drift else { return };
+        for (i, (feature, gauge)) in self
+            .model
+            .artifact()
+            .features
+            .iter()
+            .zip(&self.metrics.psi)
+            .enumerate()
+        {
+            if let Some(psi) = feature
+                .reference
+                .as_ref()
+                .and_then(|r| r.psi(&drift.counts(i)))
+            {
+                gauge.set(psi);
+            }
+        }
+    }
+}
+
+/// Bin counts of a model's recent inputs, per feature, over about the last `window` instances:
+/// two generations of atomic counters of `window / 2` instances each; when the current one is
+/// full, the older is cleared and becomes current. Lock-free on the request path (one relaxed
+/// atomic add per feature and one for the instance); the rare generation switch takes a lock
+/// that no request waits on.
+#[derive(Debug)]
+pub struct DriftWindow {
+    generations: [Vec<std::sync::atomic::AtomicU64>; 2],
+    current: std::sync::atomic::AtomicUsize,
+    seen: std::sync::atomic::AtomicU64,
+    half: u64,
+    switching: Mutex<()>,
+}
+
+impl DriftWindow {
+    fn new(features: usize, window: u64) -> Self {
+        let generation = || {
+            (0..features * DRIFT_BINS)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect()
+        };
+        Self {
+            generations: [generation(), generation()],
+            current: std::sync::atomic::AtomicUsize::new(0),
+            seen: std::sync::atomic::AtomicU64::new(0),
+            half: (window / 2).max(1),
+            switching: Mutex::new(()),
+        }
+    }
+
+    fn observe(&self, row: &[f64], features: &[crate::model::Feature]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let generation = &self.generations[self.current.load(Relaxed) & 1];
+        for (i, (value, feature)) in row.iter().zip(features).enumerate() {
+            if let Some(reference) = &feature.reference {
+                let bin = reference.bin(*value, &feature.stats);
+                generation[i * DRIFT_BINS + bin].fetch_add(1, Relaxed);
+            }
+        }
+        let seen = self.seen.fetch_add(1, Relaxed) + 1;
+        if seen.is_multiple_of(self.half) {
+            if let Ok(_switching) = self.switching.try_lock() {
+                let next = (self.current.load(Relaxed) + 1) & 1;
+                for counter in &self.generations[next] {
+                    counter.store(0, Relaxed);
+                }
+                self.current.store(next, Relaxed);
+            }
+        }
+    }
+
+    /// Feature `i`'s bin counts over both generations.
+    fn counts(&self, i: usize) -> [u64; DRIFT_BINS] {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut counts = [0u64; DRIFT_BINS];
+        for generation in &self.generations {
+            for (bin, count) in counts.iter_mut().enumerate() {
+                *count += generation
+                    .get(i * DRIFT_BINS + bin)
+                    .map_or(0, |c| c.load(Relaxed));
+            }
+        }
+        counts
     }
 }
 
@@ -141,6 +235,8 @@ pub struct RegistryConfig {
     /// Whether scans also load each model's candidate (when it is not production) for shadow
     /// scoring.
     pub shadow: bool,
+    /// How many recent instances the live PSI gauges cover; 0 turns them off.
+    pub drift_window: u64,
 }
 
 impl Default for RegistryConfig {
@@ -149,6 +245,7 @@ impl Default for RegistryConfig {
             pinned_capacity: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             revalidate_after: Duration::from_secs(1),
             shadow: false,
+            drift_window: 10_000,
         }
     }
 }
@@ -287,6 +384,13 @@ impl Registry {
     /// The production model served under `name`, if one is loaded. Lock-free.
     pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
         self.serving.load().get(name).cloned()
+    }
+
+    /// Sets every served model's live PSI gauges (for `/metrics`).
+    pub fn publish_psi(&self) {
+        for loaded in self.serving.load().values() {
+            loaded.publish_psi();
+        }
     }
 
     /// `name`'s candidate loaded for shadow scoring, if there is one. Lock-free.
@@ -636,12 +740,20 @@ impl Registry {
         let metrics =
             self.metrics
                 .model_handles(name.as_str(), &version.to_string(), model.feature_names());
+        let has_reference = model
+            .artifact()
+            .features
+            .iter()
+            .all(|f| f.reference.is_some());
+        let drift = (has_reference && self.config.drift_window > 0)
+            .then(|| DriftWindow::new(model.feature_names().len(), self.config.drift_window));
         Ok(LoadedModel {
             template: Template::new(&model),
             model,
             version,
             loaded_at: SystemTime::now(),
             metrics,
+            drift,
         })
     }
 

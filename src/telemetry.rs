@@ -7,7 +7,7 @@
 use std::io::IsTerminal as _;
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts,
 };
 use tracing_subscriber::EnvFilter;
@@ -72,6 +72,7 @@ pub struct Metrics {
     loads: IntCounterVec,
     loaded: IntGaugeVec,
     model_error: IntGaugeVec,
+    psi: GaugeVec,
     shadow_samples: IntCounterVec,
     shadow_disagreements: IntCounterVec,
     shadow_abs_diff: HistogramVec,
@@ -90,6 +91,8 @@ pub struct ModelMetrics {
     pub predictions: IntCounter,
     /// Per feature, in model order: inputs outside the training range.
     pub out_of_range: Vec<IntCounter>,
+    /// Per feature, in model order: the live PSI against the training reference.
+    pub psi: Vec<Gauge>,
 }
 
 impl Default for Metrics {
@@ -158,6 +161,13 @@ impl Metrics {
                 ),
                 &["model"],
             ))),
+            psi: register(&registry, fixed(GaugeVec::new(
+                opts(
+                    "feature_psi",
+                    "Population stability index of each feature's recent inputs (the last --drift-window instances served) against its training distribution, by model and feature.",
+                ),
+                &["model", "feature"],
+            ))),
             shadow_samples: register(&registry, fixed(IntCounterVec::new(
                 opts("shadow_samples_total", "Instances scored by both production and the candidate in shadow, by model and candidate version."),
                 &["model", "version"],
@@ -218,6 +228,10 @@ impl Metrics {
             out_of_range: features
                 .iter()
                 .map(|f| self.out_of_range.with_label_values(&[model, f]))
+                .collect(),
+            psi: features
+                .iter()
+                .map(|f| self.psi.with_label_values(&[model, f]))
                 .collect(),
         }
     }

@@ -16,7 +16,7 @@ use ndarray::{Array1, Array2, ArrayView2};
 use crate::data::Dataset;
 use crate::model::{
     Evaluation, Feature, Hyperparameters, Metrics, Model, ModelArtifact, ModelKind, Provenance,
-    Scaler, Tally, FORMAT,
+    Reference, Scaler, Tally, FORMAT,
 };
 
 /// The linfa version limen is built against, recorded in every artifact's provenance.
@@ -465,6 +465,10 @@ pub fn train(data: &Dataset, params: &TrainParams) -> Result<TrainedModel, Train
     };
     let (fitted, scaler) = fit_on(data, params, &y, classes.len())?;
     let mut trained = TrainedModel::assemble(data, params, classes, fitted.weights, scaler);
+    // The drift reference of each feature (only the final model needs it, not the folds').
+    for (feature, column) in trained.features.iter_mut().zip(data.x.columns()) {
+        feature.reference = Some(Reference::of(column.iter(), &feature.stats));
+    }
     let eval = trained.evaluate(data)?;
     trained.metrics = Metrics {
         train_accuracy: eval.accuracy,
@@ -501,6 +505,7 @@ impl TrainedModel {
             .map(|(name, stats)| Feature {
                 name: name.clone(),
                 stats,
+                reference: None,
             })
             .collect();
         Self {

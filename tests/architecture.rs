@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["train", "api", "oip"],
     &["store"],
     &["catalog", "evidence"],
-    &["validate", "ops"],
+    &["validate", "ops", "drift"],
     &["watch"],
     &["registry"],
     &["shadow", "inference_log"],

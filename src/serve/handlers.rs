@@ -303,6 +303,7 @@ pub async fn model_detail(
 
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.registry.publish_psi();
     let text = state.metrics.render(
         state.registry.seconds_since_scan(),
         state.registry.store_readable(),

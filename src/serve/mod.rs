@@ -64,6 +64,8 @@ pub struct ServeConfig {
     pub shadow: ShadowConfig,
     /// The inference log, if it is on.
     pub log: Option<LogConfig>,
+    /// How many recent instances the live PSI gauges cover; 0 turns them off.
+    pub drift_window: u64,
 }
 
 /// The whole HTTP surface, without a socket (tests can drive it with `oneshot`).
@@ -175,6 +177,7 @@ pub async fn run(
             pinned_capacity: cfg.pinned_cache,
             revalidate_after: cfg.poll_interval,
             shadow: cfg.shadow.rate > 0.0,
+            drift_window: cfg.drift_window,
         },
         Arc::clone(&metrics),
     ));

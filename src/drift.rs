@@ -1,0 +1,305 @@
+//! Drift: how far the inputs production saw (from the inference log) have moved from the data
+//! its model was trained on (the reference histograms in `model.json`), per feature, as the
+//! population stability index (PSI) and the share outside the training range.
+//!
+//! The log folder is written by servers, so it is read defensively: line by line with a cap on a
+//! line's length, and a line that is not a log line of this model's production version is
+//! skipped (counted when it cannot be read at all).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, LoadError};
+use crate::model::DRIFT_BINS;
+use crate::store::{ModelName, Pointer, StoreError, VersionId};
+
+/// The longest log line read; a longer one is skipped (limen's lines are well under 64 KiB).
+const MAX_LINE: usize = 1024 * 1024;
+
+/// What `limen drift` is asked.
+#[derive(Debug, Clone)]
+pub struct DriftConfig {
+    pub model: ModelName,
+    /// The inference log folder (`limen serve --inference-log`).
+    pub log: PathBuf,
+    /// How far back to look.
+    pub since: Duration,
+    /// The largest PSI allowed; any feature above it fails the command.
+    pub max_psi: Option<f64>,
+}
+
+/// Why drift could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum DriftError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("model {0:?} has no production version to compare with")]
+    NoProduction(String),
+    #[error("cannot load {name}/{version}")]
+    Load {
+        name: String,
+        version: VersionId,
+        #[source]
+        source: LoadError,
+    },
+    #[error("{name}/{version} has no drift reference (it was trained by a limen that did not record one); retrain it to measure drift")]
+    NoReference { name: String, version: VersionId },
+}
+
+/// One feature's drift.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureDrift {
+    pub name: String,
+    /// `None` without logged values.
+    pub psi: Option<f64>,
+    /// The share of logged values outside the training `[min, max]`.
+    pub out_of_range: Option<f64>,
+}
+
+/// What `limen drift` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftReport {
+    pub model: String,
+    pub version: VersionId,
+    /// Logged instances of that version in the window.
+    pub instances: u64,
+    pub files: usize,
+    /// Lines that could not be read as log lines (skipped).
+    pub unreadable_lines: u64,
+    pub since: String,
+    pub features: Vec<FeatureDrift>,
+    pub max_psi: Option<f64>,
+    /// Features whose PSI is above `max_psi`.
+    pub exceeded: Vec<String>,
+}
+
+/// The fields of a log line drift needs.
+#[derive(Deserialize)]
+struct LogLine {
+    ts: String,
+    model: String,
+    version: String,
+    status: u16,
+    #[serde(default)]
+    features: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Measures the drift of `cfg.model`'s production version over the log of the last `cfg.since`.
+pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, DriftError> {
+    let name = &cfg.model;
+    catalog.require_model(name)?;
+    let version = catalog
+        .pointer(name, Pointer::Production)?
+        .ok_or_else(|| DriftError::NoProduction(name.to_string()))?;
+    let model = catalog
+        .load_verified(name, version)
+        .map_err(|source| DriftError::Load {
+            name: name.to_string(),
+            version,
+            source,
+        })?;
+    let features = &model.artifact().features;
+    let references: Vec<_> = features
+        .iter()
+        .map(|f| f.reference.clone())
+        .collect::<Option<_>>()
+        .ok_or_else(|| DriftError::NoReference {
+            name: name.to_string(),
+            version,
+        })?;
+    let cutoff = SystemTime::now()
+        .checked_sub(cfg.since)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff_ts = humantime::format_rfc3339_millis(cutoff).to_string();
+    let mut counts = vec![[0u64; DRIFT_BINS]; features.len()];
+    let mut report = DriftReport {
+        model: name.to_string(),
+        version,
+        instances: 0,
+        files: 0,
+        unreadable_lines: 0,
+        since: cutoff_ts.clone(),
+        features: Vec::new(),
+        max_psi: cfg.max_psi,
+        exceeded: Vec::new(),
+    };
+    let version_text = version.to_string();
+    for file in log_files(&cfg.log, name, cutoff) {
+        report.files += 1;
+        for_each_line(&file, |line| {
+            let Ok(line) = serde_json::from_slice::<LogLine>(line) else {
+                report.unreadable_lines += 1;
+                return;
+            };
+            // RFC 3339 UTC timestamps of one format compare as strings.
+            if line.model != name.as_str()
+                || line.version != version_text
+                || line.status != 200
+                || line.ts < cutoff_ts
+            {
+                return;
+            }
+            let Some(values) = line.features else { return };
+            let row: Option<Vec<f64>> = features
+                .iter()
+                .map(|f| values.get(&f.name).and_then(|v| v.as_f64()))
+                .collect();
+            let Some(row) = row else {
+                report.unreadable_lines += 1;
+                return;
+            };
+            for ((count, reference), (value, feature)) in counts
+                .iter_mut()
+                .zip(&references)
+                .zip(row.iter().zip(features))
+            {
+                count[reference.bin(*value, &feature.stats)] += 1;
+            }
+            report.instances += 1;
+        });
+    }
+    report.features = features
+        .iter()
+        .zip(&references)
+        .zip(&counts)
+        .map(|((feature, reference), count)| {
+            let total: u64 = count.iter().sum();
+            FeatureDrift {
+                name: feature.name.clone(),
+                psi: reference.psi(count),
+                out_of_range: (total > 0)
+                    .then(|| (count[0] + count[DRIFT_BINS - 1]) as f64 / total as f64),
+            }
+        })
+        .collect();
+    if let Some(max) = cfg.max_psi {
+        report.exceeded = report
+            .features
+            .iter()
+            .filter(|f| f.psi.is_some_and(|p| p > max))
+            .map(|f| f.name.clone())
+            .collect();
+    }
+    Ok(report)
+}
+
+/// The `.jsonl` files of `model` in the day folders from `cutoff`'s day to today (UTC).
+fn log_files(root: &Path, model: &ModelName, cutoff: SystemTime) -> Vec<PathBuf> {
+    let first_day = humantime::format_rfc3339_seconds(cutoff).to_string();
+    let first_day = first_day.get(..10).unwrap_or("");
+    let mut files = Vec::new();
+    let Ok(days) = std::fs::read_dir(root.join(model.as_str())) else {
+        return files;
+    };
+    for day in days.flatten() {
+        let day_name = day.file_name().to_string_lossy().into_owned();
+        let is_day =
+            day_name.len() == 10 && day_name.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+        if !is_day || day_name.as_str() < first_day || !day.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for file in std::fs::read_dir(day.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let is_log = file.file_name().to_string_lossy().ends_with(".jsonl")
+                && file.file_type().is_ok_and(|t| t.is_file());
+            if is_log {
+                files.push(file.path());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Calls `each` with every line of `path` (without its newline) that is at most [`MAX_LINE`]
+/// bytes; longer lines are skipped without being held in memory.
+pub fn for_each_line(path: &Path, mut each: impl FnMut(&[u8])) {
+    let Ok(file) = File::open(path) else { return };
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let (done, used) = match reader.fill_buf() {
+            Ok([]) => (true, 0),
+            Ok(buf) => match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    if !too_long && line.len() + i <= MAX_LINE {
+                        line.extend_from_slice(&buf[..i]);
+                        each(&line);
+                    }
+                    line.clear();
+                    too_long = false;
+                    (false, i + 1)
+                }
+                None => {
+                    if line.len() + buf.len() > MAX_LINE {
+                        too_long = true;
+                        line.clear();
+                    } else if !too_long {
+                        line.extend_from_slice(buf);
+                    }
+                    (false, buf.len())
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => (false, 0),
+            Err(_) => (true, 0),
+        };
+        reader.consume(used);
+        if done {
+            // A last line without its newline (a writer cut mid-line) is not a whole line.
+            return;
+        }
+    }
+}
+
+impl fmt::Display for DriftReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "drift of {}/{} since {}: {} logged instances in {} file(s){}",
+            self.model,
+            self.version,
+            self.since,
+            self.instances,
+            self.files,
+            if self.unreadable_lines > 0 {
+                format!(", {} unreadable line(s) skipped", self.unreadable_lines)
+            } else {
+                String::new()
+            }
+        )?;
+        writeln!(f, "  {:<32} {:>8} {:>13}", "FEATURE", "PSI", "OUT OF RANGE")?;
+        for d in &self.features {
+            let psi = d.psi.map_or("-".to_owned(), |p| format!("{p:.4}"));
+            let out = d
+                .out_of_range
+                .map_or("-".to_owned(), |o| format!("{:.2}%", 100.0 * o));
+            let mark = if self.exceeded.contains(&d.name) {
+                "  over --max-psi"
+            } else {
+                ""
+            };
+            writeln!(f, "  {:<32} {psi:>8} {out:>13}{mark}", d.name)?;
+        }
+        if let Some(max) = self.max_psi {
+            if self.exceeded.is_empty() {
+                writeln!(f, "every feature's PSI is at most {max}")?;
+            } else {
+                writeln!(
+                    f,
+                    "PSI above {max} for {}: the inputs have moved; retrain on recent data",
+                    self.exceeded.join(", ")
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

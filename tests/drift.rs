@@ -1,0 +1,120 @@
+//! Drift over real HTTP and the real inference log: traffic like the training data gives a PSI
+//! near 0, shifted traffic a large one, in `limen drift` (which gates with --max-psi) and in the
+//! server's live `limen_feature_psi` gauge.
+
+mod common;
+
+use common::{eventually, get, http, limen_command, post, stderr, Server, TestStore, PATIENCE};
+
+/// The petal widths of data/iris.csv, in file order.
+fn training_widths() -> Vec<f64> {
+    std::fs::read_to_string(common::repo().join("data/iris.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(3)?.parse().ok())
+        .collect()
+}
+
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn drift(store: &TestStore, log: &std::path::Path) -> (Option<i32>, serde_json::Value) {
+    let out = store.limen(&[
+        "drift",
+        "iris",
+        "--log",
+        log.to_str().unwrap(),
+        "--max-psi",
+        "0.25",
+        "--json",
+    ]);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stderr(&out)));
+    (out.status.code(), report)
+}
+
+#[test]
+fn training_like_traffic_is_stable_and_shifted_traffic_is_drift() {
+    let store = TestStore::new();
+    store.promote_iris();
+    let log = tempfile::tempdir().unwrap();
+    let mut cmd = limen_command();
+    cmd.arg("--store").arg(store.path()).args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--instance",
+        "pod-a",
+        "--drift-window",
+        "300",
+    ]);
+    cmd.arg("--inference-log").arg(log.path());
+    let server = Server::spawn(&mut cmd, "listening on http://").ready();
+    let agent = http();
+    let psi_series = r#"limen_feature_psi{feature="petal_width",model="iris"}"#;
+
+    // The training rows themselves, as a batch: the same distribution.
+    let widths = training_widths();
+    let instances: Vec<String> = widths
+        .iter()
+        .map(|w| format!(r#"{{"petal_width": {w}}}"#))
+        .collect();
+    let batch = format!(r#"{{"instances": [{}]}}"#, instances.join(","));
+    assert_eq!(post(&agent, &server.url("/predict"), &batch).status, 200);
+    let live = sample(&get(&agent, &server.url("/metrics")).body, psi_series).unwrap();
+    assert!(live < 0.01, "live PSI of the training data itself: {live}");
+    eventually(PATIENCE, "the log", || {
+        let (code, report) = drift(&store, log.path());
+        (report["instances"] == 150).then_some((code, report))
+    });
+    let (code, report) = drift(&store, log.path());
+    let psi = report["features"][0]["psi"].as_f64().unwrap();
+    assert!(psi < 0.01, "{report}");
+    assert_eq!(report["features"][0]["out_of_range"], 0.0);
+    assert_eq!(code, Some(0));
+
+    // Production now sees only wide petals, half of them wider than any in training.
+    for i in 0..300 {
+        let w = 2.3 + (i % 2) as f64 * 0.5;
+        assert_eq!(
+            post(
+                &agent,
+                &server.url("/predict"),
+                &format!(r#"{{"petal_width": {w}}}"#)
+            )
+            .status,
+            200
+        );
+    }
+    let live = sample(&get(&agent, &server.url("/metrics")).body, psi_series).unwrap();
+    assert!(live > 0.25, "live PSI after the shift: {live}");
+    let (code, report) = eventually(PATIENCE, "the shifted lines", || {
+        let (code, report) = drift(&store, log.path());
+        (report["instances"] == 450).then_some((code, report))
+    });
+    assert_eq!(code, Some(1), "--max-psi 0.25 is exceeded: {report}");
+    assert!(report["features"][0]["psi"].as_f64().unwrap() > 0.25);
+    let out_of_range = report["features"][0]["out_of_range"].as_f64().unwrap();
+    assert!((out_of_range - 150.0 / 450.0).abs() < 1e-9, "{report}");
+    assert_eq!(report["exceeded"][0], "petal_width");
+
+    // The text form says what to do.
+    let out = store.limen(&[
+        "drift",
+        "iris",
+        "--log",
+        log.path().to_str().unwrap(),
+        "--max-psi",
+        "0.25",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("petal_width") && text.contains("retrain"),
+        "{text}"
+    );
+}
