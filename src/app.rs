@@ -160,7 +160,23 @@ fn quickstart(catalog: Catalog, args: QuickstartArgs) -> anyhow::Result<ExitCode
 /// `limen train`: fit, publish a new version, point `candidate` at it. Nothing is written unless
 /// the data loads and the fit succeeds.
 pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result<VersionId> {
-    let data = Dataset::load(&cfg.data, &cfg.features, &cfg.label_column)?;
+    let data = match &cfg.labels {
+        None => Dataset::load(&cfg.data, &cfg.features, &cfg.label_column)?,
+        Some(labels) => {
+            let source = cfg.data.to_string_lossy();
+            let (data, found) =
+                Dataset::from_inference_log(&source, labels, &cfg.features, &cfg.label_column)?;
+            println!(
+                "read {} logged instances from {} file(s) of {source}: {} with a label in {}, {} without (skipped)",
+                found.lines,
+                found.files,
+                found.labelled,
+                labels.display(),
+                found.lines - found.labelled
+            );
+            data
+        }
+    };
     let started = std::time::Instant::now();
     let trained = train::train(&data, &cfg.params)?;
     let m = trained.metrics();

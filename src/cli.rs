@@ -179,9 +179,15 @@ impl Cli {
 #[derive(Debug, Parser)]
 #[command(name = "train")]
 pub struct TrainArgs {
-    /// Training data: a CSV file with a header line.
+    /// Training data: a CSV file with a header line; or, with --labels, an inference log folder
+    /// (searched for .jsonl files) or a glob pattern of its files.
     #[arg(long, env = "LIMEN_DATA", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
+
+    /// Ground truth for training on an inference log: a CSV with a `request_id` column and the
+    /// --label-column (`request_id#index` for an instance of a batch request).
+    #[arg(long, env = "LIMEN_LABELS", value_name = "FILE")]
+    pub labels: Option<PathBuf>,
 
     /// Model name in the store: 1-64 of a-z, 0-9, '.', '_', '-'.
     #[arg(long, env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
@@ -236,6 +242,8 @@ pub struct TrainArgs {
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     pub data: PathBuf,
+    /// Set when `data` is an inference log: the labels to join it with.
+    pub labels: Option<PathBuf>,
     pub model: ModelName,
     pub features: Vec<String>,
     pub label_column: String,
@@ -248,6 +256,7 @@ impl TrainConfig {
     pub fn reference(model: ModelName, data: PathBuf) -> anyhow::Result<Self> {
         Ok(Self {
             data,
+            labels: None,
             model,
             features: vec![DEFAULT_FEATURES.to_owned()],
             label_column: DEFAULT_LABEL_COLUMN.to_owned(),
@@ -303,6 +312,7 @@ impl TryFrom<TrainArgs> for TrainConfig {
         .standardized(args.standardize);
         Ok(Self {
             data: args.data,
+            labels: args.labels,
             model,
             features,
             label_column: args.label_column,

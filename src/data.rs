@@ -57,6 +57,14 @@ pub enum DataError {
     },
     #[error("no feature columns were asked for; pass at least one name to --features")]
     NoFeatures,
+    #[error("cannot read training rows from the inference log {place:?}: {why}")]
+    LogSource { place: String, why: String },
+    #[error("inference log {path}, line {line}: {why}")]
+    LogLine {
+        path: PathBuf,
+        line: u64,
+        why: String,
+    },
     #[error("data file {path}, line {line}, column {column:?}: {value:e} is too large to train on (the column's mean or spread overflows); rescale the column")]
     Overflow {
         path: PathBuf,
@@ -91,6 +99,73 @@ pub struct Dataset {
     /// Per row, its label as an index into `label_names`: 8 million rows cost 32 MB, not a
     /// `String` each.
     pub labels: Vec<u32>,
+}
+
+/// Rows as they are parsed: feature values row-major, and labels interned.
+#[derive(Default)]
+struct Rows {
+    values: Vec<f64>,
+    labels: Vec<u32>,
+    /// Label → index in order of first appearance; sorted once at the end.
+    distinct: HashMap<String, u32>,
+}
+
+impl Rows {
+    fn push_label(&mut self, label: &str) {
+        let index = match self.distinct.get(label) {
+            Some(&index) => index,
+            None => {
+                let index = u32::try_from(self.distinct.len()).unwrap_or(u32::MAX);
+                self.distinct.insert(label.to_owned(), index);
+                index
+            }
+        };
+        self.labels.push(index);
+    }
+
+    /// The dataset: labels renumbered in sorted order, the matrix built without a copy, and the
+    /// columns' statistics checked.
+    fn finish(
+        mut self,
+        path: &Path,
+        sha256: String,
+        features: &[String],
+        label_column: &str,
+    ) -> Result<Dataset, DataError> {
+        let mut label_names: Vec<(String, u32)> = self.distinct.into_iter().collect();
+        label_names.sort();
+        let mut sorted_index = vec![0u32; label_names.len()];
+        for (position, (_, first_seen)) in label_names.iter().enumerate() {
+            sorted_index[*first_seen as usize] = position as u32;
+        }
+        for label in &mut self.labels {
+            *label = sorted_index[*label as usize];
+        }
+        let label_names: Vec<String> = label_names.into_iter().map(|(name, _)| name).collect();
+        if self.labels.is_empty() {
+            return Err(DataError::Empty {
+                path: path.to_owned(),
+            });
+        }
+        // No `shrink_to_fit`: it would copy the matrix (twice its size at once), while the
+        // unused capacity past the end is never touched, so it costs no memory.
+        let x = Array2::from_shape_vec((self.labels.len(), features.len()), self.values).map_err(
+            |_| DataError::Empty {
+                path: path.to_owned(),
+            },
+        )?;
+        let data = Dataset {
+            path: path.to_owned(),
+            sha256,
+            feature_names: features.to_vec(),
+            label_column: label_column.to_owned(),
+            x,
+            label_names,
+            labels: self.labels,
+        };
+        data.check_stats()?;
+        Ok(data)
+    }
 }
 
 /// Reads through to `inner`, hashing every byte on the way: the file's SHA-256 without holding
@@ -188,17 +263,14 @@ impl Dataset {
             .collect::<Result<Vec<_>, _>>()?;
         let label_idx = column_index(label_column)?;
 
-        let mut values = Vec::new();
-        let mut labels: Vec<u32> = Vec::new();
-        // Label → index in order of first appearance; sorted once at the end.
-        let mut distinct: HashMap<String, u32> = HashMap::new();
+        let mut rows = Rows::default();
         // One record buffer, reused: no allocation per row.
         let mut record = csv::StringRecord::new();
         while reader.read_record(&mut record).map_err(csv_err)? {
             let line = record.position().map_or(0, |p| p.line());
             for (&idx, name) in feature_idx.iter().zip(features) {
                 let cell = record.get(idx).unwrap_or_default();
-                values.push(parse_cell(path, line, name, cell)?);
+                rows.values.push(parse_cell(path, line, name, cell)?);
             }
             let label = record.get(label_idx).unwrap_or_default();
             if label.is_empty() {
@@ -208,50 +280,10 @@ impl Dataset {
                     column: label_column.to_owned(),
                 });
             }
-            let index = match distinct.get(label) {
-                Some(&index) => index,
-                None => {
-                    let index = u32::try_from(distinct.len()).unwrap_or(u32::MAX);
-                    distinct.insert(label.to_owned(), index);
-                    index
-                }
-            };
-            labels.push(index);
+            rows.push_label(label);
         }
-        let mut label_names: Vec<(String, u32)> = distinct.into_iter().collect();
-        label_names.sort();
-        let mut sorted_index = vec![0u32; label_names.len()];
-        for (position, (_, first_seen)) in label_names.iter().enumerate() {
-            sorted_index[*first_seen as usize] = position as u32;
-        }
-        for label in &mut labels {
-            *label = sorted_index[*label as usize];
-        }
-        let label_names: Vec<String> = label_names.into_iter().map(|(name, _)| name).collect();
-        // No `shrink_to_fit`: it would copy the matrix (twice its size at once), while the
-        // unused capacity past the end is never touched, so it costs no memory.
         let sha256 = format!("{:x}", reader.into_inner().hasher.finalize());
-        if labels.is_empty() {
-            return Err(DataError::Empty {
-                path: path.to_owned(),
-            });
-        }
-        let x = Array2::from_shape_vec((labels.len(), features.len()), values).map_err(|_| {
-            DataError::Empty {
-                path: path.to_owned(),
-            }
-        })?;
-        let data = Self {
-            path: path.to_owned(),
-            sha256,
-            feature_names: features.to_vec(),
-            label_column: label_column.to_owned(),
-            x,
-            label_names,
-            labels,
-        };
-        data.check_stats()?;
-        Ok(data)
+        rows.finish(path, sha256, features, label_column)
     }
 
     /// Refuses a column whose statistics overflow (a finite but huge value such as `1e308`
@@ -354,6 +386,238 @@ fn parse_cell(path: &Path, line: u64, column: &str, cell: &str) -> Result<f64, D
         });
     }
     Ok(value)
+}
+
+/// The longest JSON line read from an inference log; a longer one is skipped (limen's lines are
+/// well under 64 KiB).
+pub const MAX_LINE: usize = 1024 * 1024;
+
+/// Calls `each` with every line of `source` (without its newline) that is at most [`MAX_LINE`]
+/// bytes; longer lines are skipped without being held in memory, and a last line without its
+/// newline (a writer cut mid-line) is not a whole line and is skipped too.
+pub fn for_each_line(source: impl Read, mut each: impl FnMut(&[u8])) {
+    use std::io::BufRead as _;
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, source);
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let (done, used) = match reader.fill_buf() {
+            Ok([]) => (true, 0),
+            Ok(buf) => match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    if !too_long && line.len() + i <= MAX_LINE {
+                        line.extend_from_slice(&buf[..i]);
+                        each(&line);
+                    }
+                    line.clear();
+                    too_long = false;
+                    (false, i + 1)
+                }
+                None => {
+                    if line.len() + buf.len() > MAX_LINE {
+                        too_long = true;
+                        line.clear();
+                    } else if !too_long {
+                        line.extend_from_slice(buf);
+                    }
+                    (false, buf.len())
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => (false, 0),
+            Err(_) => (true, 0),
+        };
+        reader.consume(used);
+        if done {
+            return;
+        }
+    }
+}
+
+/// What reading training rows from an inference log found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSource {
+    pub files: usize,
+    /// Successful instances logged.
+    pub lines: u64,
+    /// Of those, how many had a label in the labels file (the rows trained on).
+    pub labelled: u64,
+}
+
+/// The fields of an inference log line that training needs.
+#[derive(serde::Deserialize)]
+struct LogLine {
+    request_id: String,
+    #[serde(default)]
+    index: Option<u64>,
+    status: u16,
+    #[serde(default)]
+    features: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Dataset {
+    /// Training rows from the inference log (`limen serve --inference-log`) at `source` (a folder,
+    /// searched for `.jsonl` files, or a glob pattern such as `logs/iris/2026-11-*/*.jsonl`),
+    /// joined with the ground truth in `labels`: a CSV with a `request_id` column and
+    /// `label_column`. A log line's key is its `request_id`, or `request_id#index` for an
+    /// instance of a batch. Successful lines whose key has no label are skipped and counted;
+    /// a labelled line without one of `features` is an error naming its file and line.
+    pub fn from_inference_log(
+        source: &str,
+        labels: &Path,
+        features: &[String],
+        label_column: &str,
+    ) -> Result<(Self, LogSource), DataError> {
+        if features.is_empty() {
+            return Err(DataError::NoFeatures);
+        }
+        let files = log_files(source)?;
+        let mut hasher = Sha256::new();
+        let truth = read_labels(labels, label_column, &mut hasher)?;
+        let mut rows = Rows::default();
+        let mut found = LogSource {
+            files: files.len(),
+            ..LogSource::default()
+        };
+        let mut problem: Option<DataError> = None;
+        for file in &files {
+            let opened = std::fs::File::open(file).map_err(|source| DataError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            let reader = Hashing {
+                inner: opened,
+                hasher: std::mem::take(&mut hasher),
+            };
+            let mut line_number = 0u64;
+            let mut reader = reader;
+            for_each_line(&mut reader, |bytes| {
+                line_number += 1;
+                if problem.is_some() {
+                    return;
+                }
+                let Ok(line) = serde_json::from_slice::<LogLine>(bytes) else {
+                    return;
+                };
+                let Some(values) = line.features.filter(|_| line.status == 200) else {
+                    return;
+                };
+                found.lines += 1;
+                let key = match line.index {
+                    Some(i) => format!("{}#{i}", line.request_id),
+                    None => line.request_id,
+                };
+                let Some(label) = truth.get(&key) else { return };
+                for name in features {
+                    match values
+                        .get(name)
+                        .and_then(|v| v.as_f64())
+                        .filter(|v| v.is_finite())
+                    {
+                        Some(v) => rows.values.push(v),
+                        None => {
+                            problem = Some(DataError::LogLine {
+                                path: file.clone(),
+                                line: line_number,
+                                why: format!("it has no finite value for feature {name:?}"),
+                            });
+                            return;
+                        }
+                    }
+                }
+                rows.push_label(label);
+                found.labelled += 1;
+            });
+            hasher = reader.hasher;
+        }
+        if let Some(problem) = problem {
+            return Err(problem);
+        }
+        let sha256 = format!("{:x}", hasher.finalize());
+        let data = rows.finish(Path::new(source), sha256, features, label_column)?;
+        Ok((data, found))
+    }
+}
+
+/// The `.jsonl` files of `source`, sorted: every one under a folder, or those a glob matches.
+fn log_files(source: &str) -> Result<Vec<PathBuf>, DataError> {
+    let path = Path::new(source);
+    let mut files = Vec::new();
+    if path.is_dir() {
+        let mut stack = vec![path.to_owned()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_dir() {
+                    stack.push(entry.path());
+                } else if kind.is_file() && entry.path().extension().is_some_and(|e| e == "jsonl") {
+                    files.push(entry.path());
+                }
+            }
+        }
+    } else {
+        let pattern = glob::glob(source).map_err(|e| DataError::LogSource {
+            place: source.to_owned(),
+            why: format!("not a folder, and not a valid glob pattern ({e})"),
+        })?;
+        files.extend(pattern.flatten().filter(|p| p.is_file()));
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(DataError::LogSource {
+            place: source.to_owned(),
+            why: "no .jsonl files there".to_owned(),
+        });
+    }
+    Ok(files)
+}
+
+/// `request_id` → label from the labels CSV.
+fn read_labels(
+    path: &Path,
+    label_column: &str,
+    hasher: &mut Sha256,
+) -> Result<HashMap<String, String>, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    hasher.update(&bytes);
+    let csv_err = |source| DataError::Csv {
+        path: path.to_owned(),
+        source,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(bytes.as_slice());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(csv_err)?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| DataError::MissingColumn {
+                path: path.to_owned(),
+                column: name.to_owned(),
+                available: header.join(", "),
+            })
+    };
+    let (id, label) = (column("request_id")?, column(label_column)?);
+    let mut truth = HashMap::new();
+    for record in reader.records() {
+        let record = record.map_err(csv_err)?;
+        if let (Some(id), Some(label)) = (record.get(id), record.get(label)) {
+            if !id.is_empty() && !label.is_empty() {
+                truth.insert(id.to_owned(), label.to_owned());
+            }
+        }
+    }
+    Ok(truth)
 }
 
 /// Hex-encoded SHA-256 of `bytes`.

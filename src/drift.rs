@@ -8,18 +8,15 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, LoadError};
+use crate::data::for_each_line;
 use crate::model::DRIFT_BINS;
 use crate::store::{ModelName, Pointer, StoreError, VersionId};
-
-/// The longest log line read; a longer one is skipped (limen's lines are well under 64 KiB).
-const MAX_LINE: usize = 1024 * 1024;
 
 /// What `limen drift` is asked.
 #[derive(Debug, Clone)]
@@ -131,7 +128,10 @@ pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, Drif
     let version_text = version.to_string();
     for file in log_files(&cfg.log, name, cutoff) {
         report.files += 1;
-        for_each_line(&file, |line| {
+        let Ok(opened) = File::open(&file) else {
+            continue;
+        };
+        for_each_line(opened, |line| {
             let Ok(line) = serde_json::from_slice::<LogLine>(line) else {
                 report.unreadable_lines += 1;
                 return;
@@ -217,47 +217,6 @@ fn log_files(root: &Path, model: &ModelName, cutoff: SystemTime) -> Vec<PathBuf>
     }
     files.sort();
     files
-}
-
-/// Calls `each` with every line of `path` (without its newline) that is at most [`MAX_LINE`]
-/// bytes; longer lines are skipped without being held in memory.
-pub fn for_each_line(path: &Path, mut each: impl FnMut(&[u8])) {
-    let Ok(file) = File::open(path) else { return };
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
-    let mut line = Vec::new();
-    let mut too_long = false;
-    loop {
-        let (done, used) = match reader.fill_buf() {
-            Ok([]) => (true, 0),
-            Ok(buf) => match buf.iter().position(|b| *b == b'\n') {
-                Some(i) => {
-                    if !too_long && line.len() + i <= MAX_LINE {
-                        line.extend_from_slice(&buf[..i]);
-                        each(&line);
-                    }
-                    line.clear();
-                    too_long = false;
-                    (false, i + 1)
-                }
-                None => {
-                    if line.len() + buf.len() > MAX_LINE {
-                        too_long = true;
-                        line.clear();
-                    } else if !too_long {
-                        line.extend_from_slice(buf);
-                    }
-                    (false, buf.len())
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => (false, 0),
-            Err(_) => (true, 0),
-        };
-        reader.consume(used);
-        if done {
-            // A last line without its newline (a writer cut mid-line) is not a whole line.
-            return;
-        }
-    }
 }
 
 impl fmt::Display for DriftReport {

@@ -245,3 +245,87 @@ fn a_disk_that_refuses_writes_drops_lines_not_answers() {
     });
     eprintln!("RELIABILITY | inference log on a folder that turns read-only | 1 | 110 requests, 0 failed | {dropped} lines dropped and counted");
 }
+
+#[test]
+fn the_next_training_set_is_production_traffic_joined_with_its_labels() {
+    let store = TestStore::new();
+    store.promote_iris();
+    let log = tempfile::tempdir().unwrap();
+    let mut server = logging_server(&store, log.path(), &[]);
+    let agent = http();
+    let iris = std::fs::read_to_string(common::repo().join("data/iris.csv")).unwrap();
+    let rows: Vec<(f64, String)> = iris
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            (cells[3].parse().unwrap(), cells[4].to_owned())
+        })
+        .collect();
+    for (i, (width, _)) in rows.iter().enumerate() {
+        let answer = agent
+            .post(&server.url("/predict"))
+            .header("X-Request-Id", &format!("r{i}"))
+            .send(&format!(r#"{{"petal_width": {width}}}"#))
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let batch =
+        r#"{"instances": [{"petal_width": 0.2}, {"petal_width": 2.2}, {"petal_width": 1.5}]}"#;
+    let answer = agent
+        .post(&server.url("/predict"))
+        .header("X-Request-Id", "b")
+        .send(batch)
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    server.terminate();
+    assert!(server.wait_exit(PATIENCE).success());
+
+    // Ground truth arrives later, keyed by request id (and #index within a batch); one batch
+    // instance is never labelled.
+    let mut labels = String::from("request_id,species\n");
+    for (i, (_, species)) in rows.iter().enumerate() {
+        labels += &format!("r{i},{species}\n");
+    }
+    labels += "b#0,setosa\nb#1,virginica\n";
+    let labels_file = log.path().join("labels.csv");
+    std::fs::write(&labels_file, labels).unwrap();
+
+    let folder = log.path().to_str().unwrap().to_owned();
+    let glob = format!("{folder}/iris/*/*.jsonl");
+    for data in [&folder, &glob] {
+        let out = store.ok(&[
+            "train",
+            "--model",
+            "iris-next",
+            "--data",
+            data,
+            "--labels",
+            labels_file.to_str().unwrap(),
+            "--cv-folds",
+            "0",
+        ]);
+        assert!(
+            out.contains("153 logged instances") && out.contains("152 with a label"),
+            "{out}"
+        );
+        assert!(out.contains("train accuracy 0.96"), "{out}");
+        let version = out.lines().last().unwrap().trim().to_owned();
+        let model: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(store.path().join(format!("iris-next/{version}/model.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(model["provenance"]["rows"], 152);
+        assert_eq!(model["provenance"]["data_path"], data.as_str());
+    }
+    let missing = store.limen(&[
+        "train",
+        "--data",
+        log.path().join("nowhere").to_str().unwrap(),
+        "--labels",
+        labels_file.to_str().unwrap(),
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(common::stderr(&missing).contains("no .jsonl files"));
+}
