@@ -329,3 +329,49 @@ fn the_next_training_set_is_production_traffic_joined_with_its_labels() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(common::stderr(&missing).contains("no .jsonl files"));
 }
+
+#[test]
+fn a_shadowed_request_logs_the_candidates_answer_beside_productions() {
+    let store = TestStore::new();
+    let production = store.promote_iris();
+    let candidate = store.train(&["--cv-folds", "0", "--alpha", "30"]);
+    let log = tempfile::tempdir().unwrap();
+    // Unlike logging_server, this one shadows every request.
+    let mut cmd = limen_command();
+    cmd.arg("--store").arg(store.path()).args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--instance",
+        "pod-b",
+        "--shadow-rate",
+        "1",
+        "--poll-interval",
+        "50ms",
+    ]);
+    cmd.arg("--inference-log").arg(log.path());
+    let mut server = Server::spawn(&mut cmd, "listening on http://").ready();
+    let agent = http();
+    eventually(PATIENCE, "the candidate in shadow", || {
+        let shadow = get(&agent, &server.url("/models/iris")).json()["shadow"].clone();
+        (shadow["version"].as_u64().map(|v| v.to_string()).as_deref() == Some(&candidate))
+            .then_some(())
+    });
+    assert_eq!(
+        post(&agent, &server.url("/predict"), r#"{"petal_width": 1.6}"#).status,
+        200
+    );
+    server.terminate();
+    assert!(server.wait_exit(PATIENCE).success());
+    let line = lines(log.path())
+        .into_iter()
+        .find(|l| l["request_id"].is_string() && l["shadow"].is_object())
+        .expect("a line with the shadow answer");
+    assert_eq!(line["version"], production.as_str());
+    assert_eq!(line["shadow"]["version"], candidate.as_str());
+    let theirs = line["shadow"]["probabilities"]["virginica"]
+        .as_f64()
+        .unwrap();
+    let ours = line["probabilities"]["virginica"].as_f64().unwrap();
+    assert!((theirs - ours).abs() > 1e-3, "two different models: {line}");
+}
