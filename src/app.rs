@@ -44,6 +44,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Quickstart(args) => quickstart(catalog, args),
         Command::Models(args) => models(&catalog, args),
+        Command::Report(args) => {
+            write_report(&catalog, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Drift(args) => {
             anyhow::ensure!(
                 args.max_psi.is_none_or(|p| p.is_finite() && p >= 0.0),
@@ -94,6 +98,70 @@ fn models(catalog: &Catalog, args: ModelsArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `limen report`: the model's page (or chart) as a file.
+fn write_report(catalog: &Catalog, args: &crate::cli::ReportArgs) -> anyhow::Result<()> {
+    use crate::report::{self, ModelView};
+    let name = &args.name;
+    catalog.require_model(name)?;
+    let production = catalog.pointer(name, Pointer::Production)?;
+    let other = match args.version {
+        Some(v) => Some(v),
+        None => catalog.pointer(name, Pointer::Candidate)?,
+    }
+    .filter(|v| Some(*v) != production);
+    anyhow::ensure!(
+        production.is_some() || other.is_some(),
+        "model {name:?} has neither a production version nor a candidate: train one first"
+    );
+    let load = |v: VersionId| {
+        catalog
+            .load_verified(name, v)
+            .with_context(|| format!("cannot load {name}/{v}"))
+    };
+    let production_model = production.map(load).transpose()?;
+    let other_model = other.map(load).transpose()?;
+    let history = catalog.history(name)?.entries;
+    let view = ModelView {
+        name: name.as_str(),
+        production: production.zip(production_model.as_ref()),
+        candidate: other.zip(other_model.as_ref()),
+        history: &history,
+        live: None,
+    };
+    let text = match args.format {
+        crate::cli::ReportFormat::Html => {
+            let title = format!("limen · {name}");
+            let generated = format!(
+                "<h1>{}</h1><span class=\"muted\">written {} by limen {}</span>",
+                report::esc(&title),
+                now_rfc3339(),
+                env!("CARGO_PKG_VERSION")
+            );
+            report::page(
+                &title,
+                &generated,
+                &report::model_section(&view, "model"),
+                None,
+                None,
+            )
+        }
+        crate::cli::ReportFormat::Svg => {
+            let models: Vec<(&str, &crate::model::Model)> = [
+                production_model.as_ref().map(|m| ("production", m)),
+                other_model.as_ref().map(|m| ("candidate", m)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            report::chart_svg(&models)
+        }
+    };
+    std::fs::write(&args.out, text)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
 }
 
 /// A report as pretty JSON (`--json`) or its text form; both come from the same value, so they

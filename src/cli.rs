@@ -87,6 +87,36 @@ pub enum Command {
     ///
     /// Exit codes: 0, 1 when --max-psi is exceeded (a pipeline can retrain on it), 2 error.
     Drift(DriftArgs),
+    /// Write a model's page (versions, metrics, confusion matrices, the chart, history) as one
+    /// self-contained HTML file, the candidate beside production when both exist; or just the
+    /// chart as SVG. For a pipeline to keep with the run that trained the model.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// The whole page, styles inline, no external resource.
+    Html,
+    /// Only the chart.
+    Svg,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Model to report on.
+    pub name: ModelName,
+
+    /// The version to show (beside production when it is another); defaults to the candidate
+    /// beside production.
+    #[arg(long)]
+    pub version: Option<VersionId>,
+
+    /// Where to write the file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+    pub format: ReportFormat,
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,7 @@ pub mod model;
 pub mod oip;
 pub mod ops;
 pub mod registry;
+pub mod report;
 pub mod serve;
 pub mod shadow;
 pub mod store;

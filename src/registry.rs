@@ -54,6 +54,22 @@ impl LoadedModel {
         self.metrics.predictions.inc();
     }
 
+    /// The live PSI of each feature (empty without a drift window or traffic).
+    pub fn psi(&self) -> Vec<(String, f64)> {
+        let Some(drift) = &self.drift else {
+            return Vec::new();
+        };
+        self.model
+            .artifact()
+            .features
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                Some((f.name.clone(), f.reference.as_ref()?.psi(&drift.counts(i))?))
+            })
+            .collect()
+    }
+
     /// Sets the `limen_feature_psi` gauges from the drift window (called when `/metrics` is
     /// read, not per request).
     pub fn publish_psi(&self) {
@@ -384,6 +400,31 @@ impl Registry {
     /// The production model served under `name`, if one is loaded. Lock-free.
     pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
         self.serving.load().get(name).cloned()
+    }
+
+    /// Per served model: instances scored and inputs out of range so far (by its version's
+    /// counters). Never touches a file.
+    pub fn counters(&self) -> HashMap<String, (u64, u64)> {
+        self.serving
+            .load()
+            .iter()
+            .map(|(name, loaded)| {
+                let out: u64 = loaded.metrics.out_of_range.iter().map(|c| c.get()).sum();
+                (name.to_string(), (loaded.metrics.predictions.get(), out))
+            })
+            .collect()
+    }
+
+    /// `name`'s history (the last `last` entries), read from the store. Blocking.
+    pub fn history(&self, name: &ModelName, last: usize) -> Vec<crate::store::HistoryEntry> {
+        let mut entries = self
+            .catalog
+            .history(name)
+            .map(|h| h.entries)
+            .unwrap_or_default();
+        let skip = entries.len().saturating_sub(last);
+        entries.drain(..skip);
+        entries
     }
 
     /// Sets every served model's live PSI gauges (for `/metrics`).

@@ -493,3 +493,44 @@ fn the_gate_can_demand_recall_per_class_and_roc_auc() {
     assert!(text.contains("virginica P/R/F1"), "{text}");
     assert!(text.contains("promoted"), "{text}");
 }
+
+#[test]
+fn a_report_file_shows_production_and_candidate_side_by_side() {
+    let store = TestStore::new();
+    let production = store.promote_iris();
+    let candidate = store.train(&["--cv-folds", "0", "--alpha", "30"]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let html = out_dir.path().join("iris.html");
+    store.ok(&["report", "iris", "--out", html.to_str().unwrap()]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains(&production) && page.contains(&candidate));
+    assert!(
+        page.contains("<style>"),
+        "self-contained: the styles are inline"
+    );
+    assert!(
+        !page.contains("<link rel=\"stylesheet\""),
+        "no external resource"
+    );
+    assert_eq!(
+        page.matches("<polyline").count(),
+        2,
+        "one curve per version"
+    );
+    let svg = out_dir.path().join("iris.svg");
+    store.ok(&[
+        "report",
+        "iris",
+        "--out",
+        svg.to_str().unwrap(),
+        "--format",
+        "svg",
+    ]);
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        chart.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{chart:.80}"
+    );
+    let out = store.limen(&["report", "nosuch", "--out", svg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -7,10 +7,12 @@
 //! family) and `v2` (the Open Inference Protocol); this file (the router and the server loop).
 //! Each imports only from the layers before it (`tests/architecture.rs`).
 
+mod activity;
 mod body;
 mod error;
 mod handlers;
 mod lookup;
+mod pages;
 mod reply;
 mod state;
 mod status;
@@ -71,6 +73,10 @@ pub struct ServeConfig {
 /// The whole HTTP surface, without a socket (tests can drive it with `oneshot`).
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(pages::status_page))
+        .route("/static/limen.css", get(pages::stylesheet))
+        .route("/openapi.json", get(pages::openapi))
+        .route("/models/{name}/report", get(pages::model_page))
         .route(
             "/healthcheck",
             get(handlers::healthcheck).post(handlers::healthcheck),
@@ -184,6 +190,8 @@ pub async fn run(
     let changes = ChangeSource::new(&root, cfg.watch, cfg.poll_interval);
     let reloader = tokio::spawn(Arc::clone(&registry).run(changes));
     let shadow = Arc::new(Shadow::start(cfg.shadow.clone(), Arc::clone(&metrics)));
+    let activity = Arc::new(activity::Activity::default());
+    let sampler = tokio::spawn(activity::run(Arc::clone(&activity), Arc::clone(&registry)));
     let evidence = tokio::spawn(write_evidence(
         Arc::clone(&shadow),
         Arc::clone(&registry),
@@ -202,6 +210,7 @@ pub async fn run(
         metrics,
         Arc::clone(&shadow),
         Arc::clone(&log),
+        activity,
     ));
     tracing::info!(
         %addr,
@@ -231,6 +240,7 @@ pub async fn run(
         ),
     }
     evidence.abort();
+    sampler.abort();
     // The last totals, so a graceful stop loses no evidence.
     let last = Arc::clone(&shadow);
     let _ = tokio::task::spawn_blocking(move || last.write_evidence()).await;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use super::activity::Activity;
 use super::error::ApiError;
 use crate::inference_log::InferenceLog;
 use crate::registry::{LoadedModel, Registry};
@@ -36,6 +37,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub shadow: Arc<Shadow>,
     pub log: Arc<InferenceLog>,
+    pub activity: Arc<Activity>,
     store_readers: Arc<Semaphore>,
 }
 
@@ -47,6 +49,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         shadow: Arc<Shadow>,
         log: Arc<InferenceLog>,
+        activity: Arc<Activity>,
     ) -> Self {
         Self {
             registry,
@@ -55,6 +58,7 @@ impl AppState {
             metrics,
             shadow,
             log,
+            activity,
             store_readers: Arc::new(Semaphore::new(STORE_READERS)),
         }
     }

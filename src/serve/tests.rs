@@ -46,6 +46,7 @@ fn app_over(catalog: Catalog) -> Router {
             Arc::clone(&metrics),
         )),
         Arc::new(InferenceLog::off(&metrics)),
+        Arc::default(),
     ))
 }
 
@@ -426,4 +427,52 @@ async fn a_multinomial_explanation_is_per_class() {
         );
     }
     assert!(e.get("result").is_none());
+}
+
+#[tokio::test]
+async fn the_pages_are_html_under_a_strict_policy_and_the_api_is_described() {
+    let (_dir, app, version) = served_store();
+    for path in ["/", "/models/iris/report"] {
+        let page = call(&app, "GET", path, "").await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(page.content_type.starts_with("text/html"), "{path}");
+        assert!(
+            page.text.contains(&version.to_string()),
+            "{path} shows the version"
+        );
+        assert!(
+            page.text.contains("<svg") && !page.text.contains("<script"),
+            "{path}"
+        );
+    }
+    let request = Request::builder().uri("/").body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    let css = call(&app, "GET", "/static/limen.css", "").await;
+    assert!(css.content_type.starts_with("text/css"));
+    let missing = call(&app, "GET", "/models/nosuch/report", "").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let doc = call(&app, "GET", "/openapi.json", "").await.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    // Every route the router serves is in the document.
+    for path in [
+        "/",
+        "/predict",
+        "/explain",
+        "/models",
+        "/models/{name}",
+        "/models/{name}/report",
+        "/models/{name}/versions/{version}/predict",
+        "/v2/models/{name}/infer",
+        "/metrics",
+        "/openapi.json",
+        "/healthcheck",
+        "/ready",
+        "/version",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not documented");
+    }
 }
