@@ -154,7 +154,7 @@ def main():
     if shutil.which("kubectl"):
         out = subprocess.run(["kubectl", "kustomize", K8S], capture_output=True, text=True)
         kinds = sorted({d["kind"] for d in yaml.safe_load_all(out.stdout) if d}) if out.returncode == 0 else []
-        check(out.returncode == 0 and len(kinds) == 6, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
+        check(out.returncode == 0 and len(kinds) == 7, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
     else:
         print("skip  kubectl kustomize (no kubectl on this machine)")
 

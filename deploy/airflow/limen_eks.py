@@ -9,27 +9,51 @@ production untouched. The replicas pick a promotion up by themselves.
 
 Set the Airflow Variables `limen_image`, `limen_namespace`, `limen_shadow_wait` (seconds, default
 900) and `limen_min_shadow_samples` (default 0: evidence shown, not required), or edit the
-defaults below.
+defaults below (deploy/aws/deploy.sh writes DEFAULT_IMAGE and DEFAULT_NAMESPACE for its stack).
+
+On Amazon MWAA the pods are launched through `kube_config.yaml` next to this file (deploy.sh
+uploads it): the execution role's token, mapped by the stack's access entry to the
+`limen-pipeline` group, which may run pods in the pipeline namespace only. Elsewhere, Airflow's
+own Kubernetes connection (or in-cluster config) is used.
 """
 
+import os
 from datetime import datetime, timedelta
 
 from kubernetes.client import models as k8s
 
 try:  # Airflow 3
     from airflow.sdk import DAG, Variable
-except ImportError:  # Airflow 2 (MWAA)
+
+    def variable(key: str, default: str) -> str:
+        return Variable.get(key, default=default)
+
+except ImportError:  # Airflow 2 (MWAA 2.x), whose keyword is default_var
     from airflow import DAG
     from airflow.models import Variable
 
+    def variable(key: str, default: str) -> str:
+        return Variable.get(key, default_var=default)
+
+
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-IMAGE = Variable.get("limen_image", default="123456789012.dkr.ecr.eu-west-1.amazonaws.com/limen:0.1.0")
-NAMESPACE = Variable.get("limen_namespace", default="ml")
-SHADOW_WAIT = Variable.get("limen_shadow_wait", default="900")
-MIN_SHADOW_SAMPLES = Variable.get("limen_min_shadow_samples", default="0")
+DEFAULT_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/limen:0.1.0"
+DEFAULT_NAMESPACE = "ml"
+IMAGE = variable("limen_image", DEFAULT_IMAGE)
+NAMESPACE = variable("limen_namespace", DEFAULT_NAMESPACE)
+SHADOW_WAIT = variable("limen_shadow_wait", "900")
+MIN_SHADOW_SAMPLES = variable("limen_min_shadow_samples", "0")
 STORE = "/mnt/models"
 EVIDENCE = "/mnt/evidence"
+SERVICE_ACCOUNT = "limen"  # deploy/k8s/serviceaccount.yaml: no API rights, no token mounted
+KUBE_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kube_config.yaml")
+# MWAA: reach the cluster through the uploaded kube config; otherwise Airflow's defaults.
+CLUSTER = (
+    {"config_file": KUBE_CONFIG, "in_cluster": False, "cluster_context": "aws"}
+    if os.path.exists(KUBE_CONFIG)
+    else {}
+)
 
 store_volume = k8s.V1Volume(
     name="models",
@@ -47,6 +71,7 @@ security = k8s.V1SecurityContext(
     read_only_root_filesystem=True,
     allow_privilege_escalation=False,
     capabilities=k8s.V1Capabilities(drop=["ALL"]),
+    seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
 )
 
 
@@ -57,6 +82,8 @@ def limen_task(task_id: str, arguments: list[str], cmds=("limen",), env=None) ->
         task_id=task_id,
         name=f"limen-{task_id}",
         namespace=NAMESPACE,
+        service_account_name=SERVICE_ACCOUNT,
+        automount_service_account_token=False,
         image=IMAGE,
         cmds=list(cmds),
         arguments=arguments,
@@ -69,6 +96,7 @@ def limen_task(task_id: str, arguments: list[str], cmds=("limen",), env=None) ->
         ),
         get_logs=True,
         on_finish_action="delete_pod",
+        **CLUSTER,
     )
 
 
