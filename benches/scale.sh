@@ -74,7 +74,11 @@ echo "poll cycle over $MODELS production pointers: wall median $(awk '{a[NR]=$1}
 # Promotion to first answer, polling only.
 model=m$(printf %04d $(( (MODELS + 1) / 2 )))
 old=$(cat "$LIMEN_STORE/$model/production")
-target=$(ls "$LIMEN_STORE/$model" | grep -E '^[0-9]+$' | grep -v "^$old\$" | head -n 1)
+target=""
+for dir in "$LIMEN_STORE/$model"/*/; do
+  version=$(basename "$dir")
+  if [[ "$version" =~ ^[0-9]+$ ]] && [ "$version" != "$old" ]; then target=$version; break; fi
+done
 python3 - "$LIMEN" "$port" "$model" "$target" <<'PY'
 import subprocess, sys, time, http.client
 limen, port, model, target = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
