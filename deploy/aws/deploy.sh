@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# From an AWS account to a running limen: deploys the CloudFormation stack (deploy/aws/limen.yaml),
+# builds and pushes the image to its ECR repository, applies the Kubernetes manifests with the
+# stack's ids, uploads the Airflow DAG and requirements to the MWAA bucket, starts the Airflow
+# environment, and prints how to reach the server. Safe to re-run: every step converges (an
+# unchanged stack is a no-op, an image already pushed is not rebuilt, an unchanged requirements.txt
+# keeps its S3 version so MWAA does not restart).
+#
+#   deploy/aws/deploy.sh [--dry-run] [--region REGION] [--stack NAME] [stack options]
+#   deploy/aws/deploy.sh --teardown [--dry-run] [--region REGION] [--stack NAME]
+#
+# Needs: aws (CLI v2, credentials that may create the stack), docker, kubectl, git.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: deploy/aws/deploy.sh [options]
+
+  --region REGION            AWS region (default: $AWS_REGION, then $AWS_DEFAULT_REGION)
+  --stack NAME               CloudFormation stack name (default: limen)
+  --cluster-name NAME        EKS cluster name (stack parameter ClusterName, default limen)
+  --environment-name NAME    MWAA environment name (EnvironmentName, default limen-airflow)
+  --node-instance-type TYPE  node instance type (NodeInstanceType, default t3.medium)
+  --api-access-cidr CIDR     who may reach the Kubernetes API (ApiAccessCidr, default 0.0.0.0/0)
+  --no-airflow               stop before the MWAA environment (the costliest part)
+  --out DIR                  where rendered files go (default: deploy/aws/.rendered)
+  --dry-run                  print every aws, docker and kubectl command without running any,
+                             and write nothing
+  --teardown                 delete the stack and everything in it (models included)
+  -h, --help                 this help
+EOF
+}
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+stack=limen
+region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
+out="$here/.rendered"
+dry=0
+teardown=0
+airflow=1
+params=()
+
+value() { # the value of option $1, which must be $2
+  if [ $# -lt 2 ] || [ -z "$2" ]; then
+    echo "deploy.sh: $1 needs a value (see --help)" >&2
+    exit 2
+  fi
+  printf '%s' "$2"
+}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry=1 ;;
+    --teardown) teardown=1 ;;
+    --no-airflow) airflow=0 ;;
+    --region) region="$(value "$@")"; shift ;;
+    --stack) stack="$(value "$@")"; shift ;;
+    --out) out="$(value "$@")"; shift ;;
+    --cluster-name) params+=("ClusterName=$(value "$@")"); shift ;;
+    --environment-name) params+=("EnvironmentName=$(value "$@")"); shift ;;
+    --node-instance-type) params+=("NodeInstanceType=$(value "$@")"); shift ;;
+    --api-access-cidr) params+=("ApiAccessCidr=$(value "$@")"); shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "deploy.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+if [ -z "$region" ]; then
+  echo "deploy.sh: no AWS region: pass --region or set AWS_REGION" >&2
+  exit 2
+fi
+for tool in aws docker kubectl git; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "deploy.sh: '$tool' is not installed; install it and re-run (see the README, Deploy to AWS)" >&2
+    exit 2
+  fi
+done
+cd "$root"
+
+# Every aws/docker/kubectl command goes through show: printed as a shell line (+ cmd), then run
+# unless --dry-run.
+show() { printf '+'; printf ' %q' "$@"; printf '\n'; }
+run() {
+  show "$@"
+  if [ "$dry" = 0 ]; then "$@"; fi
+}
+# capture VAR PLACEHOLDER cmd...: VAR = the command's output (PLACEHOLDER in a dry run).
+capture() {
+  local var=$1 placeholder=$2
+  shift 2
+  show "$@"
+  if [ "$dry" = 1 ]; then
+    printf -v "$var" '%s' "$placeholder"
+  else
+    printf -v "$var" '%s' "$("$@")"
+  fi
+}
+# probe cmd...: whether the command succeeds (it never does in a dry run).
+probe() {
+  show "$@"
+  [ "$dry" = 0 ] && "$@" >/dev/null 2>&1
+}
+# relpath TARGET BASE: the path of directory TARGET relative to directory BASE (kustomize wants
+# relative paths; macOS has no realpath --relative-to).
+relpath() {
+  local target base up="" rest
+  target="$(cd "$1" && pwd -P)"
+  base="$(cd "$2" 2>/dev/null && pwd -P || printf '%s' "$2")"
+  while [ "$base" != / ] && [ "${target#"$base"/}" = "$target" ]; do
+    base="$(dirname "$base")"
+    up="../$up"
+  done
+  if [ "$base" = / ]; then rest="${target#/}"; else rest="${target#"$base"/}"; fi
+  printf '%s%s' "$up" "$rest"
+}
+# write FILE: stdin to FILE (nothing in a dry run).
+write() {
+  if [ "$dry" = 1 ]; then
+    echo "# would write $1"
+    cat >/dev/null
+  else
+    mkdir -p "$(dirname "$1")"
+    cat >"$1"
+  fi
+}
+
+sha256() { # of file $1 (sha256sum on Linux, shasum on macOS)
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -d' ' -f1
+}
+aws_=(aws --region "$region")
+stack_outputs=""
+requirements_version=""
+read_outputs() {
+  capture stack_outputs "" "${aws_[@]}" cloudformation describe-stacks --stack-name "$stack" \
+    --query 'Stacks[0].Outputs[].[OutputKey,OutputValue]' --output text
+}
+output() { # the stack output named $1 (@Name@ in a dry run)
+  if [ "$dry" = 1 ]; then
+    printf '@%s@' "$1"
+    return
+  fi
+  local v
+  v="$(awk -F'\t' -v k="$1" '$1 == k { print $2 }' <<<"$stack_outputs")"
+  if [ -z "$v" ]; then
+    echo "deploy.sh: stack $stack has no output $1; is it a stack of deploy/aws/limen.yaml? (aws cloudformation describe-stacks --stack-name $stack)" >&2
+    exit 1
+  fi
+  printf '%s' "$v"
+}
+deploy_stack() { # extra parameter overrides as arguments
+  local overrides=("${params[@]}" "$@")
+  local cmd=("${aws_[@]}" cloudformation deploy --stack-name "$stack"
+    --template-file deploy/aws/limen.yaml --capabilities CAPABILITY_IAM
+    --no-fail-on-empty-changeset)
+  if [ ${#overrides[@]} -gt 0 ]; then cmd+=(--parameter-overrides "${overrides[@]}"); fi
+  run "${cmd[@]}"
+}
+
+if [ "$teardown" = 1 ]; then
+  echo "== Teardown of stack $stack in $region: the cluster, the EFS store (every model) and the image repository go"
+  read_outputs
+  bucket="$(output BucketName)"
+  # CloudFormation deletes only an empty bucket; it is versioned, so every version goes.
+  versions=""
+  capture versions "" "${aws_[@]}" s3api list-object-versions --bucket "$bucket" \
+    --query '[Versions,DeleteMarkers][][].[Key,VersionId]' --output text
+  while IFS=$'\t' read -r key version; do
+    if [ -z "$key" ] || [ "$key" = None ]; then continue; fi
+    run "${aws_[@]}" s3api delete-object --bucket "$bucket" --key "$key" --version-id "$version" >/dev/null
+  done <<<"$versions"
+  if [ "$dry" = 1 ]; then echo "# then, for each version listed: aws s3api delete-object --bucket $bucket --key KEY --version-id VERSION"; fi
+  run "${aws_[@]}" cloudformation delete-stack --stack-name "$stack"
+  run "${aws_[@]}" cloudformation wait stack-delete-complete --stack-name "$stack"
+  [ "$dry" = 1 ] || echo "Deleted. MWAA's CloudWatch log groups (airflow-<environment>-*) stay; delete them in CloudWatch if you want."
+  exit 0
+fi
+
+echo "== 1/6 Stack $stack in $region (network, EKS, EFS, ECR, S3)"
+deploy_stack
+read_outputs
+cluster="$(output ClusterName)"
+namespace="$(output PipelineNamespace)"
+repository="$(output RepositoryUri)"
+bucket="$(output BucketName)"
+file_system="$(output FileSystemId)"
+
+echo "== 2/6 Image"
+version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
+tag="$version-$(git rev-parse --short=12 HEAD)"
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+  # Tags are immutable: a build of uncommitted changes gets a tag of its own.
+  git diff HEAD >"${TMPDIR:-/tmp}/limen-deploy-diff.$$"
+  tag="$tag-dirty-$(sha256 "${TMPDIR:-/tmp}/limen-deploy-diff.$$" | cut -c1-8)"
+  rm -f "${TMPDIR:-/tmp}/limen-deploy-diff.$$"
+fi
+image="$repository:$tag"
+if probe "${aws_[@]}" ecr describe-images --repository-name "${repository#*/}" --image-ids "imageTag=$tag"; then
+  echo "$image is already in ECR"
+else
+  # The nodes are x86_64 (the stack's AMI type), whatever builds the image.
+  run docker build --platform linux/amd64 --tag "$image" .
+  printf '%s |%s\n' "$(show "${aws_[@]}" ecr get-login-password)" \
+    "$(show docker login --username AWS --password-stdin "${repository%%/*}" | cut -c2-)"
+  if [ "$dry" = 0 ]; then
+    "${aws_[@]}" ecr get-login-password | docker login --username AWS --password-stdin "${repository%%/*}"
+  fi
+  run docker push "$image"
+fi
+
+echo "== 3/6 Kubernetes manifests (deploy/aws/overlay with the stack's ids) into $cluster"
+context="$cluster"
+run "${aws_[@]}" eks update-kubeconfig --name "$cluster" --alias "$context"
+models_handle="$file_system::$(output ModelsAccessPointId)"
+evidence_handle="$file_system::$(output EvidenceAccessPointId)"
+log_handle="$file_system::$(output InferenceLogAccessPointId)"
+[ "$dry" = 1 ] || mkdir -p "$out"
+overlay="$(relpath "$here/overlay" "$out")"
+write "$out/kustomization.yaml" <<EOF
+# Rendered by deploy/aws/deploy.sh from the outputs of stack $stack; re-run it rather than edit.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: $namespace
+resources:
+  - $overlay
+images:
+  - name: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/limen
+    newName: $repository
+    newTag: $tag
+patches:
+  - target: { kind: PersistentVolume, name: limen-models }
+    patch: '[{"op": "replace", "path": "/spec/csi/volumeHandle", "value": "$models_handle"}]'
+  - target: { kind: PersistentVolume, name: limen-evidence }
+    patch: '[{"op": "replace", "path": "/spec/csi/volumeHandle", "value": "$evidence_handle"}]'
+  - target: { kind: PersistentVolume, name: limen-inference-log }
+    patch: '[{"op": "replace", "path": "/spec/csi/volumeHandle", "value": "$log_handle"}]'
+  - target: { kind: Namespace, name: ml }
+    patch: '[{"op": "replace", "path": "/metadata/name", "value": "$namespace"}]'
+EOF
+run kubectl --context "$context" apply -k "$out"
+# The first model: one run of the nightly train-and-validate job (its 15-minute shadow wait
+# included), unless it already ran. The servers are ready once it is promoted.
+if ! probe kubectl --context "$context" -n "$namespace" get job limen-first-model; then
+  run kubectl --context "$context" -n "$namespace" create job limen-first-model --from=cronjob/limen-train-validate
+fi
+
+if [ "$airflow" = 1 ]; then
+  echo "== 4/6 Airflow DAG, its kube config and requirements.txt to s3://$bucket"
+  # The DAG with this stack's image and namespace; the kube config MWAA's workers reach the
+  # cluster with (a token for the execution role, which the stack maps to limen-pipeline).
+  endpoint="$(output ClusterEndpoint)"
+  authority="$(output ClusterCertificateAuthority)"
+  sed -e "s|^DEFAULT_IMAGE = .*|DEFAULT_IMAGE = \"$image\"|" \
+    -e "s|^DEFAULT_NAMESPACE = .*|DEFAULT_NAMESPACE = \"$namespace\"|" \
+    deploy/airflow/limen_eks.py | write "$out/dags/limen_eks.py"
+  write "$out/dags/kube_config.yaml" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+  - name: $cluster
+    cluster:
+      server: $endpoint
+      certificate-authority-data: $authority
+contexts:
+  - name: aws
+    context:
+      cluster: $cluster
+      user: mwaa
+current-context: aws
+users:
+  - name: mwaa
+    user:
+      exec:
+        apiVersion: client.authentication.k8s.io/v1beta1
+        command: aws
+        args: [--region, $region, eks, get-token, --cluster-name, $cluster, --output, json]
+EOF
+  run "${aws_[@]}" s3 sync "$out/dags" "s3://$bucket/dags"
+  requirements=deploy/aws/mwaa-requirements.txt
+  sha="$(sha256 "$requirements")"
+  # The file's checksum is kept in its metadata: the same file keeps its version.
+  head=("${aws_[@]}" s3api head-object --bucket "$bucket" --key requirements.txt
+    --query '[Metadata.sha256,VersionId]' --output text)
+  show "${head[@]}"
+  current=""
+  if [ "$dry" = 0 ]; then current="$("${head[@]}" 2>/dev/null || true)"; fi
+  if [ "${current%%$'\t'*}" = "$sha" ]; then
+    requirements_version="${current#*$'\t'}"
+    echo "requirements.txt is unchanged (version $requirements_version)"
+  else
+    capture requirements_version "@RequirementsVersion@" "${aws_[@]}" s3api put-object \
+      --bucket "$bucket" --key requirements.txt --body "$requirements" \
+      --metadata "sha256=$sha" --query VersionId --output text
+  fi
+
+  echo "== 5/6 Airflow environment (MWAA): 20 to 30 minutes the first time, then only on changes"
+  deploy_stack DeployAirflow=true "RequirementsVersion=$requirements_version"
+  read_outputs
+  airflow_url="$(output AirflowUiUrl)"
+else
+  airflow_url="(not deployed: --no-airflow)"
+fi
+
+echo "== 6/6 The first model, then the servers"
+run kubectl --context "$context" -n "$namespace" wait --for=condition=complete job/limen-first-model --timeout=30m
+run kubectl --context "$context" -n "$namespace" rollout status deployment/limen --timeout=10m
+cat <<EOF
+limen serves in namespace $namespace of cluster $cluster (image $image).
+Reach the server from this machine (leave this running):
+  kubectl --context $context -n $namespace port-forward service/limen 8080:80
+then:
+  curl localhost:8080/healthcheck
+  curl -X POST -d '{"petal_width": "2.1"}' localhost:8080/predict
+Airflow UI (DAG limen_eks, nightly train, shadow, validate): $airflow_url
+Tear it all down: deploy/aws/deploy.sh --teardown --region $region --stack $stack
+EOF
