@@ -131,14 +131,9 @@ fn bench_inference_log(c: &mut Criterion) {
     let metrics = limen::telemetry::Metrics::new();
     let mut group = c.benchmark_group("inference_log");
     for (name, model) in models() {
-        let loaded = Arc::new(LoadedModel {
-            template: Template::new(&model),
-            version: limen::store::VersionId::try_from(1).expect("1 is a version"),
-            loaded_at: std::time::SystemTime::now(),
-            metrics: metrics.model_handles("bench", "1", model.feature_names()),
-            drift: None,
-            model,
-        });
+        let handles = metrics.model_handles("bench", "1", model.feature_names());
+        let version = limen::store::VersionId::try_from(1).expect("1 is a version");
+        let loaded = Arc::new(LoadedModel::new(model, version, handles, None));
         let row: Vec<f64> = loaded
             .model
             .artifact()

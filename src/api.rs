@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use axum::http::HeaderValue;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -23,9 +24,11 @@ use crate::model::{Model, PredictError};
 pub const INSTANCES: &str = "instances";
 
 /// The parts of a model's answers that never change, rendered once: the JSON of the model name,
-/// version, each label and each class key.
+/// version, each label and each class key, and the `X-Model-Version` header's value.
 #[derive(Debug, Clone)]
 pub struct Template {
+    /// The version as a header value (cloning it shares the bytes).
+    version_header: HeaderValue,
     /// `{"model":…,"version":"…",`
     head: Vec<u8>,
     /// Per class: `"label":"…","probabilities":{`
@@ -42,6 +45,7 @@ impl Template {
     pub fn new(model: &Model) -> Self {
         let json = |s: &str| serde_json::to_string(s).expect("a string always serializes");
         Self {
+            version_header: HeaderValue::from(model.version()),
             head: format!(
                 "{{\"model\":{},\"version\":\"{}\",",
                 json(model.name()),
@@ -62,6 +66,11 @@ impl Template {
             row_bytes: 0,
         }
         .with_row_bytes()
+    }
+
+    /// The value of the `X-Model-Version` header of every answer of this model.
+    pub fn version_header(&self) -> HeaderValue {
+        self.version_header.clone()
     }
 
     fn with_row_bytes(mut self) -> Self {
@@ -251,7 +260,11 @@ struct Decoded {
 }
 
 fn decode(body: &[u8], features: &[String]) -> Result<Decoded, InputError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // Checking the whole body once is cheaper than serde_json checking each string in it.
+    let body = std::str::from_utf8(body).map_err(|e| {
+        InputError::malformed(format!("the body is not valid JSON (it is not UTF-8: {e})"))
+    })?;
+    let mut de = serde_json::Deserializer::from_str(body);
     let parsed = TopLevel { features }
         .deserialize(&mut de)
         .and_then(|decoded| de.end().map(|()| decoded));
@@ -261,7 +274,7 @@ fn decode(body: &[u8], features: &[String]) -> Result<Decoded, InputError> {
             use serde_json::error::Category;
             let what = match e.classify() {
                 Category::Data => "",
-                Category::Eof if body.iter().all(u8::is_ascii_whitespace) => {
+                Category::Eof if body.bytes().all(|b| b.is_ascii_whitespace()) => {
                     "the body is empty; send a JSON object such as {\"petal_width\": 2.1} "
                 }
                 _ => "the body is not valid JSON ",

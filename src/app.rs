@@ -182,14 +182,7 @@ pub fn serve(
     cfg: ServeConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if cfg.workers > 0 {
-        builder.worker_threads(cfg.workers);
-    }
-    let runtime = builder
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = serve::http::runtime(cfg.workers).context("cannot start the async runtime")?;
     runtime.block_on(serve::run(catalog, cfg, |addr| {
         on_listening(addr);
         // Whoever reads our stdout (a test, a script) learns the port now, not at exit.

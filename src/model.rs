@@ -763,6 +763,14 @@ impl Model {
         row: &[f64],
         probabilities: &mut Vec<f64>,
     ) -> Result<usize, PredictError> {
+        probabilities.clear();
+        self.predict_append(row, probabilities)
+    }
+
+    /// [`Model::predict_into`], appending the row's class probabilities to `out` instead (so
+    /// a batch's probabilities are written in place, one row after another). On an error,
+    /// whatever was appended for the row may remain.
+    pub fn predict_append(&self, row: &[f64], out: &mut Vec<f64>) -> Result<usize, PredictError> {
         let n_features = self.feature_names.len();
         if row.len() != n_features {
             return Err(PredictError::Width {
@@ -770,27 +778,40 @@ impl Model {
                 got: row.len(),
             });
         }
-        probabilities.clear();
-        probabilities.extend(
-            self.weights
-                .rows()
-                .into_iter()
-                .zip(&self.intercepts)
-                .map(|(w, b)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b),
-        );
-        if probabilities.iter().any(|z| z.is_nan()) {
+        let start = out.len();
+        let logit = |(w, b): (&[f64], &f64)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b;
+        match self.weights.as_slice() {
+            // Always taken: the table is built row-major. Plain slices, not ndarray's row
+            // iterators, which cost more than the arithmetic at these sizes.
+            Some(flat) if n_features > 0 => {
+                out.extend(
+                    flat.chunks_exact(n_features)
+                        .zip(&self.intercepts)
+                        .map(logit),
+                );
+            }
+            _ => out.extend(
+                self.weights
+                    .rows()
+                    .into_iter()
+                    .zip(&self.intercepts)
+                    .map(|(w, b)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b),
+            ),
+        }
+        if out[start..].iter().any(|z| z.is_nan()) {
             return Err(PredictError::NonFinite);
         }
         match self.kind() {
             ModelKind::BinaryLogistic => {
-                let p = sigmoid(probabilities[0]);
-                probabilities.clear();
-                probabilities.extend([1.0 - p, p]);
+                let p = sigmoid(out[start]);
+                out.truncate(start);
+                out.extend([1.0 - p, p]);
             }
             ModelKind::MultinomialLogistic => {
-                softmax_in_place(ArrayViewMut1::from(&mut probabilities[..]));
+                softmax_in_place(ArrayViewMut1::from(&mut out[start..]));
             }
         }
+        let probabilities = &out[start..];
         if probabilities.iter().any(|p| !p.is_finite()) {
             return Err(PredictError::NonFinite);
         }

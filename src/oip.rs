@@ -9,11 +9,13 @@
 //! tensor's structure (shape, datatype, length, names) is [`InputErrorKind::Malformed`]; a missing
 //! feature, an empty batch, a non-finite value or an unscorable row have their own kinds.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 use crate::input::{check_answer_size, InputError, InputErrorKind};
 use crate::model::Model;
@@ -108,14 +110,15 @@ impl ModelMetadata {
 /// `POST /v2/models/{name}[/versions/{v}]/infer`, still borrowing the tensors' data.
 #[derive(Debug, Deserialize)]
 pub struct InferRequest<'a> {
-    #[serde(default)]
-    pub id: Option<String>,
+    #[serde(borrow, default)]
+    pub id: Option<Cow<'a, str>>,
     #[serde(default)]
     pub parameters: Parameters,
+    /// Usually one tensor (the matrix form): kept inline.
     #[serde(borrow)]
-    pub inputs: Vec<RequestInput<'a>>,
-    #[serde(default)]
-    pub outputs: Option<Vec<RequestOutput>>,
+    pub inputs: SmallVec<[RequestInput<'a>; 1]>,
+    #[serde(borrow, default)]
+    pub outputs: Option<Vec<RequestOutput<'a>>>,
     /// The bytes after the JSON header (Triton's binary tensor data extension).
     #[serde(skip)]
     binary: &'a [u8],
@@ -137,9 +140,13 @@ pub struct Parameters {
 
 #[derive(Debug, Deserialize)]
 pub struct RequestInput<'a> {
-    pub name: String,
-    pub shape: Vec<u64>,
-    pub datatype: String,
+    /// Names and datatypes borrow from the body unless they contain escapes.
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    /// Almost always one or two dimensions: kept inline.
+    pub shape: SmallVec<[u64; 2]>,
+    #[serde(borrow)]
+    pub datatype: Cow<'a, str>,
     #[serde(default)]
     pub parameters: Parameters,
     #[serde(borrow, default)]
@@ -147,8 +154,9 @@ pub struct RequestInput<'a> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct RequestOutput {
-    pub name: String,
+pub struct RequestOutput<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
     #[serde(default)]
     pub parameters: Parameters,
 }
@@ -172,7 +180,11 @@ impl<'a> InferRequest<'a> {
                 ))
             }
         };
-        let mut request: Self = serde_json::from_slice(json)
+        // Checking the whole body once is cheaper than serde_json checking each string in it.
+        let json = std::str::from_utf8(json).map_err(|e| {
+            InputError::malformed(format!("invalid inference request: it is not UTF-8: {e}"))
+        })?;
+        let mut request: Self = serde_json::from_str(json)
             .map_err(|e| InputError::malformed(format!("invalid inference request: {e}")))?;
         request.binary = binary;
         Ok(request)
@@ -180,18 +192,24 @@ impl<'a> InferRequest<'a> {
 
     /// The requested outputs, in order, each with whether to answer it as binary data; all of
     /// them, as JSON unless the request asks otherwise, when the request names none.
-    pub fn outputs(&self) -> Result<Vec<(Output, bool)>, InputError> {
+    pub fn outputs(&self) -> Result<Outputs, InputError> {
         let all_binary = self.parameters.binary_data_output == Some(true);
         let Some(requested) = &self.outputs else {
-            return Ok(vec![
-                (Output::Label, all_binary),
-                (Output::Probabilities, all_binary),
-            ]);
+            return Ok(Outputs {
+                list: [
+                    (Output::Label, all_binary),
+                    (Output::Probabilities, all_binary),
+                ],
+                len: 2,
+            });
         };
-        let mut outputs: Vec<(Output, bool)> = Vec::with_capacity(2);
+        let mut outputs = Outputs {
+            list: [(Output::Label, false); 2],
+            len: 0,
+        };
         for o in requested {
             let binary = all_binary || o.parameters.binary_data == Some(true);
-            let output = match o.name.as_str() {
+            let output = match &*o.name {
                 OUTPUT_LABEL => Output::Label,
                 OUTPUT_PROBABILITIES => Output::Probabilities,
                 _ => {
@@ -201,17 +219,28 @@ impl<'a> InferRequest<'a> {
                     ))
                 }
             };
-            // Each output is answered once: a repeated name would multiply the answer.
+            // Each output is answered once: a repeated name would multiply the answer. (So
+            // there are never more outputs than `Output` has variants: `list` holds them all.)
             if outputs.iter().any(|(seen, _)| *seen == output) {
                 return err(format!("output {:?} is asked for twice", o.name));
             }
-            outputs.push((output, binary));
+            outputs.list[outputs.len] = (output, binary);
+            outputs.len += 1;
         }
         Ok(outputs)
     }
 
-    /// Each input's slice of the binary section, in input order, checked to add up exactly.
+    /// Each input's slice of the binary section, in input order, checked to add up exactly;
+    /// empty (no allocation) when no input has binary data and there is none.
     fn binary_slices(&self) -> Result<Vec<Option<&'a [u8]>>, InputError> {
+        if self.binary.is_empty()
+            && self
+                .inputs
+                .iter()
+                .all(|i| i.parameters.binary_data_size.is_none())
+        {
+            return Ok(Vec::new());
+        }
         let mut rest = self.binary;
         let mut slices = Vec::with_capacity(self.inputs.len());
         for input in &self.inputs {
@@ -264,14 +293,15 @@ impl<'a> InferRequest<'a> {
                     ));
                 }
                 let n = batch_size(n)?;
-                let data =
-                    decode_data(one, dtype, element_count(&one.shape, &one.name)?, binary[0])?;
+                let bytes = binary.first().copied().flatten();
+                let data = decode_data(one, dtype, element_count(&one.shape, &one.name)?, bytes)?;
                 Ok((n, data))
             }
             inputs => {
-                let mut columns: Vec<Option<Vec<f64>>> = vec![None; f];
+                let mut columns: SmallVec<[Option<Vec<f64>>; 4]> = SmallVec::from_elem(None, f);
                 let mut n = None;
-                for (input, bytes) in inputs.iter().zip(&binary) {
+                for (i, input) in inputs.iter().enumerate() {
+                    let bytes = binary.get(i).copied().flatten();
                     let Some(idx) = features.iter().position(|name| *name == input.name) else {
                         return err(format!(
                             "unknown input {:?}; send one tensor [N, {f}] or one tensor [N] per feature: {}",
@@ -300,7 +330,7 @@ impl<'a> InferRequest<'a> {
                     }
                     n = Some(rows);
                     let dtype = DataType::parse(&input.datatype, &input.name)?;
-                    columns[idx] = Some(decode_data(input, dtype, batch_size(rows)?, *bytes)?);
+                    columns[idx] = Some(decode_data(input, dtype, batch_size(rows)?, bytes)?);
                 }
                 let missing: Vec<&str> = features
                     .iter()
@@ -315,6 +345,10 @@ impl<'a> InferRequest<'a> {
                     ));
                 }
                 let n = batch_size(n.unwrap_or_default())?;
+                if let [Some(column)] = columns.as_mut_slice() {
+                    // One feature: its column is the rows.
+                    return Ok((n, std::mem::take(column)));
+                }
                 let mut data = Vec::with_capacity(n * f);
                 for row in 0..n {
                     for column in columns.iter().flatten() {
@@ -324,6 +358,22 @@ impl<'a> InferRequest<'a> {
                 Ok((n, data))
             }
         }
+    }
+}
+
+/// The outputs a request asks for, in order, each with whether it is answered as binary data:
+/// at most one of each, so at most two, kept without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outputs {
+    list: [(Output, bool); 2],
+    len: usize,
+}
+
+impl std::ops::Deref for Outputs {
+    type Target = [(Output, bool)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.list[..self.len]
     }
 }
 
@@ -612,123 +662,137 @@ pub struct InferResponse {
     pub json_length: Option<usize>,
 }
 
-/// Scores `rows` and renders the inference response.
-pub fn infer_response(
-    model: &Model,
-    id: Option<&str>,
-    outputs: &[(Output, bool)],
-    n: usize,
-    rows: &[f64],
-) -> Result<InferResponse, InputError> {
-    #[derive(Serialize)]
-    struct Response<'a> {
-        model_name: &'a str,
-        model_version: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<&'a str>,
-        outputs: Vec<ResponseOutput<'a>>,
-    }
-    #[derive(Serialize)]
-    #[serde(untagged)]
-    enum Data<'a> {
-        Labels(Vec<&'a str>),
-        Numbers(Vec<f64>),
-    }
-    #[derive(Serialize)]
-    struct BinarySize {
-        binary_data_size: usize,
-    }
-    #[derive(Serialize)]
-    struct ResponseOutput<'a> {
-        name: &'static str,
-        shape: Vec<usize>,
-        datatype: &'static str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        parameters: Option<BinarySize>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        data: Option<Data<'a>>,
+/// The fixed parts of one model's inference responses, rendered once when it is loaded, so an
+/// answer is written by copying them around the scored numbers, as `/predict`'s
+/// [`crate::api::Template`] does.
+#[derive(Debug)]
+pub struct InferTemplate {
+    /// `{"model_name":…,"model_version":"…"`
+    head: Vec<u8>,
+    /// Per class, its label as a JSON string.
+    labels: Vec<Vec<u8>>,
+}
+
+impl InferTemplate {
+    pub fn new(model: &Model) -> Self {
+        let json = |s: &str| serde_json::to_vec(s).expect("a string always serializes");
+        let mut head = b"{\"model_name\":".to_vec();
+        head.extend_from_slice(&json(model.name()));
+        head.extend_from_slice(format!(",\"model_version\":\"{}\"", model.version()).as_bytes());
+        Self {
+            head,
+            labels: model.classes().iter().map(|c| json(c)).collect(),
+        }
     }
 
-    let n_features = model.feature_names().len();
-    let n_classes = model.classes().len();
-    check_answer_size(n, answer_row_bytes(model, outputs))?;
-    let mut labels = Vec::with_capacity(n);
-    let mut probabilities = Vec::with_capacity(n * n_classes);
-    let mut buffer = Vec::with_capacity(n_classes);
-    for (i, row) in rows.chunks_exact(n_features).enumerate() {
-        let class = model
-            .predict_into(row, &mut buffer)
-            .map_err(|e| InputError::new(InputErrorKind::Unscorable, format!("row {i}: {e}")))?;
-        labels.push(model.classes()[class].as_str());
-        probabilities.extend_from_slice(&buffer);
+    /// Scores `rows` (`n` of them) with `model`, the model this template was rendered from, and
+    /// writes the response: `{"model_name", "model_version", "id"?, "outputs": [{"name",
+    /// "shape", "datatype", "parameters"?, "data"?}…]}`, binary outputs after the JSON.
+    pub fn respond(
+        &self,
+        model: &Model,
+        id: Option<&str>,
+        outputs: &[(Output, bool)],
+        n: usize,
+        rows: &[f64],
+    ) -> Result<InferResponse, InputError> {
+        let n_features = model.feature_names().len();
+        let n_classes = model.classes().len();
+        // Bounds the buffers below by the request's size.
+        check_answer_size(n, answer_row_bytes(model, outputs))?;
+        let mut classes: SmallVec<[usize; 8]> = SmallVec::with_capacity(n);
+        let mut probabilities = Vec::with_capacity(n * n_classes);
+        for (i, row) in rows.chunks_exact(n_features).enumerate() {
+            let class = model.predict_append(row, &mut probabilities).map_err(|e| {
+                InputError::new(InputErrorKind::Unscorable, format!("row {i}: {e}"))
+            })?;
+            classes.push(class);
+        }
+
+        let mut body =
+            Vec::with_capacity(self.head.len() + 160 + n * answer_row_bytes(model, outputs));
+        let mut binary = Vec::new();
+        body.extend_from_slice(&self.head);
+        if let Some(id) = id {
+            body.extend_from_slice(b",\"id\":");
+            write_json(&mut body, id);
+        }
+        body.extend_from_slice(b",\"outputs\":[");
+        for (i, &(output, as_binary)) in outputs.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"{\"name\":\"");
+            match output {
+                Output::Label => {
+                    body.extend_from_slice(OUTPUT_LABEL.as_bytes());
+                    body.extend_from_slice(b"\",\"shape\":[");
+                    write_json(&mut body, &n);
+                    body.extend_from_slice(b"],\"datatype\":\"BYTES\"");
+                }
+                Output::Probabilities => {
+                    body.extend_from_slice(OUTPUT_PROBABILITIES.as_bytes());
+                    body.extend_from_slice(b"\",\"shape\":[");
+                    write_json(&mut body, &n);
+                    body.push(b',');
+                    write_json(&mut body, &n_classes);
+                    body.extend_from_slice(b"],\"datatype\":\"FP64\"");
+                }
+            }
+            if as_binary {
+                let start = binary.len();
+                match output {
+                    // BYTES elements: a 4-byte little-endian length, then the bytes.
+                    Output::Label => {
+                        for &class in &classes {
+                            let label = model.classes()[class].as_bytes();
+                            binary.extend_from_slice(&(label.len() as u32).to_le_bytes());
+                            binary.extend_from_slice(label);
+                        }
+                    }
+                    Output::Probabilities => {
+                        for p in &probabilities {
+                            binary.extend_from_slice(&p.to_le_bytes());
+                        }
+                    }
+                }
+                body.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
+                write_json(&mut body, &(binary.len() - start));
+                body.extend_from_slice(b"}}");
+                continue;
+            }
+            body.extend_from_slice(b",\"data\":[");
+            match output {
+                Output::Label => {
+                    for (j, &class) in classes.iter().enumerate() {
+                        if j > 0 {
+                            body.push(b',');
+                        }
+                        body.extend_from_slice(&self.labels[class]);
+                    }
+                }
+                Output::Probabilities => {
+                    for (j, p) in probabilities.iter().enumerate() {
+                        if j > 0 {
+                            body.push(b',');
+                        }
+                        write_json(&mut body, p);
+                    }
+                }
+            }
+            body.extend_from_slice(b"]}");
+        }
+        body.extend_from_slice(b"]}");
+        let json_length = (!binary.is_empty()).then_some(body.len());
+        body.extend_from_slice(&binary);
+        Ok(InferResponse { body, json_length })
     }
-    let mut binary = Vec::new();
-    // Each output is named at most once (see `InferRequest::outputs`), so its data is moved in.
-    let mut labels = Some(labels);
-    let mut probabilities = Some(probabilities);
-    let outputs = outputs
-        .iter()
-        .map(|&(output, as_binary)| {
-            let (name, shape, datatype, data) = match output {
-                Output::Label => (
-                    OUTPUT_LABEL,
-                    vec![n],
-                    "BYTES",
-                    Data::Labels(labels.take().unwrap_or_default()),
-                ),
-                Output::Probabilities => (
-                    OUTPUT_PROBABILITIES,
-                    vec![n, n_classes],
-                    "FP64",
-                    Data::Numbers(probabilities.take().unwrap_or_default()),
-                ),
-            };
-            if !as_binary {
-                return ResponseOutput {
-                    name,
-                    shape,
-                    datatype,
-                    parameters: None,
-                    data: Some(data),
-                };
-            }
-            let start = binary.len();
-            match data {
-                // BYTES elements: a 4-byte little-endian length, then the bytes.
-                Data::Labels(labels) => {
-                    for label in labels {
-                        binary.extend_from_slice(&(label.len() as u32).to_le_bytes());
-                        binary.extend_from_slice(label.as_bytes());
-                    }
-                }
-                Data::Numbers(values) => {
-                    for v in values {
-                        binary.extend_from_slice(&v.to_le_bytes());
-                    }
-                }
-            }
-            ResponseOutput {
-                name,
-                shape,
-                datatype,
-                parameters: Some(BinarySize {
-                    binary_data_size: binary.len() - start,
-                }),
-                data: None,
-            }
-        })
-        .collect();
-    let response = Response {
-        model_name: model.name(),
-        model_version: model.version().to_string(),
-        id,
-        outputs,
-    };
-    let mut body = serde_json::to_vec(&response)
-        .expect("an inference response is strings, integers and floats, which always serialize");
-    let json_length = (!binary.is_empty()).then_some(body.len());
-    body.extend_from_slice(&binary);
-    Ok(InferResponse { body, json_length })
+}
+
+/// One JSON value as serde_json writes it (strings escaped, floats in shortest round-trip form).
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Strings, integers and floats always serialize, and writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, value);
 }
 
 #[cfg(test)]
@@ -851,7 +915,71 @@ mod tests {
         let request = InferRequest::parse(body, None)?;
         let outputs = request.outputs()?;
         let (n, rows) = request.rows(model.feature_names())?;
-        infer_response(&model, request.id.as_deref(), &outputs, n, &rows).map(|r| r.body)
+        InferTemplate::new(&model)
+            .respond(&model, request.id.as_deref(), &outputs, n, &rows)
+            .map(|r| r.body)
+    }
+
+    #[test]
+    fn answers_are_the_documented_json_for_every_output_form() {
+        let mut artifact = crate::model::tests::binary_artifact();
+        // Labels and ids that need escaping.
+        artifact.classes = vec!["not \"v\"".into(), "v<é>\n\\".into()];
+        artifact.positive_class = Some("v<é>\n\\".into());
+        let model = Model::new(artifact).unwrap();
+        let template = InferTemplate::new(&model);
+        let rows = [2.1, 0.2, 1.7];
+        let mut labels = Vec::new();
+        let mut probabilities = Vec::new();
+        let mut buffer = Vec::new();
+        for row in rows.chunks(1) {
+            let class = model.predict_into(row, &mut buffer).unwrap();
+            labels.push(model.classes()[class].clone());
+            probabilities.extend_from_slice(&buffer);
+        }
+        let label =
+            serde_json::json!({"name": "label", "shape": [3], "datatype": "BYTES", "data": labels});
+        let probs = serde_json::json!({"name": "probabilities", "shape": [3, 2], "datatype": "FP64", "data": probabilities});
+        let both = [(Output::Label, false), (Output::Probabilities, false)];
+        let answer = template
+            .respond(&model, Some("a \"b\"\u{1}"), &both, 3, &rows)
+            .unwrap();
+        assert_eq!(answer.json_length, None);
+        let value: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        let expected = serde_json::json!({"model_name": "iris", "model_version": "7",
+            "id": "a \"b\"\u{1}", "outputs": [label, probs]});
+        assert_eq!(value, expected);
+        // Field order as documented (serde_json's Value does not keep it).
+        let text = String::from_utf8(answer.body).unwrap();
+        assert!(
+            text.starts_with(r#"{"model_name":"iris","model_version":"7","id":"#),
+            "{text}"
+        );
+
+        let one = [(Output::Probabilities, false)];
+        let answer = template.respond(&model, None, &one, 3, &rows).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        let expected =
+            serde_json::json!({"model_name": "iris", "model_version": "7", "outputs": [probs]});
+        assert_eq!(value, expected);
+
+        let binary = [(Output::Probabilities, true), (Output::Label, false)];
+        let answer = template.respond(&model, None, &binary, 3, &rows).unwrap();
+        let split = answer.json_length.unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&answer.body[..split]).unwrap();
+        let expected = serde_json::json!({"model_name": "iris", "model_version": "7", "outputs": [
+            {"name": "probabilities", "shape": [3, 2], "datatype": "FP64", "parameters": {"binary_data_size": 48}},
+            label]});
+        assert_eq!(value, expected);
+        let floats: Vec<f64> = answer.body[split..]
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(floats, probabilities);
+
+        let empty = template.respond(&model, None, &both, 0, &[]).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&empty.body).unwrap();
+        assert_eq!(value["outputs"][1]["data"], serde_json::json!([]));
     }
 
     #[test]
@@ -912,18 +1040,18 @@ mod tests {
     fn outputs_can_be_selected_and_unknown_ones_are_refused() {
         let parse = |body: &'static [u8]| InferRequest::parse(body, None).unwrap();
         let req = parse(br#"{"inputs": [], "outputs": [{"name": "probabilities"}]}"#);
-        assert_eq!(req.outputs().unwrap(), vec![(Output::Probabilities, false)]);
+        assert_eq!(*req.outputs().unwrap(), [(Output::Probabilities, false)]);
         let req = parse(br#"{"inputs": [], "outputs": [{"name": "logits"}]}"#);
         assert!(req.outputs().is_err());
         let req = parse(br#"{"inputs": []}"#);
         assert_eq!(
-            req.outputs().unwrap(),
-            vec![(Output::Label, false), (Output::Probabilities, false)]
+            *req.outputs().unwrap(),
+            [(Output::Label, false), (Output::Probabilities, false)]
         );
         let req = parse(
             br#"{"inputs": [], "parameters": {"binary_data_output": true}, "outputs": [{"name": "label"}]}"#,
         );
-        assert_eq!(req.outputs().unwrap(), vec![(Output::Label, true)]);
+        assert_eq!(*req.outputs().unwrap(), [(Output::Label, true)]);
     }
 
     #[test]
@@ -937,7 +1065,9 @@ mod tests {
         let request = InferRequest::parse(&body, Some(json.len())).unwrap();
         let (n, rows) = request.rows(model.feature_names()).unwrap();
         assert_eq!((n, rows.clone()), (2, vec![2.1f32 as f64, 0.2f32 as f64]));
-        let answer = infer_response(&model, None, &request.outputs().unwrap(), n, &rows).unwrap();
+        let answer = InferTemplate::new(&model)
+            .respond(&model, None, &request.outputs().unwrap(), n, &rows)
+            .unwrap();
         let split = answer.json_length.unwrap();
         let head: serde_json::Value = serde_json::from_slice(&answer.body[..split]).unwrap();
         assert_eq!(
@@ -961,6 +1091,7 @@ mod tests {
             request.rows(model.feature_names()).unwrap(),
             (2, vec![-3.0, 2.0])
         );
+        drop(request);
         body.push(0);
         let extra = InferRequest::parse(&body, Some(json.len())).unwrap();
         assert!(extra.rows(model.feature_names()).is_err());

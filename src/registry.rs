@@ -19,6 +19,7 @@ use lru::LruCache;
 use crate::api::Template;
 use crate::catalog::{Catalog, LoadError};
 use crate::model::{Model, DRIFT_BINS};
+use crate::oip::InferTemplate;
 use crate::store::{FileIdentity, ModelName, Pointer, StoreError, VersionId};
 use crate::telemetry::{error_chain, Metrics, ModelMetrics};
 use crate::watch::{ChangeSource, ScanOutcome};
@@ -33,11 +34,31 @@ pub struct LoadedModel {
     pub metrics: ModelMetrics,
     /// Its `/predict` answers' fixed parts, rendered at load.
     pub template: Template,
+    /// Its `/v2` inference answers' fixed parts, rendered at load.
+    pub infer: InferTemplate,
     /// Where its recent inputs fell in the training reference's bins, when it has one.
     pub drift: Option<DriftWindow>,
 }
 
 impl LoadedModel {
+    /// A model ready to serve, loaded now: its answers' fixed parts are rendered here.
+    pub fn new(
+        model: Model,
+        version: VersionId,
+        metrics: ModelMetrics,
+        drift: Option<DriftWindow>,
+    ) -> Self {
+        Self {
+            template: Template::new(&model),
+            infer: InferTemplate::new(&model),
+            model,
+            version,
+            loaded_at: SystemTime::now(),
+            metrics,
+            drift,
+        }
+    }
+
     /// Counts one scored instance, each of its values outside the feature's training range, and
     /// the drift window's bins.
     pub fn observe_row(&self, row: &[f64]) {
@@ -204,7 +225,9 @@ struct Book {
     store: StoreStatus,
 }
 
-type Table = HashMap<ModelName, Arc<LoadedModel>>;
+/// Served models by name. A B-tree: a lookup is a few comparisons of short names, cheaper than
+/// hashing the name per request, and listings come out sorted.
+type Table = BTreeMap<ModelName, Arc<LoadedModel>>;
 
 /// Why a version asked for by name and number cannot answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -788,14 +811,7 @@ impl Registry {
             .all(|f| f.reference.is_some());
         let drift = (has_reference && self.config.drift_window > 0)
             .then(|| DriftWindow::new(model.feature_names().len(), self.config.drift_window));
-        Ok(LoadedModel {
-            template: Template::new(&model),
-            model,
-            version,
-            loaded_at: SystemTime::now(),
-            metrics,
-            drift,
-        })
+        Ok(LoadedModel::new(model, version, metrics, drift))
     }
 
     /// Seconds since `name`'s production pointer changed, by its mtime: the pointer-to-swap lag.

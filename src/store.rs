@@ -117,19 +117,23 @@ impl ModelName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// 1 to 64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+    fn is_valid(s: &str) -> bool {
+        let bytes = s.as_bytes();
+        matches!(bytes.first(), Some(b'a'..=b'z' | b'0'..=b'9'))
+            && bytes.len() <= 64
+            && bytes
+                .iter()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+    }
 }
 
 impl FromStr for ModelName {
     type Err = StoreError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes = s.as_bytes();
-        let valid = matches!(bytes.first(), Some(b'a'..=b'z' | b'0'..=b'9'))
-            && bytes.len() <= 64
-            && bytes
-                .iter()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
-        if valid {
+        if Self::is_valid(s) {
             Ok(Self(s.to_owned()))
         } else {
             Err(StoreError::InvalidModelName(s.to_owned()))
@@ -146,8 +150,13 @@ impl std::borrow::Borrow<str> for ModelName {
 
 impl TryFrom<String> for ModelName {
     type Error = StoreError;
+    /// Like `parse`, keeping the string it is given.
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
+        if Self::is_valid(&s) {
+            Ok(Self(s))
+        } else {
+            Err(StoreError::InvalidModelName(s))
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! there.
 
 use std::io::IsTerminal as _;
+use std::sync::OnceLock;
 
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -82,6 +83,52 @@ pub struct Metrics {
     scan_age: Gauge,
     store_up: IntGauge,
     swap_lag: Histogram,
+}
+
+/// Method labels of `limen_http_requests_total`; [`RouteMetrics::record`] takes an index.
+pub const HTTP_METHODS: [&str; 8] = [
+    "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "other",
+];
+
+/// The statuses limen answers with, whose series [`RouteMetrics`] keeps resolved.
+const COMMON_STATUSES: [u16; 14] = [
+    200, 400, 404, 405, 406, 408, 411, 413, 415, 422, 429, 500, 503, 504,
+];
+
+/// `limen_http_requests_total` and `limen_http_request_duration_seconds` of one route template.
+/// Each series is resolved on its route's first request with that method and status (so
+/// `/metrics` lists only what happened, as with plain label lookups) and kept: counting a request
+/// is then an atomic load, an add and a histogram observation, with no label hashing.
+pub struct RouteMetrics {
+    route: String,
+    requests: IntCounterVec,
+    latency_vec: HistogramVec,
+    latency: OnceLock<Histogram>,
+    /// By method index × position in [`COMMON_STATUSES`].
+    counts: Box<[OnceLock<IntCounter>]>,
+}
+
+impl RouteMetrics {
+    /// Records one answered request: `method` indexes [`HTTP_METHODS`].
+    pub fn record(&self, method: usize, status: u16, seconds: f64) {
+        let method = method.min(HTTP_METHODS.len() - 1);
+        let label = || status.to_string();
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(at) => self.counts[method * COMMON_STATUSES.len() + at]
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&[&self.route, HTTP_METHODS[method], &label()])
+                })
+                .inc(),
+            None => self
+                .requests
+                .with_label_values(&[&self.route, HTTP_METHODS[method], &label()])
+                .inc(),
+        }
+        self.latency
+            .get_or_init(|| self.latency_vec.with_label_values(&[&self.route]))
+            .observe(seconds);
+    }
 }
 
 /// Counters of one loaded model version.
@@ -213,12 +260,17 @@ impl Metrics {
         }
     }
 
-    /// Records one answered request.
-    pub fn request(&self, route: &str, method: &str, status: &str, seconds: f64) {
-        self.requests
-            .with_label_values(&[route, method, status])
-            .inc();
-        self.latency.with_label_values(&[route]).observe(seconds);
+    /// The request metrics of one route template, for [`RouteMetrics::record`].
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            route: route.to_owned(),
+            requests: self.requests.clone(),
+            latency_vec: self.latency.clone(),
+            latency: OnceLock::new(),
+            counts: (0..HTTP_METHODS.len() * COMMON_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
     }
 
     /// Counters for `model` at `version`, resolved once.
@@ -322,7 +374,11 @@ mod tests {
     #[test]
     fn metrics_render_in_the_text_format_with_their_labels() {
         let m = Metrics::new();
-        m.request("/predict", "POST", "200", 0.001);
+        let route = m.route("/predict");
+        route.record(1, 200, 0.001);
+        route.record(1, 200, 0.002);
+        route.record(0, 405, 0.001);
+        route.record(1, 418, 0.001);
         let handles = m.model_handles("iris", "7", &["petal_width".to_owned()]);
         handles.predictions.inc_by(3);
         handles.out_of_range[0].inc();
@@ -331,7 +387,10 @@ mod tests {
         m.swapped("iris", "8", Some("7"), None);
         let text = m.render(Some(0.5), true);
         for line in [
-            r#"limen_http_requests_total{method="POST",route="/predict",status="200"} 1"#,
+            r#"limen_http_requests_total{method="POST",route="/predict",status="200"} 2"#,
+            r#"limen_http_requests_total{method="GET",route="/predict",status="405"} 1"#,
+            r#"limen_http_requests_total{method="POST",route="/predict",status="418"} 1"#,
+            r#"limen_http_request_duration_seconds_count{route="/predict"} 4"#,
             r#"limen_predictions_total{model="iris",version="7"} 3"#,
             r#"limen_input_out_of_training_range_total{feature="petal_width",model="iris"} 1"#,
             r#"limen_model_loads_total{model="iris",result="ok"} 1"#,
@@ -339,7 +398,7 @@ mod tests {
             "limen_store_last_scan_age_seconds 0.5",
             "limen_store_up 1",
             "limen_model_swap_lag_seconds_count 1",
-            r#"limen_http_request_duration_seconds_bucket{route="/predict",le="0.001"} 1"#,
+            r#"limen_http_request_duration_seconds_bucket{route="/predict",le="0.001"} 3"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

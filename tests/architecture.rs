@@ -23,9 +23,9 @@ const LAYERS: &[&[&str]] = &[
 
 /// `serve`'s own files by layer, lowest first.
 const SERVE_LAYERS: &[&[&str]] = &[
-    &["error", "status", "activity"],
+    &["error", "status", "activity", "http"],
     &["state"],
-    &["body", "reply", "lookup"],
+    &["body", "reply", "lookup", "track"],
     &["handlers", "v2", "pages"],
     &["mod"],
     &["tests"],

@@ -7,8 +7,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, HeaderName};
 use http_body_util::BodyExt as _;
 
 use super::error::{ApiError, ErrorKind};
@@ -78,7 +78,7 @@ impl FromRequest<AppState> for RawBody {
 pub struct RequestId(pub Option<String>);
 
 /// The header that carries a request's id, both ways.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 impl FromRequestParts<AppState> for RequestId {
     type Rejection = std::convert::Infallible;

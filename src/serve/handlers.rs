@@ -79,7 +79,7 @@ async fn predict_with(
     body: Bytes,
     origin: Origin,
 ) -> Result<Response, ApiError> {
-    let version = HeaderValue::from(loaded.version.get());
+    let version = loaded.template.version_header();
     let candidate = match origin.shadowed {
         Shadowed::Yes => state.shadow_for(&loaded),
         Shadowed::No => None,
@@ -203,7 +203,7 @@ pub async fn model_explain(
 }
 
 async fn explain_with(loaded: Arc<LoadedModel>, body: Bytes) -> Result<Response, ApiError> {
-    let version = HeaderValue::from(loaded.version.get());
+    let version = loaded.template.version_header();
     // Explanations cost more per row than predictions: off the async threads from a smaller size.
     let big = body.len() > BLOCKING_BODY_BYTES / 4;
     let explain = move || {

@@ -16,7 +16,8 @@ use crate::store::{ModelName, StoreError, VersionId};
 /// name never reaches a path).
 pub fn model_name(raw: Result<Path<String>, PathRejection>) -> Result<ModelName, ApiError> {
     let Path(raw) = raw.map_err(path_error)?;
-    parse_name(&raw)
+    ModelName::try_from(raw)
+        .map_err(|e: StoreError| ApiError::new(ErrorKind::InvalidPath, e.to_string()))
 }
 
 fn parse_name(raw: &str) -> Result<ModelName, ApiError> {

@@ -1,8 +1,8 @@
 //! `limen serve`: the HTTP service. Builds the router, runs it with the store reloader beside it,
 //! and shuts down gracefully on SIGTERM/SIGINT within a drain deadline.
 //!
-//! Inside, lowest first: `error` (the one failure → status table) and `status` (the JSON of
-//! `/models`); `state` (what handlers see, and the gate on store reads); `body` (the raw-body
+//! Inside, lowest first: `error` (the one failure → status table), `status` (the JSON of
+//! `/models`) and `http` (the runtime and the connection loop, shared with `benches/floor`); `state` (what handlers see, and the gate on store reads); `body` (the raw-body
 //! extractor), `reply` (answer builders) and `lookup` (URL → model); `handlers` (the `/predict`
 //! family) and `v2` (the Open Inference Protocol); this file (the router and the server loop).
 //! Each imports only from the layers before it (`tests/architecture.rs`).
@@ -11,26 +11,24 @@ mod activity;
 mod body;
 mod error;
 mod handlers;
+pub mod http;
 mod lookup;
 mod pages;
 mod reply;
 mod state;
 mod status;
+mod track;
 mod v2;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::handler::Handler as _;
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ErrorKind};
 pub use reply::MODEL_VERSION_HEADER;
@@ -43,6 +41,7 @@ use crate::shadow::{Shadow, ShadowConfig};
 use crate::store::ModelName;
 use crate::telemetry::Metrics;
 use crate::watch::{ChangeSource, WatchMode};
+use track::{RouteLayer, Track};
 
 /// Checked settings of `limen serve`.
 #[derive(Debug, Clone)]
@@ -70,92 +69,65 @@ pub struct ServeConfig {
     pub drift_window: u64,
 }
 
-/// The whole HTTP surface, without a socket (tests can drive it with `oneshot`).
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(pages::status_page))
-        .route("/static/limen.css", get(pages::stylesheet))
-        .route("/openapi.json", get(pages::openapi))
-        .route("/models/{name}/report", get(pages::model_page))
-        .route(
-            "/healthcheck",
-            get(handlers::healthcheck).post(handlers::healthcheck),
-        )
-        .route("/ready", get(handlers::ready))
-        .route("/predict", post(handlers::predict))
-        .route("/explain", post(handlers::explain))
-        .route("/version", get(handlers::version))
-        .route("/metrics", get(handlers::metrics))
-        .route("/models", get(handlers::models))
-        .route("/models/{name}", get(handlers::model_detail))
-        .route("/models/{name}/predict", post(handlers::model_predict))
-        .route("/models/{name}/explain", post(handlers::model_explain))
-        .route(
-            "/models/{name}/versions/{version}/predict",
-            post(handlers::version_predict),
-        )
-        .route("/v2", get(v2::server_metadata))
-        .route("/v2/health/live", get(v2::live))
-        .route("/v2/health/ready", get(v2::ready))
-        .route("/v2/models/{name}", get(v2::model_metadata))
-        .route("/v2/models/{name}/ready", get(v2::model_ready))
-        .route("/v2/models/{name}/infer", post(v2::infer))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(v2::version_metadata),
-        )
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(v2::version_ready),
-        )
-        .route(
-            "/v2/models/{name}/versions/{version}/infer",
-            post(v2::version_infer),
-        )
-        .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal(&"a request handler panicked").into_response()
-        }))
-        .with_state(state)
-}
+/// One route: its template, and its handlers by method, each wrapped in the route's layer.
+type RouteDef = (&'static str, fn(RouteLayer) -> MethodRouter<AppState>);
 
-/// Around every request: cut it at `--request-timeout` (body upload included), and count it in
-/// `limen_http_requests_total` and `limen_http_request_duration_seconds` by route template.
-/// `Router::layer` runs this after routing, so the matched route is known.
-async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = match *req.method() {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::HEAD => "HEAD",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        _ => "other",
-    };
-    let limit = state.limits.request_timeout;
-    let response = match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            ErrorKind::Timeout,
-            format!(
-                "the request did not complete within {}",
-                humantime::format_duration(limit)
-            ),
-        )
-        .into_response(),
-    };
-    state.metrics.request(
-        route.as_ref().map_or("unmatched", |r| r.as_str()),
-        method,
-        response.status().as_str(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+/// Every route limen answers.
+const ROUTES: &[RouteDef] = &[
+    ("/", |t| get(pages::status_page.layer(t))),
+    ("/static/limen.css", |t| get(pages::stylesheet.layer(t))),
+    ("/openapi.json", |t| get(pages::openapi.layer(t))),
+    ("/models/{name}/report", |t| get(pages::model_page.layer(t))),
+    ("/healthcheck", |t| {
+        get(handlers::healthcheck.layer(t.clone())).post(handlers::healthcheck.layer(t))
+    }),
+    ("/ready", |t| get(handlers::ready.layer(t))),
+    ("/predict", |t| post(handlers::predict.layer(t))),
+    ("/explain", |t| post(handlers::explain.layer(t))),
+    ("/version", |t| get(handlers::version.layer(t))),
+    ("/metrics", |t| get(handlers::metrics.layer(t))),
+    ("/models", |t| get(handlers::models.layer(t))),
+    ("/models/{name}", |t| get(handlers::model_detail.layer(t))),
+    ("/models/{name}/predict", |t| {
+        post(handlers::model_predict.layer(t))
+    }),
+    ("/models/{name}/explain", |t| {
+        post(handlers::model_explain.layer(t))
+    }),
+    ("/models/{name}/versions/{version}/predict", |t| {
+        post(handlers::version_predict.layer(t))
+    }),
+    ("/v2", |t| get(v2::server_metadata.layer(t))),
+    ("/v2/health/live", |t| get(v2::live.layer(t))),
+    ("/v2/health/ready", |t| get(v2::ready.layer(t))),
+    ("/v2/models/{name}", |t| get(v2::model_metadata.layer(t))),
+    ("/v2/models/{name}/ready", |t| get(v2::model_ready.layer(t))),
+    ("/v2/models/{name}/infer", |t| post(v2::infer.layer(t))),
+    ("/v2/models/{name}/versions/{version}", |t| {
+        get(v2::version_metadata.layer(t))
+    }),
+    ("/v2/models/{name}/versions/{version}/ready", |t| {
+        get(v2::version_ready.layer(t))
+    }),
+    ("/v2/models/{name}/versions/{version}/infer", |t| {
+        post(v2::version_infer.layer(t))
+    }),
+];
+
+/// The whole HTTP surface, without a socket (tests can drive it with `oneshot`). Every route,
+/// its 405 answer and the 404 fallback go through their route's [`Track`] layer: deadline,
+/// panics, request metrics.
+pub fn router(state: AppState) -> Router {
+    let track = Track::new(Arc::clone(&state.metrics), state.limits.request_timeout);
+    let mut router = Router::new();
+    for (path, methods) in ROUTES {
+        let layer = track.route(path);
+        let methods = methods(layer.clone()).fallback(handlers::method_not_allowed.layer(layer));
+        router = router.route(path, methods);
+    }
+    router
+        .fallback(handlers::not_found.layer(track.route(track::UNMATCHED)))
+        .with_state(state)
 }
 
 /// Binds, reports the bound address through `on_listening`, serves until SIGTERM or SIGINT, then
@@ -224,7 +196,7 @@ pub async fn run(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
 
     let reason = tokio::select! {
-        never = accept_loop(listener, app, &cfg, &graceful) => match never {},
+        never = http::accept_loop(listener, app, cfg.idle_timeout, &graceful) => match never {},
         signal = shutdown_signal() => signal,
     };
     tracing::info!(
@@ -273,63 +245,6 @@ async fn write_evidence(shadow: Arc<Shadow>, registry: Arc<Registry>, interval: 
             shadow.retain(&live);
         })
         .await;
-    }
-}
-
-/// Accepts connections and serves each with hyper's HTTP/1 server, watched by `graceful`.
-///
-/// Not `axum::serve`, for three settings it does not expose: a header read timeout (a client
-/// that never finishes its request head — slowloris — or a keep-alive connection left idle is
-/// closed after `--idle-timeout`), `TCP_NODELAY`, and how accept errors such as running out of
-/// file descriptors are handled (a short pause, not a one-second stall).
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    cfg: &ServeConfig,
-    graceful: &hyper_util::server::graceful::GracefulShutdown,
-) -> std::convert::Infallible {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.idle_timeout)
-        .keep_alive(true)
-        // A client that sends its request and then shuts down its sending side (`shutdown(
-        // SHUT_WR)`, as some scripts and proxies do) still gets its answer.
-        .half_close(true);
-    let mut last_warning: Option<Instant> = None;
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
-            Err(e) => {
-                // Per-connection failures (reset before accept) need no pause; running out of
-                // descriptors or memory does, briefly, so the loop does not spin.
-                let per_connection = matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::ConnectionRefused
-                );
-                if !per_connection {
-                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                        tracing::warn!(error = %e, "cannot accept connections");
-                        last_warning = Some(Instant::now());
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection closed with an error");
-            }
-        });
     }
 }
 

@@ -1,7 +1,7 @@
 //! Building answers: JSON and text responses, the version header, and when scoring leaves the
 //! async threads.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -10,8 +10,9 @@ use super::error::ApiError;
 /// Bodies larger than this are scored on the blocking pool, off the async threads.
 pub const BLOCKING_BODY_BYTES: usize = 64 * 1024;
 
-/// The header that names the version behind every prediction.
-pub const MODEL_VERSION_HEADER: &str = "x-model-version";
+/// The header that names the version behind every prediction (a constant name: inserting it
+/// does not parse it again per answer).
+pub const MODEL_VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-version");
 
 pub const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 pub const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");

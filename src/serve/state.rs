@@ -28,9 +28,13 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
-/// The state shared by every handler; cheap to clone (four `Arc`s and two numbers).
+/// The state shared by every handler. One `Arc`: each extractor that takes it (`State`) clones
+/// it per request, so a clone is one atomic increment, whatever the state holds.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] points at (its fields read through `Deref`).
+pub struct Shared {
     pub registry: Arc<Registry>,
     pub default_model: Arc<ModelName>,
     pub limits: Limits,
@@ -39,6 +43,14 @@ pub struct AppState {
     pub log: Arc<InferenceLog>,
     pub activity: Arc<Activity>,
     store_readers: Arc<Semaphore>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -51,7 +63,7 @@ impl AppState {
         log: Arc<InferenceLog>,
         activity: Arc<Activity>,
     ) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             registry,
             default_model: Arc::new(default_model),
             limits,
@@ -60,7 +72,7 @@ impl AppState {
             log,
             activity,
             store_readers: Arc::new(Semaphore::new(STORE_READERS)),
-        }
+        }))
     }
 
     /// The candidate to shadow this request with: `production`'s model's candidate, for the

@@ -295,15 +295,30 @@ async fn text_routes_and_metrics_answer_in_their_formats() {
     let ready = call(&app, "GET", "/ready", "").await.json();
     assert_eq!(ready["status"], "ready");
     call(&app, "POST", "/predict", r#"{"petal_width": 9}"#).await;
+    call(&app, "GET", "/predict", "").await;
+    call(
+        &app,
+        "POST",
+        "/models/iris/predict",
+        r#"{"petal_width": 1}"#,
+    )
+    .await;
+    call(&app, "GET", "/no/such/route", "").await;
     let metrics = call(&app, "GET", "/metrics", "").await;
     assert!(metrics
         .content_type
         .starts_with("text/plain; version=0.0.4"));
     for series in [
-        format!(r#"limen_predictions_total{{model="iris",version="{version}"}} 1"#),
+        format!(r#"limen_predictions_total{{model="iris",version="{version}"}} 2"#),
         r#"limen_input_out_of_training_range_total{feature="petal_width",model="iris"} 1"#
             .to_owned(),
         r#"limen_http_requests_total{method="POST",route="/predict",status="200"} 1"#.to_owned(),
+        // A wrong method counts under the route it missed; no route at all, as "unmatched".
+        r#"limen_http_requests_total{method="GET",route="/predict",status="405"} 1"#.to_owned(),
+        r#"limen_http_requests_total{method="POST",route="/models/{name}/predict",status="200"} 1"#
+            .to_owned(),
+        r#"limen_http_requests_total{method="GET",route="unmatched",status="404"} 1"#.to_owned(),
+        r#"limen_http_request_duration_seconds_count{route="/predict"} 2"#.to_owned(),
         "limen_store_up 1".to_owned(),
     ] {
         assert!(metrics.text.contains(&series), "missing {series}");

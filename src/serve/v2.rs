@@ -11,8 +11,10 @@ use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
+use axum::extract::FromRequestParts;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::body::{RawBody, RequestId, REQUEST_ID_HEADER};
@@ -120,7 +122,7 @@ async fn metadata(state: &AppState, loaded: Arc<LoadedModel>) -> Result<Response
 pub async fn infer(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    header_length: HeaderLength,
     RequestId(request_id): RequestId,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
@@ -128,21 +130,44 @@ pub async fn infer(
     let loaded = loaded_production(&state, &name)?;
     let candidate = state.shadow_for(&loaded);
     let origin = ("/v2/models/{name}/infer", request_id);
-    infer_with(&state, loaded, candidate, origin, &headers, body).await
+    infer_with(&state, loaded, candidate, origin, header_length, body).await
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`.
 pub async fn version_infer(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
+    header_length: HeaderLength,
     RequestId(request_id): RequestId,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let loaded = loaded_version(&state, path).await?;
     // A request that names its version is not shadowed.
     let origin = ("/v2/models/{name}/versions/{version}/infer", request_id);
-    infer_with(&state, loaded, None, origin, &headers, body).await
+    infer_with(&state, loaded, None, origin, header_length, body).await
+}
+
+const HEADER_LENGTH: HeaderName = HeaderName::from_static(oip::HEADER_LENGTH);
+
+/// The request's `Inference-Header-Content-Length`, read without copying the headers: `Err` when
+/// it is not a byte count, which the handler reports after the model is found (so a request for
+/// an unknown model is a 404 whatever its headers).
+pub struct HeaderLength(Result<Option<usize>, ()>);
+
+impl<S: Sync> FromRequestParts<S> for HeaderLength {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(match parts.headers.get(HEADER_LENGTH) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .map(Some)
+                .ok_or(()),
+        }))
+    }
 }
 
 /// Runs an inference, with the binary tensor data extension when the request uses it: a body
@@ -153,24 +178,16 @@ async fn infer_with(
     loaded: Arc<LoadedModel>,
     candidate: Option<Arc<LoadedModel>>,
     (route, request_id): (&'static str, Option<String>),
-    headers: &HeaderMap,
+    HeaderLength(header_length): HeaderLength,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let header_length = match headers.get(oip::HEADER_LENGTH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorKind::InvalidHeader,
-                        format!("{} must be a byte count", oip::HEADER_LENGTH),
-                    )
-                })?,
-        ),
-    };
-    let version = HeaderValue::from(loaded.version.get());
+    let header_length = header_length.map_err(|()| {
+        ApiError::new(
+            ErrorKind::InvalidHeader,
+            format!("{} must be a byte count", oip::HEADER_LENGTH),
+        )
+    })?;
+    let version = loaded.template.version_header();
     let logged = request_id.is_some() && state.log.sample();
     let keep_rows = candidate.is_some() || logged;
     let inferred = if body.len() > BLOCKING_BODY_BYTES {
@@ -248,7 +265,7 @@ async fn infer_with(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
-            headers.insert(oip::HEADER_LENGTH, HeaderValue::from(length));
+            headers.insert(HEADER_LENGTH, HeaderValue::from(length));
         }
     }
     headers.insert(MODEL_VERSION_HEADER, version);
@@ -274,7 +291,9 @@ fn run_inference(
         check_answer_size(claimed, oip::answer_row_bytes(&loaded.model, &outputs))?;
     }
     let (n, rows) = request.rows(loaded.model.feature_names())?;
-    let answer = oip::infer_response(&loaded.model, request.id.as_deref(), &outputs, n, &rows)?;
+    let answer = loaded
+        .infer
+        .respond(&loaded.model, request.id.as_deref(), &outputs, n, &rows)?;
     for row in rows.chunks_exact(loaded.model.feature_names().len()) {
         loaded.observe_row(row);
     }
