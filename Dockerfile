@@ -10,12 +10,16 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 # Dependencies first, in their own layer: source changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
+# The workspace's other member (benches/floor, a benchmark server): only its manifest, so cargo
+# can read the workspace; the image builds limen alone.
+COPY benches/floor/Cargo.toml benches/floor/
 # Vendored crates and the .cargo/config.toml that points at them, when the context has them
 # (the bracket globs match nothing otherwise, which BuildKit's COPY accepts).
 COPY .carg[o] .cargo/
 COPY vendo[r] vendor/
-RUN mkdir -p src benches \
+RUN mkdir -p src benches/floor/src \
     && echo 'fn main() {}' > src/main.rs \
+    && echo 'fn main() {}' > benches/floor/src/main.rs \
     && touch src/lib.rs \
     && echo 'fn main() {}' > benches/predict.rs \
     && cargo build --release --locked \

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Performance guard: user-space instructions per request, counted by callgrind, for
-# GET /healthcheck and POST /predict on a release build. Instruction counts repeat to within a
-# fraction of a percent on a given toolchain, unlike req/s on a shared machine, so they can fail
-# a build: the script exits 1 if /predict costs more than MAX_PREDICT instructions or more than
-# MAX_RATIO times /healthcheck.
+# Performance guard: user-space instructions per request, counted by callgrind, on a release
+# build: limen's GET /healthcheck, POST /predict and POST /v2/models/iris/infer, and POST /predict
+# of the floor (benches/floor: the same job on the same runtime, allocator and HTTP stack, with
+# none of limen's own per-request work). Instruction counts repeat to within a fraction of a
+# percent on a given toolchain, unlike req/s on a shared machine, so they can fail a build: the
+# script exits 1 if limen's /predict costs more than MAX_FLOOR times the floor's, /v2 infer more
+# than MAX_V2 times, or /predict more than MAX_PREDICT instructions.
 #
-#   benches/guard.sh                     # MAX_PREDICT=34000 MAX_RATIO=1.7
+#   benches/guard.sh                     # MAX_FLOOR=1.10 MAX_V2=1.25 MAX_PREDICT=34000
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MAX_FLOOR=${MAX_FLOOR:-1.10}
+MAX_V2=${MAX_V2:-1.25}
 MAX_PREDICT=${MAX_PREDICT:-34000}
-MAX_RATIO=${MAX_RATIO:-1.7}
 command -v valgrind >/dev/null || { echo "guard: valgrind is required (Debian package valgrind)" >&2; exit 2; }
-cargo build --release --locked -q
+cargo build --release --locked -q --workspace
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export LIMEN_STORE=$work/store LIMEN_LOG=error
@@ -23,15 +26,19 @@ if [ "${GUARD_CANDIDATE:-1}" = 1 ]; then
   target/release/limen train --cv-folds 0 --alpha 30 >/dev/null
 fi
 
-per_request() { # method path body -> instructions per request
-  local method=$1 path=$2 body=$3 counts=()
+per_request() { # server method path body -> instructions per request
+  local server=$1 method=$2 path=$3 body=$4 counts=() command=()
+  case "$server" in
+    limen) command=(target/release/limen serve) ;;
+    floor) command=(target/release/limen-floor) ;;
+  esac
   for n in 500 2500; do
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.$n" \
-      target/release/limen serve --addr 127.0.0.1:0 --workers 1 >"$work/out.$n" 2>"$work/vg.$n" &
+      "${command[@]}" --addr 127.0.0.1:0 --workers 1 >"$work/out.$n" 2>"$work/vg.$n" &
     local pid=$!
-    if ! python3 - "$work/out.$n" "$n" "$method" "$path" "$body" <<'PY'
+    if ! python3 - "$work/out.$n" "$n" "$server" "$method" "$path" "$body" <<'PY'
 import http.client, sys, time
-out, n, method, path, body = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+out, n, server, method, path, body = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 deadline = time.time() + 120
 port = None
 while port is None:
@@ -41,7 +48,8 @@ while port is None:
     if time.time() > deadline:
         sys.exit("guard: the server under valgrind did not start")
     time.sleep(0.1)
-while True:
+# The floor is ready once it listens; limen once its model is loaded.
+while server == "limen":
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         c.request("GET", "/ready")
@@ -53,7 +61,9 @@ while True:
         sys.exit("guard: the server under valgrind did not become ready")
     time.sleep(0.1)
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+json_body = body.startswith('{"inputs"')
+# The reference client's POST is a form (curl -d); OIP clients send JSON.
+headers = {"Content-Type": "application/json" if json_body else "application/x-www-form-urlencoded"} if body else {}
 for _ in range(n):
     c.request(method, path, body=body or None, headers=headers)
     r = c.getresponse()
@@ -78,12 +88,19 @@ PY
   echo "$per"
 }
 
-health=$(per_request GET /healthcheck "") || exit 2
-predict=$(per_request POST /predict '{"petal_width": "2.1"}') || exit 2
-ratio=$(awk -v p="$predict" -v h="$health" 'BEGIN {printf "%.2f", p / h}')
-echo "instructions per request: GET /healthcheck $health, POST /predict $predict (ratio $ratio)"
-if [ "$predict" -gt "$MAX_PREDICT" ] || awk -v r="$ratio" -v m="$MAX_RATIO" 'BEGIN {exit !(r > m)}'; then
-  echo "guard: FAILED (limits: /predict <= $MAX_PREDICT instructions, ratio <= $MAX_RATIO)" >&2
+seed='{"petal_width": "2.1"}'
+v2='{"inputs": [{"name": "petal_width", "shape": [1], "datatype": "FP64", "data": [2.1]}]}'
+floor=$(per_request floor POST /predict "$seed") || exit 2
+health=$(per_request limen GET /healthcheck "") || exit 2
+predict=$(per_request limen POST /predict "$seed") || exit 2
+infer=$(per_request limen POST /v2/models/iris/infer "$v2") || exit 2
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
+over() { awk -v r="$1" -v m="$2" 'BEGIN {exit !(r > m)}'; }
+echo "instructions per request: floor POST /predict $floor; limen GET /healthcheck $health, POST /predict $predict ($(ratio "$predict" "$floor") x floor), POST /v2/models/iris/infer $infer ($(ratio "$infer" "$floor") x floor)"
+limits="limits: /predict <= $MAX_FLOOR x floor and <= $MAX_PREDICT, /v2 infer <= $MAX_V2 x floor"
+if over "$(ratio "$predict" "$floor")" "$MAX_FLOOR" || over "$(ratio "$infer" "$floor")" "$MAX_V2" \
+  || [ "$predict" -gt "$MAX_PREDICT" ]; then
+  echo "guard: FAILED ($limits)" >&2
   exit 1
 fi
-echo "guard: ok (limits: /predict <= $MAX_PREDICT instructions, ratio <= $MAX_RATIO)"
+echo "guard: ok ($limits)"
