@@ -1,6 +1,7 @@
 //! What can be wrong with the input of a prediction, in one vocabulary shared by both wire
-//! formats (`/predict` in [`crate::api`], the Open Inference Protocol in [`crate::oip`]). The same
-//! failure has the same kind on every route, and `serve`'s one table turns a kind into a status.
+//! formats (`/predict` in `api`, the Open Inference Protocol in `oip`, both above this module).
+//! The same failure has the same kind on every route, and `serve`'s one table turns a kind into a
+//! status.
 
 /// The kinds of bad input, each with one HTTP status in `serve/error.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

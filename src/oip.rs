@@ -663,8 +663,8 @@ pub struct InferResponse {
 }
 
 /// The fixed parts of one model's inference responses, rendered once when it is loaded, so an
-/// answer is written by copying them around the scored numbers, as `/predict`'s
-/// [`crate::api::Template`] does.
+/// answer is written by copying them around the scored numbers, as `/predict`'s template in
+/// `api` does.
 #[derive(Debug)]
 pub struct InferTemplate {
     /// `{"model_name":…,"model_version":"…"`

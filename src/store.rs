@@ -14,7 +14,7 @@
 //! one. Readers — other processes, other NFS clients — see the old state or the new one, never a
 //! partial file, and ignore every name that starts with `.`. Every write of a pointer, the
 //! history or a deletion takes the model's [`ModelLock`]. Knows nothing of model contents, nor of
-//! what a sequence of writes means: that protocol is [`crate::catalog`]'s.
+//! what a sequence of writes means: that protocol belongs to `catalog`, the layer above.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};

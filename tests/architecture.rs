@@ -38,12 +38,13 @@ fn layer_of(layers: &[&[&str]], module: &str) -> usize {
         .unwrap_or_else(|| panic!("module {module} has no layer in tests/architecture.rs"))
 }
 
-/// The modules `prefix` names in the code of `source` (comments skipped).
+/// The modules `prefix` names in the code of `source`, and in its doc links (`` [`crate::x`] ``,
+/// which rustdoc resolves, so a lower module's docs linking a higher one is a dependency too).
+/// Other comment text is skipped.
 fn imports(source: &str, prefix: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for line in source.lines() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
+    let mut names_after = |text: &str, prefix: &str| {
+        let mut rest = text;
         while let Some(at) = rest.find(prefix) {
             rest = &rest[at + prefix.len()..];
             let name: String = rest
@@ -54,6 +55,11 @@ fn imports(source: &str, prefix: &str) -> Vec<String> {
                 found.push(name);
             }
         }
+    };
+    for line in source.lines() {
+        let (code, comment) = line.split_once("//").unwrap_or((line, ""));
+        names_after(code, prefix);
+        names_after(comment, &format!("[`{prefix}"));
     }
     found
 }

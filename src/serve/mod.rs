@@ -2,10 +2,13 @@
 //! and shuts down gracefully on SIGTERM/SIGINT within a drain deadline.
 //!
 //! Inside, lowest first: `error` (the one failure → status table), `status` (the JSON of
-//! `/models`) and `http` (the runtime and the connection loop, shared with `benches/floor`); `state` (what handlers see, and the gate on store reads); `body` (the raw-body
-//! extractor), `reply` (answer builders) and `lookup` (URL → model); `handlers` (the `/predict`
-//! family) and `v2` (the Open Inference Protocol); this file (the router and the server loop).
-//! Each imports only from the layers before it (`tests/architecture.rs`).
+//! `/models`), `activity` (recent rates for the status page) and `http` (the runtime and the
+//! connection loop, shared with `benches/floor`); `state` (what handlers see, and the gate on
+//! store reads); `body` (the raw-body extractor), `reply` (answer builders), `lookup` (URL →
+//! model) and `track` (each route's deadline, panic catching and metrics); `handlers` (the
+//! `/predict` family), `v2` (the Open Inference Protocol) and `pages` (status page, reports,
+//! OpenAPI); this file (the route table and the server loop). Each imports only from the layers
+//! before it (`tests/architecture.rs`).
 
 mod activity;
 mod body;
@@ -115,7 +118,7 @@ const ROUTES: &[RouteDef] = &[
 ];
 
 /// The whole HTTP surface, without a socket (tests can drive it with `oneshot`). Every route,
-/// its 405 answer and the 404 fallback go through their route's [`Track`] layer: deadline,
+/// its 405 answer and the 404 fallback go through their route's layer (`track.rs`): deadline,
 /// panics, request metrics.
 pub fn router(state: AppState) -> Router {
     let track = Track::new(Arc::clone(&state.metrics), state.limits.request_timeout);
