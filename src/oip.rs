@@ -195,18 +195,12 @@ impl<'a> InferRequest<'a> {
     pub fn outputs(&self) -> Result<Outputs, InputError> {
         let all_binary = self.parameters.binary_data_output == Some(true);
         let Some(requested) = &self.outputs else {
-            return Ok(Outputs {
-                list: [
-                    (Output::Label, all_binary),
-                    (Output::Probabilities, all_binary),
-                ],
-                len: 2,
-            });
+            return Ok(SmallVec::from_buf([
+                (Output::Label, all_binary),
+                (Output::Probabilities, all_binary),
+            ]));
         };
-        let mut outputs = Outputs {
-            list: [(Output::Label, false); 2],
-            len: 0,
-        };
+        let mut outputs = Outputs::new();
         for o in requested {
             let binary = all_binary || o.parameters.binary_data == Some(true);
             let output = match &*o.name {
@@ -219,30 +213,20 @@ impl<'a> InferRequest<'a> {
                     ))
                 }
             };
-            // Each output is answered once: a repeated name would multiply the answer. (So
-            // there are never more outputs than `Output` has variants: `list` holds them all.)
+            // Each output is answered once: a repeated name would multiply the answer.
             if outputs.iter().any(|(seen, _)| *seen == output) {
                 return err(format!("output {:?} is asked for twice", o.name));
             }
-            outputs.list[outputs.len] = (output, binary);
-            outputs.len += 1;
+            outputs.push((output, binary));
         }
         Ok(outputs)
     }
 
-    /// Each input's slice of the binary section, in input order, checked to add up exactly;
-    /// empty (no allocation) when no input has binary data and there is none.
-    fn binary_slices(&self) -> Result<Vec<Option<&'a [u8]>>, InputError> {
-        if self.binary.is_empty()
-            && self
-                .inputs
-                .iter()
-                .all(|i| i.parameters.binary_data_size.is_none())
-        {
-            return Ok(Vec::new());
-        }
+    /// Each input's slice of the binary section, in input order, checked to add up exactly
+    /// (kept inline for up to four inputs).
+    fn binary_slices(&self) -> Result<SmallVec<[Option<&'a [u8]>; 4]>, InputError> {
         let mut rest = self.binary;
-        let mut slices = Vec::with_capacity(self.inputs.len());
+        let mut slices = SmallVec::with_capacity(self.inputs.len());
         for input in &self.inputs {
             slices.push(match input.parameters.binary_data_size {
                 None => None,
@@ -293,15 +277,14 @@ impl<'a> InferRequest<'a> {
                     ));
                 }
                 let n = batch_size(n)?;
-                let bytes = binary.first().copied().flatten();
-                let data = decode_data(one, dtype, element_count(&one.shape, &one.name)?, bytes)?;
+                let data =
+                    decode_data(one, dtype, element_count(&one.shape, &one.name)?, binary[0])?;
                 Ok((n, data))
             }
             inputs => {
                 let mut columns: SmallVec<[Option<Vec<f64>>; 4]> = SmallVec::from_elem(None, f);
                 let mut n = None;
-                for (i, input) in inputs.iter().enumerate() {
-                    let bytes = binary.get(i).copied().flatten();
+                for (input, bytes) in inputs.iter().zip(&binary) {
                     let Some(idx) = features.iter().position(|name| *name == input.name) else {
                         return err(format!(
                             "unknown input {:?}; send one tensor [N, {f}] or one tensor [N] per feature: {}",
@@ -330,7 +313,7 @@ impl<'a> InferRequest<'a> {
                     }
                     n = Some(rows);
                     let dtype = DataType::parse(&input.datatype, &input.name)?;
-                    columns[idx] = Some(decode_data(input, dtype, batch_size(rows)?, bytes)?);
+                    columns[idx] = Some(decode_data(input, dtype, batch_size(rows)?, *bytes)?);
                 }
                 let missing: Vec<&str> = features
                     .iter()
@@ -362,20 +345,8 @@ impl<'a> InferRequest<'a> {
 }
 
 /// The outputs a request asks for, in order, each with whether it is answered as binary data:
-/// at most one of each, so at most two, kept without allocating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outputs {
-    list: [(Output, bool); 2],
-    len: usize,
-}
-
-impl std::ops::Deref for Outputs {
-    type Target = [(Output, bool)];
-
-    fn deref(&self) -> &Self::Target {
-        &self.list[..self.len]
-    }
-}
+/// at most one of each, so at most two, kept inline.
+pub type Outputs = SmallVec<[(Output, bool); 2]>;
 
 /// An output tensor a request may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
