@@ -16,13 +16,12 @@ use crate::store::{ModelName, StoreError, VersionId};
 /// name never reaches a path).
 pub fn model_name(raw: Result<Path<String>, PathRejection>) -> Result<ModelName, ApiError> {
     let Path(raw) = raw.map_err(path_error)?;
-    ModelName::try_from(raw)
-        .map_err(|e: StoreError| ApiError::new(ErrorKind::InvalidPath, e.to_string()))
+    ModelName::try_from(raw).map_err(invalid_segment)
 }
 
-fn parse_name(raw: &str) -> Result<ModelName, ApiError> {
-    raw.parse()
-        .map_err(|e: StoreError| ApiError::new(ErrorKind::InvalidPath, e.to_string()))
+/// A name or version in the URL that is not one.
+fn invalid_segment(e: StoreError) -> ApiError {
+    ApiError::new(ErrorKind::InvalidPath, e.to_string())
 }
 
 fn path_error(e: PathRejection) -> ApiError {
@@ -65,10 +64,8 @@ pub async fn loaded_version(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Arc<LoadedModel>, ApiError> {
     let Path((name, version)) = path.map_err(path_error)?;
-    let name = parse_name(&name)?;
-    let version: VersionId = version
-        .parse()
-        .map_err(|e: StoreError| ApiError::new(ErrorKind::InvalidPath, e.to_string()))?;
+    let name = ModelName::try_from(name).map_err(invalid_segment)?;
+    let version: VersionId = version.parse().map_err(invalid_segment)?;
     if let Some(loaded) = state.registry.cached_version(&name, version) {
         return Ok(loaded);
     }
