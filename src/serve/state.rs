@@ -33,16 +33,17 @@ pub struct Limits {
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
-/// What [`AppState`] points at (its fields read through `Deref`).
+/// What [`AppState`] points at (its fields read through `Deref`). The `Arc`s are the parts
+/// background tasks hold too; the rest only ever lives here.
 pub struct Shared {
     pub registry: Arc<Registry>,
-    pub default_model: Arc<ModelName>,
+    pub default_model: ModelName,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub shadow: Arc<Shadow>,
     pub log: Arc<InferenceLog>,
     pub activity: Arc<Activity>,
-    store_readers: Arc<Semaphore>,
+    store_readers: Semaphore,
 }
 
 impl std::ops::Deref for AppState {
@@ -65,13 +66,13 @@ impl AppState {
     ) -> Self {
         Self(Arc::new(Shared {
             registry,
-            default_model: Arc::new(default_model),
+            default_model,
             limits,
             metrics,
             shadow,
             log,
             activity,
-            store_readers: Arc::new(Semaphore::new(STORE_READERS)),
+            store_readers: Semaphore::new(STORE_READERS),
         }))
     }
 
