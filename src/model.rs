@@ -779,25 +779,19 @@ impl Model {
             });
         }
         let start = out.len();
-        let logit = |(w, b): (&[f64], &f64)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b;
-        match self.weights.as_slice() {
-            // Always taken: the table is built row-major. Plain slices, not ndarray's row
-            // iterators, which cost more than the arithmetic at these sizes.
-            Some(flat) if n_features > 0 => {
-                out.extend(
-                    flat.chunks_exact(n_features)
-                        .zip(&self.intercepts)
-                        .map(logit),
-                );
-            }
-            _ => out.extend(
-                self.weights
-                    .rows()
-                    .into_iter()
-                    .zip(&self.intercepts)
-                    .map(|(w, b)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b),
-            ),
-        }
+        // Plain slices, not ndarray's row iterators, which cost more than the arithmetic at
+        // these sizes. `Model::new` builds the table row-major with at least one feature, so it
+        // is one slice of `n_features`-long rows.
+        let weights = self
+            .weights
+            .as_slice()
+            .expect("Model::new builds the weight table row-major");
+        out.extend(
+            weights
+                .chunks_exact(n_features)
+                .zip(&self.intercepts)
+                .map(|(w, b)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b),
+        );
         if out[start..].iter().any(|z| z.is_nan()) {
             return Err(PredictError::NonFinite);
         }
