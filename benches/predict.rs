@@ -125,7 +125,7 @@ fn bench_load(c: &mut Criterion) {
 /// The inference log writer's work per logged request: re-score the row and format its line
 /// (the budget: at least 50,000 lines a second on one core).
 fn bench_inference_log(c: &mut Criterion) {
-    use limen::inference_log::{format_record, Record};
+    use limen::inference_log::{Formatter, Record};
     use limen::registry::LoadedModel;
     use std::sync::Arc;
     let metrics = limen::telemetry::Metrics::new();
@@ -142,6 +142,8 @@ fn bench_inference_log(c: &mut Criterion) {
             .map(|f| f.stats.mean)
             .collect();
         let mut out = Vec::with_capacity(4096);
+        // One formatter across iterations, as the writer keeps one.
+        let mut formatter = Formatter::default();
         group.throughput(Throughput::Elements(1));
         group.bench_function(format!("format one line, {name}"), |b| {
             b.iter(|| {
@@ -157,7 +159,7 @@ fn bench_inference_log(c: &mut Criterion) {
                     at: std::time::SystemTime::now(),
                 };
                 out.clear();
-                black_box(format_record(black_box(&record), &mut out))
+                black_box(formatter.format(black_box(&record), &mut out))
             })
         });
     }

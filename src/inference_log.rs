@@ -147,8 +147,8 @@ impl InferenceLog {
 
 /// A new request id: 128 random bits in hex.
 pub fn new_request_id() -> String {
-    // 32 lowercase hex digits of a random u128 (what `format!("{:032x}")` writes, for a fifth
-    // of its cost: one is made per request while the log is on).
+    // 32 lowercase hex digits of a random u128: what `format!("{:032x}")` writes, without the
+    // formatting machinery (one id is made per request while the log is on).
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let value = fastrand::u128(..);
     (0..32)
@@ -171,6 +171,7 @@ struct Writer {
     lines: IntCounter,
     dropped: IntCounter,
     buffer: Vec<u8>,
+    formatter: Formatter,
     /// When the last write error was logged (once a minute at most).
     last_warning: Option<std::time::Instant>,
 }
@@ -230,6 +231,7 @@ impl Writer {
             lines: metrics.inference_log_lines(),
             dropped: metrics.inference_log_dropped(),
             buffer: Vec::with_capacity(64 * 1024),
+            formatter: Formatter::default(),
             last_warning: None,
         }
     }
@@ -276,7 +278,7 @@ impl Writer {
             self.buffer.clear();
             let mut lines = 0u64;
             for record in &records {
-                lines += format_record(record, &mut self.buffer);
+                lines += self.formatter.format(record, &mut self.buffer);
             }
             let day = day_of(records.last().map_or(SystemTime::now(), |r| r.at));
             match self.append(model, &day) {
@@ -424,38 +426,41 @@ fn day_of(t: SystemTime) -> String {
     stamp.get(..10).unwrap_or("1970-01-01").to_owned()
 }
 
-/// `at` in RFC 3339 with milliseconds, formatted once per millisecond on each thread: at tens
-/// of thousands of requests a second, most records share their millisecond with the previous.
-fn timestamp(at: SystemTime) -> std::rc::Rc<str> {
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(SystemTime, std::rc::Rc<str>)>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    // None before 1970: never reused.
-    let millis = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_millis())
-    };
-    LAST.with_borrow_mut(|last| match last {
-        Some((t, text)) if millis(at).is_some() && millis(*t) == millis(at) => {
-            std::rc::Rc::clone(text)
-        }
-        _ => {
-            let text: std::rc::Rc<str> = humantime::format_rfc3339_millis(at).to_string().into();
-            *last = Some((at, std::rc::Rc::clone(&text)));
-            text
-        }
-    })
+/// Formats records into log lines, keeping the text of the last timestamp: the writer takes
+/// records in arrival order, so under load consecutive records share their millisecond and the
+/// timestamp is formatted once for all of them.
+#[derive(Default)]
+pub struct Formatter {
+    /// Milliseconds since 1970 and their RFC 3339 text.
+    stamp: Option<(u128, String)>,
 }
 
-/// Appends `record`'s lines to `out` (what the writer does per record); returns how many.
-pub fn format_record(record: &Record, out: &mut Vec<u8>) -> u64 {
+impl Formatter {
+    /// `at` in RFC 3339 with milliseconds.
+    fn timestamp(&mut self, at: SystemTime) -> &str {
+        let millis = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        if self.stamp.as_ref().is_none_or(|(last, _)| *last != millis) {
+            let text = humantime::format_rfc3339_millis(at).to_string();
+            self.stamp = Some((millis, text));
+        }
+        self.stamp.as_ref().map_or("", |(_, text)| text)
+    }
+
+    /// Appends `record`'s lines to `out` (what the writer does per record); returns how many.
+    pub fn format(&mut self, record: &Record, out: &mut Vec<u8>) -> u64 {
+        let ts = self.timestamp(record.at);
+        format_record(record, ts, out)
+    }
+}
+
+/// `record`'s lines, stamped `ts`, appended to `out`; returns how many.
+fn format_record(record: &Record, ts: &str, out: &mut Vec<u8>) -> u64 {
     let model = &record.production.model;
-    let ts = timestamp(record.at);
     let version = record.production.version.to_string();
     let head = Line {
-        ts: &ts,
+        ts,
         model: model.name(),
         version: &version,
         request_id: &record.request_id,
@@ -535,6 +540,21 @@ mod tests {
     }
 
     #[test]
+    fn a_timestamp_is_reused_only_within_its_millisecond() {
+        let mut formatter = Formatter::default();
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_795_901_812_551_200);
+        let micros = std::time::Duration::from_micros;
+        for (t, text) in [
+            (at, "2026-11-28T21:36:52.551Z"),
+            (at + micros(700), "2026-11-28T21:36:52.551Z"),
+            (at + micros(800), "2026-11-28T21:36:52.552Z"),
+            (at - micros(1_000), "2026-11-28T21:36:52.550Z"),
+        ] {
+            assert_eq!(formatter.timestamp(t), text);
+        }
+    }
+
+    #[test]
     fn request_ids_are_32_lowercase_hex_digits() {
         let a = new_request_id();
         assert_eq!(a.len(), 32);
@@ -562,7 +582,7 @@ mod tests {
             at: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_901_812_551),
         };
         let mut out = Vec::new();
-        assert_eq!(format_record(&record, &mut out), 2);
+        assert_eq!(Formatter::default().format(&record, &mut out), 2);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
@@ -611,7 +631,7 @@ mod tests {
             ..record
         };
         let mut out = Vec::new();
-        assert_eq!(format_record(&failed, &mut out), 1);
+        assert_eq!(Formatter::default().format(&failed, &mut out), 1);
         let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(line["error"], "bad");
         assert_eq!(line["status"], 422);
