@@ -333,8 +333,7 @@ fn the_next_training_set_is_production_traffic_joined_with_its_labels() {
 #[test]
 fn a_shadowed_request_logs_the_candidates_answer_beside_productions() {
     let store = TestStore::new();
-    let production = store.promote_iris();
-    let candidate = store.train(&["--cv-folds", "0", "--alpha", "30"]);
+    let (production, candidate) = store.promote_iris_with_a_different_candidate();
     let log = tempfile::tempdir().unwrap();
     // Unlike logging_server, this one shadows every request.
     let mut cmd = limen_command();

@@ -24,12 +24,11 @@ fn label(store: &TestStore, version: &str, width: f64) -> String {
     answer["label"].as_str().unwrap().to_owned()
 }
 
-/// A store with `iris` in production (alpha 1) and a candidate that draws the boundary
-/// elsewhere (alpha 30); returns the store, production and candidate.
+/// A store with `iris` in production and a candidate that draws the boundary elsewhere;
+/// returns the store, production and candidate.
 fn store_with_a_different_candidate() -> (TestStore, String, String) {
     let store = TestStore::new();
-    let production = store.promote_iris();
-    let candidate = store.train(&["--cv-folds", "0", "--alpha", "30"]);
+    let (production, candidate) = store.promote_iris_with_a_different_candidate();
     (store, production, candidate)
 }
 

@@ -497,8 +497,7 @@ fn the_gate_can_demand_recall_per_class_and_roc_auc() {
 #[test]
 fn a_report_file_shows_production_and_candidate_side_by_side() {
     let store = TestStore::new();
-    let production = store.promote_iris();
-    let candidate = store.train(&["--cv-folds", "0", "--alpha", "30"]);
+    let (production, candidate) = store.promote_iris_with_a_different_candidate();
     let out_dir = tempfile::tempdir().unwrap();
     let html = out_dir.path().join("iris.html");
     store.ok(&["report", "iris", "--out", html.to_str().unwrap()]);

@@ -76,6 +76,15 @@ impl TestStore {
         self.promote("iris", &[])
     }
 
+    /// `iris` in production (alpha 1) and a candidate that draws the boundary elsewhere
+    /// (alpha 30), not promoted: what shadow scoring and side-by-side reports compare.
+    /// Returns (production, candidate).
+    pub fn promote_iris_with_a_different_candidate(&self) -> (String, String) {
+        let production = self.promote_iris();
+        let candidate = self.train(&["--cv-folds", "0", "--alpha", "30"]);
+        (production, candidate)
+    }
+
     /// The three-species model (`iris-species`, multinomial on four unscaled features),
     /// promoted. It needs 133 L-BFGS iterations to converge, more than the default 100.
     pub fn promote_species(&self) -> String {
