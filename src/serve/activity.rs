@@ -37,9 +37,7 @@ impl Activity {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         let mut rate = Vec::new();
         let mut out = Vec::new();
-        for pair in samples.iter().collect::<Vec<_>>().windows(2) {
-            let (t0, c0) = pair[0];
-            let (t1, c1) = pair[1];
+        for ((t0, c0), (t1, c1)) in samples.iter().zip(samples.iter().skip(1)) {
             let dt = t1.duration_since(*t0).as_secs_f64().max(1e-3);
             let (a0, o0) = c0.get(model).copied().unwrap_or_default();
             let (a1, o1) = c1.get(model).copied().unwrap_or_default();
@@ -57,5 +55,26 @@ pub async fn run(activity: Arc<Activity>, registry: Arc<Registry>) {
     loop {
         ticker.tick().await;
         activity.sample(&registry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_per_second_between_samples_and_a_reset_counts_zero() {
+        let activity = Activity::default();
+        let start = Instant::now();
+        let counts = |scored: u64, out: u64| Counts::from([("iris".to_owned(), (scored, out))]);
+        {
+            let mut samples = activity.samples.lock().unwrap();
+            samples.push_back((start, counts(100, 0)));
+            samples.push_back((start + EVERY, counts(600, 20)));
+            // A new version's counters start again from zero.
+            samples.push_back((start + 2 * EVERY, counts(50, 1)));
+        }
+        assert_eq!(activity.rates("iris"), (vec![50.0, 0.0], vec![2.0, 0.0]));
+        assert_eq!(activity.rates("other"), (vec![0.0, 0.0], vec![0.0, 0.0]));
     }
 }
