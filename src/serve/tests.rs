@@ -91,13 +91,26 @@ impl Answer {
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: &str) -> Answer {
-    let request = Request::builder()
+    call_with(app, method, uri, &[], body).await
+}
+
+/// [`call`] with extra request headers.
+async fn call_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut request = Request::builder()
         .method(method)
         .uri(uri)
         // What `curl -d` sends: the server must not care.
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from(body.to_owned()))
-        .unwrap();
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Body::from(body.to_owned())).unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let header = |name: &str| {
         response
@@ -237,6 +250,30 @@ async fn every_failure_has_its_status_and_kind_from_the_one_table() {
             answer.text
         );
     }
+}
+
+#[tokio::test]
+async fn a_binary_header_length_that_is_not_a_byte_count_is_refused_after_the_model_is_found() {
+    let (_dir, app, _) = served_store();
+    let body =
+        r#"{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP64", "data": [2.1]}]}"#;
+    for (value, status, kind) in [
+        ("many", StatusCode::BAD_REQUEST, "invalid_header"),
+        ("-3", StatusCode::BAD_REQUEST, "invalid_header"),
+        (" 9999 ", StatusCode::BAD_REQUEST, "malformed"),
+    ] {
+        let header = [("Inference-Header-Content-Length", value)];
+        let answer = call_with(&app, "POST", "/v2/models/iris/infer", &header, body).await;
+        assert_eq!(answer.status, status, "{value:?}: {}", answer.text);
+        assert_eq!(answer.json()["kind"], kind, "{value:?}: {}", answer.text);
+    }
+    let header = [("Inference-Header-Content-Length", "many")];
+    let unknown = call_with(&app, "POST", "/v2/models/nope/infer", &header, body).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    let sent = body.len().to_string();
+    let header = [("Inference-Header-Content-Length", sent.as_str())];
+    let ok = call_with(&app, "POST", "/v2/models/iris/infer", &header, body).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
 }
 
 #[tokio::test]
