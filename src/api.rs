@@ -35,6 +35,8 @@ pub struct Template {
     labels: Vec<Vec<u8>>,
     /// Per class: `"…":`
     keys: Vec<Vec<u8>>,
+    /// Per feature: `"…":` (the inference log's lines name the features they were asked).
+    features: Vec<Vec<u8>>,
     /// Binary models also answer `result`, the probability of the positive class.
     binary: bool,
     /// The most bytes one instance's answer can take (every float at its longest).
@@ -62,6 +64,11 @@ impl Template {
                 .iter()
                 .map(|c| format!("{}:", json(c)).into_bytes())
                 .collect(),
+            features: model
+                .feature_names()
+                .iter()
+                .map(|f| format!("{}:", json(f)).into_bytes())
+                .collect(),
             binary: model.positive_probability_index().is_some(),
             row_bytes: 0,
         }
@@ -71,6 +78,23 @@ impl Template {
     /// The value of the `X-Model-Version` header of every answer of this model.
     pub fn version_header(&self) -> HeaderValue {
         self.version_header.clone()
+    }
+
+    /// The version as it appears in the answers, without quotes.
+    pub fn version(&self) -> &[u8] {
+        self.version_header.as_bytes()
+    }
+
+    /// `"model":…,"version":"…",`: the answers' first fields, without the opening brace.
+    pub fn model_fields(&self) -> &[u8] {
+        self.head.get(1..).unwrap_or_default()
+    }
+
+    /// `{"name":value,…}` for the model's features and `row`'s values, in feature order.
+    pub fn write_features(&self, out: &mut Vec<u8>, row: &[f64]) {
+        out.push(b'{');
+        write_pairs(out, &self.features, row);
+        out.push(b'}');
     }
 
     fn with_row_bytes(mut self) -> Self {
@@ -83,17 +107,16 @@ impl Template {
         self
     }
 
+    /// `"label":…,"probabilities":{…}`, without braces around it.
+    pub fn write_label(&self, out: &mut Vec<u8>, class: usize, probabilities: &[f64]) {
+        out.extend_from_slice(&self.labels[class]);
+        write_pairs(out, &self.keys, probabilities);
+        out.push(b'}');
+    }
+
     /// `"label":…,"probabilities":{…}[,"result":…]`, without braces around it.
     fn write_prediction(&self, out: &mut Vec<u8>, class: usize, probabilities: &[f64]) {
-        out.extend_from_slice(&self.labels[class]);
-        for (i, (key, p)) in self.keys.iter().zip(probabilities).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(key);
-            write_f64(out, *p);
-        }
-        out.push(b'}');
+        self.write_label(out, class, probabilities);
         if self.binary {
             out.extend_from_slice(b",\"result\":");
             write_f64(out, probabilities[1]);
@@ -101,8 +124,19 @@ impl Template {
     }
 }
 
+/// `key value, key value, …` for rendered keys (`"…":`) and values, in order.
+fn write_pairs(out: &mut Vec<u8>, keys: &[Vec<u8>], values: &[f64]) {
+    for (i, (key, v)) in keys.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(key);
+        write_f64(out, *v);
+    }
+}
+
 /// A float as serde_json writes it (shortest round-trip form).
-fn write_f64(out: &mut Vec<u8>, v: f64) {
+pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     // Writing a finite f64 into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &v);
 }

@@ -24,7 +24,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use prometheus::IntCounter;
-use serde::Serialize;
 
 use crate::registry::LoadedModel;
 use crate::telemetry::Metrics;
@@ -151,10 +150,12 @@ pub fn new_request_id() -> String {
     // formatting machinery (one id is made per request while the log is on).
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let value = fastrand::u128(..);
-    (0..32)
-        .rev()
-        .map(|i| char::from(HEX[((value >> (4 * i)) & 0xf) as usize]))
-        .collect()
+    let mut digits = [0u8; 32];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((value >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    // ASCII by construction: the conversion borrows, and `into_owned` makes the one allocation.
+    String::from_utf8_lossy(&digits).into_owned()
 }
 
 /// An open log file.
@@ -176,53 +177,6 @@ struct Writer {
     last_warning: Option<std::time::Instant>,
 }
 
-/// One line of the log.
-#[derive(Clone, Serialize)]
-struct Line<'a> {
-    ts: &'a str,
-    model: &'a str,
-    version: &'a str,
-    request_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    index: Option<usize>,
-    route: &'a str,
-    status: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    features: Option<Pairs<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    label: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    probabilities: Option<Pairs<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shadow: Option<ShadowAnswer<'a>>,
-}
-
-/// The candidate's answer to the same row.
-#[derive(Clone, Serialize)]
-struct ShadowAnswer<'a> {
-    version: &'a str,
-    label: &'a str,
-    probabilities: Pairs<'a>,
-}
-
-/// `{"name": value, …}` for names and values in order, written straight from the two slices
-/// (the writer formats a line per scored instance: no map or JSON tree is built for it).
-#[derive(Clone, Copy)]
-struct Pairs<'a>(&'a [String], &'a [f64]);
-
-impl Serialize for Pairs<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let mut map = serializer.serialize_map(Some(self.0.len().min(self.1.len())))?;
-        for (name, value) in self.0.iter().zip(self.1) {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
-    }
-}
-
 impl Writer {
     fn new(config: LogConfig, metrics: &Metrics) -> Self {
         Self {
@@ -237,9 +191,9 @@ impl Writer {
     }
 
     fn run(mut self, receiver: Receiver<Record>) {
+        let mut batch: Vec<Record> = Vec::new();
         loop {
             // Drain everything queued, grouped per model into one write each.
-            let mut batch: Vec<Record> = Vec::new();
             let disconnected = loop {
                 match receiver.try_recv() {
                     Ok(record) => {
@@ -253,7 +207,8 @@ impl Writer {
                 }
             };
             if !batch.is_empty() {
-                self.write_batch(batch);
+                self.write_batch(&batch);
+                batch.clear();
             } else if disconnected {
                 break;
             } else {
@@ -265,10 +220,10 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, batch: Vec<Record>) {
+    fn write_batch(&mut self, batch: &[Record]) {
         // Grouped by the name the records borrow: no copy of it per record.
         let mut by_model: HashMap<&str, Vec<&Record>> = HashMap::new();
-        for record in &batch {
+        for record in batch {
             by_model
                 .entry(record.production.model.name())
                 .or_default()
@@ -315,19 +270,18 @@ impl Writer {
                 .get(model)
                 .filter(|open| open.day == day)
                 .map_or(0, |open| max.saturating_sub(open.bytes));
-            // The longest run of whole lines that fits (at least one line, in an empty file).
-            let mut end = start;
-            for line_end in rest[start..]
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| **b == b'\n')
-                .map(|(i, _)| start + i + 1)
-            {
-                if (line_end - start) as u64 > room {
-                    break;
-                }
-                end = line_end;
-            }
+            // The longest run of whole lines that fits (at least one line, in an empty file):
+            // all of them, or those up to the last line end within `room` bytes.
+            let pending = &rest[start..];
+            let mut end = if pending.len() as u64 <= room {
+                rest.len()
+            } else {
+                let fits = usize::try_from(room).map_or(pending.len(), |r| r.min(pending.len()));
+                pending[..fits]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(start, |i| start + i + 1)
+            };
             if end == start {
                 let fresh = self
                     .files
@@ -456,29 +410,43 @@ impl Formatter {
 }
 
 /// `record`'s lines, stamped `ts`, appended to `out`; returns how many.
+///
+/// A line is written field by field from the models' rendered templates (the names, labels and
+/// versions were escaped once, at load), in this order:
+///
+/// ```text
+/// {"ts":…,"model":…,"version":…,"request_id":…,["index":…,]"route":…,"status":…,["error":…,]
+///  ["features":{…},"label":…,"probabilities":{…},]["shadow":{"version":…,"label":…,"probabilities":{…}}]}
+/// ```
 fn format_record(record: &Record, ts: &str, out: &mut Vec<u8>) -> u64 {
-    let model = &record.production.model;
-    let version = record.production.version.to_string();
-    let head = Line {
-        ts,
-        model: model.name(),
-        version: &version,
-        request_id: &record.request_id,
-        index: None,
-        route: record.route,
-        status: record.status,
-        error: record.error.as_deref(),
-        features: None,
-        label: None,
-        probabilities: None,
-        shadow: None,
+    let production = &record.production;
+    let template = &production.template;
+    // Every line of the record starts with the same fields: written once, copied after.
+    let head = out.len();
+    out.extend_from_slice(b"{\"ts\":\"");
+    out.extend_from_slice(ts.as_bytes());
+    out.extend_from_slice(b"\",");
+    out.extend_from_slice(template.model_fields());
+    out.extend_from_slice(b"\"request_id\":");
+    write_str(out, &record.request_id);
+    let head = head..out.len();
+    let rest = |out: &mut Vec<u8>| {
+        out.extend_from_slice(b",\"route\":");
+        write_str(out, record.route);
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(record.status).as_bytes());
+        if let Some(error) = &record.error {
+            out.extend_from_slice(b",\"error\":");
+            write_str(out, error);
+        }
     };
-    let width = model.feature_names().len().max(1);
     if record.rows.is_empty() {
-        push_line(&head, out);
+        rest(out);
+        out.extend_from_slice(b"}\n");
         return 1;
     }
-    let shadow_version = record.candidate.as_ref().map(|c| c.version.to_string());
+    let model = &production.model;
+    let width = model.feature_names().len().max(1);
     let mut probabilities = Vec::new();
     let mut shadow_p = Vec::new();
     let mut lines = 0;
@@ -486,35 +454,51 @@ fn format_record(record: &Record, ts: &str, out: &mut Vec<u8>) -> u64 {
         let Ok(class) = model.predict_into(row, &mut probabilities) else {
             continue;
         };
-        let shadow = match (&record.candidate, &shadow_version) {
-            (Some(candidate), Some(version)) => candidate
-                .model
-                .predict_into(row, &mut shadow_p)
-                .ok()
-                .map(|class| ShadowAnswer {
-                    version,
-                    label: &candidate.model.classes()[class],
-                    probabilities: Pairs(candidate.model.classes(), &shadow_p),
-                }),
-            _ => None,
-        };
-        let line = Line {
-            index: record.batch.then_some(i),
-            features: Some(Pairs(model.feature_names(), row)),
-            label: Some(&model.classes()[class]),
-            probabilities: Some(Pairs(model.classes(), &probabilities)),
-            shadow,
-            ..head.clone()
-        };
-        push_line(&line, out);
+        if lines > 0 {
+            out.extend_from_within(head.clone());
+        }
+        if record.batch {
+            out.extend_from_slice(b",\"index\":");
+            out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+        }
+        rest(out);
+        out.extend_from_slice(b",\"features\":");
+        template.write_features(out, row);
+        out.push(b',');
+        template.write_label(out, class, &probabilities);
+        if let Some(candidate) = &record.candidate {
+            if let Ok(class) = candidate.model.predict_into(row, &mut shadow_p) {
+                out.extend_from_slice(b",\"shadow\":{\"version\":\"");
+                out.extend_from_slice(candidate.template.version());
+                out.extend_from_slice(b"\",");
+                candidate.template.write_label(out, class, &shadow_p);
+                out.push(b'}');
+            }
+        }
+        out.extend_from_slice(b"}\n");
         lines += 1;
+    }
+    if lines == 0 {
+        // No row scored (a model that cannot score them): no line, not even the head.
+        out.truncate(head.start);
     }
     lines
 }
 
-fn push_line(line: &Line, out: &mut Vec<u8>) {
-    if serde_json::to_writer(&mut *out, line).is_ok() {
-        out.push(b'\n');
+/// `s` as a JSON string. Ids, routes and messages rarely need escaping: those that do go
+/// through serde_json.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Without short-circuiting, so the check runs over whole vectors of bytes.
+    let plain = s.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
     }
 }
 
@@ -551,6 +535,80 @@ mod tests {
             (at - micros(1_000), "2026-11-28T21:36:52.550Z"),
         ] {
             assert_eq!(formatter.timestamp(t), text);
+        }
+    }
+
+    #[test]
+    fn a_buffer_of_lines_is_split_between_files_only_at_line_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            dir: dir.path().to_owned(),
+            rate: 1.0,
+            max_file_bytes: 100,
+            instance: "pod".into(),
+        };
+        let mut writer = Writer::new(config, &Metrics::new());
+        let mut written = Vec::new();
+        for round in 0..3 {
+            // Lines of 1 to 61 bytes, and one longer than a whole file in the middle.
+            for i in 0..40 {
+                let len = if i == 20 { 250 } else { (i * 7 + round) % 61 };
+                writer
+                    .buffer
+                    .extend(std::iter::repeat_n(b'a' + i as u8 % 26, len));
+                writer.buffer.push(b'\n');
+            }
+            written.extend_from_slice(&writer.buffer);
+            writer.append("iris", "2026-11-29").unwrap();
+            assert!(writer.buffer.is_empty());
+        }
+        let folder = dir.path().join("iris").join("2026-11-29");
+        let count = std::fs::read_dir(&folder).unwrap().count();
+        let mut read = Vec::new();
+        for seq in 0..count {
+            let file = std::fs::read(folder.join(format!("pod-{seq}.jsonl"))).unwrap();
+            assert_eq!(file.last(), Some(&b'\n'), "file {seq} ends inside a line");
+            let lines = file.iter().filter(|b| **b == b'\n').count();
+            assert!(
+                file.len() <= 100 || lines == 1,
+                "file {seq}: {} bytes in {lines} lines",
+                file.len()
+            );
+            read.extend_from_slice(&file);
+        }
+        assert_eq!(read, written, "every line once, in order");
+        assert!(count > 20, "{count} files");
+    }
+
+    proptest::proptest! {
+        /// Ids and messages are written without serde: any text round-trips through a line.
+        #[test]
+        fn any_id_and_error_round_trip_through_a_line(id in "\\PC{0,40}|[\"\\\\\n\t\u{1}é]{0,8}", error in proptest::option::of("\\PC{0,40}|[\"\\\\\r\u{7f}]{0,8}"), rows in proptest::collection::vec(-1e3f64..1e3, 0..4)) {
+            let record = Record {
+                production: loaded(7, -7.0),
+                candidate: Some(loaded(9, -6.0)),
+                request_id: id.clone(),
+                route: "/predict",
+                batch: rows.len() > 1,
+                rows: rows.clone(),
+                status: 200,
+                error: error.clone(),
+                at: SystemTime::UNIX_EPOCH,
+            };
+            let mut out = Vec::new();
+            let n = Formatter::default().format(&record, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            proptest::prop_assert_eq!(n as usize, rows.len().max(1));
+            proptest::prop_assert_eq!(text.lines().count(), rows.len().max(1));
+            for (i, line) in text.lines().enumerate() {
+                let line: serde_json::Value = serde_json::from_str(line).unwrap();
+                proptest::prop_assert_eq!(&line["request_id"], &serde_json::json!(id));
+                proptest::prop_assert_eq!(&line["error"], &serde_json::json!(error));
+                if let Some(x) = rows.get(i) {
+                    proptest::prop_assert_eq!(&line["features"]["petal_width"], &serde_json::json!(x));
+                    proptest::prop_assert_eq!(&line["shadow"]["version"], "9");
+                }
+            }
         }
     }
 

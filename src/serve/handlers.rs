@@ -77,7 +77,7 @@ async fn predict_with(
     state: &AppState,
     loaded: Arc<LoadedModel>,
     body: Bytes,
-    origin: Origin,
+    mut origin: Origin,
 ) -> Result<Response, ApiError> {
     let version = loaded.template.version_header();
     let candidate = match origin.shadowed {
@@ -102,7 +102,7 @@ async fn predict_with(
         Ok(scored) => scored,
         Err(e) => {
             if logged {
-                log_failure(state, loaded, &origin, &e);
+                log_failure(state, loaded, origin, &e);
             }
             let mut response = e.into_response();
             if let Some(id) = request_id {
@@ -124,7 +124,7 @@ async fn predict_with(
                 .shadow
                 .submit(Arc::clone(&loaded), Arc::clone(candidate), rows);
         }
-        if let (Some(rows), Some(id)) = (for_log, origin.request_id.clone()) {
+        if let (Some(rows), Some(id)) = (for_log, origin.request_id.take()) {
             state.log.submit(Record {
                 production: Arc::clone(&loaded),
                 candidate,
@@ -149,8 +149,8 @@ async fn predict_with(
 }
 
 /// Logs a request that failed: its status and error, no features.
-fn log_failure(state: &AppState, loaded: Arc<LoadedModel>, origin: &Origin, e: &ApiError) {
-    if let Some(id) = origin.request_id.clone() {
+fn log_failure(state: &AppState, loaded: Arc<LoadedModel>, origin: Origin, e: &ApiError) {
+    if let Some(id) = origin.request_id {
         state.log.submit(Record {
             production: loaded,
             candidate: None,
