@@ -149,10 +149,13 @@ pub fn new_request_id() -> String {
     // 32 lowercase hex digits of a random u128: what `format!("{:032x}")` writes, without the
     // formatting machinery (one id is made per request while the log is on).
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let value = fastrand::u128(..);
     let mut digits = [0u8; 32];
-    for (i, digit) in digits.iter_mut().enumerate() {
-        *digit = HEX[((value >> (124 - 4 * i)) & 0xf) as usize];
+    for (pair, byte) in digits
+        .chunks_exact_mut(2)
+        .zip(fastrand::u128(..).to_be_bytes())
+    {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     // ASCII by construction: the conversion borrows, and `into_owned` makes the one allocation.
     String::from_utf8_lossy(&digits).into_owned()
@@ -415,8 +418,8 @@ impl Formatter {
 /// versions were escaped once, at load), in this order:
 ///
 /// ```text
-/// {"ts":…,"model":…,"version":…,"request_id":…,["index":…,]"route":…,"status":…,["error":…,]
-///  ["features":{…},"label":…,"probabilities":{…},]["shadow":{"version":…,"label":…,"probabilities":{…}}]}
+/// {"ts":…,"model":…,"version":…,"request_id":…[,"index":…],"route":…,"status":…[,"error":…]
+///  [,"features":{…},"label":…,"probabilities":{…}][,"shadow":{"version":…,"label":…,"probabilities":{…}}]}
 /// ```
 fn format_record(record: &Record, ts: &str, out: &mut Vec<u8>) -> u64 {
     let production = &record.production;
