@@ -578,7 +578,7 @@ pub struct ServeOptions {
     pub shadow_rate: f64,
 
     /// Folder where each server writes its shadow totals for `limen validate --evidence`
-    /// (DIR/<model>/<candidate>/<instance>.json), at most once per --poll-interval.
+    /// (`DIR/<model>/<candidate>/<instance>.json`), at most once per --poll-interval.
     #[arg(long, env = "LIMEN_EVIDENCE", value_name = "DIR")]
     pub evidence: Option<PathBuf>,
 
@@ -587,7 +587,7 @@ pub struct ServeOptions {
     pub instance: Option<String>,
 
     /// Folder for the inference log: sampled requests of every model as JSON lines in
-    /// DIR/<model>/<YYYY-MM-DD>/<instance>-<seq>.jsonl (features, answer, shadow answer).
+    /// `DIR/<model>/<YYYY-MM-DD>/<instance>-<seq>.jsonl` (features, answer, shadow answer).
     #[arg(long, env = "LIMEN_INFERENCE_LOG", value_name = "DIR")]
     pub inference_log: Option<PathBuf>,
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Catalog, LoadError};
 use crate::data::for_each_line;
 use crate::model::DRIFT_BINS;
-use crate::store::{ModelName, Pointer, StoreError, VersionId};
+use crate::store::{rfc3339_millis, ModelName, Pointer, StoreError, VersionId};
 
 /// What `limen drift` is asked.
 #[derive(Debug, Clone)]
@@ -112,7 +112,7 @@ pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, Drif
     let cutoff = SystemTime::now()
         .checked_sub(cfg.since)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let cutoff_ts = humantime::format_rfc3339_millis(cutoff).to_string();
+    let cutoff_ts = rfc3339_millis(cutoff);
     let mut counts = vec![[0u64; DRIFT_BINS]; features.len()];
     let mut report = DriftReport {
         model: name.to_string(),
@@ -190,7 +190,7 @@ pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, Drif
 
 /// The `.jsonl` files of `model` in the day folders from `cutoff`'s day to today (UTC).
 fn log_files(root: &Path, model: &ModelName, cutoff: SystemTime) -> Vec<PathBuf> {
-    let first_day = humantime::format_rfc3339_seconds(cutoff).to_string();
+    let first_day = rfc3339_millis(cutoff);
     let first_day = first_day.get(..10).unwrap_or("");
     let mut files = Vec::new();
     let Ok(days) = std::fs::read_dir(root.join(model.as_str())) else {

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use prometheus::IntCounter;
 
 use crate::registry::LoadedModel;
+use crate::store::rfc3339_millis;
 use crate::telemetry::Metrics;
 
 /// Records waiting for the writer.
@@ -379,8 +380,9 @@ fn next_seq(folder: &Path, instance: &str) -> u64 {
 
 /// `YYYY-MM-DD` (UTC) of `t`.
 fn day_of(t: SystemTime) -> String {
-    let stamp = humantime::format_rfc3339_seconds(t).to_string();
-    stamp.get(..10).unwrap_or("1970-01-01").to_owned()
+    let mut stamp = rfc3339_millis(t);
+    stamp.truncate(10);
+    stamp
 }
 
 /// Formats records into log lines, keeping the text of the last timestamp: the writer takes
@@ -399,7 +401,7 @@ impl Formatter {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         if self.stamp.as_ref().is_none_or(|(last, _)| *last != millis) {
-            let text = humantime::format_rfc3339_millis(at).to_string();
+            let text = rfc3339_millis(at);
             self.stamp = Some((millis, text));
         }
         self.stamp.as_ref().map_or("", |(_, text)| text)

@@ -315,7 +315,20 @@ fn current_user() -> String {
 
 /// The current UTC time as RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    rfc3339_millis(SystemTime::now())
+}
+
+/// `t` as RFC 3339 (UTC) with milliseconds. A time the format cannot show (a clock set before
+/// 1970, or past 9999) is written as the nearest one it can: humantime would panic.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    // 9999-12-31T23:59:59.999Z
+    const LAST: Duration = Duration::from_millis(253_402_300_799_999);
+    let t = match t.duration_since(UNIX_EPOCH) {
+        Err(_) => UNIX_EPOCH,
+        Ok(since) if since > LAST => UNIX_EPOCH + LAST,
+        Ok(_) => t,
+    };
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// An exclusive lock on one model's pointers and history; released on drop.
@@ -907,6 +920,32 @@ mod tests {
 
     fn name(s: &str) -> ModelName {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn any_clock_reading_formats_without_panicking() {
+        let ms = Duration::from_millis;
+        for (t, text) in [
+            (
+                UNIX_EPOCH + ms(1_795_901_812_551),
+                "2026-11-28T21:36:52.551Z",
+            ),
+            (UNIX_EPOCH - ms(1), "1970-01-01T00:00:00.000Z"),
+            (
+                UNIX_EPOCH + ms(253_402_300_799_999),
+                "9999-12-31T23:59:59.999Z",
+            ),
+            (
+                UNIX_EPOCH + ms(253_402_300_800_000),
+                "9999-12-31T23:59:59.999Z",
+            ),
+            (
+                UNIX_EPOCH + Duration::from_secs(u64::MAX / 4),
+                "9999-12-31T23:59:59.999Z",
+            ),
+        ] {
+            assert_eq!(rfc3339_millis(t), text);
+        }
     }
 
     #[test]

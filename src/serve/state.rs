@@ -85,7 +85,7 @@ impl AppState {
         self.registry.shadow(production.model.name())
     }
 
-    /// Runs `read` (file I/O on the store) on the blocking pool, at most [`STORE_READERS`] at
+    /// Runs `read` (file I/O on the store) on the blocking pool, at most `STORE_READERS` at
     /// a time.
     pub async fn read_store<T: Send + 'static>(
         &self,

@@ -8,7 +8,7 @@ use crate::registry::{ModelDetail, ModelStatus, StoreStatus};
 use crate::store::VersionId;
 
 fn rfc3339(t: Option<std::time::SystemTime>) -> Option<String> {
-    t.map(|t| humantime::format_rfc3339_millis(t).to_string())
+    t.map(crate::store::rfc3339_millis)
 }
 
 /// One model in `/models`.
