@@ -163,6 +163,10 @@ fn bench_inference_log(c: &mut Criterion) {
             })
         });
     }
+    // Made on the request path for every request while the log is on.
+    group.bench_function("new request id", |b| {
+        b.iter(limen::inference_log::new_request_id)
+    });
     group.finish();
 }
 
