@@ -24,7 +24,9 @@ use crate::model::{Model, PredictError};
 pub const INSTANCES: &str = "instances";
 
 /// The parts of a model's answers that never change, rendered once: the JSON of the model name,
-/// version, each label and each class key, and the `X-Model-Version` header's value.
+/// version, each label and each class key, and the `X-Model-Version` header's value. The
+/// inference log writes its lines from the same parts (and the feature keys), so a model's
+/// names are escaped once, when it is loaded.
 #[derive(Debug, Clone)]
 pub struct Template {
     /// The version as a header value (cloning it shares the bytes).
