@@ -1,6 +1,7 @@
-//! The HTTP stack under limen's router: the async runtime and the connection loop (hyper's
-//! HTTP/1 server with limen's settings). `benches/floor` serves its one route through these same
-//! two functions, so a comparison with it measures limen's own per-request work and nothing else.
+//! The HTTP stack under limen's router: the async runtime, the connection loop (hyper's HTTP/1
+//! server with limen's settings) and the stop signal. `benches/floor` serves its one route
+//! through these same functions, so a comparison with it measures limen's own per-request work
+//! and nothing else.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -72,5 +73,29 @@ pub async fn accept_loop(
                 tracing::debug!(error = %e, "connection closed with an error");
             }
         });
+    }
+}
+
+/// Resolves with the name of the first of SIGTERM or SIGINT to arrive.
+pub async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => "SIGINT",
+        () = term => "SIGTERM",
     }
 }

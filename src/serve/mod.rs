@@ -200,7 +200,7 @@ pub async fn run(
 
     let reason = tokio::select! {
         never = http::accept_loop(listener, app, cfg.idle_timeout, &graceful) => match never {},
-        signal = shutdown_signal() => signal,
+        signal = http::shutdown_signal() => signal,
     };
     tracing::info!(
         signal = reason,
@@ -248,30 +248,6 @@ async fn write_evidence(shadow: Arc<Shadow>, registry: Arc<Registry>, interval: 
             shadow.retain(&live);
         })
         .await;
-    }
-}
-
-/// Resolves with the name of the first of SIGTERM or SIGINT to arrive.
-async fn shutdown_signal() -> &'static str {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => "SIGINT",
-        () = term => "SIGTERM",
     }
 }
 

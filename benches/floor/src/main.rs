@@ -149,21 +149,7 @@ fn main() -> ExitCode {
         let idle = Duration::from_secs(args.idle_timeout_secs);
         tokio::select! {
             never = limen::serve::http::accept_loop(listener, app, idle, &graceful) => match never {},
-            _ = stop() => ExitCode::SUCCESS,
+            _ = limen::serve::http::shutdown_signal() => ExitCode::SUCCESS,
         }
     })
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn stop() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(term) => { term.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
 }
