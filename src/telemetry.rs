@@ -85,10 +85,20 @@ pub struct Metrics {
     swap_lag: Histogram,
 }
 
-/// Method labels of `limen_http_requests_total`; [`RouteMetrics::record`] takes an index.
-pub const HTTP_METHODS: [&str; 8] = [
+/// Method labels of `limen_http_requests_total`: the common methods, then `other` for the rest.
+const HTTP_METHODS: [&str; 8] = [
     "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "other",
 ];
+
+/// The index [`RouteMetrics::record`] takes for an HTTP method (`Method::as_str`): taken when a
+/// request arrives, so that counting it is a table lookup.
+pub fn method_index(method: &str) -> usize {
+    let other = HTTP_METHODS.len() - 1;
+    HTTP_METHODS[..other]
+        .iter()
+        .position(|m| *m == method)
+        .unwrap_or(other)
+}
 
 /// The statuses limen answers with, whose series [`RouteMetrics`] keeps resolved.
 const COMMON_STATUSES: [u16; 14] = [
@@ -109,21 +119,21 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    /// Records one answered request: `method` indexes [`HTTP_METHODS`].
+    /// Records one answered request; `method` is from [`method_index`].
     pub fn record(&self, method: usize, status: u16, seconds: f64) {
         let method = method.min(HTTP_METHODS.len() - 1);
-        let label = || status.to_string();
+        let series = || {
+            self.requests.with_label_values(&[
+                &self.route,
+                HTTP_METHODS[method],
+                &status.to_string(),
+            ])
+        };
         match COMMON_STATUSES.iter().position(|s| *s == status) {
             Some(at) => self.counts[method * COMMON_STATUSES.len() + at]
-                .get_or_init(|| {
-                    self.requests
-                        .with_label_values(&[&self.route, HTTP_METHODS[method], &label()])
-                })
+                .get_or_init(series)
                 .inc(),
-            None => self
-                .requests
-                .with_label_values(&[&self.route, HTTP_METHODS[method], &label()])
-                .inc(),
+            None => series().inc(),
         }
         self.latency
             .get_or_init(|| self.latency_vec.with_label_values(&[&self.route]))
@@ -370,6 +380,13 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn methods_have_their_label() {
+        for (method, label) in [("GET", "GET"), ("POST", "POST"), ("TRACE", "other")] {
+            assert_eq!(HTTP_METHODS[method_index(method)], label);
+        }
+    }
 
     #[test]
     fn metrics_render_in_the_text_format_with_their_labels() {
