@@ -670,7 +670,8 @@ impl InferTemplate {
         let n_features = model.feature_names().len();
         let n_classes = model.classes().len();
         // Bounds the buffers below by the request's size.
-        check_answer_size(n, answer_row_bytes(model, outputs))?;
+        let row_bytes = answer_row_bytes(model, outputs);
+        check_answer_size(n, row_bytes)?;
         let mut classes: SmallVec<[usize; 8]> = SmallVec::with_capacity(n);
         let mut probabilities = Vec::with_capacity(n * n_classes);
         for (i, row) in rows.chunks_exact(n_features).enumerate() {
@@ -680,8 +681,7 @@ impl InferTemplate {
             classes.push(class);
         }
 
-        let mut body =
-            Vec::with_capacity(self.head.len() + 160 + n * answer_row_bytes(model, outputs));
+        let mut body = Vec::with_capacity(self.head.len() + 160 + n * row_bytes);
         let mut binary = Vec::new();
         body.extend_from_slice(&self.head);
         if let Some(id) = id {

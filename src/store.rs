@@ -133,11 +133,7 @@ impl FromStr for ModelName {
     type Err = StoreError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if Self::is_valid(s) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(StoreError::InvalidModelName(s.to_owned()))
-        }
+        Self::try_from(s.to_owned())
     }
 }
 
