@@ -9,9 +9,9 @@
 #
 #   benches/guard.sh                     # MAX_FLOOR=1.10 MAX_V2=1.27 MAX_PREDICT=34000
 #
-# MAX_V2 is 1.27, not issue 18's 1.25: /v2 infer measures 1.230-1.234 x the floor on today's builds,
-# but builds of nearly the same serving code have measured up to 1.252 (code layout moves counts by
-# up to ~500), so 1.25 would fail CI at random. BENCHMARKS.md, "Against the floor", says what the
+# MAX_V2 is 1.27, not issue 18's 1.25: /v2 infer has measured 1.230-1.246 x the floor on every build
+# since cf1a9c2, but builds of nearly the same serving code have measured up to 1.252 (code layout
+# moves counts by up to ~500), so 1.25 would fail CI at random. BENCHMARKS.md, "Against the floor", says what the
 # rest of /v2's cost is.
 set -euo pipefail
 cd "$(dirname "$0")/.."

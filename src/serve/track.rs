@@ -7,8 +7,9 @@
 //! request) and axum boxes the route once, not once more for a router-wide layer.
 //!
 //! One hand-written tower layer instead of `axum::middleware::from_fn` plus tower-http's
-//! `CatchPanic` and a `tokio::time::timeout` per request: those cost about 5,300 instructions per
-//! request together (callgrind, `benches/guard.sh`), more than scoring does. Here nothing is boxed
+//! `CatchPanic` and a `tokio::time::timeout` per request: replacing those (with route metric
+//! series resolved once and the state in one `Arc`) cut ~5,400 instructions per request
+//! (callgrind, `benches/guard.sh`; BENCHMARKS.md lists the steps), more than scoring costs. Here nothing is boxed
 //! per request, the route's metric series are resolved once, and the deadline timer comes from a
 //! per-thread pool: a timer taken back from the pool is already in tokio's timer wheel with an
 //! earlier deadline, and moving a deadline later is one atomic update, where registering and
