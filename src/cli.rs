@@ -392,9 +392,14 @@ pub struct ValidateArgs {
     #[arg(long, env = "LIMEN_EVIDENCE", value_name = "DIR")]
     pub evidence: Option<PathBuf>,
 
-    /// Shadow samples required with --evidence (instances scored by both versions); 0: none.
-    #[arg(long, env = "LIMEN_MIN_SHADOW_SAMPLES", default_value_t = 0)]
+    /// Shadow samples required with --evidence (instances scored by both versions). With the
+    /// default 1, a candidate no server has scored yet is refused; 0 accepts no evidence.
+    #[arg(long, env = "LIMEN_MIN_SHADOW_SAMPLES", default_value_t = GateConfig::DEFAULT_MIN_SHADOW_SAMPLES)]
     pub min_shadow_samples: u64,
+
+    /// Most shadowed rows the candidate may fail to score (with --evidence) before it is refused.
+    #[arg(long, env = "LIMEN_MAX_CANDIDATE_ERRORS", default_value_t = 0)]
+    pub max_candidate_errors: u64,
 
     /// Least share of shadow samples on which the candidate's label equals production's.
     #[arg(long, env = "LIMEN_MIN_SHADOW_AGREEMENT", default_value_t = GateConfig::DEFAULT_MIN_SHADOW_AGREEMENT)]
@@ -456,6 +461,7 @@ impl TryFrom<ValidateArgs> for GateConfig {
             evidence: args.evidence,
             min_shadow_samples: args.min_shadow_samples,
             min_shadow_agreement: args.min_shadow_agreement,
+            max_candidate_errors: args.max_candidate_errors,
         })
     }
 }

@@ -44,6 +44,15 @@ pub enum DriftError {
         #[source]
         source: LoadError,
     },
+    #[error("no data: {log} holds no logged instance of {name}/{version} since {since} ({files} log file(s) read{missing}); check --log and --since, and that the servers run with --inference-log {log}")]
+    NoData {
+        name: String,
+        version: VersionId,
+        log: String,
+        since: String,
+        files: usize,
+        missing: &'static str,
+    },
     #[error("{name}/{version} has no drift reference (it was trained by a limen that did not record one); retrain it to measure drift")]
     NoReference { name: String, version: VersionId },
 }
@@ -161,6 +170,21 @@ pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, Drif
                 count[reference.bin(*value, &feature.stats)] += 1;
             }
             report.instances += 1;
+        });
+    }
+    if report.instances == 0 {
+        // No data is not "no drift": a gate on drift must not pass on nothing.
+        return Err(DriftError::NoData {
+            name: name.to_string(),
+            version,
+            log: cfg.log.display().to_string(),
+            since: cutoff_ts,
+            files: report.files,
+            missing: if cfg.log.is_dir() {
+                ""
+            } else {
+                "; the folder does not exist"
+            },
         });
     }
     report.features = features

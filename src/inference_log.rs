@@ -454,6 +454,11 @@ fn format_record(record: &Record, ts: &str, out: &mut Vec<u8>) -> u64 {
     let width = model.feature_names().len().max(1);
     let mut probabilities = Vec::new();
     let mut shadow_p = Vec::new();
+    let mut gathered = Vec::new();
+    // The candidate is scored on the same values by feature name, as the shadow worker does.
+    let columns = record.candidate.as_ref().map(|candidate| {
+        crate::model::ColumnMap::new(model.feature_names(), candidate.model.feature_names())
+    });
     let mut lines = 0;
     for (i, row) in record.rows.chunks_exact(width).enumerate() {
         let Ok(class) = model.predict_into(row, &mut probabilities) else {
@@ -471,8 +476,11 @@ fn format_record(record: &Record, ts: &str, out: &mut Vec<u8>) -> u64 {
         template.write_features(out, row);
         out.push(b',');
         template.write_label(out, class, &probabilities);
-        if let Some(candidate) = &record.candidate {
-            if let Ok(class) = candidate.model.predict_into(row, &mut shadow_p) {
+        if let (Some(candidate), Some(columns)) = (&record.candidate, &columns) {
+            let scored = columns
+                .apply(row, &mut gathered)
+                .map(|row| candidate.model.predict_into(row, &mut shadow_p));
+            if let Some(Ok(class)) = scored {
                 out.extend_from_slice(b",\"shadow\":{\"version\":\"");
                 out.extend_from_slice(candidate.template.version());
                 out.extend_from_slice(b"\",");

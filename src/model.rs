@@ -488,6 +488,58 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>, top: bool) {
     }
 }
 
+/// How to lay out a row given in one model's feature order (`source`) for another model
+/// (`target`): features are matched by name, never by position, so a candidate that takes the
+/// same features in another order is scored on the same values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnMap {
+    /// Same names in the same order: rows pass through.
+    Identity,
+    /// `target`'s feature `i` is `source`'s column `columns[i]`.
+    Gather(Vec<usize>),
+    /// `target` needs a feature `source`'s rows do not carry (its name).
+    Missing(String),
+}
+
+impl ColumnMap {
+    pub fn new(source: &[String], target: &[String]) -> Self {
+        if source == target {
+            return Self::Identity;
+        }
+        let at: std::collections::HashMap<&str, usize> = source
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
+        let mut columns = Vec::with_capacity(target.len());
+        for name in target {
+            match at.get(name.as_str()) {
+                Some(&i) => columns.push(i),
+                None => return Self::Missing(name.clone()),
+            }
+        }
+        Self::Gather(columns)
+    }
+
+    /// `row` (in source order) in target order: the row itself, or gathered into `buf`; `None`
+    /// when the target needs a feature the source lacks.
+    pub fn apply<'a>(&self, row: &'a [f64], buf: &'a mut Vec<f64>) -> Option<&'a [f64]> {
+        match self {
+            Self::Identity => Some(row),
+            Self::Gather(columns) => {
+                buf.clear();
+                buf.extend(
+                    columns
+                        .iter()
+                        .map(|&i| row.get(i).copied().unwrap_or(f64::NAN)),
+                );
+                Some(buf)
+            }
+            Self::Missing(_) => None,
+        }
+    }
+}
+
 /// A verified model, ready to predict. Only [`Model::from_json_bytes`] and [`Model::new`] make
 /// one, so holding a `Model` means its checksum and shape were checked.
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use prometheus::{Histogram, IntCounter};
 
 use crate::evidence::{self, ShadowTotals};
-use crate::model::ModelKind;
+use crate::model::{ColumnMap, ModelKind};
 use crate::registry::LoadedModel;
 use crate::store::{now_rfc3339, ModelName, VersionId};
 use crate::telemetry::{error_chain, Metrics};
@@ -172,17 +172,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Metric handles of one (model, candidate version), resolved once.
+/// Metric handles of one (model, candidate version), resolved once, and how production's rows
+/// map onto the candidate's features (by name), for the production version last seen.
 struct Handles {
     samples: IntCounter,
     disagreements: IntCounter,
     abs_diff: Histogram,
+    columns: Option<(VersionId, ColumnMap)>,
 }
 
 /// The worker: compares each queued sample, until the sending side is gone.
 fn work(receiver: Receiver<Job>, totals: &Mutex<HashMap<Key, Entry>>, metrics: &Metrics) {
     let mut handles: HashMap<Key, Handles> = HashMap::new();
-    let (mut p_prod, mut p_cand) = (Vec::new(), Vec::new());
+    let (mut p_prod, mut p_cand, mut gathered) = (Vec::new(), Vec::new(), Vec::new());
     loop {
         // Polled, not parked: a sender that finds no parked receiver makes no system call.
         let job = match receiver.try_recv() {
@@ -207,13 +209,35 @@ fn work(receiver: Receiver<Job>, totals: &Mutex<HashMap<Key, Entry>>, metrics: &
                 samples: metrics.shadow_samples(model, &version),
                 disagreements: metrics.shadow_disagreements(model, &version),
                 abs_diff: metrics.shadow_abs_diff(model, &version),
+                columns: None,
             }
         });
+        let production_version = job.production.version;
+        if h.columns
+            .as_ref()
+            .is_none_or(|(v, _)| *v != production_version)
+        {
+            let map = ColumnMap::new(
+                job.production.model.feature_names(),
+                job.candidate.model.feature_names(),
+            );
+            if let ColumnMap::Missing(feature) = &map {
+                tracing::warn!(model = %key.0, candidate = key.1.get(), production = production_version.get(), feature = %feature, "the candidate needs a feature production's requests do not carry; every shadowed row counts as a candidate error");
+            }
+            h.columns = Some((production_version, map));
+        }
+        let Some((_, columns)) = &h.columns else {
+            continue;
+        };
         for row in job.rows.chunks_exact(width) {
             let Ok(label) = job.production.model.predict_into(row, &mut p_prod) else {
                 continue;
             };
-            let Ok(candidate_label) = job.candidate.model.predict_into(row, &mut p_cand) else {
+            // The candidate sees the same values by feature name, whatever its column order.
+            let scored = columns
+                .apply(row, &mut gathered)
+                .map(|row| job.candidate.model.predict_into(row, &mut p_cand));
+            let Some(Ok(candidate_label)) = scored else {
                 errors += 1;
                 continue;
             };

@@ -40,6 +40,8 @@ pub struct GateConfig {
     pub min_shadow_samples: u64,
     /// The least label agreement with production, when there are samples.
     pub min_shadow_agreement: f64,
+    /// The most shadowed rows the candidate may have failed to score.
+    pub max_candidate_errors: u64,
 }
 
 impl GateConfig {
@@ -49,6 +51,8 @@ impl GateConfig {
     pub const DEFAULT_TOLERANCE: f64 = 0.01;
     /// Default least label agreement with production in shadow.
     pub const DEFAULT_MIN_SHADOW_AGREEMENT: f64 = 0.95;
+    /// Default least shadow samples with `--evidence`: one, so that no evidence is a refusal.
+    pub const DEFAULT_MIN_SHADOW_SAMPLES: u64 = 1;
 
     /// The default gate for `model`: its own training data, the default thresholds.
     pub fn new(model: ModelName) -> Self {
@@ -61,8 +65,9 @@ impl GateConfig {
             min_recall: Vec::new(),
             min_auc: None,
             evidence: None,
-            min_shadow_samples: 0,
+            min_shadow_samples: Self::DEFAULT_MIN_SHADOW_SAMPLES,
             min_shadow_agreement: Self::DEFAULT_MIN_SHADOW_AGREEMENT,
+            max_candidate_errors: 0,
         }
     }
 }
@@ -317,7 +322,9 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
     report.candidate_report = Some(evaluation.report);
     if let Some(root) = &cfg.evidence {
         let evidence = evidence::read(root, name, candidate_version)?;
-        report.checks.push(shadow_check(&evidence, cfg));
+        report
+            .checks
+            .push(shadow_check(&evidence, production_before, cfg));
         report.shadow = Some(evidence);
     }
 
@@ -345,6 +352,24 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         "tolerance": cfg.tolerance,
         "data": data_path.display().to_string(),
     });
+    if let Some(evidence) = &report.shadow {
+        // The live-traffic evidence that decided the promotion, where operators look.
+        let t = &evidence.totals;
+        details["shadow"] = serde_json::json!({
+            "evidence": cfg.evidence.as_ref().map(|p| p.display().to_string()),
+            "instances": evidence.instances,
+            "samples": t.samples,
+            "label_agreement": t.label_agreement(),
+            "mean_abs_diff": t.mean_abs_diff(),
+            "max_abs_diff": t.max_abs_diff,
+            "candidate_errors": t.candidate_errors,
+            "first_at": t.first_at,
+            "last_at": t.last_at,
+            "min_shadow_samples": cfg.min_shadow_samples,
+            "min_shadow_agreement": cfg.min_shadow_agreement,
+            "max_candidate_errors": cfg.max_candidate_errors,
+        });
+    }
     if unconverged {
         // A promotion that overrode the convergence check says so where operators look.
         details["allow_unconverged"] = serde_json::Value::Bool(true);
@@ -452,26 +477,65 @@ fn floor_checks(report: &ClassReport, cfg: &GateConfig) -> Vec<Check> {
     checks
 }
 
-/// What live traffic said about the candidate: enough samples, and labels that agree with
-/// production often enough.
-fn shadow_check(evidence: &Evidence, cfg: &GateConfig) -> Check {
+/// What live traffic said about the candidate. Fails closed: a refused or uncounted evidence
+/// file, rows the candidate could not score beyond `--max-candidate-errors`, fewer samples than
+/// `--min-shadow-samples`, or agreement below `--min-shadow-agreement` each refuse it. Without a
+/// production version there is nothing to shadow against, and no evidence can exist: the check
+/// passes, saying so, unless evidence that does exist says otherwise.
+fn shadow_check(evidence: &Evidence, production: Option<VersionId>, cfg: &GateConfig) -> Check {
     let t = &evidence.totals;
+    let fail = |detail: String| Check {
+        name: "shadow",
+        passed: false,
+        detail,
+    };
+    if evidence.too_many {
+        return fail(format!(
+            "more than {} evidence files for this candidate: none was trusted; remove the files \
+             of instances that never ran, then validate again",
+            evidence::MAX_INSTANCES
+        ));
+    }
+    if evidence.refused > 0 {
+        return fail(format!(
+            "{} evidence file(s) refused ({}); each server writes only <instance>.json with its \
+             own totals: remove or fix them, then validate again",
+            evidence.refused,
+            evidence.refusals.join("; ")
+        ));
+    }
     let seen = match t.label_agreement() {
         Some(agreement) => format!(
-            "{} samples from {} instance(s): label agreement {agreement:.4}, mean |Δp| {:.4}, max |Δp| {:.4}{}",
+            "{} samples from {} instance(s): label agreement {agreement:.4}, mean |Δp| {:.4}, max |Δp| {:.4}, {} candidate error(s)",
             t.samples,
             evidence.instances,
             t.mean_abs_diff().unwrap_or(0.0),
             t.max_abs_diff,
-            if evidence.unreadable > 0 {
-                format!(" ({} unreadable evidence file(s) skipped)", evidence.unreadable)
-            } else {
-                String::new()
-            }
+            t.candidate_errors,
         ),
-        None => format!("no shadow samples yet ({} instance file(s))", evidence.instances),
+        None => format!(
+            "no shadow samples ({} instance file(s), {} candidate error(s))",
+            evidence.instances, t.candidate_errors
+        ),
     };
-    let (passed, detail) = if t.samples < cfg.min_shadow_samples {
+    let scored = t.samples.saturating_add(t.candidate_errors);
+    let (passed, detail) = if production.is_none() && scored == 0 {
+        (
+            true,
+            "no production version to shadow against (first production version); no evidence \
+             can exist"
+                .to_owned(),
+        )
+    } else if t.candidate_errors > cfg.max_candidate_errors {
+        (
+            false,
+            format!(
+                "{seen}; the candidate failed to score {} of {scored} shadowed rows, at most {} \
+                 allowed (--max-candidate-errors): it would fail those requests in production",
+                t.candidate_errors, cfg.max_candidate_errors
+            ),
+        )
+    } else if t.samples < cfg.min_shadow_samples {
         (
             false,
             format!(
@@ -699,6 +763,86 @@ mod tests {
             "{err}"
         );
         assert_eq!(production(&catalog), None);
+    }
+
+    /// Shadow evidence from one instance for `catalog`'s candidate.
+    fn shadow_evidence(
+        root: &Path,
+        version: VersionId,
+        samples: u64,
+        agreements: u64,
+        errors: u64,
+    ) {
+        let totals = crate::evidence::ShadowTotals {
+            model: "iris".into(),
+            candidate: version.get(),
+            instance: "pod-a".into(),
+            samples,
+            label_agreements: agreements,
+            sum_abs_diff: 0.0,
+            max_abs_diff: 0.0,
+            candidate_errors: errors,
+            first_at: Some("2026-12-01T10:00:00Z".into()),
+            last_at: Some("2026-12-01T10:15:00Z".into()),
+        };
+        crate::evidence::write(root, &"iris".parse().unwrap(), version, "pod-a", &totals).unwrap();
+    }
+
+    #[test]
+    fn the_shadow_check_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let evidence = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        // A first production version: nothing to shadow against, so no evidence is needed.
+        candidate(&catalog, |_| {});
+        let with_evidence = GateConfig {
+            evidence: Some(evidence.path().to_owned()),
+            ..gate(0.9)
+        };
+        let first = run(&catalog, &with_evidence).unwrap();
+        assert_eq!(first.outcome, Outcome::Promoted, "{first}");
+        assert!(first
+            .to_string()
+            .contains("no production version to shadow against"));
+        let champion = production(&catalog);
+
+        let v = candidate(&catalog, |_| {});
+        let rejected = |cfg: &GateConfig, why: &str| {
+            let report = run(&catalog, cfg).unwrap();
+            assert_eq!(report.outcome, Outcome::Rejected, "{why}: {report}");
+            let failed: Vec<_> = report.failed_checks().map(|c| c.name).collect();
+            assert_eq!(failed, vec!["shadow"], "{why}: {report}");
+            assert_eq!(production(&catalog), champion, "{why}");
+            report.to_string()
+        };
+        // No evidence at all: refused (the default asks for one sample).
+        let text = rejected(&with_evidence, "no evidence");
+        assert!(text.contains("--min-shadow-samples"), "{text}");
+        // A candidate that errored on every shadowed row: 0 samples, 327 errors.
+        shadow_evidence(evidence.path(), v, 0, 0, 327);
+        let text = rejected(&with_evidence, "all errors");
+        assert!(text.contains("failed to score 327 of 327"), "{text}");
+        // Errors beside good samples are still refused by default, and allowed when asked.
+        shadow_evidence(evidence.path(), v, 500, 500, 3);
+        rejected(&with_evidence, "some errors");
+        let lenient = GateConfig {
+            max_candidate_errors: 3,
+            ..with_evidence.clone()
+        };
+        // A planted file of another instance's totals fails the check, even beside good ones.
+        let folder = crate::evidence::candidate_dir(evidence.path(), &"iris".parse().unwrap(), v);
+        std::fs::copy(folder.join("pod-a.json"), folder.join("pod-b.json")).unwrap();
+        let text = rejected(&lenient, "copied file");
+        assert!(text.contains("pod-b.json"), "{text}");
+        std::fs::remove_file(folder.join("pod-b.json")).unwrap();
+
+        let promoted = run(&catalog, &lenient).unwrap();
+        assert_eq!(promoted.outcome, Outcome::Promoted, "{promoted}");
+        let history = catalog.history(&"iris".parse().unwrap()).unwrap();
+        let shadow = &history.last_move().unwrap().details["shadow"];
+        assert_eq!(shadow["samples"], 500);
+        assert_eq!(shadow["candidate_errors"], 3);
+        assert_eq!(shadow["label_agreement"], 1.0);
     }
 
     #[test]

@@ -38,6 +38,21 @@ fn drift(store: &TestStore, log: &std::path::Path) -> (Option<i32>, serde_json::
     (out.status.code(), report)
 }
 
+/// [`drift`] once the log holds `instances` lines of production (before the writer has
+/// written any, `limen drift` exits 2: no data).
+fn drift_of(
+    store: &TestStore,
+    log: &std::path::Path,
+    instances: u64,
+) -> (Option<i32>, serde_json::Value) {
+    eventually(PATIENCE, "the log lines", || {
+        let out = store.limen(&["drift", "iris", "--log", log.to_str().unwrap(), "--json"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (report["instances"] == instances).then_some(())
+    });
+    drift(store, log)
+}
+
 #[test]
 fn training_like_traffic_is_stable_and_shifted_traffic_is_drift() {
     let store = TestStore::new();
@@ -68,11 +83,7 @@ fn training_like_traffic_is_stable_and_shifted_traffic_is_drift() {
     assert_eq!(post(&agent, &server.url("/predict"), &batch).status, 200);
     let live = sample(&get(&agent, &server.url("/metrics")).body, psi_series).unwrap();
     assert!(live < 0.01, "live PSI of the training data itself: {live}");
-    eventually(PATIENCE, "the log", || {
-        let (code, report) = drift(&store, log.path());
-        (report["instances"] == 150).then_some((code, report))
-    });
-    let (code, report) = drift(&store, log.path());
+    let (code, report) = drift_of(&store, log.path(), 150);
     let psi = report["features"][0]["psi"].as_f64().unwrap();
     assert!(psi < 0.01, "{report}");
     assert_eq!(report["features"][0]["out_of_range"], 0.0);
@@ -93,10 +104,7 @@ fn training_like_traffic_is_stable_and_shifted_traffic_is_drift() {
     }
     let live = sample(&get(&agent, &server.url("/metrics")).body, psi_series).unwrap();
     assert!(live > 0.25, "live PSI after the shift: {live}");
-    let (code, report) = eventually(PATIENCE, "the shifted lines", || {
-        let (code, report) = drift(&store, log.path());
-        (report["instances"] == 450).then_some((code, report))
-    });
+    let (code, report) = drift_of(&store, log.path(), 450);
     assert_eq!(code, Some(1), "--max-psi 0.25 is exceeded: {report}");
     assert!(report["features"][0]["psi"].as_f64().unwrap() > 0.25);
     let out_of_range = report["features"][0]["out_of_range"].as_f64().unwrap();
@@ -117,4 +125,38 @@ fn training_like_traffic_is_stable_and_shifted_traffic_is_drift() {
         text.contains("petal_width") && text.contains("retrain"),
         "{text}"
     );
+}
+
+#[test]
+fn drift_with_no_logged_data_is_an_error_not_a_pass() {
+    let store = TestStore::new();
+    let version = store.promote_iris();
+    let empty = tempfile::tempdir().unwrap();
+    let missing = empty.path().join("nonexistent");
+    for (log, says) in [
+        (empty.path(), "0 log file(s) read"),
+        (missing.as_path(), "the folder does not exist"),
+    ] {
+        let out = store.limen(&[
+            "drift",
+            "iris",
+            "--log",
+            log.to_str().unwrap(),
+            "--max-psi",
+            "0.25",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{log:?}: {}",
+            common::stderr(&out)
+        );
+        let why = common::stderr(&out);
+        assert!(
+            why.contains("no data")
+                && why.contains(&format!("iris/{version}"))
+                && why.contains(says),
+            "{why}"
+        );
+    }
 }

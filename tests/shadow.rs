@@ -332,3 +332,37 @@ fn a_server_killed_while_writing_evidence_leaves_no_partial_file() {
     assert!(whole > 0, "no evidence was written");
     eprintln!("RELIABILITY | kill -9 of shadowing servers writing evidence every 5 ms | 6 | {whole} whole files, 0 partial");
 }
+
+#[test]
+fn a_candidate_with_the_same_features_in_another_order_is_compared_by_name() {
+    let store = TestStore::new();
+    store.promote("iris", &["--features", "petal_width,petal_length"]);
+    let candidate = store.train(&["--cv-folds", "0", "--features", "petal_length,petal_width"]);
+    let server = Server::serve(
+        store.path(),
+        &["--shadow-rate", "1", "--poll-interval", "50ms"],
+    )
+    .ready();
+    shadowing(&server, &candidate);
+    let agent = http();
+    // Rows from every part of the table; by position, length and width swapped would disagree.
+    let rows = [
+        (0.2, 1.4),
+        (1.0, 3.5),
+        (1.3, 4.5),
+        (1.5, 5.0),
+        (1.8, 5.1),
+        (2.3, 6.0),
+    ];
+    for (width, length) in rows {
+        let body = format!(r#"{{"petal_width": {width}, "petal_length": {length}}}"#);
+        assert_eq!(post(&agent, &server.url("/predict"), &body).status, 200);
+    }
+    let shadow = eventually(PATIENCE, "every row compared", || {
+        let shadow = get(&agent, &server.url("/models/iris")).json()["shadow"].clone();
+        (shadow["samples"].as_u64() == Some(rows.len() as u64)).then_some(shadow)
+    });
+    assert_eq!(shadow["label_agreement"], 1.0, "{shadow}");
+    assert_eq!(shadow["candidate_errors"], 0, "{shadow}");
+    assert!(shadow["max_abs_diff"].as_f64().unwrap() < 1e-3, "{shadow}");
+}

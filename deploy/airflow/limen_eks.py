@@ -8,7 +8,8 @@ gate, live-traffic agreement included. A rejected candidate exits 1 and fails th
 production untouched. The replicas pick a promotion up by themselves.
 
 Set the Airflow Variables `limen_image`, `limen_namespace`, `limen_shadow_wait` (seconds, default
-900) and `limen_min_shadow_samples` (default 0: evidence shown, not required), or edit the
+900) and `limen_min_shadow_samples` (default 200 instances scored by both versions; a first
+production version needs none; a candidate that failed any shadowed row is refused), or edit the
 defaults below (deploy/aws/deploy.sh writes DEFAULT_IMAGE and DEFAULT_NAMESPACE for its stack).
 
 On Amazon MWAA the pods are launched through `kube_config.yaml` next to this file (deploy.sh
@@ -43,7 +44,7 @@ DEFAULT_NAMESPACE = "ml"
 IMAGE = variable("limen_image", DEFAULT_IMAGE)
 NAMESPACE = variable("limen_namespace", DEFAULT_NAMESPACE)
 SHADOW_WAIT = variable("limen_shadow_wait", "900")
-MIN_SHADOW_SAMPLES = variable("limen_min_shadow_samples", "0")
+MIN_SHADOW_SAMPLES = variable("limen_min_shadow_samples", "200")
 STORE = "/mnt/models"
 EVIDENCE = "/mnt/evidence"
 SERVICE_ACCOUNT = "limen"  # deploy/k8s/serviceaccount.yaml: no API rights, no token mounted

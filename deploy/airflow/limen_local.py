@@ -5,8 +5,10 @@ The worker needs `limen` on its PATH and, in its environment, the store (`LIMEN_
 `MOUNT_PATH`) and the data (`LIMEN_DATA`, default data/iris.csv relative to the worker's
 directory). Between the two, `shadow` sleeps `LIMEN_SHADOW_WAIT` seconds (default 0) while any
 `limen serve --evidence` running on the store scores traffic with the candidate; `limen validate`
-then reads that evidence from `LIMEN_EVIDENCE` (default ./evidence; no files means no evidence,
-which passes unless `LIMEN_MIN_SHADOW_SAMPLES` asks for some). A rejected candidate makes
+then reads that evidence from `LIMEN_EVIDENCE` (default ./evidence). Once a production version
+exists, a candidate needs at least `LIMEN_MIN_SHADOW_SAMPLES` (default 1) instances scored by
+both versions: with no server scoring traffic it is refused (set it to 0 to promote on the
+offline checks alone). A rejected candidate makes
 `limen validate` exit 1, which fails the task.
 """
 
