@@ -445,6 +445,16 @@ impl ModelArtifact {
     }
 }
 
+/// Signs a `model.json` value in place: sets its `checksum` to that of its content, as if limen
+/// had written it (tests forge artifacts that pass the checksum to reach the checks behind it).
+#[cfg(test)]
+pub(crate) fn sign(value: &mut Value) {
+    let checksum = checksum_of(value);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("checksum".to_owned(), Value::String(checksum));
+    }
+}
+
 /// `sha256:<hex>` over the canonical form of `value` without its `checksum` field: compact JSON,
 /// object keys sorted by byte order, numbers as serde_json prints them.
 fn checksum_of(value: &Value) -> String {
@@ -486,6 +496,107 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>, top: bool) {
             let _ = write!(out, "{scalar}");
         }
     }
+}
+
+/// Every feature's statistics and drift reference are usable as every route uses them: finite
+/// statistics with min ≤ mean ≤ max and std ≥ 0; a reference of exactly the inner edges and bin
+/// shares [`Reference::bin`] and [`Reference::psi`] index, finite, edges in order within the
+/// training range, shares in [0, 1] summing to 1. What passes here cannot panic a scoring, drift
+/// or page path later.
+fn check_features(features: &[Feature]) -> Result<(), ModelError> {
+    for (i, feature) in features.iter().enumerate() {
+        let at = |what: &str| ModelError::Schema(format!("feature number {}: {what}", i + 1));
+        let st = &feature.stats;
+        let finite = [st.min, st.max, st.mean, st.std]
+            .iter()
+            .all(|v| v.is_finite());
+        if !finite || st.min > st.max || st.std < 0.0 {
+            return Err(at(
+                "its training min, max, mean and std must be finite, with min ≤ max and std ≥ 0",
+            ));
+        }
+        // Rounding in a long mean may put it a hair outside [min, max].
+        let slack = 1e-9 * st.min.abs().max(st.max.abs()).max(1.0);
+        if st.mean < st.min - slack || st.mean > st.max + slack {
+            return Err(at("its training mean lies outside its training range"));
+        }
+        let Some(reference) = &feature.reference else {
+            continue;
+        };
+        if reference.edges.len() != DRIFT_BINS - 3 || reference.shares.len() != DRIFT_BINS {
+            return Err(at(&format!(
+                "its drift reference needs {} edges and {DRIFT_BINS} shares, has {} and {}",
+                DRIFT_BINS - 3,
+                reference.edges.len(),
+                reference.shares.len()
+            )));
+        }
+        let edges_fit = reference.edges.iter().all(|e| e.is_finite())
+            && reference.edges.windows(2).all(|w| w[0] <= w[1]);
+        if !edges_fit {
+            return Err(at("its drift reference edges must be finite and in order"));
+        }
+        let shares_fit = reference
+            .shares
+            .iter()
+            .all(|p| p.is_finite() && (0.0..=1.0).contains(p));
+        let total: f64 = reference.shares.iter().sum();
+        if !shares_fit || (total - 1.0).abs() > 1e-6 {
+            return Err(at(
+                "its drift reference shares must lie in [0, 1] and sum to 1",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The training metrics are consistent with the model: finite accuracies and losses in range,
+/// and each class report (train, CV) has one entry per class, in class order, and a square
+/// confusion matrix of the model's classes.
+fn check_metrics(metrics: &Metrics, classes: &[String]) -> Result<(), ModelError> {
+    let bad = |what: &str| Err(ModelError::Schema(format!("metrics: {what}")));
+    let unit = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
+    if !unit(metrics.train_accuracy) || metrics.cv_accuracy.is_some_and(|a| !unit(a)) {
+        return bad("accuracies must lie in [0, 1]");
+    }
+    if !metrics.train_log_loss.is_finite() || metrics.train_log_loss < 0.0 {
+        return bad("the log loss must be a finite number ≥ 0");
+    }
+    if metrics
+        .gradient_norm
+        .is_some_and(|g| !g.is_finite() || g < 0.0)
+    {
+        return bad("the gradient norm must be a finite number ≥ 0");
+    }
+    for (which, report) in [("train", &metrics.train), ("cv", &metrics.cv)] {
+        let Some(report) = report else { continue };
+        let n = classes.len();
+        let named = report.classes.len() == n
+            && report
+                .classes
+                .iter()
+                .zip(classes)
+                .all(|(s, c)| s.class == *c);
+        if !named {
+            return bad(&format!(
+                "the {which} report must list the model's classes in order"
+            ));
+        }
+        if report.confusion.len() != n || report.confusion.iter().any(|row| row.len() != n) {
+            return bad(&format!("the {which} confusion matrix must be {n} × {n}"));
+        }
+        let scores_fit = report
+            .classes
+            .iter()
+            .all(|s| unit(s.precision) && unit(s.recall) && unit(s.f1))
+            && report.roc_auc.is_none_or(unit);
+        if !scores_fit {
+            return bad(&format!(
+                "the {which} precision, recall, F1 and ROC AUC must lie in [0, 1]"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How to lay out a row given in one model's feature order (`source`) for another model
@@ -686,6 +797,8 @@ impl Model {
                 return schema("the scaled weights are not finite numbers".into());
             }
         }
+        check_features(&artifact.features)?;
+        check_metrics(&artifact.metrics, &artifact.classes)?;
         let feature_names = artifact.features.iter().map(|f| f.name.clone()).collect();
         Ok(Self {
             artifact,

@@ -528,3 +528,313 @@ async fn the_pages_are_html_under_a_strict_policy_and_the_api_is_described() {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }
 }
+
+/// Artifacts limen really trains on Iris's four features, with every optional part (scaler,
+/// drift references, train and CV reports): binary and three-class, as JSON values.
+fn trained_artifacts() -> &'static [serde_json::Value; 2] {
+    use crate::train::{Objective, TrainParams};
+    static TRAINED: std::sync::OnceLock<[serde_json::Value; 2]> = std::sync::OnceLock::new();
+    TRAINED.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/iris.csv");
+        let features: Vec<String> = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+            .map(String::from)
+            .to_vec();
+        let data = crate::data::Dataset::load(&path, &features, "species").unwrap();
+        [
+            Objective::OneVsRest {
+                positive: "virginica".into(),
+            },
+            Objective::Multiclass,
+        ]
+        .map(|objective| {
+            let params = TrainParams::defaults(objective).unwrap().standardized(true);
+            let trained = crate::train::train(&data, &params).unwrap();
+            let bytes = trained
+                .artifact("iris", 1, "2026-12-01T00:00:00Z")
+                .to_json_bytes();
+            serde_json::from_slice(&bytes).unwrap()
+        })
+    })
+}
+
+/// One way to damage a `model.json` value.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// Cut the `n`-th array (in document order) to `len` elements.
+    Truncate(usize, usize),
+    /// Repeat the last element of the `n`-th array `times` more times.
+    Extend(usize, usize),
+    /// Replace the `n`-th number.
+    Number(usize, f64),
+    /// Replace the `n`-th string.
+    Text(usize, String),
+    /// Remove the `n`-th object key.
+    Remove(usize),
+}
+
+fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+    use proptest::prelude::*;
+    let number = prop_oneof![
+        Just(0.0),
+        Just(-0.0),
+        Just(-1.0),
+        Just(1.0),
+        Just(1e308),
+        Just(-1e308),
+        Just(5e-324),
+        Just(18446744073709551615.0),
+        Just(2.0),
+        -1e6f64..1e6,
+    ];
+    let text = prop_oneof![
+        Just(String::new()),
+        Just("\"\\\u{1}<script>".repeat(50)),
+        Just("x".repeat(20_000)),
+        Just("multinomial_logistic".to_owned()),
+        Just("binary_logistic".to_owned()),
+        Just("setosa".to_owned()),
+        Just("petal_width".to_owned()),
+        ".{0,8}",
+    ];
+    prop_oneof![
+        (0..64usize, 0..4usize).prop_map(|(n, len)| Mutation::Truncate(n, len)),
+        (0..64usize, 1..40usize).prop_map(|(n, t)| Mutation::Extend(n, t)),
+        (0..512usize, number).prop_map(|(n, v)| Mutation::Number(n, v)),
+        (0..128usize, text).prop_map(|(n, t)| Mutation::Text(n, t)),
+        (0..128usize).prop_map(Mutation::Remove),
+    ]
+}
+
+/// Applies `m` to the first node of its kind at or after its index (counting wraps around).
+fn mutate(value: &mut serde_json::Value, m: &Mutation) {
+    use serde_json::Value;
+    fn visit(v: &mut Value, each: &mut dyn FnMut(&mut Value)) {
+        each(v);
+        match v {
+            Value::Array(items) => items.iter_mut().for_each(|i| visit(i, each)),
+            Value::Object(map) => map.values_mut().for_each(|i| visit(i, each)),
+            _ => {}
+        }
+    }
+    let is_target = |v: &Value| match m {
+        Mutation::Truncate(..) | Mutation::Extend(..) => v.is_array(),
+        Mutation::Number(..) => v.is_number(),
+        Mutation::Text(..) => v.is_string(),
+        Mutation::Remove(_) => v.as_object().is_some_and(|o| !o.is_empty()),
+    };
+    let mut count = 0;
+    visit(value, &mut |v| count += usize::from(is_target(v)));
+    if count == 0 {
+        return;
+    }
+    let n = match m {
+        Mutation::Truncate(n, _) | Mutation::Extend(n, _) | Mutation::Number(n, _) => *n,
+        Mutation::Text(n, _) | Mutation::Remove(n) => *n,
+    } % count;
+    let mut seen = 0;
+    visit(value, &mut |v| {
+        if !is_target(v) {
+            return;
+        }
+        seen += 1;
+        if seen - 1 != n {
+            return;
+        }
+        match (m, v) {
+            (Mutation::Truncate(_, len), Value::Array(items)) => items.truncate(*len),
+            (Mutation::Extend(_, times), Value::Array(items)) => {
+                if let Some(last) = items.last().cloned() {
+                    items.extend(std::iter::repeat_n(last, *times));
+                }
+            }
+            (Mutation::Number(_, x), v) => {
+                *v = serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number)
+            }
+            (Mutation::Text(_, t), v) => *v = Value::String(t.clone()),
+            (Mutation::Remove(_), Value::Object(map)) => {
+                let key = map.keys().nth(n % map.len()).cloned().unwrap_or_default();
+                map.remove(&key);
+            }
+            _ => {}
+        }
+    });
+}
+
+/// Serves `artifact` (signed as is) as iris's production version and calls every route that
+/// reads a model: none may answer 500 (a handler's panic is caught and answered 500).
+async fn serve_every_route(artifact: &serde_json::Value) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let version = artifact["version"].as_u64().unwrap_or(1).max(1);
+    let folder = dir.path().join("iris").join(version.to_string());
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut signed = artifact.clone();
+    crate::model::sign(&mut signed);
+    std::fs::write(
+        folder.join("model.json"),
+        serde_json::to_vec(&signed).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("iris").join("production"),
+        version.to_string(),
+    )
+    .unwrap();
+    let loads = Catalog::open(dir.path())
+        .load_verified(
+            &"iris".parse().unwrap(),
+            crate::store::VersionId::try_from(version).unwrap(),
+        )
+        .is_ok();
+    let app = app_over(Catalog::open(dir.path()));
+
+    // Instances across each feature's training range (its minimum, quartiles and maximum, so
+    // every drift bin is reached) and far outside it, by the names the file gives (a mutated name
+    // is what a client of that model would send).
+    let features: Vec<(String, f64, f64)> = artifact["features"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|f| {
+                    let (min, max) = (f["min"].as_f64()?, f["max"].as_f64()?);
+                    Some((f["name"].as_str()?.to_owned(), min, max))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let at = |t: f64| -> Vec<f64> {
+        features
+            .iter()
+            .map(|(_, min, max)| {
+                let x = min + t * (max - min);
+                if x.is_finite() {
+                    x
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    };
+    let instance = |row: &[f64]| {
+        serde_json::Value::Object(
+            features
+                .iter()
+                .zip(row)
+                .map(|((name, ..), x)| (name.clone(), serde_json::json!(x)))
+                .collect(),
+        )
+    };
+    let far = |x: f64| vec![x; features.len()];
+    let rows: Vec<Vec<f64>> = [0.0, 0.25, 0.5, 0.75, 1.0]
+        .map(at)
+        .into_iter()
+        .chain([far(-3.0), far(1e6), far(-1e12)])
+        .collect();
+    let single = instance(&at(0.5)).to_string();
+    let batch =
+        serde_json::json!({"instances": rows.iter().map(|r| instance(r)).collect::<Vec<_>>()})
+            .to_string();
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let infer =
+        serde_json::json!({"inputs": [{"name": "input", "shape": [rows.len(), features.len()],
+        "datatype": "FP64", "data": flat}]})
+        .to_string();
+    let calls = [
+        ("POST", "/predict", single.as_str()),
+        ("POST", "/predict", batch.as_str()),
+        ("POST", "/explain", single.as_str()),
+        ("POST", "/explain", batch.as_str()),
+        ("POST", "/v2/models/iris/infer", infer.as_str()),
+        ("GET", "/v2/models/iris", ""),
+        ("GET", "/models", ""),
+        ("GET", "/models/iris", ""),
+        ("GET", "/models/iris/report", ""),
+        ("GET", "/", ""),
+        ("GET", "/metrics", ""),
+        ("GET", "/ready", ""),
+    ];
+    for (method, uri, body) in calls {
+        let answer = call(&app, method, uri, body).await;
+        if answer.status == StatusCode::INTERNAL_SERVER_ERROR {
+            return Err(format!(
+                "{method} {uri}: 500 (the artifact {} load)",
+                if loads { "did" } else { "did not" }
+            ));
+        }
+        // A model that loads (and so passed its warm-up) scores an in-range instance, unless the
+        // body is over the test's 4 KiB limit (a mutated feature name can be 20,000 bytes).
+        let scored = matches!(
+            answer.status,
+            StatusCode::OK | StatusCode::PAYLOAD_TOO_LARGE
+        );
+        if loads && uri == "/predict" && body == single && !scored {
+            return Err(format!(
+                "{method} {uri}: {} for an in-range instance",
+                answer.status
+            ));
+        }
+    }
+    // `limen drift` bins logged values with the same reference.
+    if loads {
+        let log = tempfile::tempdir().unwrap();
+        let day = log
+            .path()
+            .join("iris")
+            .join(&crate::store::now_rfc3339()[..10]);
+        std::fs::create_dir_all(&day).unwrap();
+        let line = serde_json::json!({"ts": crate::store::now_rfc3339(), "model": "iris",
+            "version": version.to_string(), "request_id": "r", "route": "/predict", "status": 200,
+            "features": instance(&at(0.9))});
+        std::fs::write(day.join("pod-0.jsonl"), format!("{line}\n")).unwrap();
+        let cfg = crate::drift::DriftConfig {
+            model: "iris".parse().unwrap(),
+            log: log.path().to_owned(),
+            since: Duration::from_secs(3600),
+            max_psi: None,
+        };
+        let catalog = Catalog::open(dir.path());
+        let drift = std::panic::catch_unwind(|| crate::drift::measure(&catalog, &cfg).map(|_| ()));
+        if drift.is_err() {
+            return Err("limen drift panicked".to_owned());
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` on this thread's one runtime (the deadline layer keeps timers per thread, which
+/// must not outlive their runtime).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+    }
+    RUNTIME.with(|runtime| runtime.block_on(f))
+}
+
+#[test]
+fn the_trained_artifacts_serve_every_route() {
+    for artifact in trained_artifacts() {
+        block_on(serve_every_route(artifact)).unwrap();
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+    /// Any artifact that loads can score any input on every route without a panic; any other
+    /// is refused at load with a reason (never served, never a 500).
+    #[test]
+    fn a_mutated_re_signed_artifact_loads_and_serves_or_is_refused(
+        kind in 0..2usize,
+        mutations in proptest::collection::vec(mutation(), 1..4),
+    ) {
+        let mut artifact = trained_artifacts()[kind].clone();
+        for m in &mutations {
+            mutate(&mut artifact, m);
+        }
+        let served = block_on(serve_every_route(&artifact));
+        let short = format!("{mutations:?}").chars().take(400).collect::<String>();
+        proptest::prop_assert!(served.is_ok(), "{short}: {}", served.unwrap_err());
+    }
+}
