@@ -88,7 +88,7 @@ fn bench_codec(c: &mut Criterion) {
     let seed = br#"{"petal_width": "2.1"}"#;
     c.bench_function(
         "/predict body: decode + predict + encode (seed request)",
-        |b| b.iter(|| api::answer(&binary, &template, black_box(seed), |_| {}).unwrap()),
+        |b| b.iter(|| api::answer(&binary, &template, black_box(seed)).unwrap()),
     );
     let batch: Vec<u8> = serde_json::to_vec(&serde_json::json!({
         "instances": (0..100).map(|i| serde_json::json!({"petal_width": 0.1 + 0.024 * i as f64})).collect::<Vec<_>>()
@@ -97,7 +97,7 @@ fn bench_codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("/predict body, batch of 100");
     group.throughput(Throughput::Elements(100));
     group.bench_function("decode + predict + encode", |b| {
-        b.iter(|| api::answer(&binary, &template, black_box(&batch), |_| {}).unwrap())
+        b.iter(|| api::answer(&binary, &template, black_box(&batch)).unwrap())
     });
     group.finish();
     let template = Template::new(&multinomial);
@@ -105,7 +105,7 @@ fn bench_codec(c: &mut Criterion) {
         br#"{"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}"#;
     c.bench_function(
         "/predict body: decode + predict + encode (4 features, 3 classes)",
-        |b| b.iter(|| api::answer(&multinomial, &template, black_box(four), |_| {}).unwrap()),
+        |b| b.iter(|| api::answer(&multinomial, &template, black_box(four)).unwrap()),
     );
 }
 
@@ -141,7 +141,10 @@ fn bench_inference_log(c: &mut Criterion) {
             .iter()
             .map(|f| f.stats.mean)
             .collect();
-        let mut out = Vec::with_capacity(4096);
+        let mut out = limen::inference_log::Chunk {
+            bytes: Vec::with_capacity(4096),
+            lines: 0,
+        };
         // One formatter across iterations, as the writer keeps one.
         let mut formatter = Formatter::default();
         group.throughput(Throughput::Elements(1));
@@ -158,8 +161,9 @@ fn bench_inference_log(c: &mut Criterion) {
                     error: None,
                     at: std::time::SystemTime::now(),
                 };
-                out.clear();
-                black_box(formatter.format(black_box(&record), &mut out))
+                out.bytes.clear();
+                formatter.format(black_box(&record), &mut out, &mut |_| {});
+                black_box(out.lines)
             })
         });
     }

@@ -43,6 +43,11 @@ pub struct Template {
     binary: bool,
     /// The most bytes one instance's answer can take (every float at its longest).
     row_bytes: usize,
+    /// The same for an explained instance.
+    explain_row_bytes: usize,
+    /// The fewest body bytes one instance can take: each feature's key, quoted, a colon, a
+    /// one-digit value and a comma, in braces.
+    min_instance_bytes: usize,
 }
 
 impl Template {
@@ -73,6 +78,12 @@ impl Template {
                 .collect(),
             binary: model.positive_probability_index().is_some(),
             row_bytes: 0,
+            explain_row_bytes: 0,
+            min_instance_bytes: 3 + model
+                .feature_names()
+                .iter()
+                .map(|f| f.len() + 5)
+                .sum::<usize>(),
         }
         .with_row_bytes()
     }
@@ -106,7 +117,42 @@ impl Template {
         let keys: usize = self.keys.iter().map(|k| k.len() + 1 + FLOAT).sum();
         let result = if self.binary { 10 + FLOAT } else { 0 };
         self.row_bytes = 4 + label + keys + result;
+        // `,"logit":…,"baseline_logit":…,"contributions":{…}`: one number and one map of the
+        // features each for a binary model, per class for a multinomial one.
+        let features: usize = self.features.iter().map(|f| f.len() + 1 + FLOAT).sum();
+        let key_names: usize = self.keys.iter().map(Vec::len).sum();
+        let classes = self.keys.len();
+        self.explain_row_bytes = self.row_bytes
+            + if self.binary {
+                9 + FLOAT + 18 + FLOAT + 18 + features + 1
+            } else {
+                11 + 2 * keys + 20 + 18 + key_names + classes * (3 + features) + 1
+            };
         self
+    }
+
+    /// The most bytes decoding a `/predict` body of `len` bytes can hold besides the body: the
+    /// rows (at most one per [`Template::min_instance_bytes`] of body, growing a vector by
+    /// doubling), each instance's feature slots, and an unescaped copy of a string value.
+    pub fn decode_bytes(&self, len: usize) -> usize {
+        let features = self.features.len();
+        let rows = len / self.min_instance_bytes.max(1) + 1;
+        len.saturating_add(rows.saturating_mul(features).saturating_mul(16))
+            .saturating_add(features * 64)
+    }
+
+    /// The most bytes the answer to `rows` instances can take (allocated at this size at once).
+    pub fn answer_bytes(&self, rows: usize) -> usize {
+        rows.max(1)
+            .saturating_mul(self.row_bytes + 1)
+            .saturating_add(self.head.len() + 32)
+    }
+
+    /// The same for an explanation of `rows` instances.
+    pub fn explain_bytes(&self, rows: usize) -> usize {
+        rows.max(1)
+            .saturating_mul(self.explain_row_bytes + 1)
+            .saturating_add(self.head.len() + 32)
     }
 
     /// `"label":…,"probabilities":{…}`, without braces around it.
@@ -143,159 +189,154 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     let _ = serde_json::to_writer(&mut *out, &v);
 }
 
-/// Decodes `body` for `model` and writes the answer: `{"model", "version", "label",
-/// "probabilities", "result"?}` for one instance, `{"model", "version", "predictions": […]}` for a
-/// batch. `observe` sees each row that was scored (the server counts predictions and
-/// out-of-range inputs with it).
-pub fn answer(
+/// Decodes `body` for `model` and writes the answer (what `limen predict` prints): [`decode`]
+/// then [`respond`].
+pub fn answer(model: &Model, template: &Template, body: &[u8]) -> Result<Vec<u8>, InputError> {
+    let decoded = decode(body, model.feature_names())?;
+    respond(model, template, &decoded)
+}
+
+/// The answer to decoded rows: `{"model", "version", "label", "probabilities", "result"?}` for
+/// one instance, `{"model", "version", "predictions": […]}` for a batch. Refused (413) when it
+/// would pass the answer size limit; written into one buffer of [`Template::answer_bytes`].
+pub fn respond(
     model: &Model,
     template: &Template,
-    body: &[u8],
-    mut observe: impl FnMut(&[f64]),
+    decoded: &Decoded,
 ) -> Result<Vec<u8>, InputError> {
-    let features = model.feature_names();
-    let request = decode(body, features)?;
-    check_answer_size(request.rows, template.row_bytes)?;
-    let mut out = Vec::with_capacity(96 + 96 * request.rows.max(1));
-    out.extend_from_slice(&template.head);
-    let mut probabilities = Vec::with_capacity(model.classes().len());
-    let mut score = |row: &[f64], out: &mut Vec<u8>| -> Result<(), InputError> {
-        let class = model
-            .predict_into(row, &mut probabilities)
-            .map_err(|e| match e {
-                PredictError::Width { .. } | PredictError::NonFinite => {
-                    InputError::new(InputErrorKind::Unscorable, e.to_string())
+    each_row(
+        template,
+        decoded,
+        template.row_bytes,
+        |row, out, probabilities| {
+            let class = score_row(model, row, probabilities)?;
+            template.write_prediction(out, class, probabilities);
+            Ok(())
+        },
+    )
+}
+
+/// Decodes `body` like [`answer`] and explains every instance ([`respond_explained`]).
+pub fn explain(model: &Model, template: &Template, body: &[u8]) -> Result<Vec<u8>, InputError> {
+    let decoded = decode(body, model.feature_names())?;
+    respond_explained(model, template, &decoded)
+}
+
+/// The `/predict` fields of every instance plus `logit`, `baseline_logit` and `contributions`
+/// (feature → weight × (x − training mean), in feature order); for a multinomial model each of
+/// the three is per class. `baseline_logit` plus the contributions is `logit`. Written from the
+/// template's escaped names into one buffer of [`Template::explain_bytes`].
+pub fn respond_explained(
+    model: &Model,
+    template: &Template,
+    decoded: &Decoded,
+) -> Result<Vec<u8>, InputError> {
+    each_row(
+        template,
+        decoded,
+        template.explain_row_bytes,
+        |row, out, _| {
+            let e = model.explain(row).map_err(unscorable)?;
+            template.write_prediction(out, e.prediction.class, &e.prediction.probabilities);
+            if template.binary {
+                out.extend_from_slice(b",\"logit\":");
+                write_f64(out, e.logits[0]);
+                out.extend_from_slice(b",\"baseline_logit\":");
+                write_f64(out, e.baseline[0]);
+                out.extend_from_slice(b",\"contributions\":");
+                template.write_features(out, &e.contributions[0]);
+            } else {
+                let per_class = |out: &mut Vec<u8>, values: &[f64]| {
+                    out.push(b'{');
+                    write_pairs(out, &template.keys, values);
+                    out.push(b'}');
+                };
+                out.extend_from_slice(b",\"logit\":");
+                per_class(out, &e.logits);
+                out.extend_from_slice(b",\"baseline_logit\":");
+                per_class(out, &e.baseline);
+                out.extend_from_slice(b",\"contributions\":{");
+                for (k, (key, parts)) in template.keys.iter().zip(&e.contributions).enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(key);
+                    template.write_features(out, parts);
                 }
-            })?;
-        observe(row);
-        template.write_prediction(out, class, &probabilities);
-        Ok(())
-    };
-    if request.batch {
-        if request.rows == 0 {
-            return Err(InputError::new(
-                InputErrorKind::EmptyBatch,
-                "\"instances\" is empty; send at least one instance",
-            ));
+                out.push(b'}');
+            }
+            Ok(())
+        },
+    )
+}
+
+fn unscorable(e: PredictError) -> InputError {
+    match e {
+        PredictError::Width { .. } | PredictError::NonFinite => {
+            InputError::new(InputErrorKind::Unscorable, e.to_string())
         }
+    }
+}
+
+fn score_row(
+    model: &Model,
+    row: &[f64],
+    probabilities: &mut Vec<f64>,
+) -> Result<usize, InputError> {
+    model.predict_into(row, probabilities).map_err(unscorable)
+}
+
+/// The answer's frame around `write_row` for each instance: the model's head, then the one
+/// instance's fields or `"predictions":[{…},…]`, in a buffer sized for `row_bytes` per row.
+fn each_row(
+    template: &Template,
+    decoded: &Decoded,
+    row_bytes: usize,
+    mut write_row: impl FnMut(&[f64], &mut Vec<u8>, &mut Vec<f64>) -> Result<(), InputError>,
+) -> Result<Vec<u8>, InputError> {
+    check_answer_size(decoded.rows, row_bytes)?;
+    if decoded.batch && decoded.rows == 0 {
+        return Err(InputError::new(
+            InputErrorKind::EmptyBatch,
+            "\"instances\" is empty; send at least one instance",
+        ));
+    }
+    let width = template.features.len().max(1);
+    let mut out = Vec::with_capacity(
+        (decoded.rows.max(1) * (row_bytes + 1)).saturating_add(template.head.len() + 32),
+    );
+    out.extend_from_slice(&template.head);
+    let mut probabilities = Vec::with_capacity(template.keys.len());
+    if decoded.batch {
         out.extend_from_slice(b"\"predictions\":[");
-        for (i, row) in request.values.chunks_exact(features.len()).enumerate() {
+        for (i, row) in decoded.values.chunks_exact(width).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             out.push(b'{');
-            score(row, &mut out).map_err(|e| e.context(format_args!("instance {i}")))?;
+            write_row(row, &mut out, &mut probabilities)
+                .map_err(|e| e.context(format_args!("instance {i}")))?;
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
     } else {
-        score(&request.values, &mut out)?;
+        write_row(&decoded.values, &mut out, &mut probabilities)?;
         out.push(b'}');
     }
     Ok(out)
 }
 
-/// Decodes `body` like [`answer`] and explains every instance: the `/predict` fields plus
-/// `logit`, `baseline_logit` and `contributions` (feature → weight × (x − training mean)); for a
-/// multinomial model each of the three is per class. `baseline_logit` plus the contributions is
-/// `logit`. Built with serde (an explanation is for people, not for the hot path).
-pub fn explain(
-    model: &Model,
-    body: &[u8],
-    mut observe: impl FnMut(&[f64]),
-) -> Result<Vec<u8>, InputError> {
-    use serde_json::{json, Map, Value};
-    let features = model.feature_names();
-    let request = decode(body, features)?;
-    let names_bytes: usize = features.iter().map(|f| f.len() + 30).sum();
-    let logits = match model.kind() {
-        crate::model::ModelKind::BinaryLogistic => 1,
-        crate::model::ModelKind::MultinomialLogistic => model.classes().len(),
-    };
-    check_answer_size(
-        request.rows,
-        200 + model.classes().len() * 60 + logits * (names_bytes + 80),
-    )?;
-    let classes = model.classes();
-    let binary = logits == 1;
-    let explain_row = |row: &[f64]| -> Result<Map<String, Value>, InputError> {
-        let e = model
-            .explain(row)
-            .map_err(|e| InputError::new(InputErrorKind::Unscorable, e.to_string()))?;
-        let by_feature = |parts: &[f64]| -> Value {
-            Value::Object(
-                features
-                    .iter()
-                    .zip(parts)
-                    .map(|(f, c)| (f.clone(), json!(c)))
-                    .collect::<Map<_, _>>(),
-            )
-        };
-        let per_class = |values: &dyn Fn(usize) -> Value| -> Value {
-            Value::Object(
-                classes
-                    .iter()
-                    .enumerate()
-                    .map(|(k, c)| (c.clone(), values(k)))
-                    .collect::<Map<_, _>>(),
-            )
-        };
-        let probabilities = per_class(&|k| json!(e.prediction.probabilities[k]));
-        let mut out = Map::new();
-        out.insert("label".into(), json!(classes[e.prediction.class]));
-        out.insert("probabilities".into(), probabilities);
-        if binary {
-            out.insert("result".into(), json!(e.prediction.probabilities[1]));
-            out.insert("logit".into(), json!(e.logits[0]));
-            out.insert("baseline_logit".into(), json!(e.baseline[0]));
-            out.insert("contributions".into(), by_feature(&e.contributions[0]));
-        } else {
-            out.insert("logit".into(), per_class(&|k| json!(e.logits[k])));
-            out.insert(
-                "baseline_logit".into(),
-                per_class(&|k| json!(e.baseline[k])),
-            );
-            out.insert(
-                "contributions".into(),
-                per_class(&|k| by_feature(&e.contributions[k])),
-            );
-        }
-        Ok(out)
-    };
-    let mut answer = Map::new();
-    answer.insert("model".into(), json!(model.name()));
-    answer.insert("version".into(), json!(model.version().to_string()));
-    if request.batch {
-        if request.rows == 0 {
-            return Err(InputError::new(
-                InputErrorKind::EmptyBatch,
-                "\"instances\" is empty; send at least one instance",
-            ));
-        }
-        let mut predictions = Vec::with_capacity(request.rows);
-        for (i, row) in request.values.chunks_exact(features.len()).enumerate() {
-            let fields = explain_row(row).map_err(|e| e.context(format_args!("instance {i}")))?;
-            predictions.push(Value::Object(fields));
-            observe(row);
-        }
-        answer.insert("predictions".into(), Value::Array(predictions));
-    } else {
-        let fields = explain_row(&request.values)?;
-        observe(&request.values);
-        answer.extend(fields);
-    }
-    Ok(serde_json::to_vec(&Value::Object(answer))
-        .expect("an explanation is strings and finite numbers, which always serialize"))
+/// A decoded body: `rows × features` values, row-major, in the model's feature order.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Whether the body was a batch (`instances`).
+    pub batch: bool,
+    pub rows: usize,
+    pub values: Vec<f64>,
 }
 
-/// A decoded body: `rows × features` values, row-major.
-struct Decoded {
-    batch: bool,
-    rows: usize,
-    values: Vec<f64>,
-}
-
-fn decode(body: &[u8], features: &[String]) -> Result<Decoded, InputError> {
+/// Decodes a `/predict` body for a model with `features`.
+pub fn decode(body: &[u8], features: &[String]) -> Result<Decoded, InputError> {
     // Checking the whole body once is cheaper than serde_json checking each string in it.
     let body = std::str::from_utf8(body).map_err(|e| {
         InputError::malformed(format!("the body is not valid JSON (it is not UTF-8: {e})"))
@@ -577,7 +618,7 @@ mod tests {
 
     fn respond(body: &str) -> Result<serde_json::Value, InputError> {
         let m = model();
-        let bytes = answer(&m, &Template::new(&m), body.as_bytes(), |_| {})?;
+        let bytes = answer(&m, &Template::new(&m), body.as_bytes())?;
         Ok(serde_json::from_slice(&bytes).unwrap())
     }
 
@@ -598,7 +639,7 @@ mod tests {
     #[test]
     fn the_answer_is_compact_json_in_a_fixed_key_order() {
         let m = model();
-        let bytes = answer(&m, &Template::new(&m), br#"{"petal_width": "2.1"}"#, |_| {}).unwrap();
+        let bytes = answer(&m, &Template::new(&m), br#"{"petal_width": "2.1"}"#).unwrap();
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             r#"{"model":"iris","version":"7","label":"virginica","probabilities":{"not_virginica":0.12955823294339974,"virginica":0.8704417670566003},"result":0.8704417670566003}"#
@@ -607,7 +648,6 @@ mod tests {
             &m,
             &Template::new(&m),
             br#"{"instances": [{"petal_width": 0}]}"#,
-            |_| {},
         )
         .unwrap();
         assert!(String::from_utf8(bytes).unwrap().starts_with(
@@ -673,7 +713,7 @@ mod tests {
     /// What the server would answer for `body`: Ok(200) or the input error's kind.
     fn outcome(body: &[u8]) -> Result<(), InputErrorKind> {
         let m = model();
-        answer(&m, &Template::new(&m), body, |_| {})
+        answer(&m, &Template::new(&m), body)
             .map(|_| ())
             .map_err(|e| e.kind)
     }
@@ -774,7 +814,10 @@ mod tests {
             let body = serde_json::to_vec(&value).unwrap();
             let m = model();
             let template = Template::new(&m);
-            if let Ok(bytes) = answer(&m, &template, &body, |row| assert!(row.iter().all(|v| v.is_finite()))) {
+            if let Ok(decoded) = decode(&body, m.feature_names()) {
+                proptest::prop_assert!(decoded.values.iter().all(|v| v.is_finite()));
+            }
+            if let Ok(bytes) = answer(&m, &template, &body) {
                 let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
                 let results: Vec<f64> = match v.get("predictions") {
                     Some(p) => p.as_array().unwrap().iter().map(|p| p["result"].as_f64().unwrap()).collect(),

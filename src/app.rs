@@ -331,10 +331,11 @@ pub fn predict(catalog: &Catalog, cfg: PredictConfig) -> anyhow::Result<()> {
             body
         }
     };
+    let template = api::Template::new(&model);
     let answer = if cfg.explain {
-        api::explain(&model, &body, |_| {})?
+        api::explain(&model, &template, &body)?
     } else {
-        api::answer(&model, &api::Template::new(&model), &body, |_| {})?
+        api::answer(&model, &template, &body)?
     };
     println!("{}", String::from_utf8_lossy(&answer));
     Ok(())

@@ -606,9 +606,25 @@ pub struct ServeOptions {
     #[arg(long, env = "LIMEN_DRIFT_WINDOW", default_value_t = 10_000)]
     pub drift_window: u64,
 
-    /// Size at which an inference log file is closed and the next opened, e.g. 64MiB.
+    /// Memory the server may reserve for requests, queues and pages, e.g. 96MiB: past it,
+    /// requests get 429 with Retry-After and queued log lines and shadow samples are dropped and
+    /// counted. Default: 60% of the container's memory limit (cgroup), else a quarter of RAM.
+    #[arg(long, env = "LIMEN_MEMORY_BUDGET", value_parser = parse_size)]
+    pub memory_budget: Option<usize>,
+
+    /// Requests scored at once (/predict, /explain, /v2 infer); more are answered 429 at once.
+    #[arg(long, env = "LIMEN_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+
+    /// Size at which an inference log file is closed and the next opened, e.g. 64MiB (at least
+    /// 64KiB).
     #[arg(long, env = "LIMEN_INFERENCE_LOG_MAX_FILE", default_value = "64MiB", value_parser = parse_size)]
     pub inference_log_max_file: usize,
+
+    /// The most this server writes to the inference log for one model in one day (UTC), e.g.
+    /// 10GiB; past it the model's lines are dropped (counted) until midnight.
+    #[arg(long, env = "LIMEN_INFERENCE_LOG_MAX_DAY", default_value = "10GiB", value_parser = parse_size)]
+    pub inference_log_max_day: usize,
 }
 
 impl ServeOptions {
@@ -632,13 +648,35 @@ impl ServeOptions {
             "--inference-log-rate must be between 0 and 1, got {}",
             self.inference_log_rate
         );
+        anyhow::ensure!(
+            self.max_concurrent_requests > 0,
+            "--max-concurrent-requests must be at least 1"
+        );
+        let memory_budget = match self.memory_budget {
+            Some(bytes) => {
+                anyhow::ensure!(
+                    bytes >= MIN_MEMORY_BUDGET,
+                    "--memory-budget must be at least {} MiB (the server's own tables and one request need that much); got {bytes} bytes",
+                    MIN_MEMORY_BUDGET >> 20
+                );
+                (bytes, "--memory-budget".to_owned())
+            }
+            None => crate::budget::default_budget(),
+        };
+        anyhow::ensure!(
+            self.inference_log_max_file as u64 >= crate::inference_log::MIN_FILE_BYTES,
+            "--inference-log-max-file must be at least {} KiB (smaller makes a file of a few lines each); got {} bytes",
+            crate::inference_log::MIN_FILE_BYTES / 1024,
+            self.inference_log_max_file
+        );
         let instance = crate::evidence::instance_name(self.instance.as_deref());
         Ok(ServeConfig {
             drift_window: self.drift_window,
             log: self.inference_log.clone().map(|dir| LogConfig {
                 dir,
                 rate: self.inference_log_rate,
-                max_file_bytes: self.inference_log_max_file.max(1) as u64,
+                max_file_bytes: self.inference_log_max_file as u64,
+                max_day_bytes: self.inference_log_max_day as u64,
                 instance: instance.clone(),
             }),
             shadow: ShadowConfig {
@@ -653,7 +691,13 @@ impl ServeOptions {
             limits: Limits {
                 max_body: self.max_body,
                 request_timeout: self.request_timeout,
+                max_concurrent_requests: self.max_concurrent_requests,
+                blocking_scorers: match self.workers {
+                    0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    n => n,
+                },
             },
+            memory_budget,
             shutdown_timeout: self.shutdown_timeout,
             pinned_cache: self.pinned_cache,
             idle_timeout: self.idle_timeout,
@@ -675,6 +719,9 @@ pub struct QuickstartArgs {
     #[command(flatten)]
     pub common: ServeOptions,
 }
+
+/// The least `--memory-budget`: the largest default body and its decoding fit in it.
+const MIN_MEMORY_BUDGET: usize = 16 * 1024 * 1024;
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 200ms, 1s, 2m)"))

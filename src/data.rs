@@ -449,6 +449,9 @@ struct LogLine {
     request_id: String,
     #[serde(default)]
     index: Option<u64>,
+    /// Whether the instance came in a batch (then only `request_id#index` labels it).
+    #[serde(default)]
+    batch: bool,
     status: u16,
     #[serde(default)]
     features: Option<serde_json::Map<String, serde_json::Value>>,
@@ -502,11 +505,17 @@ impl Dataset {
                     return;
                 };
                 found.lines += 1;
-                let key = match line.index {
-                    Some(i) => format!("{}#{i}", line.request_id),
-                    None => line.request_id,
+                // An instance of a batch is labelled `request_id#index`; a request of one instance
+                // by its `request_id` (or `request_id#0`). Lines written before limen marked
+                // batches carry an index only when they were in one.
+                let label = match (line.batch, line.index) {
+                    (false, None | Some(0)) => truth
+                        .get(&line.request_id)
+                        .or_else(|| truth.get(&format!("{}#0", line.request_id))),
+                    (_, Some(i)) => truth.get(&format!("{}#{i}", line.request_id)),
+                    (true, None) => None,
                 };
-                let Some(label) = truth.get(&key) else { return };
+                let Some(label) = label else { return };
                 for name in features {
                     match values
                         .get(name)

@@ -17,6 +17,7 @@
 //!  train api oip  fitting with linfa; the /predict and Open Inference Protocol wire formats
 //!  model          model.json: schema, checksum, prediction
 //!  data input telemetry   CSV → features; what bad input is; logs and metrics
+//!  budget         the process's memory budget: reservations that give back on drop
 //! ```
 //!
 //! Data flows up the picture: `data/iris.csv` → [`data`] → [`train`] (which scores with the same
@@ -25,6 +26,7 @@
 
 pub mod api;
 pub mod app;
+pub mod budget;
 pub mod catalog;
 pub mod cli;
 pub mod data;

@@ -253,6 +253,30 @@ impl<'a> InferRequest<'a> {
         Ok(slices)
     }
 
+    /// The most bytes [`InferRequest::rows`] can hold for this request: per input, the values
+    /// its shape claims but no more than its data can carry (a JSON number and its comma take 2
+    /// bytes; binary data its datatype's width), 8 bytes each, twice over for a vector grown by
+    /// doubling, and once more for the rows assembled from per-feature inputs.
+    pub fn decode_bytes(&self) -> usize {
+        let mut values = 0usize;
+        let mut binary = self.binary.len();
+        for input in &self.inputs {
+            let claimed = element_count(&input.shape, &input.name).unwrap_or(usize::MAX);
+            let carried = match input.parameters.binary_data_size {
+                Some(size) => {
+                    let width =
+                        DataType::parse(&input.datatype, &input.name).map_or(1, DataType::width);
+                    let size = usize::try_from(size).unwrap_or(usize::MAX).min(binary);
+                    binary -= size;
+                    size / width
+                }
+                None => input.data.map_or(0, |d| d.get().len() / 2 + 1),
+            };
+            values = values.saturating_add(claimed.min(carried));
+        }
+        values.saturating_mul(24).saturating_add(1024)
+    }
+
     /// The feature rows (`N × n_features`, row-major) for `features`, from either input form.
     pub fn rows(&self, features: &[String]) -> Result<(usize, Vec<f64>), InputError> {
         let f = features.len();
@@ -607,14 +631,6 @@ impl<'de> Visitor<'de> for Flatten<'_> {
     }
 }
 
-/// The most bytes one row's outputs can take in an answer: each probability at its longest (24
-/// bytes and a comma), the longest label quoted; binary outputs are smaller.
-pub fn answer_row_bytes(model: &Model, outputs: &[(Output, bool)]) -> usize {
-    let n_classes = model.classes().len();
-    let label_bytes = model.classes().iter().map(String::len).max().unwrap_or(0);
-    outputs.len() * (n_classes * 25 + label_bytes + 8)
-}
-
 /// The batch size the request's first input claims, before any data is decoded: enough to
 /// refuse an answer that would be too large without first building the rows.
 pub fn claimed_rows(request: &InferRequest) -> usize {
@@ -642,6 +658,10 @@ pub struct InferTemplate {
     head: Vec<u8>,
     /// Per class, its label as a JSON string.
     labels: Vec<Vec<u8>>,
+    /// The longest label as JSON (quoted, escaped) and as raw bytes (binary outputs).
+    longest_json_label: usize,
+    longest_label: usize,
+    n_classes: usize,
 }
 
 impl InferTemplate {
@@ -650,10 +670,38 @@ impl InferTemplate {
         let mut head = b"{\"model_name\":".to_vec();
         head.extend_from_slice(&json(model.name()));
         head.extend_from_slice(format!(",\"model_version\":\"{}\"", model.version()).as_bytes());
+        let labels: Vec<Vec<u8>> = model.classes().iter().map(|c| json(c)).collect();
         Self {
             head,
-            labels: model.classes().iter().map(|c| json(c)).collect(),
+            longest_json_label: labels.iter().map(Vec::len).max().unwrap_or(0),
+            longest_label: model.classes().iter().map(String::len).max().unwrap_or(0),
+            n_classes: model.classes().len(),
+            labels,
         }
+    }
+
+    /// The most bytes one row's outputs take in an answer: as JSON, each probability at its
+    /// longest (24 bytes and a comma) and the longest label escaped and quoted, with a comma; as
+    /// binary data, 8 bytes per probability and the longest label with its 4-byte length.
+    pub fn row_bytes(&self, outputs: &[(Output, bool)]) -> usize {
+        outputs
+            .iter()
+            .map(|&(output, binary)| match (output, binary) {
+                (Output::Label, false) => self.longest_json_label + 1,
+                (Output::Label, true) => self.longest_label + 4,
+                (Output::Probabilities, false) => self.n_classes * 25,
+                (Output::Probabilities, true) => self.n_classes * 8,
+            })
+            .sum()
+    }
+
+    /// The most bytes answering `n` rows holds at once: the answer, and the classes and
+    /// probabilities it is written from.
+    pub fn answer_bytes(&self, n: usize, outputs: &[(Output, bool)], id: usize) -> usize {
+        let working = 8 + 8 * self.n_classes;
+        n.max(1)
+            .saturating_mul(self.row_bytes(outputs) + working)
+            .saturating_add(self.head.len() + 6 * id + 512)
     }
 
     /// Scores `rows` (`n` of them) with `model`, the model this template was rendered from, and
@@ -670,7 +718,7 @@ impl InferTemplate {
         let n_features = model.feature_names().len();
         let n_classes = model.classes().len();
         // Bounds the buffers below by the request's size.
-        let row_bytes = answer_row_bytes(model, outputs);
+        let row_bytes = self.row_bytes(outputs);
         check_answer_size(n, row_bytes)?;
         let mut classes: SmallVec<[usize; 8]> = SmallVec::with_capacity(n);
         let mut probabilities = Vec::with_capacity(n * n_classes);
@@ -681,8 +729,12 @@ impl InferTemplate {
             classes.push(class);
         }
 
-        let mut body = Vec::with_capacity(self.head.len() + 160 + n * row_bytes);
-        let mut binary = Vec::new();
+        // Sized once for everything written below (the id escaped at worst 6 bytes a byte), so
+        // neither buffer grows: what `answer_bytes` reserved is what they take.
+        let id_bytes = id.map_or(0, |id| 6 * id.len());
+        let mut body = Vec::with_capacity(self.head.len() + 160 + id_bytes + n * row_bytes);
+        let binary_rows: Vec<(Output, bool)> = outputs.iter().copied().filter(|o| o.1).collect();
+        let mut binary = Vec::with_capacity(n * self.row_bytes(&binary_rows));
         body.extend_from_slice(&self.head);
         if let Some(id) = id {
             body.extend_from_slice(b",\"id\":");

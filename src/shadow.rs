@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus::{Histogram, IntCounter};
 
+use crate::budget::{Budget, Reservation};
 use crate::evidence::{self, ShadowTotals};
 use crate::model::{ColumnMap, ModelKind};
 use crate::registry::LoadedModel;
@@ -48,7 +49,12 @@ struct Job {
     production: Arc<LoadedModel>,
     candidate: Arc<LoadedModel>,
     rows: Vec<f64>,
+    /// The rows' bytes in the memory budget, given back when the worker is done with them.
+    _held: Reservation,
 }
+
+/// What a queued job holds besides its rows' values: the job itself and the queue's slot.
+const JOB_BYTES: usize = 128;
 
 type Key = (ModelName, VersionId);
 
@@ -64,15 +70,19 @@ pub struct Shadow {
     config: ShadowConfig,
     sender: Option<SyncSender<Job>>,
     totals: Arc<Mutex<HashMap<Key, Entry>>>,
-    dropped: IntCounter,
+    budget: Budget,
+    /// `limen_shadow_dropped_total` by reason: the queue was full, the budget could not hold it.
+    queue_full: IntCounter,
+    over_budget: IntCounter,
 }
 
 impl Shadow {
     /// Starts the worker thread (unless the rate is 0). The worker stops when the `Shadow` is
-    /// dropped.
-    pub fn start(config: ShadowConfig, metrics: Arc<Metrics>) -> Self {
+    /// dropped. Queued samples reserve their bytes from `budget`.
+    pub fn start(config: ShadowConfig, metrics: Arc<Metrics>, budget: Budget) -> Self {
         let totals: Arc<Mutex<HashMap<Key, Entry>>> = Arc::default();
-        let dropped = metrics.shadow_dropped();
+        let queue_full = metrics.shadow_dropped("queue_full");
+        let over_budget = metrics.shadow_dropped("over_budget");
         let sender = (config.rate > 0.0).then(|| {
             let (sender, receiver) = mpsc::sync_channel(QUEUE);
             let worker_totals = Arc::clone(&totals);
@@ -91,7 +101,9 @@ impl Shadow {
             config,
             sender: sender.flatten(),
             totals,
-            dropped,
+            budget,
+            queue_full,
+            over_budget,
         }
     }
 
@@ -106,7 +118,7 @@ impl Shadow {
     }
 
     /// Queues `rows` (row-major, the production model's feature order) to be compared; drops
-    /// them, counted, when the queue is full.
+    /// them, counted, when the memory budget cannot hold them or the queue is full.
     pub fn submit(
         &self,
         production: Arc<LoadedModel>,
@@ -114,14 +126,20 @@ impl Shadow {
         rows: Vec<f64>,
     ) {
         let Some(sender) = &self.sender else { return };
+        let bytes = rows.capacity() * std::mem::size_of::<f64>() + JOB_BYTES;
+        let Ok(held) = self.budget.try_reserve(bytes) else {
+            self.over_budget.inc();
+            return;
+        };
         let job = Job {
             production,
             candidate,
             rows,
+            _held: held,
         };
         match sender.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.queue_full.inc(),
         }
     }
 

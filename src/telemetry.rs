@@ -13,6 +13,8 @@ use prometheus::{
 };
 use tracing_subscriber::EnvFilter;
 
+use crate::budget::Budget;
+
 /// How logs are written on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -77,9 +79,13 @@ pub struct Metrics {
     shadow_samples: IntCounterVec,
     shadow_disagreements: IntCounterVec,
     shadow_abs_diff: HistogramVec,
-    shadow_dropped: IntCounter,
+    shadow_dropped: IntCounterVec,
     log_lines: IntCounter,
-    log_dropped: IntCounter,
+    log_dropped: IntCounterVec,
+    budget_total: IntGauge,
+    budget_reserved: IntGauge,
+    /// The server's budget, shown on `/metrics` (set once, by `serve`).
+    budget: OnceLock<Budget>,
     scan_age: Gauge,
     store_up: IntGauge,
     swap_lag: Histogram,
@@ -241,17 +247,31 @@ impl Metrics {
                 ),
                 &["model", "version"],
             ))),
-            shadow_dropped: register(&registry, fixed(IntCounter::with_opts(opts(
-                "shadow_dropped_total",
-                "Shadow samples dropped because the shadow queue was full (the client was answered as usual).",
-            )))),
+            shadow_dropped: register(&registry, fixed(IntCounterVec::new(
+                opts(
+                    "shadow_dropped_total",
+                    "Shadow samples dropped (the client was answered as usual), by reason: queue_full, over_budget (the memory budget could not hold them).",
+                ),
+                &["reason"],
+            ))),
             log_lines: register(&registry, fixed(IntCounter::with_opts(opts(
                 "inference_log_lines_total",
                 "Lines written to the inference log (one per scored instance, one per failed request).",
             )))),
-            log_dropped: register(&registry, fixed(IntCounter::with_opts(opts(
-                "inference_log_dropped_total",
-                "Inference log records dropped: the queue was full or the disk refused the write (answers are never slowed).",
+            log_dropped: register(&registry, fixed(IntCounterVec::new(
+                opts(
+                    "inference_log_dropped_total",
+                    "Inference log lines not written (answers are never slowed), by reason: queue_full, over_budget, write_failed, day_cap.",
+                ),
+                &["reason"],
+            ))),
+            budget_total: register(&registry, fixed(IntGauge::with_opts(opts(
+                "memory_budget_bytes",
+                "The memory budget (--memory-budget) requests, queues and pages reserve from.",
+            )))),
+            budget_reserved: register(&registry, fixed(IntGauge::with_opts(opts(
+                "memory_reserved_bytes",
+                "Bytes of the memory budget reserved now (requests in flight, queued log lines and shadow samples, pages).",
             )))),
             scan_age: register(&registry, fixed(Gauge::with_opts(opts(
                 "store_last_scan_age_seconds",
@@ -266,6 +286,7 @@ impl Metrics {
                 "Time from a production pointer's change (its mtime) to the new version serving.",
                 vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
             )))),
+            budget: OnceLock::new(),
             registry,
         }
     }
@@ -338,16 +359,25 @@ impl Metrics {
         self.shadow_abs_diff.with_label_values(&[model, version])
     }
 
-    pub fn shadow_dropped(&self) -> IntCounter {
-        self.shadow_dropped.clone()
+    /// Shows `budget` on `/metrics` (`limen_memory_budget_bytes`, `limen_memory_reserved_bytes`).
+    pub fn show_budget(&self, budget: &Budget) {
+        self.budget_total
+            .set(i64::try_from(budget.total()).unwrap_or(i64::MAX));
+        let _ = self.budget.set(budget.clone());
+    }
+
+    /// `limen_shadow_dropped_total` for `reason`.
+    pub fn shadow_dropped(&self, reason: &str) -> IntCounter {
+        self.shadow_dropped.with_label_values(&[reason])
     }
 
     pub fn inference_log_lines(&self) -> IntCounter {
         self.log_lines.clone()
     }
 
-    pub fn inference_log_dropped(&self) -> IntCounter {
-        self.log_dropped.clone()
+    /// `limen_inference_log_dropped_total` for `reason`.
+    pub fn inference_log_dropped(&self, reason: &str) -> IntCounter {
+        self.log_dropped.with_label_values(&[reason])
     }
 
     /// Whether `model` has a problem (see `/models`); `None` when it left the store.
@@ -367,6 +397,9 @@ impl Metrics {
     pub fn render(&self, scan_age_seconds: Option<f64>, store_up: bool) -> String {
         self.scan_age.set(scan_age_seconds.unwrap_or(-1.0));
         self.store_up.set(i64::from(store_up));
+        // Before gathering, so the memory that gathering takes shows next time, not now.
+        self.budget_reserved
+            .set(i64::try_from(self.budget.get().map_or(0, |b| b.reserved())).unwrap_or(i64::MAX));
         let mut out = String::new();
         if let Err(e) =
             prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)

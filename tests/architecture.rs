@@ -7,6 +7,7 @@ use std::path::Path;
 
 /// Crate modules by layer, lowest first.
 const LAYERS: &[&[&str]] = &[
+    &["budget"],
     &["data", "input", "telemetry"],
     &["model"],
     &["train", "api", "oip"],
@@ -26,6 +27,7 @@ const SERVE_LAYERS: &[&[&str]] = &[
     &["error", "status", "activity", "http"],
     &["state"],
     &["body", "reply", "lookup", "track"],
+    &["pipeline"],
     &["handlers", "v2", "pages"],
     &["mod"],
     &["tests"],

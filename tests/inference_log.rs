@@ -39,6 +39,7 @@ fn files(dir: &Path) -> usize {
     walk(dir).len()
 }
 
+/// The log files under `dir` (not the instance's lock file).
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -47,7 +48,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else {
+            } else if p.extension().is_some_and(|x| x == "jsonl") {
                 out.push(p);
             }
         }
@@ -55,14 +56,38 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `limen_inference_log_dropped_total{reason="…"}` in `metrics`.
+fn dropped(metrics: &str, reason: &str) -> f64 {
+    let series = format!("limen_inference_log_dropped_total{{reason=\"{reason}\"}}");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A batch of `n` instances.
+fn batch_of(n: usize) -> String {
+    let one = r#"{"petal_width": 1.2}"#;
+    format!(r#"{{"instances": [{}]}}"#, vec![one; n].join(","))
+}
+
 fn logging_server(store: &TestStore, log: &Path, extra: &[&str]) -> Server {
+    logging_server_with(store, log, "pod-a", extra)
+}
+
+fn logging_server_as(store: &TestStore, log: &Path, instance: &str) -> Server {
+    logging_server_with(store, log, instance, &[])
+}
+
+fn logging_server_with(store: &TestStore, log: &Path, instance: &str, extra: &[&str]) -> Server {
     let mut cmd = limen_command();
     cmd.arg("--store").arg(store.path()).args([
         "serve",
         "--addr",
         "127.0.0.1:0",
         "--instance",
-        "pod-a",
+        instance,
         "--shadow-rate",
         "0",
     ]);
@@ -131,11 +156,14 @@ fn every_request_is_logged_once_per_instance_and_a_graceful_stop_flushes() {
     assert_eq!(first["label"], "virginica");
     assert!(first["probabilities"]["virginica"].as_f64().unwrap() > 0.87);
     assert!(first["ts"].as_str().unwrap().ends_with('Z'));
-    let batch_rows: Vec<_> = lines.iter().filter(|l| l["index"].is_u64()).collect();
-    assert_eq!(
-        batch_rows.len(),
-        5,
-        "3 batch rows and 2 v2 rows carry their index"
+    let batch_rows: Vec<_> = lines.iter().filter(|l| l["batch"] == true).collect();
+    assert_eq!(batch_rows.len(), 5, "3 batch rows and 2 v2 rows are marked");
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["status"] == 200)
+            .all(|l| l["index"].is_u64()),
+        "every instance carries its index"
     );
     let failures: Vec<_> = lines.iter().filter(|l| l["status"] != 200).collect();
     assert_eq!(failures.len(), 2);
@@ -162,20 +190,25 @@ fn files_rotate_by_size_and_every_line_stays_whole() {
     let store = TestStore::new();
     store.promote_iris();
     let log = tempfile::tempdir().unwrap();
-    let server = logging_server(&store, log.path(), &["--inference-log-max-file", "2KiB"]);
+    let server = logging_server(&store, log.path(), &["--inference-log-max-file", "64KiB"]);
     let agent = http();
-    for i in 0..100 {
-        let body = format!(r#"{{"petal_width": {}}}"#, i as f64 / 40.0);
-        assert_eq!(post(&agent, &server.url("/predict"), &body).status, 200);
+    for _ in 0..20 {
+        assert_eq!(
+            post(&agent, &server.url("/predict"), &batch_of(100)).status,
+            200
+        );
     }
     eventually(PATIENCE, "every line written", || {
-        (lines(log.path()).len() == 100).then_some(())
+        (lines(log.path()).len() == 2000).then_some(())
     });
     let n = files(log.path());
-    assert!(n >= 5, "100 lines of ~250 bytes in 2 KiB files: {n} files");
+    assert!(
+        n >= 5,
+        "2,000 lines of ~280 bytes in 64 KiB files: {n} files"
+    );
     for file in walk(log.path()) {
         let size = std::fs::metadata(&file).unwrap().len();
-        assert!(size <= 2048, "{} is {size} bytes", file.display());
+        assert!(size <= 65536, "{} is {size} bytes", file.display());
     }
 }
 
@@ -196,7 +229,7 @@ fn a_disk_that_refuses_writes_drops_lines_not_answers() {
         "--instance",
         "pod-a",
         "--inference-log-max-file",
-        "600",
+        "64KiB",
     ]);
     cmd.arg("--inference-log").arg(log.path());
     let server = Server::spawn(
@@ -214,36 +247,41 @@ fn a_disk_that_refuses_writes_drops_lines_not_answers() {
     eventually(PATIENCE, "the first lines", || {
         (lines(log.path()).len() == 5).then_some(())
     });
-    // The day's folder turns read-only: no new file can be created once this one is full.
+    // The day's folder turns read-only: no new file can be created once this one is full
+    // (batches of 10 instances, ~2.8 KB each, fill 64 KiB within 25 requests).
     let day = walk(log.path())[0].parent().unwrap().to_owned();
     std::fs::set_permissions(&day, std::fs::Permissions::from_mode(0o555)).unwrap();
     for _ in 0..100 {
         assert_eq!(
-            post(&agent, &server.url("/predict"), r#"{"petal_width": 1}"#).status,
+            post(&agent, &server.url("/predict"), &batch_of(10)).status,
             200
         );
     }
     let dropped = eventually(PATIENCE, "drops to be counted", || {
         let metrics = get(&agent, &server.url("/metrics")).body;
-        metrics
-            .lines()
-            .find(|l| l.starts_with("limen_inference_log_dropped_total"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .filter(|d| *d > 0.0)
+        Some(dropped(&metrics, "write_failed")).filter(|d| *d > 0.0)
     });
-    // Writable again: logging resumes by itself.
+    assert_eq!(
+        walk(&day)
+            .iter()
+            .filter(|f| std::fs::metadata(f).unwrap().len() == 0)
+            .count(),
+        0,
+        "no empty file is left behind"
+    );
+    // Writable again: logging resumes by itself once its pause (at most 5 s) is over; what
+    // arrives during the pause is dropped and counted, never queued without bound.
     std::fs::set_permissions(&day, std::fs::Permissions::from_mode(0o777)).unwrap();
-    for _ in 0..5 {
+    let written = lines(log.path()).len();
+    eventually(PATIENCE, "logging to resume", || {
         assert_eq!(
             post(&agent, &server.url("/predict"), r#"{"petal_width": 1}"#).status,
             200
         );
-    }
-    let written = lines(log.path()).len();
-    eventually(PATIENCE, "logging to resume", || {
         (lines(log.path()).len() > written).then_some(())
     });
     eprintln!("RELIABILITY | inference log on a folder that turns read-only | 1 | 110 requests, 0 failed | {dropped} lines dropped and counted");
+    let _ = files;
 }
 
 #[test]
@@ -373,4 +411,46 @@ fn a_shadowed_request_logs_the_candidates_answer_beside_productions() {
         .unwrap();
     let ours = line["probabilities"]["virginica"].as_f64().unwrap();
     assert!((theirs - ours).abs() > 1e-3, "two different models: {line}");
+}
+
+#[test]
+fn a_second_server_with_the_same_instance_is_refused_rather_than_losing_lines() {
+    let store = TestStore::new();
+    store.promote_iris();
+    let log = tempfile::tempdir().unwrap();
+    let _first = logging_server(&store, log.path(), &[]);
+    let mut cmd = limen_command();
+    cmd.arg("--store").arg(store.path()).args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--instance",
+        "pod-a",
+    ]);
+    cmd.arg("--inference-log").arg(log.path());
+    let mut second = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second server did not stop"
+        );
+        std::thread::yield_now();
+    };
+    let mut why = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut why).unwrap();
+    assert_eq!(status.code(), Some(2), "{why}");
+    assert!(
+        why.contains("already logs as instance \"pod-a\"") && why.contains("--instance"),
+        "{why}"
+    );
+    // Another instance name on the same folder is fine.
+    let _other = logging_server_as(&store, log.path(), "pod-b");
 }

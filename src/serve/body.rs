@@ -2,7 +2,8 @@
 //!
 //! Users send `curl -X POST -d '{…}'`, which curl labels `application/x-www-form-urlencoded`;
 //! axum's `Json` would refuse it with a 415. This reads the body as bytes, refuses one larger
-//! than `--max-body` before buffering it (from `Content-Length`, or while reading a chunked one).
+//! than `--max-body` before buffering it (from `Content-Length`, or while reading a chunked one),
+//! and reserves its bytes from the memory budget before they arrive (429 when they do not fit).
 //! A body that trickles in is cut by the request deadline (`serve::track`).
 
 use axum::body::Bytes;
@@ -13,9 +14,11 @@ use http_body_util::BodyExt as _;
 
 use super::error::{ApiError, ErrorKind};
 use super::state::AppState;
+use crate::budget::Reservation;
 
-/// The request body, at most `max_body` bytes.
-pub struct RawBody(pub Bytes);
+/// The request body, at most `max_body` bytes, and its reservation in the memory budget (which
+/// the scoring pipeline grows for what the body decodes to and its answer).
+pub struct RawBody(pub Bytes, pub Reservation);
 
 impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;
@@ -36,6 +39,9 @@ impl FromRequest<AppState> for RawBody {
         if declared.is_some_and(|len| len > limit as u64) {
             return Err(too_large());
         }
+        // Within the limit, so it fits a usize. A chunked body reserves frame by frame.
+        let mut held = state.reserve(declared.map_or(0, |len| len as usize))?;
+        let reserved_up_front = declared.is_some();
         // Frames are counted as they arrive, so a chunked body over the limit is refused after
         // at most `limit` bytes; a one-frame body (the usual case) is passed on without a copy.
         // A body that trickles in is cut by the request deadline around every handler.
@@ -57,10 +63,17 @@ impl FromRequest<AppState> for RawBody {
             if total > limit {
                 return Err(too_large());
             }
+            if !reserved_up_front {
+                // Without a length the joined copy grows by doubling: twice the frame.
+                held.grow(2 * data.len())
+                    .map_err(|e| ApiError::over_budget(&e))?;
+            }
             if let Some(joined) = joined.as_mut() {
                 joined.extend_from_slice(&data);
             } else if let Some(first) = single.take() {
-                let mut both = Vec::with_capacity(first.len() + data.len());
+                // Sized for the whole declared body at once (reserved above), so it never grows.
+                let capacity = declared.map_or(0, |len| len as usize);
+                let mut both = Vec::with_capacity(capacity.max(first.len() + data.len()));
                 both.extend_from_slice(&first);
                 both.extend_from_slice(&data);
                 joined = Some(both);
@@ -68,7 +81,10 @@ impl FromRequest<AppState> for RawBody {
                 single = Some(data);
             }
         }
-        Ok(Self(joined.map(Bytes::from).or(single).unwrap_or_default()))
+        Ok(Self(
+            joined.map(Bytes::from).or(single).unwrap_or_default(),
+            held,
+        ))
     }
 }
 

@@ -41,6 +41,8 @@ pub enum ErrorKind {
     Unservable,
     /// The store cannot be read right now.
     StoreUnavailable,
+    /// The server is at its memory budget or its limit of requests in flight: retry shortly.
+    Overloaded,
     /// A failure of the server itself; its cause is in the log.
     Internal,
 }
@@ -63,6 +65,7 @@ impl ErrorKind {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::NoRoute | Self::UnknownModel | Self::UnknownVersion => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotLoaded | Self::Unservable | Self::StoreUnavailable => {
@@ -88,6 +91,7 @@ impl ErrorKind {
             Self::NotLoaded => "not_loaded",
             Self::Unservable => "unservable",
             Self::StoreUnavailable => "store_unavailable",
+            Self::Overloaded => "overloaded",
             Self::Internal => "internal",
         }
     }
@@ -110,6 +114,18 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         self.kind.status()
+    }
+
+    /// A 429: the memory budget cannot hold what this request would need now.
+    pub fn over_budget(e: &crate::budget::OverBudget) -> Self {
+        Self::new(
+            ErrorKind::Overloaded,
+            format!(
+                "the server is at its memory budget ({:.0} MiB; this request needs {} KiB more): retry in a moment, or send smaller batches",
+                e.total_mib(),
+                e.asked.div_ceil(1024)
+            ),
+        )
     }
 
     /// A failure of the server itself: the cause is logged, the client learns nothing of it.
@@ -141,10 +157,15 @@ impl IntoResponse for ApiError {
         })
         .expect("two strings always serialize");
         let mut response = (self.status(), body).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.kind == ErrorKind::Overloaded {
+            // Load passes in well under a second; clients and proxies that honour it back off.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

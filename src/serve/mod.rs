@@ -17,6 +17,7 @@ mod handlers;
 pub mod http;
 mod lookup;
 mod pages;
+mod pipeline;
 mod reply;
 mod state;
 mod status;
@@ -35,8 +36,9 @@ use axum::Router;
 
 pub use error::{ApiError, ErrorKind};
 pub use reply::MODEL_VERSION_HEADER;
-pub use state::{AppState, Limits};
+pub use state::{AppState, Limits, Parts};
 
+use crate::budget::Budget;
 use crate::catalog::Catalog;
 use crate::inference_log::{InferenceLog, LogConfig};
 use crate::registry::{Registry, RegistryConfig};
@@ -70,6 +72,8 @@ pub struct ServeConfig {
     pub log: Option<LogConfig>,
     /// How many recent instances the live PSI gauges cover; 0 turns them off.
     pub drift_window: u64,
+    /// The memory budget in bytes, and where the number came from (for the start-up log).
+    pub memory_budget: (usize, String),
 }
 
 /// One route: its template, and its handlers by method, each wrapped in the route's layer.
@@ -164,7 +168,12 @@ pub async fn run(
     ));
     let changes = ChangeSource::new(&root, cfg.watch, cfg.poll_interval);
     let reloader = tokio::spawn(Arc::clone(&registry).run(changes));
-    let shadow = Arc::new(Shadow::start(cfg.shadow.clone(), Arc::clone(&metrics)));
+    let budget = Budget::new(cfg.memory_budget.0);
+    let shadow = Arc::new(Shadow::start(
+        cfg.shadow.clone(),
+        Arc::clone(&metrics),
+        budget.clone(),
+    ));
     let activity = Arc::new(activity::Activity::default());
     let sampler = tokio::spawn(activity::run(Arc::clone(&activity), Arc::clone(&registry)));
     let evidence = tokio::spawn(write_evidence(
@@ -174,25 +183,29 @@ pub async fn run(
     ));
 
     let log = Arc::new(match cfg.log.clone() {
-        Some(config) => InferenceLog::start(config, Arc::clone(&metrics)),
+        Some(config) => InferenceLog::start(config, Arc::clone(&metrics), budget.clone())?,
         None => InferenceLog::off(&metrics),
     });
 
-    let app = router(AppState::new(
+    let app = router(AppState::new(Parts {
         registry,
-        cfg.default_model.clone(),
-        cfg.limits,
+        default_model: cfg.default_model.clone(),
+        limits: cfg.limits,
         metrics,
-        Arc::clone(&shadow),
-        Arc::clone(&log),
+        shadow: Arc::clone(&shadow),
+        log: Arc::clone(&log),
         activity,
-    ));
+        budget: budget.clone(),
+    }));
     tracing::info!(
         %addr,
         store = %root.display(),
         model = %cfg.default_model,
         watch = ?cfg.watch,
         poll_interval = %humantime::format_duration(cfg.poll_interval),
+        memory_budget_mib = cfg.memory_budget.0 >> 20,
+        memory_budget_from = %cfg.memory_budget.1,
+        max_concurrent_requests = cfg.limits.max_concurrent_requests,
         "listening"
     );
     on_listening(addr);

@@ -1,13 +1,16 @@
-//! What every handler can see: the registry, the default model, the limits, the metrics, and the
-//! gate that bounds how many requests read the store at once.
+//! What every handler can see: the registry, the default model, the limits, the metrics, the
+//! memory budget, and the gates that bound how many requests are scored, score on the blocking
+//! pool, and read the store at once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::activity::Activity;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
+use crate::budget::{Budget, Reservation};
 use crate::inference_log::InferenceLog;
 use crate::registry::{LoadedModel, Registry};
 use crate::shadow::Shadow;
@@ -26,6 +29,25 @@ pub struct Limits {
     pub max_body: usize,
     /// Longest a request may take, body upload included.
     pub request_timeout: Duration,
+    /// Requests being scored at once (`/predict`, `/explain`, `/v2` infer and their model and
+    /// version routes); more are answered 429 at once.
+    pub max_concurrent_requests: usize,
+    /// Large bodies scored on the blocking pool at once; the rest wait their turn (within the
+    /// request deadline), so a burst of big batches cannot take hundreds of threads.
+    pub blocking_scorers: usize,
+}
+
+impl Limits {
+    /// Limits for tests and benchmarks: `max_body`, a 10 s deadline, 512 requests in flight,
+    /// 2 blocking scorers.
+    pub fn with_max_body(max_body: usize) -> Self {
+        Self {
+            max_body,
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 512,
+            blocking_scorers: 2,
+        }
+    }
 }
 
 /// The state shared by every handler. One `Arc`: each extractor that takes it (`State`) clones
@@ -43,7 +65,32 @@ pub struct Shared {
     pub shadow: Arc<Shadow>,
     pub log: Arc<InferenceLog>,
     pub activity: Arc<Activity>,
+    /// The process's memory budget (the inference log and the shadow hold clones).
+    pub budget: Budget,
     store_readers: Semaphore,
+    in_flight: AtomicUsize,
+    scorers: Semaphore,
+}
+
+/// What an [`AppState`] is made of.
+pub struct Parts {
+    pub registry: Arc<Registry>,
+    pub default_model: ModelName,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    pub shadow: Arc<Shadow>,
+    pub log: Arc<InferenceLog>,
+    pub activity: Arc<Activity>,
+    pub budget: Budget,
+}
+
+/// One request being scored, counted in [`Shared::in_flight`] until dropped.
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -55,25 +102,53 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(
-        registry: Arc<Registry>,
-        default_model: ModelName,
-        limits: Limits,
-        metrics: Arc<Metrics>,
-        shadow: Arc<Shadow>,
-        log: Arc<InferenceLog>,
-        activity: Arc<Activity>,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
+        let limits = parts.limits;
         Self(Arc::new(Shared {
-            registry,
-            default_model,
+            registry: parts.registry,
+            default_model: parts.default_model,
             limits,
-            metrics,
-            shadow,
-            log,
-            activity,
+            metrics: parts.metrics,
+            shadow: parts.shadow,
+            log: parts.log,
+            activity: parts.activity,
+            budget: parts.budget,
             store_readers: Semaphore::new(STORE_READERS),
+            in_flight: AtomicUsize::new(0),
+            scorers: Semaphore::new(limits.blocking_scorers.max(1)),
         }))
+    }
+
+    /// Counts a request as being scored, or answers 429 when `--max-concurrent-requests` are.
+    pub fn admit(&self) -> Result<InFlight<'_>, ApiError> {
+        let limit = self.limits.max_concurrent_requests;
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        match admitted {
+            Ok(_) => Ok(InFlight(&self.in_flight)),
+            Err(_) => Err(ApiError::new(
+                ErrorKind::Overloaded,
+                format!("{limit} requests are being scored (--max-concurrent-requests): retry in a moment"),
+            )),
+        }
+    }
+
+    /// Reserves `bytes` of the memory budget, or answers 429.
+    pub fn reserve(&self, bytes: usize) -> Result<Reservation, ApiError> {
+        self.budget
+            .try_reserve(bytes)
+            .map_err(|e| ApiError::over_budget(&e))
+    }
+
+    /// A turn to score on the blocking pool (waits for one within the request deadline).
+    pub async fn scorer(&self) -> Result<SemaphorePermit<'_>, ApiError> {
+        self.scorers
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal(&e))
     }
 
     /// The candidate to shadow this request with: `production`'s model's candidate, for the

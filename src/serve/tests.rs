@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use axum::Router;
 use tower::ServiceExt as _;
 
-use super::{router, AppState, Limits};
+use super::{router, AppState, Limits, Parts};
+use crate::budget::Budget;
 use crate::catalog::{Catalog, Move};
 use crate::inference_log::InferenceLog;
 use crate::model::tests::binary_artifact;
@@ -20,8 +21,13 @@ use crate::shadow::{Shadow, ShadowConfig};
 use crate::store::ModelName;
 use crate::telemetry::Metrics;
 
-/// The router over `catalog`, after one scan, with a 4 KiB body limit.
+/// The router over `catalog`, after one scan, with a 4 KiB body limit and no memory limit.
 fn app_over(catalog: Catalog) -> Router {
+    app_with(catalog, Limits::with_max_body(4096), Budget::unlimited())
+}
+
+/// The router over `catalog` with `limits` and `budget`.
+fn app_with(catalog: Catalog, limits: Limits, budget: Budget) -> Router {
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::new(
         catalog,
@@ -29,25 +35,25 @@ fn app_over(catalog: Catalog) -> Router {
         Arc::clone(&metrics),
     ));
     registry.scan();
-    router(AppState::new(
-        registry,
-        "iris".parse().unwrap(),
-        Limits {
-            max_body: 4096,
-            request_timeout: Duration::from_secs(5),
+    let shadow = Shadow::start(
+        ShadowConfig {
+            rate: 0.0,
+            evidence: None,
+            instance: "test".to_owned(),
         },
         Arc::clone(&metrics),
-        Arc::new(Shadow::start(
-            ShadowConfig {
-                rate: 0.0,
-                evidence: None,
-                instance: "test".to_owned(),
-            },
-            Arc::clone(&metrics),
-        )),
-        Arc::new(InferenceLog::off(&metrics)),
-        Arc::default(),
-    ))
+        budget.clone(),
+    );
+    router(AppState::new(Parts {
+        registry,
+        default_model: "iris".parse().unwrap(),
+        limits,
+        metrics: Arc::clone(&metrics),
+        shadow: Arc::new(shadow),
+        log: Arc::new(InferenceLog::off(&metrics)),
+        activity: Arc::default(),
+        budget,
+    }))
 }
 
 /// A router over an empty, absent store.
@@ -59,6 +65,12 @@ fn empty_app() -> Router {
 /// A store with `iris` (scikit-learn's petal-width weights) promoted to production; the
 /// version id is returned with it.
 fn served_store() -> (tempfile::TempDir, Router, u64) {
+    let (dir, catalog, version) = served_catalog();
+    (dir, app_over(catalog), version)
+}
+
+/// [`served_store`]'s store, without a router yet.
+fn served_catalog() -> (tempfile::TempDir, Catalog, u64) {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Catalog::open(dir.path());
     let name: ModelName = "iris".parse().unwrap();
@@ -74,7 +86,7 @@ fn served_store() -> (tempfile::TempDir, Router, u64) {
         .unwrap()
         .move_production(Move::Promote, version, serde_json::Value::Null)
         .unwrap();
-    (dir, app_over(catalog), version.get())
+    (dir, catalog, version.get())
 }
 
 struct Answer {
@@ -527,6 +539,125 @@ async fn the_pages_are_html_under_a_strict_policy_and_the_api_is_described() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }
+}
+
+/// `n` instances of the reference model as a batch body.
+fn batch(n: usize) -> String {
+    let one = r#"{"petal_width": 1.7}"#;
+    format!(r#"{{"instances": [{}]}}"#, vec![one; n].join(","))
+}
+
+#[tokio::test]
+async fn a_request_the_memory_budget_cannot_hold_is_a_429_and_every_reservation_comes_back() {
+    let (_dir, catalog, _) = served_catalog();
+    let budget = Budget::new(2 << 20);
+    let app = app_with(catalog, Limits::with_max_body(1 << 20), budget.clone());
+    // 10,000 instances: ~200 KB of body, ~1.7 MB of answer: more than 2 MiB with its decoding.
+    for (uri, body) in [
+        ("/predict", batch(10_000)),
+        ("/explain", batch(10_000)),
+        (
+            "/v2/models/iris/infer",
+            format!(
+                r#"{{"inputs": [{{"name": "input", "shape": [60000, 1], "datatype": "FP64", "data": [{}]}}]}}"#,
+                vec!["1.5"; 60_000].join(",")
+            ),
+        ),
+    ] {
+        let answer = call(&app, "POST", uri, &body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{uri}: {}",
+            answer.text
+        );
+        assert_eq!(answer.json()["kind"], "overloaded");
+        assert!(answer.text.contains("memory budget"), "{}", answer.text);
+        assert_eq!(
+            budget.reserved(),
+            0,
+            "{uri}: a refusal gives back what it held"
+        );
+    }
+    // What fits is answered, and its reservation is given back once the answer is sent.
+    let answer = call(&app, "POST", "/predict", &batch(1_000)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(budget.reserved(), 0);
+}
+
+#[tokio::test]
+async fn a_429_says_when_to_retry() {
+    let (_dir, catalog, _) = served_catalog();
+    let limits = Limits {
+        max_concurrent_requests: 0,
+        ..Limits::with_max_body(4096)
+    };
+    let app = app_with(catalog, limits, Budget::unlimited());
+    let request = Request::builder()
+        .method("POST")
+        .uri("/predict")
+        .body(Body::from(r#"{"petal_width": 2.1}"#))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let bytes = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["kind"], "overloaded");
+    assert!(json["error"]
+        .as_str()
+        .unwrap()
+        .contains("--max-concurrent-requests"));
+}
+
+#[tokio::test]
+async fn answer_limits_count_names_as_they_are_escaped() {
+    // A class name of 5,000 control characters is 30,000 bytes of JSON: 1,000 instances would
+    // answer 30 MB, over the 12 MiB limit, though the raw names add up to 5 MB.
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::open(dir.path());
+    let name: ModelName = "iris".parse().unwrap();
+    let version = catalog
+        .publish_candidate(&name, |v| {
+            let mut a = binary_artifact();
+            a.version = v.get();
+            a.classes = vec!["\u{1}".repeat(5_000), "virginica".into()];
+            a.to_json_bytes()
+        })
+        .unwrap();
+    catalog
+        .lock(&name)
+        .unwrap()
+        .move_production(Move::Promote, version, serde_json::Value::Null)
+        .unwrap();
+    let budget = Budget::new(64 << 20);
+    let app = app_with(catalog, Limits::with_max_body(1 << 20), budget.clone());
+    let rows = 1_000;
+    let infer = format!(
+        r#"{{"inputs": [{{"name": "input", "shape": [{rows}, 1], "datatype": "FP64", "data": [{}]}}], "outputs": [{{"name": "label"}}]}}"#,
+        vec!["0.1"; rows].join(",")
+    );
+    for (uri, body) in [
+        ("/predict", batch(rows)),
+        ("/explain", batch(rows)),
+        ("/v2/models/iris/infer", infer),
+    ] {
+        let answer = call(&app, "POST", uri, &body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{uri}: {:.200}",
+            answer.text
+        );
+        assert_eq!(answer.json()["kind"], "batch_too_large");
+        assert_eq!(budget.reserved(), 0);
+    }
+    // A batch that fits is answered, and its answer is no larger than was reserved for it.
+    let answer = call(&app, "POST", "/predict", &batch(30)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.text.len() > 30 * 30_000);
 }
 
 /// Artifacts limen really trains on Iris's four features, with every optional part (scaler,

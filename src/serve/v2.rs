@@ -7,24 +7,21 @@
 //! batch, a non-finite value), 404 for an unknown model or version, 503 when not ready.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::FromRequestParts;
 use axum::extract::{Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::Response;
 
-use super::body::{RawBody, RequestId, REQUEST_ID_HEADER};
+use super::body::{RawBody, RequestId};
 use super::error::{ApiError, ErrorKind};
 use super::lookup::{loaded_production, loaded_version, model_name};
-use super::reply::{self, BLOCKING_BODY_BYTES, MODEL_VERSION_HEADER};
+use super::pipeline::{self, Origin, Wire};
+use super::reply;
 use super::state::AppState;
-use crate::inference_log::Record;
-use crate::input::{check_answer_size, InputError};
-use crate::oip::{self, InferRequest};
+use crate::oip;
 use crate::registry::LoadedModel;
 use crate::store::ModelName;
 
@@ -124,27 +121,36 @@ pub async fn infer(
     path: Result<Path<String>, PathRejection>,
     header_length: HeaderLength,
     RequestId(request_id): RequestId,
-    RawBody(body): RawBody,
+    body: RawBody,
 ) -> Result<Response, ApiError> {
     let name = model_name(path)?;
     let loaded = loaded_production(&state, &name)?;
-    let candidate = state.shadow_for(&loaded);
-    let origin = ("/v2/models/{name}/infer", request_id);
-    infer_with(&state, loaded, candidate, origin, header_length, body).await
+    let origin = Origin {
+        route: "/v2/models/{name}/infer",
+        shadowed: true,
+        request_id,
+    };
+    let wire = header_length.wire()?;
+    pipeline::score(&state, loaded, body, origin, wire).await
 }
 
-/// `POST /v2/models/{name}/versions/{version}/infer`.
+/// `POST /v2/models/{name}/versions/{version}/infer`. Not shadowed: the request names its
+/// version.
 pub async fn version_infer(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     header_length: HeaderLength,
     RequestId(request_id): RequestId,
-    RawBody(body): RawBody,
+    body: RawBody,
 ) -> Result<Response, ApiError> {
     let loaded = loaded_version(&state, path).await?;
-    // A request that names its version is not shadowed.
-    let origin = ("/v2/models/{name}/versions/{version}/infer", request_id);
-    infer_with(&state, loaded, None, origin, header_length, body).await
+    let origin = Origin {
+        route: "/v2/models/{name}/versions/{version}/infer",
+        shadowed: false,
+        request_id,
+    };
+    let wire = header_length.wire()?;
+    pipeline::score(&state, loaded, body, origin, wire).await
 }
 
 const HEADER_LENGTH: HeaderName = HeaderName::from_static(oip::HEADER_LENGTH);
@@ -153,6 +159,20 @@ const HEADER_LENGTH: HeaderName = HeaderName::from_static(oip::HEADER_LENGTH);
 /// it is not a byte count, which the handler reports after the model is found (so a request for
 /// an unknown model is a 404 whatever its headers).
 pub struct HeaderLength(Result<Option<usize>, ()>);
+
+impl HeaderLength {
+    /// The request's wire format: binary tensor data after that many bytes of JSON, or JSON only;
+    /// 400 when the header is not a byte count.
+    fn wire(self) -> Result<Wire, ApiError> {
+        let header_length = self.0.map_err(|()| {
+            ApiError::new(
+                ErrorKind::InvalidHeader,
+                format!("{} must be a byte count", oip::HEADER_LENGTH),
+            )
+        })?;
+        Ok(Wire::Infer { header_length })
+    }
+}
 
 impl<S: Sync> FromRequestParts<S> for HeaderLength {
     type Rejection = std::convert::Infallible;
@@ -174,134 +194,4 @@ impl<S: Sync> FromRequestParts<S> for HeaderLength {
                 .ok_or(()),
         }))
     }
-}
-
-/// Runs an inference, with the binary tensor data extension when the request uses it: a body
-/// whose `Inference-Header-Content-Length` first bytes are JSON and the rest tensor data, and an
-/// answer in the same form when outputs are asked for as binary.
-async fn infer_with(
-    state: &AppState,
-    loaded: Arc<LoadedModel>,
-    candidate: Option<Arc<LoadedModel>>,
-    (route, request_id): (&'static str, Option<String>),
-    HeaderLength(header_length): HeaderLength,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let header_length = header_length.map_err(|()| {
-        ApiError::new(
-            ErrorKind::InvalidHeader,
-            format!("{} must be a byte count", oip::HEADER_LENGTH),
-        )
-    })?;
-    let version = loaded.template.version_header();
-    let logged = request_id.is_some() && state.log.sample();
-    let keep_rows = candidate.is_some() || logged;
-    let inferred = if body.len() > BLOCKING_BODY_BYTES {
-        let scorer = Arc::clone(&loaded);
-        tokio::task::spawn_blocking(move || run_inference(&scorer, &body, header_length, keep_rows))
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-    } else {
-        run_inference(&loaded, &body, header_length, keep_rows)
-    };
-    let echo = request_id
-        .as_deref()
-        .and_then(|id| HeaderValue::from_str(id).ok());
-    let (answer, rows) = match inferred {
-        Ok(inferred) => inferred,
-        Err(e) => {
-            let e = ApiError::from(e);
-            if let (true, Some(id)) = (logged, request_id) {
-                state.log.submit(Record {
-                    production: loaded,
-                    candidate: None,
-                    request_id: id,
-                    route,
-                    rows: Vec::new(),
-                    batch: false,
-                    status: e.status().as_u16(),
-                    error: Some(e.message.clone()),
-                    at: SystemTime::now(),
-                });
-            }
-            let mut response = e.into_response();
-            if let Some(id) = echo {
-                response.headers_mut().insert(REQUEST_ID_HEADER, id);
-            }
-            return Ok(response);
-        }
-    };
-    if let Some(mut rows) = rows {
-        let width = loaded.model.feature_names().len().max(1);
-        let batch = rows.len() > width;
-        if let (true, Some(id)) = (logged, request_id) {
-            // The shadow needs the rows too only when there is a candidate.
-            let for_log = if candidate.is_some() {
-                rows.clone()
-            } else {
-                std::mem::take(&mut rows)
-            };
-            state.log.submit(Record {
-                production: Arc::clone(&loaded),
-                candidate: candidate.clone(),
-                request_id: id,
-                route,
-                rows: for_log,
-                batch,
-                status: 200,
-                error: None,
-                at: SystemTime::now(),
-            });
-        }
-        if let Some(candidate) = candidate {
-            state.shadow.submit(Arc::clone(&loaded), candidate, rows);
-        }
-    }
-    let mut response = Response::new(Body::from(answer.body));
-    let headers = response.headers_mut();
-    match answer.json_length {
-        None => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-        Some(length) => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(HEADER_LENGTH, HeaderValue::from(length));
-        }
-    }
-    headers.insert(MODEL_VERSION_HEADER, version);
-    if let Some(id) = echo {
-        headers.insert(REQUEST_ID_HEADER, id);
-    }
-    Ok(response.into_response())
-}
-
-/// The answer, and the decoded rows when `keep_rows` (for the shadow).
-fn run_inference(
-    loaded: &LoadedModel,
-    body: &[u8],
-    header_length: Option<usize>,
-    keep_rows: bool,
-) -> Result<(oip::InferResponse, Option<Vec<f64>>), InputError> {
-    let request = InferRequest::parse(body, header_length)?;
-    let outputs = request.outputs()?;
-    // Refuse an answer that would be too large before decoding its rows. A claim larger than
-    // the body (every row takes at least a byte) is a malformed request: `rows` says so.
-    let claimed = oip::claimed_rows(&request);
-    if claimed <= body.len() {
-        check_answer_size(claimed, oip::answer_row_bytes(&loaded.model, &outputs))?;
-    }
-    let (n, rows) = request.rows(loaded.model.feature_names())?;
-    let answer = loaded
-        .infer
-        .respond(&loaded.model, request.id.as_deref(), &outputs, n, &rows)?;
-    for row in rows.chunks_exact(loaded.model.feature_names().len()) {
-        loaded.observe_row(row);
-    }
-    Ok((answer, keep_rows.then_some(rows)))
 }
