@@ -20,6 +20,8 @@ pub struct Budget(Arc<Inner>);
 struct Inner {
     total: usize,
     reserved: AtomicUsize,
+    /// The budget this one is a share of: what is reserved here is reserved there too.
+    parent: Option<Arc<Inner>>,
 }
 
 impl fmt::Debug for Budget {
@@ -53,6 +55,17 @@ impl Budget {
         Self(Arc::new(Inner {
             total,
             reserved: AtomicUsize::new(0),
+            parent: None,
+        }))
+    }
+
+    /// A share of this budget of at most `total` bytes: a reservation from it counts against
+    /// both, so a queue given a share can never take more than it, whatever else is free.
+    pub fn share(&self, total: usize) -> Self {
+        Self(Arc::new(Inner {
+            total: total.min(self.total()),
+            reserved: AtomicUsize::new(0),
+            parent: Some(Arc::clone(&self.0)),
         }))
     }
 
@@ -80,26 +93,45 @@ impl Budget {
     }
 
     fn take(&self, bytes: usize) -> Result<(), OverBudget> {
-        let inner = &self.0;
-        let mut reserved = inner.reserved.load(Ordering::Relaxed);
-        loop {
-            let next = reserved
-                .checked_add(bytes)
-                .filter(|next| *next <= inner.total)
-                .ok_or(OverBudget {
-                    asked: bytes,
-                    reserved,
-                    total: inner.total,
-                })?;
-            match inner.reserved.compare_exchange_weak(
-                reserved,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Ok(()),
-                Err(now) => reserved = now,
+        take(&self.0, bytes)?;
+        if let Some(parent) = &self.0.parent {
+            if let Err(e) = take(parent, bytes) {
+                self.0.reserved.fetch_sub(bytes, Ordering::Relaxed);
+                return Err(e);
             }
+        }
+        Ok(())
+    }
+}
+
+/// Gives `bytes` back to `inner` and the budget it is a share of.
+fn give_back(inner: &Inner, bytes: usize) {
+    inner.reserved.fetch_sub(bytes, Ordering::Relaxed);
+    if let Some(parent) = &inner.parent {
+        parent.reserved.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Adds `bytes` to `inner`'s count if the sum stays within its total.
+fn take(inner: &Inner, bytes: usize) -> Result<(), OverBudget> {
+    let mut reserved = inner.reserved.load(Ordering::Relaxed);
+    loop {
+        let next = reserved
+            .checked_add(bytes)
+            .filter(|next| *next <= inner.total)
+            .ok_or(OverBudget {
+                asked: bytes,
+                reserved,
+                total: inner.total,
+            })?;
+        match inner.reserved.compare_exchange_weak(
+            reserved,
+            next,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(now) => reserved = now,
         }
     }
 }
@@ -146,9 +178,7 @@ impl Reservation {
     /// Gives back all but `keep` bytes now (what a consumer turned out not to need).
     pub fn shrink_to(&mut self, keep: usize) {
         if let (Some(budget), true) = (&self.budget, keep < self.bytes) {
-            budget
-                .reserved
-                .fetch_sub(self.bytes - keep, Ordering::Relaxed);
+            give_back(budget, self.bytes - keep);
             self.bytes = keep;
         }
     }
@@ -157,8 +187,44 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(budget) = &self.budget {
-            budget.reserved.fetch_sub(self.bytes, Ordering::Relaxed);
+            give_back(budget, self.bytes);
         }
+    }
+}
+
+/// Large allocations made or freed since start, in rounds: bumped by [`note_large_work`].
+static LARGE_WORK: AtomicUsize = AtomicUsize::new(0);
+
+/// Says that this thread made or freed large buffers (a big batch's rows or answer), so that
+/// every runtime worker gives its freed memory back when it next goes idle
+/// ([`release_if_large_work`]).
+pub fn note_large_work() {
+    LARGE_WORK.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Hands the calling thread's freed memory back to the allocator, and so to the OS.
+///
+/// limen's binary allocates with mimalloc, which keeps a thread's freed pages, and the blocks
+/// other threads freed for it, until that thread allocates again: a thread that goes idle after
+/// a large batch (a runtime worker, a blocking scorer, the log writer) would hold them for good,
+/// and RSS would not come back down after load. (Under another allocator, as in the library's
+/// tests, it collects mimalloc's unused heap: nothing.)
+pub fn release_idle_memory() {
+    // SAFETY: collects the calling thread's own mimalloc heap; no pointer is passed.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
+/// [`release_idle_memory`], if large buffers were made or freed anywhere since this thread last
+/// did it: what a runtime worker calls as it goes idle. Otherwise one atomic load, so small
+/// requests pay nothing for it.
+pub fn release_if_large_work() {
+    use std::cell::Cell;
+    thread_local! {
+        static SEEN: Cell<usize> = const { Cell::new(0) };
+    }
+    let now = LARGE_WORK.load(Ordering::Relaxed);
+    if SEEN.with(|seen| seen.replace(now)) != now {
+        release_idle_memory();
     }
 }
 
@@ -243,6 +309,30 @@ mod tests {
         let mut none = Reservation::none();
         none.grow(usize::MAX).unwrap();
         assert_eq!(none.bytes(), 0);
+    }
+
+    #[test]
+    fn a_share_is_bounded_by_itself_and_by_the_whole() {
+        let whole = Budget::new(100);
+        let queue = whole.share(30);
+        let a = queue.try_reserve(30).unwrap();
+        assert_eq!((queue.reserved(), whole.reserved()), (30, 30));
+        assert!(queue.try_reserve(1).is_err(), "the share is full");
+        let b = whole.try_reserve(70).unwrap();
+        drop(a);
+        let filler = whole.try_reserve(30).unwrap();
+        assert!(queue.try_reserve(1).is_err(), "the whole is full");
+        assert_eq!(
+            queue.reserved(),
+            0,
+            "a refusal by the whole takes nothing from the share"
+        );
+        drop((b, filler));
+        let mut c = queue.try_reserve(10).unwrap();
+        c.shrink_to(4);
+        assert_eq!((queue.reserved(), whole.reserved()), (4, 4));
+        drop(c);
+        assert_eq!((queue.reserved(), whole.reserved()), (0, 0));
     }
 
     #[test]

@@ -372,6 +372,7 @@ impl Writer {
 
     fn run(mut self, receiver: Receiver<Queued>) {
         let mut batch: Vec<Queued> = Vec::new();
+        let mut busy = false;
         loop {
             // Drain what is queued (a bounded number at a time), grouped per model.
             let disconnected = loop {
@@ -388,11 +389,18 @@ impl Writer {
             };
             if !batch.is_empty() {
                 self.write_batch(&batch);
+                // Large records, once written, are worth giving back when idle (below).
+                busy |= batch.iter().map(|q| q.record.rows.len()).sum::<usize>() > 64 * 1024;
                 // Each record's reservation is given back as it is dropped here.
                 batch.clear();
             } else if disconnected {
                 break;
             } else {
+                if std::mem::take(&mut busy) {
+                    // Idle now: what the records held goes back (crate::budget says why).
+                    crate::budget::release_idle_memory();
+                    crate::budget::note_large_work();
+                }
                 std::thread::sleep(NAP);
             }
         }

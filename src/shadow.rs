@@ -203,11 +203,17 @@ struct Handles {
 fn work(receiver: Receiver<Job>, totals: &Mutex<HashMap<Key, Entry>>, metrics: &Metrics) {
     let mut handles: HashMap<Key, Handles> = HashMap::new();
     let (mut p_prod, mut p_cand, mut gathered) = (Vec::new(), Vec::new(), Vec::new());
+    let mut large = false;
     loop {
         // Polled, not parked: a sender that finds no parked receiver makes no system call.
         let job = match receiver.try_recv() {
             Ok(job) => job,
             Err(mpsc::TryRecvError::Empty) => {
+                if std::mem::take(&mut large) {
+                    // Idle after large samples: their rows go back (crate::budget says why).
+                    crate::budget::release_idle_memory();
+                    crate::budget::note_large_work();
+                }
                 std::thread::sleep(NAP);
                 continue;
             }
@@ -217,6 +223,7 @@ fn work(receiver: Receiver<Job>, totals: &Mutex<HashMap<Key, Entry>>, metrics: &
             continue;
         };
         let key = (model, job.candidate.version);
+        large |= job.rows.len() > 8 * 1024;
         let width = job.production.model.feature_names().len().max(1);
         let binary = job.production.model.kind() == ModelKind::BinaryLogistic;
         let (mut samples, mut agreements, mut errors) = (0u64, 0u64, 0u64);

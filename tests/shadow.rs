@@ -295,8 +295,19 @@ fn a_candidate_that_fails_its_warm_up_is_reported_and_never_felt_by_clients() {
 fn a_server_killed_while_writing_evidence_leaves_no_partial_file() {
     let (store, _production, candidate) = store_with_a_different_candidate();
     let evidence = tempfile::tempdir().unwrap();
-    let agent = http();
-    for round in 0..6 {
+    let folder = evidence.path().join("iris").join(&candidate);
+    let interrupted = || {
+        std::fs::read_dir(&folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    // At least 6 kills, and more until one landed mid-write (a temporary file is left behind),
+    // so that a reader meeting one is always tested.
+    let mut rounds = 0;
+    while rounds < 6 || (interrupted() == 0 && rounds < 60) {
         let mut cmd = limen_command();
         cmd.arg("--store").arg(store.path()).args([
             "serve",
@@ -304,22 +315,37 @@ fn a_server_killed_while_writing_evidence_leaves_no_partial_file() {
             "127.0.0.1:0",
             "--shadow-rate",
             "1",
-            // Evidence is written every poll interval: often, so kills land mid-write.
+            // Evidence is written every poll interval while traffic changes it: often, so
+            // kills land mid-write.
             "--poll-interval",
             "5ms",
             "--instance",
-            &format!("pod-{round}"),
+            &format!("pod-{rounds}"),
         ]);
         cmd.arg("--evidence").arg(evidence.path());
         let mut server = Server::spawn(&mut cmd, "listening on http://").ready();
         shadowing(&server, &candidate);
-        for _ in 0..20 {
-            post(&agent, &server.url("/predict"), r#"{"petal_width": 1.6}"#);
-        }
+        // Traffic keeps the totals changing until the kill, at a point that varies by round.
+        let url = server.url("/predict");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let traffic = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let agent = http();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = agent.post(&url).send(r#"{"petal_width": 1.6}"#);
+                }
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(
+            20 + 7 * (rounds % 5) as u64,
+        ));
         let _ = server.child.kill(); // SIGKILL, wherever it is
         let _ = server.child.wait();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = traffic.join();
+        rounds += 1;
     }
-    let folder = evidence.path().join("iris").join(&candidate);
     let mut whole = 0;
     for entry in std::fs::read_dir(&folder).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -332,8 +358,19 @@ fn a_server_killed_while_writing_evidence_leaves_no_partial_file() {
         assert!(v["samples"].as_u64().is_some(), "{name}");
         whole += 1;
     }
+    let cut = interrupted();
     assert!(whole > 0, "no evidence was written");
-    eprintln!("RELIABILITY | kill -9 of shadowing servers writing evidence every 5 ms | 6 | {whole} whole files, 0 partial");
+    assert!(cut > 0, "no kill landed mid-write in {rounds} rounds");
+    // And the gate reads the folder as it is: the temporaries are not evidence files.
+    let read = limen::evidence::read(
+        evidence.path(),
+        &"iris".parse().unwrap(),
+        candidate.parse().unwrap(),
+    )
+    .unwrap();
+    assert!(read.is_whole(), "{read:?}");
+    assert_eq!(read.instances, whole);
+    eprintln!("RELIABILITY | kill -9 of shadowing servers writing evidence every 5 ms | {rounds} | {whole} whole files, {cut} cut mid-write and ignored, 0 partial read");
 }
 
 #[test]

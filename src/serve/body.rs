@@ -40,12 +40,15 @@ impl FromRequest<AppState> for RawBody {
             return Err(too_large());
         }
         // Within the limit, so it fits a usize. A chunked body reserves frame by frame.
-        let mut held = state.reserve(declared.map_or(0, |len| len as usize))?;
+        let mut body = req.into_body();
+        let mut held = match state.reserve(declared.map_or(0, |len| len as usize)) {
+            Ok(held) => held,
+            Err(overloaded) => return Err(drained(body, limit, overloaded).await),
+        };
         let reserved_up_front = declared.is_some();
         // Frames are counted as they arrive, so a chunked body over the limit is refused after
         // at most `limit` bytes; a one-frame body (the usual case) is passed on without a copy.
         // A body that trickles in is cut by the request deadline around every handler.
-        let mut body = req.into_body();
         let mut single: Option<Bytes> = None;
         let mut joined: Option<Vec<u8>> = None;
         let mut total = 0usize;
@@ -65,8 +68,10 @@ impl FromRequest<AppState> for RawBody {
             }
             if !reserved_up_front {
                 // Without a length the joined copy grows by doubling: twice the frame.
-                held.grow(2 * data.len())
-                    .map_err(|e| ApiError::over_budget(&e))?;
+                if let Err(e) = held.grow(2 * data.len()) {
+                    drop((single, joined, held));
+                    return Err(drained(body, limit - total, ApiError::over_budget(&e)).await);
+                }
             }
             if let Some(joined) = joined.as_mut() {
                 joined.extend_from_slice(&data);
@@ -86,6 +91,22 @@ impl FromRequest<AppState> for RawBody {
             held,
         ))
     }
+}
+
+/// `error`, once the rest of `body` (at most `limit` bytes) has been read and dropped frame by
+/// frame: a client refused with a 429 then reads the answer on a connection that stays open,
+/// instead of a broken pipe halfway through its upload.
+async fn drained(mut body: axum::body::Body, limit: usize, error: ApiError) -> ApiError {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > limit {
+                break;
+            }
+        }
+    }
+    error
 }
 
 /// The request's id for the inference log: the client's `X-Request-Id` if it sent a usable one

@@ -19,6 +19,12 @@ pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if workers > 0 {
         builder.worker_threads(workers);
     }
+    // A worker about to wait for work gives back what it freed (crate::budget explains why), and
+    // so does a blocking thread before it exits, which it does after 2 s without work (tokio's
+    // default is 10 s) so that the memory of a burst of large batches goes back soon after.
+    builder.on_thread_park(crate::budget::release_if_large_work);
+    builder.on_thread_stop(crate::budget::release_idle_memory);
+    builder.thread_keep_alive(Duration::from_secs(2));
     builder.enable_all().build()
 }
 

@@ -169,10 +169,13 @@ pub async fn run(
     let changes = ChangeSource::new(&root, cfg.watch, cfg.poll_interval);
     let reloader = tokio::spawn(Arc::clone(&registry).run(changes));
     let budget = Budget::new(cfg.memory_budget.0);
+    metrics.show_budget(&budget);
+    // The queues get shares, so that a slow disk or a busy shadow worker can never take the
+    // memory requests need: what they cannot hold they drop and count.
     let shadow = Arc::new(Shadow::start(
         cfg.shadow.clone(),
         Arc::clone(&metrics),
-        budget.clone(),
+        budget.share(budget.total() / 8),
     ));
     let activity = Arc::new(activity::Activity::default());
     let sampler = tokio::spawn(activity::run(Arc::clone(&activity), Arc::clone(&registry)));
@@ -183,7 +186,11 @@ pub async fn run(
     ));
 
     let log = Arc::new(match cfg.log.clone() {
-        Some(config) => InferenceLog::start(config, Arc::clone(&metrics), budget.clone())?,
+        Some(config) => InferenceLog::start(
+            config,
+            Arc::clone(&metrics),
+            budget.share(budget.total() / 4),
+        )?,
         None => InferenceLog::off(&metrics),
     });
 

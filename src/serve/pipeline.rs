@@ -89,6 +89,11 @@ pub async fn score(
         let scorer = Arc::clone(&loaded);
         tokio::task::spawn_blocking(move || {
             let scored = run(&scorer, wire, &body, &mut held);
+            drop(body);
+            // This thread may wait a while for its next batch: give back what this one freed;
+            // the workers that free its answer once it is sent will do the same when idle.
+            crate::budget::release_idle_memory();
+            crate::budget::note_large_work();
             (scored, held)
         })
         .await
