@@ -122,7 +122,8 @@ fn write_report(catalog: &Catalog, args: &crate::cli::ReportArgs) -> anyhow::Res
     };
     let production_model = production.map(load).transpose()?;
     let other_model = other.map(load).transpose()?;
-    let history = catalog.history(name)?.entries;
+    // What the page shows of the history: its last lines, read from the end of the file.
+    let history = catalog.history_tail(name, 20, |_| true)?.entries;
     let view = ModelView {
         name: name.as_str(),
         production: production.zip(production_model.as_ref()),

@@ -37,7 +37,8 @@ use serde::Serialize;
 
 use crate::model::{Model, ModelError};
 use crate::store::{
-    Action, FileIdentity, HistoryEntry, ModelLock, ModelName, Pointer, Store, StoreError, VersionId,
+    Action, FileIdentity, HistoryEntry, HistoryTail, ModelLock, ModelName, Pointer, Store,
+    StoreError, VersionId,
 };
 
 /// Why a stored version could not be loaded.
@@ -98,11 +99,13 @@ pub struct History {
 impl History {
     /// The last promotion or rollback.
     pub fn last_move(&self) -> Option<&HistoryEntry> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|e| matches!(e.action, Action::Promote | Action::Rollback))
+        self.entries.iter().rev().find(|e| is_move(e))
     }
+}
+
+/// Whether `entry` changed production (a promotion or a rollback).
+pub fn is_move(entry: &HistoryEntry) -> bool {
+    matches!(entry.action, Action::Promote | Action::Rollback)
 }
 
 /// The model repository on top of a [`Store`]. Cheap to clone; every call goes to the filesystem.
@@ -180,7 +183,24 @@ impl Catalog {
         self.store.pointer_modified(name, pointer)
     }
 
-    /// The model's history, read without the lock.
+    /// The last `n` history lines for which `wanted` holds, read from the end of the file
+    /// without the lock (memory bounded by `n`, whatever the file holds).
+    pub fn history_tail(
+        &self,
+        name: &ModelName,
+        n: usize,
+        wanted: impl Fn(&HistoryEntry) -> bool,
+    ) -> Result<HistoryTail, StoreError> {
+        self.store.history_tail(name, n, wanted)
+    }
+
+    /// The last promotion or rollback, read from the end of the history.
+    pub fn last_move(&self, name: &ModelName) -> Result<Option<HistoryEntry>, StoreError> {
+        Ok(self.history_tail(name, 1, is_move)?.entries.pop())
+    }
+
+    /// The model's whole history, read without the lock. It holds every line: commands and the
+    /// server read [`Catalog::history_tail`] or stream with [`ModelGuard::for_each_history`].
     pub fn history(&self, name: &ModelName) -> Result<History, StoreError> {
         let (entries, unreadable_lines) = self.store.history(name)?;
         Ok(History {
@@ -261,9 +281,15 @@ impl ModelGuard<'_> {
         self.store().read_pointer(self.name(), pointer)
     }
 
-    /// The history, as it stands under the lock.
+    /// The history, as it stands under the lock (all of it: see [`ModelGuard::for_each_history`]).
     pub fn history(&self) -> Result<History, StoreError> {
         self.catalog.history(self.name())
+    }
+
+    /// Streams the history as it stands under the lock, oldest first, one line at a time;
+    /// returns how many lines could not be read.
+    pub fn for_each_history(&self, each: impl FnMut(HistoryEntry)) -> Result<usize, StoreError> {
+        self.store().for_each_history(self.name(), each)
     }
 
     /// Points `candidate` at `version`. Not recorded in the history: candidates come and go
@@ -389,7 +415,12 @@ impl ModelGuard<'_> {
             );
             return Ok(());
         }
-        let recorded = self.history()?.entries.last() == Some(entry);
+        let recorded = self
+            .store()
+            .history_tail(self.name(), 1, |_| true)?
+            .entries
+            .last()
+            == Some(entry);
         if !recorded {
             store.append_history(&self.lock, entry)?;
         }
@@ -410,8 +441,18 @@ impl ModelGuard<'_> {
 /// production version with no line of its own; the next promotion names it as its `previous`,
 /// and the replay puts it back in its place.
 pub fn production_stack(history: &[HistoryEntry]) -> Vec<VersionId> {
-    let mut stack: Vec<VersionId> = Vec::new();
-    for entry in history {
+    let mut stack = ProductionStack::default();
+    history.iter().for_each(|e| stack.apply(e));
+    stack.0
+}
+
+/// [`production_stack`] built one line at a time, as the history is streamed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProductionStack(pub Vec<VersionId>);
+
+impl ProductionStack {
+    pub fn apply(&mut self, entry: &HistoryEntry) {
+        let stack = &mut self.0;
         match (entry.action, entry.version) {
             (Action::Promote, Some(v)) => {
                 if let Some(previous) = entry.previous {
@@ -430,7 +471,6 @@ pub fn production_stack(history: &[HistoryEntry]) -> Vec<VersionId> {
             _ => {}
         }
     }
-    stack
 }
 
 #[cfg(test)]

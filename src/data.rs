@@ -395,26 +395,35 @@ pub const MAX_LINE: usize = 1024 * 1024;
 /// Calls `each` with every line of `source` (without its newline) that is at most [`MAX_LINE`]
 /// bytes; longer lines are skipped without being held in memory, and a last line without its
 /// newline (a writer cut mid-line) is not a whole line and is skipped too.
-pub fn for_each_line(source: impl Read, mut each: impl FnMut(&[u8])) {
+pub fn for_each_line(source: impl Read, each: impl FnMut(&[u8])) {
+    for_each_line_up_to(source, MAX_LINE, each);
+}
+
+/// [`for_each_line`] with lines of at most `max` bytes; returns how many lines were skipped
+/// (too long, or a last line cut mid-way).
+pub fn for_each_line_up_to(source: impl Read, max: usize, mut each: impl FnMut(&[u8])) -> u64 {
     use std::io::BufRead as _;
     let mut reader = std::io::BufReader::with_capacity(256 * 1024, source);
     let mut line = Vec::new();
     let mut too_long = false;
+    let mut skipped = 0;
     loop {
         let (done, used) = match reader.fill_buf() {
             Ok([]) => (true, 0),
             Ok(buf) => match buf.iter().position(|b| *b == b'\n') {
                 Some(i) => {
-                    if !too_long && line.len() + i <= MAX_LINE {
+                    if !too_long && line.len() + i <= max {
                         line.extend_from_slice(&buf[..i]);
                         each(&line);
+                    } else {
+                        skipped += 1;
                     }
                     line.clear();
                     too_long = false;
                     (false, i + 1)
                 }
                 None => {
-                    if line.len() + buf.len() > MAX_LINE {
+                    if line.len() + buf.len() > max {
                         too_long = true;
                         line.clear();
                     } else if !too_long {
@@ -428,7 +437,10 @@ pub fn for_each_line(source: impl Read, mut each: impl FnMut(&[u8])) {
         };
         reader.consume(used);
         if done {
-            return;
+            if too_long || !line.is_empty() {
+                skipped += 1;
+            }
+            return skipped;
         }
     }
 }

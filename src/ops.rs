@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::catalog::{production_stack, Catalog, LoadError, Move, ProductionChange};
+use crate::catalog::{Catalog, LoadError, Move, ProductionChange, ProductionStack};
 use crate::model::Model;
 use crate::store::{Action, HistoryEntry, ModelName, Pointer, StoreError, VersionId};
 
@@ -51,12 +51,11 @@ pub fn list(catalog: &Catalog) -> Result<ModelList, OpsError> {
         .models()?
         .into_iter()
         .map(|name| {
-            let history = catalog.history(&name)?;
             Ok(ModelSummary {
                 production: catalog.pointer(&name, Pointer::Production)?,
                 candidate: catalog.pointer(&name, Pointer::Candidate)?,
                 versions: catalog.versions(&name)?.len(),
-                last_promotion: history.last_move().cloned(),
+                last_promotion: catalog.last_move(&name)?,
                 name: name.to_string(),
             })
         })
@@ -78,17 +77,23 @@ pub struct ModelReport {
     pub metrics: Option<crate::model::Metrics>,
     /// Why that version does not load, if it does not.
     pub model_error: Option<String>,
+    /// The last [`SHOWN_HISTORY`] history lines, oldest first.
     pub history: Vec<HistoryEntry>,
-    /// History lines that could not be parsed.
+    /// Whether the history holds earlier lines than those.
+    pub earlier_history: bool,
+    /// History lines that could not be read, among those read.
     pub unreadable_history_lines: usize,
 }
+
+/// History lines `limen models show` prints (the file holds them all).
+pub const SHOWN_HISTORY: usize = 50;
 
 /// Pointers, versions, metadata and history of one model.
 pub fn show(catalog: &Catalog, name: &ModelName) -> Result<ModelReport, OpsError> {
     catalog.require_model(name)?;
     let production = catalog.pointer(name, Pointer::Production)?;
     let candidate = catalog.pointer(name, Pointer::Candidate)?;
-    let history = catalog.history(name)?;
+    let history = catalog.history_tail(name, SHOWN_HISTORY, |_| true)?;
     let mut report = ModelReport {
         name: name.to_string(),
         production,
@@ -98,7 +103,8 @@ pub fn show(catalog: &Catalog, name: &ModelName) -> Result<ModelReport, OpsError
         metrics: None,
         model_error: None,
         history: history.entries,
-        unreadable_history_lines: history.unreadable_lines,
+        earlier_history: history.earlier,
+        unreadable_history_lines: history.unreadable,
     };
     if let Some(version) = production.or(candidate) {
         match catalog.load_verified(name, version) {
@@ -197,7 +203,10 @@ pub fn rollback(catalog: &Catalog, name: &ModelName) -> Result<PointerChange, Op
             "{name} has no production version to roll back from"
         ))
     })?;
-    let stack = production_stack(&guard.history()?.entries);
+    // Streamed: the stack holds version ids, not the lines.
+    let mut stack = ProductionStack::default();
+    guard.for_each_history(|e| stack.apply(&e))?;
+    let stack = stack.0;
     match stack.last() {
         Some(top) if *top == current => {}
         Some(top) => {
@@ -250,17 +259,25 @@ pub fn gc(
     let guard = catalog.lock(name)?;
     let production = guard.pointer(Pointer::Production)?;
     let candidate = guard.pointer(Pointer::Candidate)?;
-    let history = guard.history()?.entries;
     // The versions the last `keep` production changes moved to; gc's own lines do not use up the
     // allowance. A promotion killed between its pointer write and its history line is known only
-    // as the next line's `previous`: such a version counts as promoted there too.
-    let named: HashSet<VersionId> = history.iter().filter_map(|e| e.version).collect();
-    let recent: Vec<VersionId> = history
+    // as the next line's `previous`: such a version counts as promoted there too. Streamed:
+    // what is held is version ids and the last `keep` moves, not the lines.
+    let mut named: HashSet<VersionId> = HashSet::new();
+    let mut moves: std::collections::VecDeque<(Option<VersionId>, Option<VersionId>)> =
+        std::collections::VecDeque::with_capacity(keep.min(1024));
+    guard.for_each_history(|e| {
+        named.extend(e.version);
+        if matches!(e.action, Action::Promote | Action::Rollback) && keep > 0 {
+            if moves.len() == keep {
+                moves.pop_front();
+            }
+            moves.push_back((e.version, e.previous));
+        }
+    })?;
+    let recent: Vec<VersionId> = moves
         .iter()
-        .rev()
-        .filter(|e| matches!(e.action, Action::Promote | Action::Rollback))
-        .take(keep)
-        .flat_map(|e| [e.version, e.previous.filter(|p| !named.contains(p))])
+        .flat_map(|(version, previous)| [*version, previous.filter(|p| !named.contains(p))])
         .flatten()
         .collect();
 
@@ -352,7 +369,15 @@ impl fmt::Display for ModelReport {
         if let Some(e) = &self.model_error {
             writeln!(f, "error       {e}")?;
         }
-        writeln!(f, "history")?;
+        if self.earlier_history {
+            writeln!(
+                f,
+                "history     (the last {}; history.jsonl holds the earlier ones)",
+                self.history.len()
+            )?;
+        } else {
+            writeln!(f, "history")?;
+        }
         for e in &self.history {
             writeln!(
                 f,

@@ -438,16 +438,13 @@ impl Registry {
             .collect()
     }
 
-    /// `name`'s history (the last `last` entries), read from the store. Blocking.
+    /// `name`'s history (the last `last` entries), read from the end of the file: memory is
+    /// bounded by `last` lines whatever the file holds. Blocking.
     pub fn history(&self, name: &ModelName, last: usize) -> Vec<crate::store::HistoryEntry> {
-        let mut entries = self
-            .catalog
-            .history(name)
-            .map(|h| h.entries)
-            .unwrap_or_default();
-        let skip = entries.len().saturating_sub(last);
-        entries.drain(..skip);
-        entries
+        self.catalog
+            .history_tail(name, last, |_| true)
+            .map(|t| t.entries)
+            .unwrap_or_default()
     }
 
     /// Sets every served model's live PSI gauges (for `/metrics`).

@@ -54,6 +54,30 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// The longest name (feature, class, user, host) a page shows, in characters; longer ones end
+/// in "…". A page's size is bounded by what it shows, not by what a file holds.
+const NAME_CHARS: usize = 80;
+/// The longest command line a page shows, in characters.
+const COMMAND_CHARS: usize = 300;
+/// Classes a page lists per model (in the chart's bars and the per-class table): a model with
+/// more gets a note, not a page the size of its confusion matrix.
+pub const CLASSES_SHOWN: usize = 20;
+/// Features the live PSI table lists (the highest first).
+const PSI_SHOWN: usize = 30;
+
+/// `s`, cut to `chars` characters (ending in "…" if it was longer), escaped.
+fn esc_short(s: &str, chars: usize) -> String {
+    match s.char_indices().nth(chars) {
+        Some((at, _)) => esc(&s[..at]) + "…",
+        None => esc(s),
+    }
+}
+
+/// A name as a page shows it: at most [`NAME_CHARS`] characters, escaped.
+fn name(s: &str) -> String {
+    esc_short(s, NAME_CHARS)
+}
+
 fn num(v: Option<f64>, digits: usize) -> String {
     v.filter(|v| v.is_finite())
         .map_or("–".to_owned(), |v| format!("{v:.digits$}"))
@@ -160,8 +184,8 @@ fn curve_svg(models: &[(&str, &Model)]) -> String {
     let sx = |x: f64| PAD + (x - x0) / (x1 - x0) * (W - 2.0 * PAD);
     let sy = |p: f64| H - PAD + -p * (H - 2.0 * PAD);
     let (_, reference) = models[0];
-    let feature = esc(&reference.feature_names()[0]);
-    let positive = esc(&reference.classes()[1]);
+    let feature = name(&reference.feature_names()[0]);
+    let positive = name(&reference.classes()[1]);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"P({positive}) by {feature}\" class=\"chart\">"
     );
@@ -263,10 +287,12 @@ fn bars_svg(model: &Model) -> String {
             None => w * features[j].stats.std,
         }
     };
-    let logits = artifact.coefficients.len();
+    // One bar per feature and logit: of a model with many classes, the first few.
+    let all_logits = artifact.coefficients.len();
+    let logits = all_logits.min(CLASSES_SHOWN.min(8));
     let names: Vec<String> = match model.kind() {
         ModelKind::BinaryLogistic => vec![format!("log-odds of {}", model.classes()[1])],
-        ModelKind::MultinomialLogistic => model.classes().to_vec(),
+        ModelKind::MultinomialLogistic => model.classes().iter().take(logits).cloned().collect(),
     };
     let shown = features.len().min(30);
     let row = 16.0;
@@ -291,9 +317,9 @@ fn bars_svg(model: &Model) -> String {
             let len = v.abs() / max * (right - mid);
             let x = if v < 0.0 { mid - len } else { mid };
             let label = if logits == 1 {
-                esc(&feature.name)
+                name(&feature.name)
             } else {
-                format!("{} · {}", esc(&feature.name), esc(&names[k]))
+                format!("{} · {}", name(&feature.name), name(&names[k]))
             };
             let _ = write!(
                 s,
@@ -307,10 +333,10 @@ fn bars_svg(model: &Model) -> String {
         }
     }
     s.push_str("</svg>");
-    if features.len() > shown {
+    if features.len() > shown || all_logits > logits {
         let _ = write!(
             s,
-            "<p class=\"muted\">the first {shown} of {} features</p>",
+            "<p class=\"muted\">the first {shown} of {} features, {logits} of {all_logits} logits</p>",
             features.len()
         );
     }
@@ -379,33 +405,53 @@ fn confusion_tables(models: &[(&str, &Model)]) -> String {
     s
 }
 
+/// Per-class precision, recall and F1 with the confusion matrix's rows; for a model of more
+/// than [`CLASSES_SHOWN`] classes, the first of them without the matrix (which would grow with
+/// the square of the classes), and a note.
 fn class_table(report: &ClassReport) -> String {
+    let n = report.classes.len();
+    let with_matrix = n <= CLASSES_SHOWN;
     let mut s = String::from(
         "<table><tr><th>class</th><th class=\"n\">P</th><th class=\"n\">R</th><th class=\"n\">F1</th>",
     );
-    for c in &report.classes {
-        let _ = write!(
-            s,
-            "<th class=\"n\" title=\"predicted {0}\">→{0}</th>",
-            esc(&c.class)
-        );
+    if with_matrix {
+        for c in &report.classes {
+            let _ = write!(
+                s,
+                "<th class=\"n\" title=\"predicted {0}\">→{0}</th>",
+                name(&c.class)
+            );
+        }
     }
     s.push_str("</tr>");
-    for (c, row) in report.classes.iter().zip(&report.confusion) {
+    for (c, row) in report
+        .classes
+        .iter()
+        .zip(&report.confusion)
+        .take(CLASSES_SHOWN)
+    {
         let _ = write!(
             s,
             "<tr><td>{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:.3}</td>",
-            esc(&c.class),
+            name(&c.class),
             c.precision,
             c.recall,
             c.f1
         );
-        for n in row {
-            let _ = write!(s, "<td class=\"n\">{n}</td>");
+        if with_matrix {
+            for n in row {
+                let _ = write!(s, "<td class=\"n\">{n}</td>");
+            }
         }
         s.push_str("</tr>");
     }
     s.push_str("</table>");
+    if !with_matrix {
+        let _ = write!(
+            s,
+            "<p class=\"muted\">the first {CLASSES_SHOWN} of {n} classes, without the {n} × {n} confusion matrix: <code>limen models show --json</code> has all of it</p>"
+        );
+    }
     s
 }
 
@@ -444,16 +490,26 @@ fn live_block(live: &Live) -> String {
     );
     s.push_str("</div>");
     if !live.psi.is_empty() {
+        // The features that moved most, first.
+        let mut psi: Vec<&(String, f64)> = live.psi.iter().collect();
+        psi.sort_by(|a, b| b.1.total_cmp(&a.1));
         s.push_str("<table><tr><th>feature</th><th class=\"n\">live PSI</th></tr>");
-        for (feature, psi) in &live.psi {
+        for (feature, psi) in psi.iter().take(PSI_SHOWN) {
             let class = if *psi > 0.25 { "bad" } else { "" };
             let _ = write!(
                 s,
                 "<tr><td>{}</td><td class=\"n {class}\">{psi:.4}</td></tr>",
-                esc(feature)
+                name(feature)
             );
         }
         s.push_str("</table>");
+        if live.psi.len() > PSI_SHOWN {
+            let _ = write!(
+                s,
+                "<p class=\"muted\">the {PSI_SHOWN} highest of {} features</p>",
+                live.psi.len()
+            );
+        }
     }
     if let Some(t) = &live.shadow {
         let _ = write!(
@@ -485,9 +541,9 @@ fn timeline(history: &[HistoryEntry]) -> String {
             s,
             "<li class=\"{class}\">{what}{version} <span class=\"muted\">{} by {}@{}</span><br><code>{}</code></li>",
             esc(&e.at),
-            esc(&e.user),
-            esc(&e.host),
-            esc(&e.command)
+            name(&e.user),
+            name(&e.host),
+            esc_short(&e.command, COMMAND_CHARS)
         );
     }
     s.push_str("</ol>");
@@ -503,6 +559,18 @@ pub fn page(
     stylesheet: Option<&str>,
     refresh: Option<u32>,
 ) -> String {
+    let (head, tail) = page_frame(title, header, stylesheet, refresh);
+    head + body + tail
+}
+
+/// [`page`] without its body: what comes before it and after it, so that a server can write
+/// the body in between, into one buffer, as it renders it.
+pub fn page_frame(
+    title: &str,
+    header: &str,
+    stylesheet: Option<&str>,
+    refresh: Option<u32>,
+) -> (String, &'static str) {
     let style = match stylesheet {
         Some(href) => format!("<link rel=\"stylesheet\" href=\"{}\">", esc(href)),
         None => format!("<style>{STYLE}</style>"),
@@ -510,9 +578,12 @@ pub fn page(
     let refresh = refresh.map_or(String::new(), |s| {
         format!("<meta http-equiv=\"refresh\" content=\"{s}\">")
     });
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><link rel=\"icon\" href=\"data:,\">{refresh}<title>{}</title>{style}</head><body><header>{header}</header><main>{body}</main></body></html>",
-        esc(title)
+    (
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><link rel=\"icon\" href=\"data:,\">{refresh}<title>{}</title>{style}</head><body><header>{header}</header><main>",
+            esc(title)
+        ),
+        "</main></body></html>",
     )
 }
 

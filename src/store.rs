@@ -35,7 +35,9 @@ pub const MODEL_FILE: &str = "model.json";
 /// (measured: a 1 MB file peaks at +17 MB), so 2 MiB bounds a load near 32 MB.
 pub const DEFAULT_MAX_MODEL_BYTES: u64 = 2 * 1024 * 1024;
 /// The largest history file read; a year of a promotion an hour is about 5 MB.
-const MAX_HISTORY_BYTES: u64 = 64 * 1024 * 1024;
+/// The longest history line read: a real one is a few hundred bytes, a promotion with its gate's
+/// evidence a few KiB. Longer lines are skipped and counted, never held.
+const MAX_HISTORY_LINE: usize = 16 * 1024;
 /// A pointer is a version id and a newline; anything longer is not one.
 const MAX_POINTER_BYTES: u64 = 64;
 const HISTORY_FILE: &str = "history.jsonl";
@@ -745,29 +747,171 @@ impl Store {
             .map_err(io_err("append to", &path))
     }
 
-    /// Every well-formed history line, oldest first, and how many lines could not be parsed.
+    /// Every well-formed history line, oldest first, and how many lines could not be read. It
+    /// holds the whole history: servers and commands use [`Store::for_each_history`] or
+    /// [`Store::history_tail`], whose memory does not grow with the file.
     pub fn history(&self, name: &ModelName) -> Result<(Vec<HistoryEntry>, usize), StoreError> {
-        let path = self.model_dir(name).join(HISTORY_FILE);
-        let bytes = match read_untrusted(&path, MAX_HISTORY_BYTES, true) {
-            Ok(bytes) => bytes,
-            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                return Ok((Vec::new(), 0))
-            }
-            Err(e) => return Err(e),
-        };
-        let text = String::from_utf8_lossy(&bytes);
-        let mut bad = 0;
-        let entries = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .filter_map(|l| {
-                let parsed = serde_json::from_str(l).ok();
-                bad += usize::from(parsed.is_none());
-                parsed
-            })
-            .collect();
+        let mut entries = Vec::new();
+        let bad = self.for_each_history(name, |e| entries.push(e))?;
         Ok((entries, bad))
     }
+
+    /// Calls `each` with every well-formed line of `name`'s history, oldest first, streaming the
+    /// file: memory stays at one line (at most 16 KiB) whatever its size. Returns how many lines
+    /// could not be read (malformed, too long, or a last line cut mid-way). A missing history
+    /// is an empty one.
+    pub fn for_each_history(
+        &self,
+        name: &ModelName,
+        mut each: impl FnMut(HistoryEntry),
+    ) -> Result<usize, StoreError> {
+        let path = self.model_dir(name).join(HISTORY_FILE);
+        let Some((file, _)) = open_history(&path)? else {
+            return Ok(0);
+        };
+        let mut bad = 0usize;
+        let skipped = crate::data::for_each_line_up_to(file, MAX_HISTORY_LINE, |line| {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return;
+            }
+            match serde_json::from_slice(line) {
+                Ok(entry) => each(entry),
+                Err(_) => bad += 1,
+            }
+        });
+        Ok(bad + skipped as usize)
+    }
+
+    /// The last `n` well-formed lines of `name`'s history for which `wanted` holds, oldest
+    /// first, read backwards from the end of the file in 64 KiB blocks: memory stays at `n`
+    /// lines and a block whatever the file's size, and only as much of the file is read as it
+    /// takes to find them.
+    pub fn history_tail(
+        &self,
+        name: &ModelName,
+        n: usize,
+        wanted: impl Fn(&HistoryEntry) -> bool,
+    ) -> Result<HistoryTail, StoreError> {
+        let path = self.model_dir(name).join(HISTORY_FILE);
+        let mut tail = HistoryTail::default();
+        let Some((file, len)) = open_history(&path)? else {
+            return Ok(tail);
+        };
+        if n == 0 {
+            tail.earlier = len > 0;
+            return Ok(tail);
+        }
+        lines_backwards(&file, len, MAX_HISTORY_LINE, |line| {
+            let parsed = line
+                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                .map(serde_json::from_slice::<HistoryEntry>);
+            match parsed {
+                None if line.is_some() => {} // a blank line
+                Some(Ok(entry)) => {
+                    if wanted(&entry) {
+                        if tail.entries.len() == n {
+                            tail.earlier = true;
+                            return false;
+                        }
+                        tail.entries.push(entry);
+                    }
+                }
+                _ => tail.unreadable += 1,
+            }
+            true
+        })
+        .map_err(io_err("read", &path))?;
+        tail.entries.reverse();
+        Ok(tail)
+    }
+}
+
+/// The end of a history, as [`Store::history_tail`] read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryTail {
+    /// Oldest first.
+    pub entries: Vec<HistoryEntry>,
+    /// Lines that could not be read in the part of the file that was read.
+    pub unreadable: usize,
+    /// Whether the file holds earlier wanted lines than these.
+    pub earlier: bool,
+}
+
+/// `path` opened as an untrusted regular file with its length; `None` when it does not exist.
+fn open_history(path: &Path) -> Result<Option<(File, u64)>, StoreError> {
+    match open_untrusted(path) {
+        Ok(opened) => Ok(Some(opened)),
+        Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Calls `each` with the lines of the first `len` bytes of `file`, last first: `Some(line)` for
+/// a whole line of at most `max` bytes (without its newline), `None` for a longer one (not held)
+/// and for bytes after the last newline (a line still being written). Stops when `each`
+/// returns false. Reads 64 KiB blocks with `pread`; holds one block and one line.
+fn lines_backwards(
+    file: &File,
+    len: u64,
+    max: usize,
+    mut each: impl FnMut(Option<&[u8]>) -> bool,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    const BLOCK: u64 = 64 * 1024;
+    let mut buf = vec![0u8; BLOCK as usize];
+    // The line being put together from its right end: bytes that follow the current block.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut too_long = false;
+    // Until the first newline from the end is found, the bytes after it are a line cut short.
+    let mut at_end = true;
+    let mut pos = len;
+    while pos > 0 {
+        let start = pos.saturating_sub(BLOCK);
+        let block = &mut buf[..(pos - start) as usize];
+        file.read_exact_at(block, start)?;
+        pos = start;
+        let mut end = block.len();
+        while let Some(i) = block[..end].iter().rposition(|b| *b == b'\n') {
+            let piece = &block[i + 1..end];
+            let go_on = if std::mem::take(&mut at_end) {
+                piece.is_empty() && pending.is_empty() && !too_long || each(None)
+            } else if too_long || piece.len() + pending.len() > max {
+                each(None)
+            } else if pending.is_empty() {
+                each(Some(piece))
+            } else {
+                pending.splice(0..0, piece.iter().copied());
+                each(Some(&pending))
+            };
+            if !go_on {
+                return Ok(());
+            }
+            pending.clear();
+            too_long = false;
+            end = i;
+        }
+        // `block[..end]` is the right part of a line that began in an earlier block.
+        if !too_long {
+            if end + pending.len() > max {
+                too_long = true;
+                pending.clear();
+            } else {
+                pending.splice(0..0, block[..end].iter().copied());
+            }
+        }
+    }
+    // The file's first line (nothing before it), unless no newline was found at all: then all
+    // of it is one line still being written.
+    if at_end {
+        if too_long || !pending.is_empty() {
+            each(None);
+        }
+    } else if too_long {
+        each(None);
+    } else if !pending.is_empty() {
+        each(Some(&pending));
+    }
+    Ok(())
 }
 
 /// What identifies a file's content without reading it: size, modification time, inode.
@@ -806,6 +950,34 @@ fn describe(t: &fs::FileType) -> &'static str {
 /// One `open`, one `fstat`, one or two `read`s: servers poll thousands of pointers a second.
 pub(crate) fn read_untrusted(path: &Path, max: u64, exact: bool) -> Result<Vec<u8>, StoreError> {
     use std::io::Read as _;
+    let (file, len) = open_untrusted(path)?;
+    if exact && len > max {
+        return Err(StoreError::TooLarge {
+            path: path.to_owned(),
+            size: len,
+            max,
+        });
+    }
+    // The size can change between `fstat` and the read (another host writing in place): the
+    // read is capped at `max` + 1 all the same, and a file that grew past `max` is refused.
+    let mut bytes = Vec::with_capacity(len.min(max) as usize);
+    let limit = if exact { max + 1 } else { max };
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    if exact && bytes.len() as u64 > max {
+        return Err(StoreError::TooLarge {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+            max,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Opens a file of the store as [`read_untrusted`] does (non-blocking, no symbolic link, a
+/// regular file only) and returns it with its length.
+fn open_untrusted(path: &Path) -> Result<(File, u64), StoreError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let file = OpenOptions::new()
         .read(true)
@@ -830,28 +1002,7 @@ pub(crate) fn read_untrusted(path: &Path, max: u64, exact: bool) -> Result<Vec<u
             found: describe(&meta.file_type()),
         });
     }
-    if exact && meta.len() > max {
-        return Err(StoreError::TooLarge {
-            path: path.to_owned(),
-            size: meta.len(),
-            max,
-        });
-    }
-    // The size can change between `fstat` and the read (another host writing in place): the
-    // read is capped at `max` + 1 all the same, and a file that grew past `max` is refused.
-    let mut bytes = Vec::with_capacity(meta.len().min(max) as usize);
-    let limit = if exact { max + 1 } else { max };
-    file.take(limit)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", path))?;
-    if exact && bytes.len() as u64 > max {
-        return Err(StoreError::TooLarge {
-            path: path.to_owned(),
-            size: bytes.len() as u64,
-            max,
-        });
-    }
-    Ok(bytes)
+    Ok((file, meta.len()))
 }
 
 fn parse_pointer(path: &Path, bytes: &[u8]) -> Result<VersionId, StoreError> {
@@ -1115,6 +1266,105 @@ mod tests {
         assert_eq!(bad, 1);
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1].previous, Some(v1));
+    }
+
+    /// Every line `lines_backwards` yields for `bytes`, in file order.
+    fn backwards(bytes: &[u8], max: usize) -> Vec<Option<Vec<u8>>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut out = Vec::new();
+        lines_backwards(&file, bytes.len() as u64, max, |l| {
+            out.push(l.map(<[u8]>::to_vec));
+            true
+        })
+        .unwrap();
+        out.reverse();
+        out
+    }
+
+    /// What a forward reader makes of `bytes`: whole lines of at most `max`, `None` otherwise.
+    fn forwards(bytes: &[u8], max: usize) -> Vec<Option<Vec<u8>>> {
+        let mut out: Vec<Option<Vec<u8>>> = bytes
+            .split(|b| *b == b'\n')
+            .map(|l| (l.len() <= max).then(|| l.to_vec()))
+            .collect();
+        // The part after the last newline is a line cut short (or nothing).
+        let last = out.pop().flatten();
+        if last.as_ref().is_none_or(|l| !l.is_empty()) {
+            out.push(None);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(100))]
+
+        /// Read backwards in blocks, a file gives the lines a forward read gives, whatever
+        /// their lengths and where the blocks fall.
+        #[test]
+        fn lines_read_backwards_are_the_lines_read_forwards(
+            lines in proptest::collection::vec((0usize..200_000, proptest::prelude::any::<u8>()), 0..8),
+            torn in proptest::option::of(1usize..5_000),
+        ) {
+            let mut bytes = Vec::new();
+            for (len, fill) in &lines {
+                let fill = if *fill == b'\n' { b'x' } else { *fill };
+                bytes.extend(std::iter::repeat_n(fill, *len));
+                bytes.push(b'\n');
+            }
+            if let Some(t) = torn {
+                bytes.extend(std::iter::repeat_n(b'y', t));
+            }
+            let max = 70_000;
+            proptest::prop_assert_eq!(backwards(&bytes, max), forwards(&bytes, max));
+        }
+    }
+
+    #[test]
+    fn the_tail_of_a_huge_history_is_read_without_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let iris = name("iris");
+        fs::create_dir_all(store.model_dir(&iris)).unwrap();
+        let path = store.model_dir(&iris).join(HISTORY_FILE);
+        let v = |n| VersionId::try_from(n).unwrap();
+        let mut text = String::new();
+        // 200,000 ordinary lines, one 60 MB line, a torn one, then the last promotion.
+        let line = |n: u64| {
+            let mut e = HistoryEntry::now(Action::Promote, Some(v(n + 1)), Some(v(n)));
+            e.at = "2026-12-01T00:00:00Z".into();
+            serde_json::to_string(&e).unwrap() + "\n"
+        };
+        for n in 1..200_000 {
+            text += &line(n);
+        }
+        text += &"x".repeat(60 << 20);
+        text += "\n{\"torn\n";
+        text += &line(200_000);
+        fs::write(&path, &text).unwrap();
+        let tail = store.history_tail(&iris, 2, |_| true).unwrap();
+        assert_eq!(tail.entries.len(), 2);
+        assert_eq!(tail.entries[1].version, Some(v(200_001)));
+        assert_eq!(tail.entries[0].version, Some(v(200_000)));
+        assert!(tail.earlier);
+        assert_eq!(tail.unreadable, 2, "the torn line and the 60 MB one");
+        // Streaming forwards holds one line at a time and skips the long one, counted.
+        let mut count = 0;
+        let mut last = None;
+        let bad = store
+            .for_each_history(&iris, |e| {
+                count += 1;
+                last = e.version;
+            })
+            .unwrap();
+        assert_eq!((count, bad, last), (200_000, 2, Some(v(200_001))));
+        // A history without what is wanted: read to its start, and nothing found.
+        let none = store
+            .history_tail(&iris, 1, |e| e.action == Action::Gc)
+            .unwrap();
+        assert!(none.entries.is_empty() && !none.earlier);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! plus each shown model's history read from the store through the bounded store readers. Sent
 //! with a Content-Security-Policy that allows nothing but the server's own stylesheet.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -14,15 +16,27 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorKind};
 use super::lookup::{model_name, unknown_model};
+use super::reply;
 use super::state::AppState;
+use crate::budget::Reservation;
 use crate::registry::{LoadedModel, ModelStatus};
 use crate::report::{self, Live, ModelView};
 use crate::store::{HistoryEntry, ModelName};
 
 /// Models shown on the status page; beyond this the page says how many more there are.
 const SHOWN: usize = 100;
-/// History entries shown per model.
-const HISTORY: usize = 20;
+/// History entries shown per model: on the status page, and on a model's own page.
+const HISTORY: usize = 5;
+const MODEL_HISTORY: usize = 20;
+/// The most a page may take: the status page stops adding models there, with a note. Its
+/// bytes are reserved from the memory budget before it is rendered (or, when they do not fit,
+/// those of a [`SMALL_PAGE`], else 429). One model's card, with the page's caps on names,
+/// classes, features and history, stays well under [`CARD`].
+const PAGE: usize = 4 << 20;
+const SMALL_PAGE: usize = 256 << 10;
+const CARD: usize = 512 << 10;
+/// The most one history line can take when read (the store's cap), per entry read.
+const HISTORY_LINE: usize = 16 << 10;
 /// Seconds between the page's own refreshes.
 const REFRESH: u32 = 5;
 
@@ -31,8 +45,13 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; b
 /// The OpenAPI 3.1 description of every route.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-fn html(body: String) -> Response {
-    let mut response = (StatusCode::OK, body).into_response();
+/// An HTML page that keeps its reservation in the memory budget until it is sent.
+fn html_reserved(body: String, held: Reservation) -> Response {
+    let mut response = (
+        StatusCode::OK,
+        Body::from(reply::reserved(body.into_bytes(), held)),
+    )
+        .into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -125,45 +144,71 @@ fn header(state: &AppState, title: &str) -> String {
     )
 }
 
-/// `GET /`: every model of the store (up to 100), with the store's health on top.
+/// Reserves a page's bytes: [`PAGE`] (plus one card and `extra`), else [`SMALL_PAGE`], else
+/// 429. Returns the reservation and the size the page must stay under.
+fn reserve_page(state: &AppState, extra: usize) -> Result<(Reservation, usize), ApiError> {
+    match state.budget.try_reserve(PAGE + CARD + extra) {
+        Ok(held) => Ok((held, PAGE)),
+        Err(_) => Ok((state.reserve(SMALL_PAGE + CARD + extra)?, SMALL_PAGE)),
+    }
+}
+
+/// `GET /`: every model of the store (up to 100, and as many as fit in the page's size), with
+/// the store's health on top. Each model's history is read (its last lines, from the end of the
+/// file) and its card rendered in turn, so what is held is the page and one card.
 pub async fn status_page(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (held, cap) = reserve_page(&state, HISTORY * HISTORY_LINE)?;
     let statuses = state.registry.statuses();
     let total = statuses.len();
-    let shown: Vec<ModelStatus> = statuses.into_iter().take(SHOWN).collect();
-    let names: Vec<ModelName> = shown.iter().filter_map(|s| s.name.parse().ok()).collect();
-    let histories = state
-        .read_store(move |registry| {
-            names
-                .iter()
-                .map(|n| registry.history(n, HISTORY))
-                .collect::<Vec<_>>()
-        })
-        .await?;
-    let mut body = String::new();
-    for (status, history) in shown.into_iter().zip(histories) {
+    let (head, tail) = report::page_frame(
+        "limen",
+        &header(&state, "limen"),
+        Some("/static/limen.css"),
+        Some(REFRESH),
+    );
+    let mut page = String::with_capacity(cap + CARD);
+    page.push_str(&head);
+    let mut shown = 0;
+    let mut cut = false;
+    for status in statuses.into_iter().take(SHOWN) {
+        let history = match status.name.parse::<ModelName>() {
+            Ok(name) => {
+                state
+                    .read_store(move |registry| registry.history(&name, HISTORY))
+                    .await?
+            }
+            Err(_) => Vec::new(),
+        };
         let card = Card {
             production: state.registry.get(&status.name),
             candidate: state.registry.shadow(&status.name),
             history,
             status,
         };
-        body.push_str(&section(&state, &card));
+        let section = section(&state, &card);
+        if page.len() + section.len() > cap {
+            cut = true;
+            break;
+        }
+        page.push_str(&section);
+        shown += 1;
     }
     if total == 0 {
-        body.push_str("<section><h2>No models yet</h2><p>Train and validate one: <code>limen train &amp;&amp; limen validate</code></p></section>");
-    } else if total > SHOWN {
-        body.push_str(&format!(
-            "<section><p>and {} more models: see <a href=\"/models\">/models</a></p></section>",
-            total - SHOWN
-        ));
+        page.push_str("<section><h2>No models yet</h2><p>Train and validate one: <code>limen train &amp;&amp; limen validate</code></p></section>");
+    } else if shown < total {
+        let why = if cut {
+            format!("the page stops at {} KiB", cap / 1024)
+        } else {
+            format!("the page shows {SHOWN} models")
+        };
+        let _ = write!(
+            page,
+            "<section><p>and {} more models ({why}): see <a href=\"/models\">/models</a> or each model's own page, <code>/models/NAME/report</code></p></section>",
+            total - shown
+        );
     }
-    Ok(html(report::page(
-        "limen",
-        &header(&state, "limen"),
-        &body,
-        Some("/static/limen.css"),
-        Some(REFRESH),
-    )))
+    page.push_str(tail);
+    Ok(html_reserved(page, held))
 }
 
 /// `GET /models/{name}/report`: one model's page.
@@ -175,9 +220,10 @@ pub async fn model_page(
     let Some(status) = state.registry.status(name.as_str()) else {
         return Err(unknown_model(&name));
     };
+    let (held, _) = reserve_page(&state, MODEL_HISTORY * HISTORY_LINE)?;
     let lookup = name.clone();
     let history = state
-        .read_store(move |registry| registry.history(&lookup, HISTORY))
+        .read_store(move |registry| registry.history(&lookup, MODEL_HISTORY))
         .await?;
     let card = Card {
         production: state.registry.get(name.as_str()),
@@ -192,11 +238,14 @@ pub async fn model_page(
         ));
     }
     let title = format!("limen · {name}");
-    Ok(html(report::page(
-        &title,
-        &header(&state, &title),
-        &section(&state, &card),
-        Some("/static/limen.css"),
-        Some(REFRESH),
-    )))
+    Ok(html_reserved(
+        report::page(
+            &title,
+            &header(&state, &title),
+            &section(&state, &card),
+            Some("/static/limen.css"),
+            Some(REFRESH),
+        ),
+        held,
+    ))
 }

@@ -13,13 +13,13 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::body::{RawBody, REQUEST_ID_HEADER};
 use super::error::ApiError;
-use super::reply::{APPLICATION_JSON, BLOCKING_BODY_BYTES, MODEL_VERSION_HEADER};
+use super::reply::{self, APPLICATION_JSON, BLOCKING_BODY_BYTES, MODEL_VERSION_HEADER};
 use super::state::AppState;
 use crate::api;
 use crate::budget::Reservation;
@@ -146,7 +146,7 @@ pub async fn score(
         batch,
     );
 
-    let mut response = Response::new(Body::from(reserved_bytes(answer, held)));
+    let mut response = Response::new(Body::from(reply::reserved(answer, held)));
     let headers = response.headers_mut();
     match json_length {
         None => {
@@ -282,25 +282,4 @@ fn run(
         loaded.observe_row(row);
     }
     Ok(scored)
-}
-
-/// An answer that gives its reservation back once hyper has sent it (and dropped the bytes).
-/// What was reserved beyond the answer's own allocation is given back now.
-fn reserved_bytes(answer: Vec<u8>, mut held: Reservation) -> Bytes {
-    held.shrink_to(answer.capacity());
-    Bytes::from_owner(Owned {
-        answer,
-        _held: held,
-    })
-}
-
-struct Owned {
-    answer: Vec<u8>,
-    _held: Reservation,
-}
-
-impl AsRef<[u8]> for Owned {
-    fn as_ref(&self) -> &[u8] {
-        &self.answer
-    }
 }

@@ -660,6 +660,85 @@ async fn answer_limits_count_names_as_they_are_escaped() {
     assert!(answer.text.len() > 30 * 30_000);
 }
 
+#[tokio::test]
+async fn pages_stay_small_whatever_the_store_holds() {
+    // A model of 60 classes with long names, and a history of 20,000 lines with a 2 MB one.
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::open(dir.path());
+    let name: ModelName = "iris".parse().unwrap();
+    let classes = 60;
+    let version = catalog
+        .publish_candidate(&name, |v| {
+            let mut a = crate::model::tests::multinomial_artifact();
+            a.version = v.get();
+            a.classes = (0..classes)
+                .map(|k| format!("{k}-{}", "c".repeat(500)))
+                .collect();
+            a.coefficients = (0..classes).map(|k| vec![k as f64 / 10.0]).collect();
+            a.intercepts = vec![0.0; classes];
+            a.metrics.train = Some(crate::model::ClassReport {
+                classes: a
+                    .classes
+                    .iter()
+                    .map(|c| crate::model::ClassScores {
+                        class: c.clone(),
+                        precision: 0.5,
+                        recall: 0.5,
+                        f1: 0.5,
+                        support: 10,
+                    })
+                    .collect(),
+                confusion: vec![vec![1; classes]; classes],
+                roc_auc: None,
+            });
+            a.to_json_bytes()
+        })
+        .unwrap();
+    catalog
+        .lock(&name)
+        .unwrap()
+        .move_production(Move::Promote, version, serde_json::Value::Null)
+        .unwrap();
+    let history = dir.path().join("iris/history.jsonl");
+    let mut text = std::fs::read_to_string(&history).unwrap();
+    let line = text.clone();
+    for _ in 0..20_000 {
+        text += &line;
+    }
+    text += &"x".repeat(2 << 20);
+    text += "\n";
+    text += &line;
+    std::fs::write(&history, text).unwrap();
+    let budget = Budget::new(64 << 20);
+    let app = app_with(catalog, Limits::with_max_body(4096), budget.clone());
+    for uri in ["/", "/models/iris/report"] {
+        let answer = call(&app, "GET", uri, "").await;
+        assert_eq!(answer.status, StatusCode::OK, "{uri}");
+        assert!(
+            answer.text.len() < 512 << 10,
+            "{uri}: {} bytes",
+            answer.text.len()
+        );
+        assert!(
+            answer.text.contains("the first 20 of 60 classes"),
+            "{uri} notes the classes it leaves out"
+        );
+        assert!(
+            !answer.text.contains(&"c".repeat(100)),
+            "{uri}: names are cut"
+        );
+        assert_eq!(budget.reserved(), 0, "{uri}: the page gave its bytes back");
+    }
+    // Over the budget: a 429, not a page that grows.
+    let tiny = {
+        let (_d, catalog, _) = served_catalog();
+        let app = app_with(catalog, Limits::with_max_body(4096), Budget::new(64 << 10));
+        (app, _d)
+    };
+    let answer = call(&tiny.0, "GET", "/", "").await;
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
 /// Artifacts limen really trains on Iris's four features, with every optional part (scaler,
 /// drift references, train and CV reports): binary and three-class, as JSON values.
 fn trained_artifacts() -> &'static [serde_json::Value; 2] {
