@@ -226,16 +226,25 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
         None => Dataset::load(&cfg.data, &cfg.features, &cfg.label_column)?,
         Some(labels) => {
             let source = cfg.data.to_string_lossy();
-            let (data, found) =
-                Dataset::from_inference_log(&source, labels, &cfg.features, &cfg.label_column)?;
+            let (data, found) = Dataset::from_inference_log(
+                &source,
+                cfg.log_model.as_str(),
+                labels,
+                &cfg.features,
+                &cfg.label_column,
+            )?;
             println!(
-                "read {} logged instances from {} file(s) of {source}: {} with a label in {}, {} without (skipped)",
-                found.lines,
-                found.files,
-                found.labelled,
-                labels.display(),
-                found.lines - found.labelled
+                "read {source} for model {} with labels from {}: {found}",
+                cfg.log_model,
+                labels.display()
             );
+            if found.duplicate_keys > 0 {
+                tracing::warn!(
+                    keys = found.duplicate_keys,
+                    lines = found.duplicate_lines,
+                    "request ids used by more than one logged request: their labels cannot be told apart, so their lines were left out; give every request its own X-Request-Id"
+                );
+            }
             data
         }
     };

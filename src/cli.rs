@@ -219,6 +219,16 @@ pub struct TrainArgs {
     #[arg(long, env = "LIMEN_LABELS", value_name = "FILE")]
     pub labels: Option<PathBuf>,
 
+    /// With --labels: the model whose logged requests to train on (a log folder holds every
+    /// model's); defaults to --model.
+    #[arg(
+        long,
+        env = "LIMEN_LOG_MODEL",
+        value_name = "NAME",
+        requires = "labels"
+    )]
+    pub log_model: Option<ModelName>,
+
     /// Model name in the store: 1-64 of a-z, 0-9, '.', '_', '-'.
     #[arg(long, env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
     pub model: ModelName,
@@ -274,6 +284,8 @@ pub struct TrainConfig {
     pub data: PathBuf,
     /// Set when `data` is an inference log: the labels to join it with.
     pub labels: Option<PathBuf>,
+    /// The model whose logged lines are read when `data` is an inference log.
+    pub log_model: ModelName,
     pub model: ModelName,
     pub features: Vec<String>,
     pub label_column: String,
@@ -287,6 +299,7 @@ impl TrainConfig {
         Ok(Self {
             data,
             labels: None,
+            log_model: model.clone(),
             model,
             features: vec![DEFAULT_FEATURES.to_owned()],
             label_column: DEFAULT_LABEL_COLUMN.to_owned(),
@@ -343,6 +356,7 @@ impl TryFrom<TrainArgs> for TrainConfig {
         Ok(Self {
             data: args.data,
             labels: args.labels,
+            log_model: args.log_model.unwrap_or_else(|| model.clone()),
             model,
             features,
             label_column: args.label_column,

@@ -445,19 +445,65 @@ pub fn for_each_line_up_to(source: impl Read, max: usize, mut each: impl FnMut(&
     }
 }
 
-/// What reading training rows from an inference log found.
+/// What reading training rows from an inference log found, line by line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogSource {
     pub files: usize,
-    /// Successful instances logged.
+    /// Successful instances logged for the model.
     pub lines: u64,
     /// Of those, how many had a label in the labels file (the rows trained on).
     pub labelled: u64,
+    /// Lines of other models (skipped).
+    pub other_models: u64,
+    /// Lines of failed requests, without features (skipped).
+    pub failed: u64,
+    /// Lines that are not inference log lines: not JSON, too long, or cut mid-way (skipped).
+    pub unreadable: u64,
+    /// Labelled keys (`request_id` or `request_id#index`) that more than one line carries: a
+    /// reused `X-Request-Id`. Which of those lines the label belongs to is unknowable, so none
+    /// of them is trained on.
+    pub duplicate_keys: u64,
+    /// The lines those keys carry.
+    pub duplicate_lines: u64,
+}
+
+impl LogSource {
+    /// Successful lines of the model that no label named.
+    pub fn unlabelled(&self) -> u64 {
+        self.lines - self.labelled - self.duplicate_lines
+    }
+}
+
+impl std::fmt::Display for LogSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} logged instances in {} file(s): {} with a label, {} without (skipped)",
+            self.lines,
+            self.files,
+            self.labelled,
+            self.unlabelled()
+        )?;
+        let skipped = [
+            (self.duplicate_lines, "carrying a request id used more than once (refused: the label cannot be told which)"),
+            (self.other_models, "of other models"),
+            (self.failed, "of failed requests"),
+            (self.unreadable, "unreadable"),
+        ];
+        for (n, what) in skipped {
+            if n > 0 {
+                write!(f, "; {n} line(s) {what}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The fields of an inference log line that training needs.
 #[derive(serde::Deserialize)]
 struct LogLine {
+    #[serde(default)]
+    model: Option<String>,
     request_id: String,
     #[serde(default)]
     index: Option<u64>,
@@ -469,15 +515,34 @@ struct LogLine {
     features: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+impl LogLine {
+    /// The label of this line's instance in `truth`, and the key it is under: an instance of a
+    /// batch is labelled `request_id#index`; a request of one instance by its `request_id` (or
+    /// `request_id#0`). Lines written before limen marked batches carry an index only when they
+    /// were in one.
+    fn label<'t>(&self, truth: &'t HashMap<String, String>) -> Option<(&'t str, &'t String)> {
+        let id = &self.request_id;
+        let keyed = |key: String| truth.get_key_value(&key).map(|(k, v)| (k.as_str(), v));
+        match (self.batch, self.index) {
+            (false, None | Some(0)) => keyed(id.clone()).or_else(|| keyed(format!("{id}#0"))),
+            (_, Some(i)) => keyed(format!("{id}#{i}")),
+            (true, None) => None,
+        }
+    }
+}
+
 impl Dataset {
     /// Training rows from the inference log (`limen serve --inference-log`) at `source` (a folder,
     /// searched for `.jsonl` files, or a glob pattern such as `logs/iris/2026-11-*/*.jsonl`),
     /// joined with the ground truth in `labels`: a CSV with a `request_id` column and
-    /// `label_column`. A log line's key is its `request_id`, or `request_id#index` for an
-    /// instance of a batch. Successful lines whose key has no label are skipped and counted;
-    /// a labelled line without one of `features` is an error naming its file and line.
+    /// `label_column`. Only lines of `model` are read (a log folder holds every model's). A
+    /// line's key is its `request_id`, or `request_id#index` for an instance of a batch;
+    /// successful lines whose key has no label are skipped and counted, and a key that more than
+    /// one line carries (a reused `X-Request-Id`) is refused, all its lines skipped and counted.
+    /// A labelled line without one of `features` is an error naming its file and line.
     pub fn from_inference_log(
         source: &str,
+        model: &str,
         labels: &Path,
         features: &[String],
         label_column: &str,
@@ -488,9 +553,30 @@ impl Dataset {
         let files = log_files(source)?;
         let mut hasher = Sha256::new();
         let truth = read_labels(labels, label_column, &mut hasher)?;
+        // First pass: how many lines carry each labelled key (only labelled keys are counted,
+        // so this holds no more than the labels file does).
+        let mut seen: HashMap<&str, u32> = HashMap::new();
+        for file in &files {
+            let opened = std::fs::File::open(file).map_err(|source| DataError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            for_each_line(opened, |bytes| {
+                let Ok(line) = serde_json::from_slice::<LogLine>(bytes) else {
+                    return;
+                };
+                if line.status != 200 || line.model.as_deref().is_some_and(|m| m != model) {
+                    return;
+                }
+                if let Some((key, _)) = line.label(&truth) {
+                    *seen.entry(key).or_default() += 1;
+                }
+            });
+        }
         let mut rows = Rows::default();
         let mut found = LogSource {
             files: files.len(),
+            duplicate_keys: seen.values().filter(|n| **n > 1).count() as u64,
             ..LogSource::default()
         };
         let mut problem: Option<DataError> = None;
@@ -499,47 +585,62 @@ impl Dataset {
                 path: file.clone(),
                 source,
             })?;
-            let reader = Hashing {
+            let mut reader = Hashing {
                 inner: opened,
                 hasher: std::mem::take(&mut hasher),
             };
             let mut line_number = 0u64;
-            let mut reader = reader;
-            for_each_line(&mut reader, |bytes| {
+            let skipped = for_each_line_up_to(&mut reader, MAX_LINE, |bytes| {
                 line_number += 1;
                 if problem.is_some() {
                     return;
                 }
                 let Ok(line) = serde_json::from_slice::<LogLine>(bytes) else {
+                    found.unreadable += 1;
                     return;
                 };
-                let Some(values) = line.features.filter(|_| line.status == 200) else {
+                if line.model.as_deref().is_some_and(|m| m != model) {
+                    found.other_models += 1;
+                    return;
+                }
+                if line.status != 200 {
+                    found.failed += 1;
+                    return;
+                }
+                let Some(values) = &line.features else {
+                    found.unreadable += 1;
                     return;
                 };
                 found.lines += 1;
-                // An instance of a batch is labelled `request_id#index`; a request of one instance
-                // by its `request_id` (or `request_id#0`). Lines written before limen marked
-                // batches carry an index only when they were in one.
-                let label = match (line.batch, line.index) {
-                    (false, None | Some(0)) => truth
-                        .get(&line.request_id)
-                        .or_else(|| truth.get(&format!("{}#0", line.request_id))),
-                    (_, Some(i)) => truth.get(&format!("{}#{i}", line.request_id)),
-                    (true, None) => None,
+                let Some((key, label)) = line.label(&truth) else {
+                    return;
                 };
-                let Some(label) = label else { return };
+                if seen.get(key).is_some_and(|n| *n > 1) {
+                    found.duplicate_lines += 1;
+                    return;
+                }
                 for name in features {
-                    match values
-                        .get(name)
-                        .and_then(|v| v.as_f64())
-                        .filter(|v| v.is_finite())
-                    {
-                        Some(v) => rows.values.push(v),
+                    match values.get(name) {
+                        Some(v) => match v.as_f64().filter(|v| v.is_finite()) {
+                            Some(v) => rows.values.push(v),
+                            None => {
+                                problem = Some(DataError::LogLine {
+                                    path: file.clone(),
+                                    line: line_number,
+                                    why: format!("feature {name:?} is not a finite number"),
+                                });
+                                return;
+                            }
+                        },
                         None => {
+                            let logged: Vec<&str> = values.keys().map(String::as_str).collect();
                             problem = Some(DataError::LogLine {
                                 path: file.clone(),
                                 line: line_number,
-                                why: format!("it has no finite value for feature {name:?}"),
+                                why: format!(
+                                    "it has no feature {name:?}; the line has {}: pass them with --features",
+                                    logged.join(", ")
+                                ),
                             });
                             return;
                         }
@@ -548,6 +649,7 @@ impl Dataset {
                 rows.push_label(label);
                 found.labelled += 1;
             });
+            found.unreadable += skipped;
             hasher = reader.hasher;
         }
         if let Some(problem) = problem {
@@ -653,6 +755,82 @@ mod tests {
     fn parse(text: &str, features: &[&str]) -> Result<Dataset, DataError> {
         let features: Vec<String> = features.iter().map(|s| s.to_string()).collect();
         Dataset::parse(Path::new("t.csv"), text.as_bytes(), &features, "species")
+    }
+
+    #[test]
+    fn training_from_a_log_reads_one_model_refuses_reused_ids_and_counts_every_skip() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |model: &str, id: &str, index: Option<u64>, batch: bool, width: f64| {
+            let mut v = serde_json::json!({"ts": "2026-12-01T00:00:00.000Z", "model": model,
+                "version": "7", "request_id": id, "route": "/predict", "status": 200,
+                "features": {"petal_width": width}});
+            if let Some(i) = index {
+                v["index"] = i.into();
+            }
+            if batch {
+                v["batch"] = true.into();
+            }
+            v.to_string() + "\n"
+        };
+        let mut text = String::new();
+        text += &line("iris", "a", Some(0), false, 0.2); // labelled by its id
+        text += &line("iris", "b", Some(0), true, 2.2); // a one-instance batch: b#0
+        text += &line("iris", "c", Some(0), false, 1.0); // unlabelled
+        text += &line("wine", "d", Some(0), false, 9.9); // another model, though labelled
+        for _ in 0..1000 {
+            text += &line("iris", "e", Some(0), false, 2.4); // one id reused a thousand times
+        }
+        text += &line("iris", "f", None, false, 0.3); // written before lines had an index
+        text += "{\"not a log line\n";
+        text += r#"{"model":"iris","request_id":"g","status":422,"route":"/predict","error":"x"}"#;
+        text += "\n";
+        text += "cut mid-wa";
+        let log = dir.path().join("pod-0.jsonl");
+        std::fs::write(&log, text).unwrap();
+        let labels = dir.path().join("labels.csv");
+        std::fs::write(
+            &labels,
+            "request_id,species\na,setosa\nb#0,virginica\nd,x\ne,virginica\nf,setosa\n",
+        )
+        .unwrap();
+        let (data, found) = Dataset::from_inference_log(
+            dir.path().to_str().unwrap(),
+            "iris",
+            &labels,
+            &["petal_width".to_owned()],
+            "species",
+        )
+        .unwrap();
+        assert_eq!(data.rows(), 3, "a, b#0 and f");
+        assert_eq!(
+            found,
+            LogSource {
+                files: 1,
+                lines: 1004,
+                labelled: 3,
+                other_models: 1,
+                failed: 1,
+                unreadable: 2,
+                duplicate_keys: 1,
+                duplicate_lines: 1000,
+            }
+        );
+        let text = found.to_string();
+        assert!(
+            text.contains("1000 line(s) carrying a request id used more than once"),
+            "{text}"
+        );
+        assert!(text.contains("1 without (skipped)"), "{text}");
+        // A feature the lines do not carry is named, with what they do carry.
+        let err = Dataset::from_inference_log(
+            dir.path().to_str().unwrap(),
+            "iris",
+            &labels,
+            &["sepal_width".to_owned()],
+            "species",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("petal_width"), "{err}");
     }
 
     #[test]

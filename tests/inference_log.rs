@@ -336,6 +336,8 @@ fn the_next_training_set_is_production_traffic_joined_with_its_labels() {
             "train",
             "--model",
             "iris-next",
+            "--log-model",
+            "iris",
             "--data",
             data,
             "--labels",
