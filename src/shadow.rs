@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use prometheus::{Histogram, IntCounter};
+use prometheus::IntCounter;
 
 use crate::budget::{Budget, Reservation};
 use crate::evidence::{self, ShadowTotals};
@@ -88,7 +88,7 @@ impl Shadow {
             let worker_totals = Arc::clone(&totals);
             let spawned = std::thread::Builder::new()
                 .name("limen-shadow".to_owned())
-                .spawn(move || work(receiver, &worker_totals, &metrics));
+                .spawn(move || work(receiver, &worker_totals));
             match spawned {
                 Ok(_) => Some(sender),
                 Err(e) => {
@@ -190,17 +190,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Metric handles of one (model, candidate version), resolved once, and how production's rows
-/// map onto the candidate's features (by name), for the production version last seen.
+/// How production's rows map onto a candidate's features (by name), for the production version
+/// last seen with it.
 struct Handles {
-    samples: IntCounter,
-    disagreements: IntCounter,
-    abs_diff: Histogram,
     columns: Option<(VersionId, ColumnMap)>,
 }
 
 /// The worker: compares each queued sample, until the sending side is gone.
-fn work(receiver: Receiver<Job>, totals: &Mutex<HashMap<Key, Entry>>, metrics: &Metrics) {
+fn work(receiver: Receiver<Job>, totals: &Mutex<HashMap<Key, Entry>>) {
     let mut handles: HashMap<Key, Handles> = HashMap::new();
     let (mut p_prod, mut p_cand, mut gathered) = (Vec::new(), Vec::new(), Vec::new());
     let mut large = false;
@@ -228,15 +225,15 @@ fn work(receiver: Receiver<Job>, totals: &Mutex<HashMap<Key, Entry>>, metrics: &
         let binary = job.production.model.kind() == ModelKind::BinaryLogistic;
         let (mut samples, mut agreements, mut errors) = (0u64, 0u64, 0u64);
         let (mut sum, mut max) = (0.0f64, 0.0f64);
-        let h = handles.entry(key.clone()).or_insert_with(|| {
-            let (model, version) = (key.0.as_str(), key.1.to_string());
-            Handles {
-                samples: metrics.shadow_samples(model, &version),
-                disagreements: metrics.shadow_disagreements(model, &version),
-                abs_diff: metrics.shadow_abs_diff(model, &version),
-                columns: None,
-            }
-        });
+        // The candidate's own series: they end when it is no longer loaded anywhere.
+        let series = job.candidate.metrics.shadow();
+        if handles.len() > 64 {
+            // Candidates come and go: forget the maps of those not seen lately.
+            handles.clear();
+        }
+        let h = handles
+            .entry(key.clone())
+            .or_insert(Handles { columns: None });
         let production_version = job.production.version;
         if h.columns
             .as_ref()
@@ -284,13 +281,13 @@ fn work(receiver: Receiver<Job>, totals: &Mutex<HashMap<Key, Entry>>, metrics: &
             {
                 agreements += 1;
             } else {
-                h.disagreements.inc();
+                series.disagreements.inc();
             }
             sum += diff;
             max = max.max(diff);
-            h.abs_diff.observe(diff);
+            series.abs_diff.observe(diff);
         }
-        h.samples.inc_by(samples);
+        series.samples.inc_by(samples);
         let now = now_rfc3339();
         let mut all = lock(totals);
         let entry = all.entry(key.clone()).or_insert_with(|| {

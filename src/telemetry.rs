@@ -4,8 +4,9 @@
 //! Stdout belongs to command output (a pipeline reads the version id from it), so logs never go
 //! there.
 
+use std::collections::HashMap;
 use std::io::IsTerminal as _;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -86,6 +87,8 @@ pub struct Metrics {
     budget_reserved: IntGauge,
     /// The server's budget, shown on `/metrics` (set once, by `serve`).
     budget: OnceLock<Budget>,
+    /// The (model, version) pairs whose series something holds.
+    live: LiveSeries,
     scan_age: Gauge,
     store_up: IntGauge,
     swap_lag: Histogram,
@@ -147,7 +150,9 @@ impl RouteMetrics {
     }
 }
 
-/// Counters of one loaded model version.
+/// Counters of one loaded model version. The series labelled by its version end when the last
+/// holder of this version's counters is dropped (see [`VersionSeries`]): a model promoted daily
+/// does not grow `/metrics` by a series a day.
 #[derive(Debug, Clone)]
 pub struct ModelMetrics {
     /// Instances scored (a batch of N counts N).
@@ -156,6 +161,75 @@ pub struct ModelMetrics {
     pub out_of_range: Vec<IntCounter>,
     /// Per feature, in model order: the live PSI against the training reference.
     pub psi: Vec<Gauge>,
+    series: Arc<VersionSeries>,
+}
+
+/// The shadow series of a version scored as a candidate.
+#[derive(Debug, Clone)]
+pub struct ShadowHandles {
+    pub samples: IntCounter,
+    pub disagreements: IntCounter,
+    pub abs_diff: Histogram,
+}
+
+impl ModelMetrics {
+    /// This version's shadow series (made on first use, ended with its other series).
+    pub fn shadow(&self) -> &ShadowHandles {
+        self.series.shadow.get_or_init(|| {
+            let labels = [self.series.model.as_str(), self.series.version.as_str()];
+            let vecs = &self.series.vecs;
+            ShadowHandles {
+                samples: vecs.shadow_samples.with_label_values(&labels),
+                disagreements: vecs.shadow_disagreements.with_label_values(&labels),
+                abs_diff: vecs.shadow_abs_diff.with_label_values(&labels),
+            }
+        })
+    }
+}
+
+/// The metric families that have a series per (model, version).
+#[derive(Clone)]
+struct VersionVecs {
+    predictions: IntCounterVec,
+    shadow_samples: IntCounterVec,
+    shadow_disagreements: IntCounterVec,
+    shadow_abs_diff: HistogramVec,
+}
+
+/// Who holds each (model, version)'s series: one [`VersionSeries`] per pair, shared.
+type LiveSeries = Arc<Mutex<HashMap<(String, String), Weak<VersionSeries>>>>;
+
+/// The series of one (model, version), removed from `/metrics` when the last holder drops it.
+pub struct VersionSeries {
+    model: String,
+    version: String,
+    vecs: VersionVecs,
+    shadow: OnceLock<ShadowHandles>,
+    live: LiveSeries,
+}
+
+impl std::fmt::Debug for VersionSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VersionSeries({}/{})", self.model, self.version)
+    }
+}
+
+impl Drop for VersionSeries {
+    fn drop(&mut self) {
+        let key = (self.model.clone(), self.version.clone());
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        // A holder that came for the same pair after this one's last went keeps the series.
+        if live.get(&key).and_then(Weak::upgrade).is_some() {
+            return;
+        }
+        live.remove(&key);
+        let labels = [self.model.as_str(), self.version.as_str()];
+        let vecs = &self.vecs;
+        let _ = vecs.predictions.remove_label_values(&labels);
+        let _ = vecs.shadow_samples.remove_label_values(&labels);
+        let _ = vecs.shadow_disagreements.remove_label_values(&labels);
+        let _ = vecs.shadow_abs_diff.remove_label_values(&labels);
+    }
 }
 
 impl Default for Metrics {
@@ -287,6 +361,7 @@ impl Metrics {
                 vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
             )))),
             budget: OnceLock::new(),
+            live: LiveSeries::default(),
             registry,
         }
     }
@@ -306,7 +381,31 @@ impl Metrics {
 
     /// Counters for `model` at `version`, resolved once.
     pub fn model_handles(&self, model: &str, version: &str, features: &[String]) -> ModelMetrics {
+        let series = {
+            let key = (model.to_owned(), version.to_owned());
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            match live.get(&key).and_then(Weak::upgrade) {
+                Some(series) => series,
+                None => {
+                    let series = Arc::new(VersionSeries {
+                        model: model.to_owned(),
+                        version: version.to_owned(),
+                        vecs: VersionVecs {
+                            predictions: self.predictions.clone(),
+                            shadow_samples: self.shadow_samples.clone(),
+                            shadow_disagreements: self.shadow_disagreements.clone(),
+                            shadow_abs_diff: self.shadow_abs_diff.clone(),
+                        },
+                        shadow: OnceLock::new(),
+                        live: Arc::clone(&self.live),
+                    });
+                    live.insert(key, Arc::downgrade(&series));
+                    series
+                }
+            }
+        };
         ModelMetrics {
+            series,
             predictions: self.predictions.with_label_values(&[model, version]),
             out_of_range: features
                 .iter()
@@ -344,19 +443,6 @@ impl Metrics {
     /// `model` (at `version`) is no longer served.
     pub fn removed(&self, model: &str, version: &str) {
         let _ = self.loaded.remove_label_values(&[model, version]);
-    }
-
-    pub fn shadow_samples(&self, model: &str, version: &str) -> IntCounter {
-        self.shadow_samples.with_label_values(&[model, version])
-    }
-
-    pub fn shadow_disagreements(&self, model: &str, version: &str) -> IntCounter {
-        self.shadow_disagreements
-            .with_label_values(&[model, version])
-    }
-
-    pub fn shadow_abs_diff(&self, model: &str, version: &str) -> Histogram {
-        self.shadow_abs_diff.with_label_values(&[model, version])
     }
 
     /// Shows `budget` on `/metrics` (`limen_memory_budget_bytes`, `limen_memory_reserved_bytes`).
@@ -413,6 +499,34 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_versions_series_live_while_anything_holds_it() {
+        let metrics = Metrics::new();
+        let features = ["petal_width".to_owned()];
+        let a = metrics.model_handles("iris", "7", &features);
+        let b = metrics.model_handles("iris", "7", &features);
+        a.predictions.inc_by(2);
+        a.shadow().samples.inc();
+        let shown = |m: &Metrics| {
+            let text = m.render(None, true);
+            (
+                text.contains("limen_predictions_total{model=\"iris\",version=\"7\"} 2"),
+                text.contains("limen_shadow_samples_total{model=\"iris\",version=\"7\"} 1"),
+            )
+        };
+        assert_eq!(shown(&metrics), (true, true));
+        drop(a);
+        assert_eq!(shown(&metrics), (true, true), "b still holds them");
+        drop(b);
+        assert_eq!(shown(&metrics), (false, false));
+        // Loaded again: the series start again.
+        let c = metrics.model_handles("iris", "7", &features);
+        c.predictions.inc();
+        assert!(metrics
+            .render(None, true)
+            .contains("limen_predictions_total{model=\"iris\",version=\"7\"} 1"));
+    }
 
     #[test]
     fn methods_have_their_label() {

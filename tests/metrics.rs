@@ -168,3 +168,67 @@ fn failed_loads_and_swaps_are_counted() {
         Some(2.0)
     );
 }
+
+/// The `{model,version}` series of `family` in a scrape: their version labels.
+fn versions_of(scrape: &str, family: &str) -> Vec<String> {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter_map(|l| {
+            let at = l.find("version=\"")? + 9;
+            Some(l[at..].split('"').next()?.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn series_of_a_version_end_when_it_is_no_longer_loaded() {
+    let store = common::TestStore::new();
+    store.promote_iris();
+    let server = common::Server::serve(
+        store.path(),
+        &["--shadow-rate", "1", "--poll-interval", "50ms"],
+    )
+    .ready();
+    let agent = http();
+    let mut versions = Vec::new();
+    // Ten rounds of: a new candidate in shadow, traffic, promotion.
+    for _ in 0..10 {
+        let candidate = store.train(&["--cv-folds", "0", "--alpha", "30"]);
+        eventually(PATIENCE, "the candidate in shadow", || {
+            let shadow =
+                get(&agent, &server.url("/models/iris")).json()["shadow"]["version"].clone();
+            (shadow.as_u64().map(|v| v.to_string()).as_deref() == Some(candidate.as_str()))
+                .then_some(())
+        });
+        for _ in 0..3 {
+            assert_eq!(
+                post(&agent, &server.url("/predict"), r#"{"petal_width": 1.6}"#).status,
+                200
+            );
+        }
+        store.ok(&["models", "promote", "iris", &candidate]);
+        eventually(PATIENCE, "the promotion served", || {
+            let answer = post(&agent, &server.url("/predict"), r#"{"petal_width": 1.6}"#);
+            (answer.version_header.as_deref() == Some(candidate.as_str())).then_some(())
+        });
+        versions.push(candidate);
+    }
+    // Only the version being served keeps its series; the nine before it are gone.
+    let current = versions.last().unwrap();
+    let scrape = eventually(PATIENCE, "old series to end", || {
+        let scrape = get(&agent, &server.url("/metrics")).body;
+        (versions_of(&scrape, "limen_predictions_total") == [current.clone()]).then_some(scrape)
+    });
+    for family in [
+        "limen_model_loaded_info",
+        "limen_shadow_samples_total",
+        "limen_shadow_disagreements_total",
+    ] {
+        let left: Vec<String> = versions_of(&scrape, family)
+            .into_iter()
+            .filter(|v| v != current)
+            .collect();
+        assert!(left.is_empty(), "{family} still has {left:?}");
+    }
+}
