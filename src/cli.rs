@@ -620,6 +620,17 @@ pub struct ServeOptions {
     #[arg(long, env = "LIMEN_DRIFT_WINDOW", default_value_t = 10_000)]
     pub drift_window: u64,
 
+    /// Require a bearer token on a route group, as GROUP=FILE (repeatable; groups: inference,
+    /// metadata, metrics): FILE holds the accepted tokens, one per line, re-read every
+    /// --poll-interval (a rotated Kubernetes Secret needs no restart). Health routes never ask.
+    #[arg(
+        long,
+        env = "LIMEN_AUTH_TOKEN_FILE",
+        value_name = "GROUP=FILE",
+        value_delimiter = ','
+    )]
+    pub auth_token_file: Vec<String>,
+
     /// Memory the server may reserve for requests, queues and pages, e.g. 96MiB: past it,
     /// requests get 429 with Retry-After and queued log lines and shadow samples are dropped and
     /// counted. Default: 60% of the container's memory limit (cgroup), else a quarter of RAM.
@@ -683,8 +694,25 @@ impl ServeOptions {
             crate::inference_log::MIN_FILE_BYTES / 1024,
             self.inference_log_max_file
         );
+        let mut auth: Vec<(crate::serve::auth::Group, PathBuf)> = Vec::new();
+        for pair in &self.auth_token_file {
+            let (group, file) = pair.split_once('=').with_context(|| {
+                format!("--auth-token-file {pair:?} is not GROUP=FILE (e.g. inference=/etc/limen/auth/inference)")
+            })?;
+            let group: crate::serve::auth::Group = group
+                .trim()
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--auth-token-file {pair:?}: {e}"))?;
+            anyhow::ensure!(
+                auth.iter().all(|(g, _)| *g != group),
+                "--auth-token-file names the {} group twice",
+                group.as_str()
+            );
+            auth.push((group, PathBuf::from(file.trim())));
+        }
         let instance = crate::evidence::instance_name(self.instance.as_deref());
         Ok(ServeConfig {
+            auth,
             drift_window: self.drift_window,
             log: self.inference_log.clone().map(|dir| LogConfig {
                 dir,

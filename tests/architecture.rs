@@ -25,6 +25,7 @@ const LAYERS: &[&[&str]] = &[
 /// `serve`'s own files by layer, lowest first.
 const SERVE_LAYERS: &[&[&str]] = &[
     &["error", "status", "activity", "http"],
+    &["auth"],
     &["state"],
     &["body", "reply", "lookup", "track"],
     &["pipeline"],

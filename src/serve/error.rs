@@ -43,6 +43,8 @@ pub enum ErrorKind {
     StoreUnavailable,
     /// The server is at its memory budget or its limit of requests in flight: retry shortly.
     Overloaded,
+    /// The route's group asks for a bearer token, and the request has none it accepts.
+    Unauthorized,
     /// A failure of the server itself; its cause is in the log.
     Internal,
 }
@@ -66,6 +68,7 @@ impl ErrorKind {
             }
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NoRoute | Self::UnknownModel | Self::UnknownVersion => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotLoaded | Self::Unservable | Self::StoreUnavailable => {
@@ -92,6 +95,7 @@ impl ErrorKind {
             Self::Unservable => "unservable",
             Self::StoreUnavailable => "store_unavailable",
             Self::Overloaded => "overloaded",
+            Self::Unauthorized => "unauthorized",
             Self::Internal => "internal",
         }
     }
@@ -162,9 +166,18 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if self.kind == ErrorKind::Overloaded {
+        match self.kind {
             // Load passes in well under a second; clients and proxies that honour it back off.
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            ErrorKind::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ErrorKind::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"limen\""),
+                );
+            }
+            _ => {}
         }
         response
     }

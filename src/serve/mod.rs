@@ -11,6 +11,7 @@
 //! before it (`tests/architecture.rs`).
 
 mod activity;
+pub mod auth;
 mod body;
 mod error;
 mod handlers;
@@ -46,6 +47,7 @@ use crate::shadow::{Shadow, ShadowConfig};
 use crate::store::ModelName;
 use crate::telemetry::Metrics;
 use crate::watch::{ChangeSource, WatchMode};
+use auth::{Auth, Group};
 use track::{RouteLayer, Track};
 
 /// Checked settings of `limen serve`.
@@ -74,51 +76,90 @@ pub struct ServeConfig {
     pub drift_window: u64,
     /// The memory budget in bytes, and where the number came from (for the start-up log).
     pub memory_budget: (usize, String),
+    /// The token files of the route groups that ask for a bearer token.
+    pub auth: Vec<(Group, std::path::PathBuf)>,
 }
 
-/// One route: its template, and its handlers by method, each wrapped in the route's layer.
-type RouteDef = (&'static str, fn(RouteLayer) -> MethodRouter<AppState>);
+/// One route: its template, the group whose token it asks for (none: health, stylesheet and
+/// OpenAPI document), and its handlers by method, each wrapped in the route's layer.
+type RouteDef = (
+    &'static str,
+    Option<Group>,
+    fn(RouteLayer) -> MethodRouter<AppState>,
+);
 
 /// Every route limen answers.
 const ROUTES: &[RouteDef] = &[
-    ("/", |t| get(pages::status_page.layer(t))),
-    ("/static/limen.css", |t| get(pages::stylesheet.layer(t))),
-    ("/openapi.json", |t| get(pages::openapi.layer(t))),
-    ("/models/{name}/report", |t| get(pages::model_page.layer(t))),
-    ("/healthcheck", |t| {
+    ("/", Some(Group::Metadata), |t| {
+        get(pages::status_page.layer(t))
+    }),
+    ("/static/limen.css", None, |t| {
+        get(pages::stylesheet.layer(t))
+    }),
+    ("/openapi.json", None, |t| get(pages::openapi.layer(t))),
+    ("/models/{name}/report", Some(Group::Metadata), |t| {
+        get(pages::model_page.layer(t))
+    }),
+    ("/healthcheck", None, |t| {
         get(handlers::healthcheck.layer(t.clone())).post(handlers::healthcheck.layer(t))
     }),
-    ("/ready", |t| get(handlers::ready.layer(t))),
-    ("/predict", |t| post(handlers::predict.layer(t))),
-    ("/explain", |t| post(handlers::explain.layer(t))),
-    ("/version", |t| get(handlers::version.layer(t))),
-    ("/metrics", |t| get(handlers::metrics.layer(t))),
-    ("/models", |t| get(handlers::models.layer(t))),
-    ("/models/{name}", |t| get(handlers::model_detail.layer(t))),
-    ("/models/{name}/predict", |t| {
+    ("/ready", None, |t| get(handlers::ready.layer(t))),
+    ("/predict", Some(Group::Inference), |t| {
+        post(handlers::predict.layer(t))
+    }),
+    ("/explain", Some(Group::Inference), |t| {
+        post(handlers::explain.layer(t))
+    }),
+    ("/version", Some(Group::Metadata), |t| {
+        get(handlers::version.layer(t))
+    }),
+    ("/metrics", Some(Group::Metrics), |t| {
+        get(handlers::metrics.layer(t))
+    }),
+    ("/models", Some(Group::Metadata), |t| {
+        get(handlers::models.layer(t))
+    }),
+    ("/models/{name}", Some(Group::Metadata), |t| {
+        get(handlers::model_detail.layer(t))
+    }),
+    ("/models/{name}/predict", Some(Group::Inference), |t| {
         post(handlers::model_predict.layer(t))
     }),
-    ("/models/{name}/explain", |t| {
+    ("/models/{name}/explain", Some(Group::Inference), |t| {
         post(handlers::model_explain.layer(t))
     }),
-    ("/models/{name}/versions/{version}/predict", |t| {
-        post(handlers::version_predict.layer(t))
+    (
+        "/models/{name}/versions/{version}/predict",
+        Some(Group::Inference),
+        |t| post(handlers::version_predict.layer(t)),
+    ),
+    ("/v2", Some(Group::Metadata), |t| {
+        get(v2::server_metadata.layer(t))
     }),
-    ("/v2", |t| get(v2::server_metadata.layer(t))),
-    ("/v2/health/live", |t| get(v2::live.layer(t))),
-    ("/v2/health/ready", |t| get(v2::ready.layer(t))),
-    ("/v2/models/{name}", |t| get(v2::model_metadata.layer(t))),
-    ("/v2/models/{name}/ready", |t| get(v2::model_ready.layer(t))),
-    ("/v2/models/{name}/infer", |t| post(v2::infer.layer(t))),
-    ("/v2/models/{name}/versions/{version}", |t| {
-        get(v2::version_metadata.layer(t))
+    ("/v2/health/live", None, |t| get(v2::live.layer(t))),
+    ("/v2/health/ready", None, |t| get(v2::ready.layer(t))),
+    ("/v2/models/{name}", Some(Group::Metadata), |t| {
+        get(v2::model_metadata.layer(t))
     }),
-    ("/v2/models/{name}/versions/{version}/ready", |t| {
+    ("/v2/models/{name}/ready", None, |t| {
+        get(v2::model_ready.layer(t))
+    }),
+    ("/v2/models/{name}/infer", Some(Group::Inference), |t| {
+        post(v2::infer.layer(t))
+    }),
+    (
+        "/v2/models/{name}/versions/{version}",
+        Some(Group::Metadata),
+        |t| get(v2::version_metadata.layer(t)),
+    ),
+    ("/v2/models/{name}/versions/{version}/ready", None, |t| {
         get(v2::version_ready.layer(t))
     }),
-    ("/v2/models/{name}/versions/{version}/infer", |t| {
-        post(v2::version_infer.layer(t))
-    }),
+    (
+        "/v2/models/{name}/versions/{version}/infer",
+        Some(Group::Inference),
+        |t| post(v2::version_infer.layer(t)),
+    ),
 ];
 
 /// The whole HTTP surface, without a socket (tests can drive it with `oneshot`). Every route,
@@ -127,13 +168,13 @@ const ROUTES: &[RouteDef] = &[
 pub fn router(state: AppState) -> Router {
     let track = Track::new(Arc::clone(&state.metrics), state.limits.request_timeout);
     let mut router = Router::new();
-    for (path, methods) in ROUTES {
-        let layer = track.route(path);
+    for (path, group, methods) in ROUTES {
+        let layer = track.route(path, state.auth.tokens(*group));
         let methods = methods(layer.clone()).fallback(handlers::method_not_allowed.layer(layer));
         router = router.route(path, methods);
     }
     router
-        .fallback(handlers::not_found.layer(track.route(track::UNMATCHED)))
+        .fallback(handlers::not_found.layer(track.route(track::UNMATCHED, None)))
         .with_state(state)
 }
 
@@ -194,6 +235,8 @@ pub async fn run(
         None => InferenceLog::off(&metrics),
     });
 
+    let auth = Auth::load(&cfg.auth)?;
+    let token_reloader = tokio::spawn(reload_tokens(auth.clone(), cfg.poll_interval));
     let app = router(AppState::new(Parts {
         registry,
         default_model: cfg.default_model.clone(),
@@ -203,6 +246,7 @@ pub async fn run(
         log: Arc::clone(&log),
         activity,
         budget: budget.clone(),
+        auth,
     }));
     tracing::info!(
         %addr,
@@ -236,6 +280,7 @@ pub async fn run(
     }
     evidence.abort();
     sampler.abort();
+    token_reloader.abort();
     // The last totals, so a graceful stop loses no evidence.
     let last = Arc::clone(&shadow);
     let _ = tokio::task::spawn_blocking(move || last.write_evidence()).await;
@@ -250,6 +295,21 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Re-reads the token files every `interval` (a rotated Kubernetes Secret is picked up without
+/// a restart), off the async threads.
+async fn reload_tokens(auth: Auth, interval: Duration) {
+    if !auth.enabled() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let auth = auth.clone();
+        let _ = tokio::task::spawn_blocking(move || auth.reload()).await;
+    }
 }
 
 /// Writes changed shadow evidence every `interval` (at most once per poll interval, as the

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::activity::Activity;
+use super::auth::Auth;
 use super::error::{ApiError, ErrorKind};
 use crate::budget::{Budget, Reservation};
 use crate::inference_log::InferenceLog;
@@ -67,6 +68,8 @@ pub struct Shared {
     pub activity: Arc<Activity>,
     /// The process's memory budget (the inference log and the shadow hold clones).
     pub budget: Budget,
+    /// The bearer tokens of the route groups that ask for one.
+    pub auth: Auth,
     store_readers: Semaphore,
     in_flight: AtomicUsize,
     scorers: Semaphore,
@@ -82,6 +85,7 @@ pub struct Parts {
     pub log: Arc<InferenceLog>,
     pub activity: Arc<Activity>,
     pub budget: Budget,
+    pub auth: Auth,
 }
 
 /// One request being scored, counted in [`Shared::in_flight`] until dropped.
@@ -113,6 +117,7 @@ impl AppState {
             log: parts.log,
             activity: parts.activity,
             budget: parts.budget,
+            auth: parts.auth,
             store_readers: Semaphore::new(STORE_READERS),
             in_flight: AtomicUsize::new(0),
             scorers: Semaphore::new(limits.blocking_scorers.max(1)),

@@ -53,6 +53,7 @@ fn app_with(catalog: Catalog, limits: Limits, budget: Budget) -> Router {
         log: Arc::new(InferenceLog::off(&metrics)),
         activity: Arc::default(),
         budget,
+        auth: super::auth::Auth::none(),
     }))
 }
 

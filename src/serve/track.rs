@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
+use super::auth::Tokens;
 use super::error::{ApiError, ErrorKind};
 use crate::telemetry::{method_index, Metrics, RouteMetrics};
 
@@ -51,12 +52,14 @@ impl Track {
     }
 
     /// The layer of the route whose template is `route` (or [`UNMATCHED`]): each of the route's
-    /// handlers gets it (`handler.layer(…)`), its 405 fallback too.
-    pub fn route(&self, route: &str) -> RouteLayer {
+    /// handlers gets it (`handler.layer(…)`), its 405 fallback too. With `auth`, a request
+    /// without one of its tokens is answered 401 (and counted) before the handler runs.
+    pub fn route(&self, route: &str, auth: Option<Arc<Tokens>>) -> RouteLayer {
         RouteLayer {
             shared: Arc::new(Shared {
                 timeout: self.timeout,
                 metrics: self.metrics.route(route),
+                auth,
             }),
         }
     }
@@ -71,6 +74,7 @@ pub struct RouteLayer {
 struct Shared {
     timeout: Duration,
     metrics: RouteMetrics,
+    auth: Option<Arc<Tokens>>,
 }
 
 impl<S> Layer<S> for RouteLayer {
@@ -106,9 +110,18 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let started = Instant::now();
         let method = method_index(req.method().as_str());
-        let inner = catch_unwind(AssertUnwindSafe(|| self.inner.call(req))).ok();
+        let refused = self
+            .shared
+            .auth
+            .as_ref()
+            .and_then(|tokens| tokens.check(req.headers()).err());
+        let inner = match refused {
+            Some(_) => None,
+            None => catch_unwind(AssertUnwindSafe(|| self.inner.call(req))).ok(),
+        };
         Tracking {
             inner,
+            refused,
             timer: None,
             started,
             method,
@@ -121,9 +134,11 @@ pin_project_lite::pin_project! {
     /// The future of a tracked request.
     #[project = TrackingProj]
     pub struct Tracking<F> {
-        // `None` once answered, or if the service panicked when called.
+        // `None` once answered, or if the service panicked when called or was not called.
         #[pin]
         inner: Option<F>,
+        // The 401 of a request without an accepted token (the service was not called).
+        refused: Option<ApiError>,
         // The deadline, once the request has had to wait.
         timer: Option<Pin<Box<Sleep>>>,
         started: Instant,
@@ -149,6 +164,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if let Some(refused) = this.refused.take() {
+            return Poll::Ready(Ok(finish(this, refused.into_response())));
+        }
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             // The service panicked when it was called.
             return Poll::Ready(Ok(finish(this, panicked())));
@@ -239,7 +257,7 @@ mod tests {
         let router = Router::new()
             .route(
                 "/slow",
-                get((|| std::future::pending::<&'static str>()).layer(track.route("/slow"))),
+                get((|| std::future::pending::<&'static str>()).layer(track.route("/slow", None))),
             )
             .route(
                 "/panic",
@@ -249,11 +267,11 @@ mod tests {
                     }
                     "unreachable"
                 })
-                .layer(track.route("/panic"))),
+                .layer(track.route("/panic", None))),
             )
             .route(
                 "/fast",
-                get((|| async { "ok" }).layer(track.route("/fast"))),
+                get((|| async { "ok" }).layer(track.route("/fast", None))),
             );
         (router, metrics)
     }
