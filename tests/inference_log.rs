@@ -532,3 +532,69 @@ fn a_logging_server_killed_under_load_leaves_only_whole_lines_to_its_readers() {
     assert_eq!(report["instances"], whole);
     eprintln!("RELIABILITY | kill -9 of a logging server under load | 1 | {whole} whole lines read back, {cut} cut line skipped; {answered} instances answered");
 }
+
+#[test]
+fn three_hundred_models_logged_under_a_limit_of_100_descriptors_keep_the_server_answering() {
+    let store = TestStore::new();
+    let version = store.promote_iris();
+    // 300 models, each a copy of iris under its own name (re-signed, as a trainer would write it).
+    let bytes = std::fs::read(store.path().join(format!("iris/{version}/model.json"))).unwrap();
+    let artifact: limen::model::ModelArtifact = serde_json::from_slice(&bytes).unwrap();
+    let names: Vec<String> = (0..300).map(|i| format!("m{i:03}")).collect();
+    for name in &names {
+        let mut copy = artifact.clone();
+        copy.name = name.clone();
+        let folder = store.path().join(name).join(&version);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("model.json"), copy.to_json_bytes()).unwrap();
+        std::fs::write(
+            store.path().join(name).join("production"),
+            format!("{version}\n"),
+        )
+        .unwrap();
+    }
+    let log = tempfile::tempdir().unwrap();
+    // The server under `ulimit -n 100`: one open log file per model would run out.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "ulimit -n 100 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_limen"))
+        .arg("--store")
+        .arg(store.path())
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--instance",
+            "pod-a",
+            "--model",
+            "m000",
+        ])
+        .arg("--inference-log")
+        .arg(log.path())
+        .env("LIMEN_LOG", "error");
+    let server = Server::spawn(&mut cmd, "listening on http://");
+    let agent = http();
+    eventually(PATIENCE, "every model loaded", || {
+        let models = get(&agent, &server.url("/models")).json();
+        let loaded = models["models"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter(|m| m["loaded"].is_u64()).count());
+        (loaded == 301).then_some(())
+    });
+    for name in &names {
+        let url = server.url(&format!("/models/{name}/predict"));
+        assert_eq!(
+            post(&agent, &url, r#"{"petal_width": 1.5}"#).status,
+            200,
+            "{name}"
+        );
+    }
+    eventually(PATIENCE, "a line per model", || {
+        (lines(log.path()).len() == names.len()).then_some(())
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(get(&agent, &server.url("/healthcheck")).status, 200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    let metrics = get(&agent, &server.url("/metrics")).body;
+    assert_eq!(dropped(&metrics, "write_failed"), 0.0);
+}

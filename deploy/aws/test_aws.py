@@ -317,18 +317,22 @@ def check_names(params, rendered, dag_folder):
         check(spec.get("serviceAccountName") in accounts and spec.get("automountServiceAccountToken") is False,
               f"{where} runs as service account {spec.get('serviceAccountName')} without its token")
         check(spec["securityContext"]["runAsUser"] == 10001, f"{where} runs as uid 10001, the access points' uid")
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", [])}
+        # Claims on EFS; other volumes (the optional auth Secret) are not the stack's.
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+                  for v in spec.get("volumes", []) if "persistentVolumeClaim" in v}
         for c in spec.get("initContainers", []) + spec["containers"]:
             images = f"{OUTPUTS['RepositoryUri']}:"
             check(c["image"].startswith(images), f"{where}/{c['name']} runs {c['image']}")
             image = c["image"]
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             for m in c.get("volumeMounts", []):
+                if m["name"] not in claims:
+                    continue
                 claim = claims[m["name"]]
                 check(claim in pvcs, f"{where}/{c['name']} mounts claim {claim}, which the overlay has")
                 mounts_by_claim.setdefault(claim, set()).add(m["mountPath"])
             if "MOUNT_PATH" in env:
-                store = [m["mountPath"] for m in c.get("volumeMounts", []) if claims[m["name"]] == "limen-models"]
+                store = [m["mountPath"] for m in c.get("volumeMounts", []) if claims.get(m["name"]) == "limen-models"]
                 check(store == [env["MOUNT_PATH"]], f"{where}/{c['name']}: MOUNT_PATH {env['MOUNT_PATH']} is the store's mount")
     check(all(len(paths) == 1 for paths in mounts_by_claim.values()),
           f"each claim has one mount path everywhere: {sorted((k, sorted(v)) for k, v in mounts_by_claim.items())}")
