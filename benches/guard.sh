@@ -7,16 +7,17 @@
 # script exits 1 if limen's /predict costs more than MAX_FLOOR times the floor's, /v2 infer more
 # than MAX_V2 times, or /predict more than MAX_PREDICT instructions.
 #
-#   benches/guard.sh                     # MAX_FLOOR=1.10 MAX_V2=1.27 MAX_PREDICT=34000
+#   benches/guard.sh                     # MAX_FLOOR=1.10 MAX_V2=1.30 MAX_PREDICT=34000
 #
-# MAX_V2 is 1.27, not issue 18's 1.25: /v2 infer has measured 1.230-1.246 x the floor on every build
-# since cf1a9c2, but builds of nearly the same serving code have measured up to 1.252 (code layout
-# moves counts by up to ~500), so 1.25 would fail CI at random. BENCHMARKS.md, "Against the floor", says what the
-# rest of /v2's cost is.
+# MAX_V2 is 1.30, not issue 18's 1.25: /v2 infer measured 1.230-1.246 x the floor until issue 23,
+# whose memory budget costs it ~450 instructions more (its body, its tensors and its answer are
+# reserved before they are allocated, and the answer keeps its reservation until it is sent):
+# 1.251-1.271 since 9f8dc51, and code layout moves counts by up to ~500, so 1.27 would fail CI at
+# random. BENCHMARKS.md, "Against the floor", says what the rest of /v2's cost is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAX_FLOOR=${MAX_FLOOR:-1.10}
-MAX_V2=${MAX_V2:-1.27}
+MAX_V2=${MAX_V2:-1.30}
 MAX_PREDICT=${MAX_PREDICT:-34000}
 command -v valgrind >/dev/null || { echo "guard: valgrind is required (Debian package valgrind)" >&2; exit 2; }
 cargo build --release --locked -q --workspace
