@@ -132,7 +132,7 @@ impl Template {
     }
 
     /// The most bytes decoding a `/predict` body of `len` bytes can hold besides the body: the
-    /// rows (at most one per [`Template::min_instance_bytes`] of body, growing a vector by
+    /// rows (at most one per `min_instance_bytes` of body, growing a vector by
     /// doubling), each instance's feature slots, and an unescaped copy of a string value.
     pub fn decode_bytes(&self, len: usize) -> usize {
         let features = self.features.len();

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub use crate::model::FeatureStats;
+
 use ndarray::Array2;
 use sha2::{Digest, Sha256};
 
@@ -72,16 +74,6 @@ pub enum DataError {
         column: String,
         value: f64,
     },
-}
-
-/// Summary statistics of one feature over the rows it was computed on.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct FeatureStats {
-    pub min: f64,
-    pub max: f64,
-    pub mean: f64,
-    /// Population standard deviation (ddof = 0, as scikit-learn's `StandardScaler`).
-    pub std: f64,
 }
 
 /// A parsed data file: the chosen feature columns in the order asked for, and the label column.

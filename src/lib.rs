@@ -31,6 +31,7 @@ pub mod catalog;
 pub mod cli;
 pub mod data;
 pub mod drift;
+pub mod evaluate;
 pub mod evidence;
 pub mod inference_log;
 pub mod input;

@@ -14,9 +14,10 @@ use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
 use ndarray::{Array1, Array2, ArrayView2};
 
 use crate::data::Dataset;
+use crate::evaluate::{self, Evaluation, Tally};
 use crate::model::{
-    Evaluation, Feature, Hyperparameters, Metrics, Model, ModelArtifact, ModelKind, Provenance,
-    Reference, Scaler, Tally, FORMAT,
+    Feature, Hyperparameters, Metrics, Model, ModelArtifact, ModelKind, Provenance, Reference,
+    Scaler, FORMAT,
 };
 
 /// The linfa version limen is built against, recorded in every artifact's provenance.
@@ -546,9 +547,7 @@ impl TrainedModel {
 
     /// Scores `data` with these weights through the same [`Model`] code the server runs.
     fn evaluate(&self, data: &Dataset) -> Result<Evaluation, TrainError> {
-        self.model()?
-            .evaluate(data)
-            .map_err(|e| TrainError::Unusable(e.to_string()))
+        evaluate::evaluate(&self.model()?, data).map_err(|e| TrainError::Unusable(e.to_string()))
     }
 }
 
@@ -597,10 +596,8 @@ fn cross_validate(
         let mut fold = Tally::new(&fold_model);
         let test_part = data.subset(&test_rows);
         let unusable = |e: crate::model::PredictError| TrainError::Unusable(e.to_string());
-        fold_model
-            .score_into(&test_part, &mut fold)
-            .map_err(unusable)?;
-        fold_model.score_into(&test_part, tally).map_err(unusable)?;
+        evaluate::score_into(&fold_model, &test_part, &mut fold).map_err(unusable)?;
+        evaluate::score_into(&fold_model, &test_part, tally).map_err(unusable)?;
         total += fold.finish().accuracy;
     }
     let held_out = held_out.map(|t| t.finish()).ok_or_else(|| {

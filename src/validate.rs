@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::catalog::{Catalog, LoadError, Move};
 use crate::data::{DataError, Dataset};
+use crate::evaluate;
 use crate::evidence::{self, Evidence};
 use crate::model::{ClassReport, Model, ModelError};
 use crate::store::{ModelName, Pointer, StoreError, VersionId};
@@ -294,7 +295,7 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         .clone()
         .unwrap_or_else(|| PathBuf::from(&candidate.artifact().provenance.data_path));
     let data = load_for(&candidate, &data_path)?;
-    let evaluation = match candidate.evaluate(&data) {
+    let evaluation = match evaluate::evaluate(&candidate, &data) {
         Ok(eval) => eval,
         Err(e) => {
             // Say why the data could not be scored, rather than report an accuracy of zero.
@@ -597,7 +598,7 @@ fn champion_check(
         .map_err(|e| e.to_string())
         .and_then(|prod| {
             let data = load_for(&prod, data_path).map_err(|e| e.to_string())?;
-            prod.evaluate(&data).map_err(|e| e.to_string())
+            evaluate::evaluate(&prod, &data).map_err(|e| e.to_string())
         });
     match evaluated {
         Ok(eval) => {

@@ -8,8 +8,9 @@ use std::path::Path;
 /// Crate modules by layer, lowest first.
 const LAYERS: &[&[&str]] = &[
     &["budget"],
-    &["data", "input", "telemetry"],
-    &["model"],
+    &["input", "telemetry", "model"],
+    &["data"],
+    &["evaluate"],
     &["train", "api", "oip"],
     &["store"],
     &["catalog", "evidence"],

@@ -890,12 +890,14 @@ async fn serve_every_route(artifact: &serde_json::Value) -> Result<(), String> {
         version.to_string(),
     )
     .unwrap();
+    // What the server serves: a version that verifies and passes its warm-up (a weight of
+    // 1e308 verifies, but overflows on the probes, and is never swapped in: 503, not a 500).
     let loads = Catalog::open(dir.path())
         .load_verified(
             &"iris".parse().unwrap(),
             crate::store::VersionId::try_from(version).unwrap(),
         )
-        .is_ok();
+        .is_ok_and(|model| model.self_test().is_ok());
     let app = app_over(Catalog::open(dir.path()));
 
     // Instances across each feature's training range (its minimum, quartiles and maximum, so

@@ -1,0 +1,539 @@
+//! `model.json`, limen's own format (`limen.model/v2`, described in `models/README.md`): its
+//! documented schema, the SHA-256 checksum over its canonical JSON form (a truncated,
+//! bit-flipped or hand-edited file is refused), and the checks every kind shares: that each
+//! array of the artifact fits its features and classes before anything scores with it. The
+//! arrays one kind alone has (a linear model's weights) are checked by that kind's module.
+
+use std::io::Write as _;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::reference::{FeatureStats, Reference, DRIFT_BINS};
+
+/// The `format` tag this build writes.
+pub const FORMAT: &str = "limen.model/v2";
+/// Every `format` tag this build reads: v1 (limen 0.1: no scaler, no convergence record) and v2.
+pub const READABLE_FORMATS: [&str; 2] = ["limen.model/v1", FORMAT];
+
+/// Which linear model the weights describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// One logit, the log-odds of `positive_class`; `classes` is `[negative, positive]`.
+    BinaryLogistic,
+    /// One logit per class, turned into probabilities by softmax.
+    MultinomialLogistic,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BinaryLogistic => "binary_logistic",
+            Self::MultinomialLogistic => "multinomial_logistic",
+        }
+    }
+}
+
+/// One input feature, in the order the weights expect, with its training-data statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feature {
+    pub name: String,
+    #[serde(flatten)]
+    pub stats: FeatureStats,
+    /// How the training values were distributed, for drift (absent in models trained before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+}
+
+/// Quality numbers measured when the model was trained. The fields after `cv_folds` are new in
+/// v2 and absent from v1 files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub train_accuracy: f64,
+    /// Mean cross-entropy on the training rows.
+    pub train_log_loss: f64,
+    /// Mean accuracy over stratified k-fold cross-validation, absent when it was switched off.
+    pub cv_accuracy: Option<f64>,
+    pub cv_folds: usize,
+    /// Whether the fit met its gradient tolerance before `max_iter` (L-BFGS's own criterion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converged: Option<bool>,
+    /// L-BFGS iterations the final fit used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u64>,
+    /// Euclidean norm of the objective's gradient at the fitted weights (the quantity the
+    /// tolerance bounds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_norm: Option<f64>,
+    /// Per-class quality on the training rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<ClassReport>,
+    /// Per-class quality on the cross-validation's held-out rows (each row scored by the fold
+    /// model that did not see it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<ClassReport>,
+}
+
+impl std::fmt::Display for Metrics {
+    /// The summary `limen train` and `limen models show` print: convergence, accuracy, and a
+    /// per-class table on the training rows and the cross-validation's held-out rows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.converged, self.iterations, self.gradient_norm) {
+            (Some(true), Some(i), Some(g)) => {
+                writeln!(f, "  converged in {i} L-BFGS iterations (gradient norm {g:.3e})")?
+            }
+            (Some(false), Some(i), Some(g)) => writeln!(
+                f,
+                "  WARNING: the fit did not converge: it stopped after {i} iterations with gradient norm {g:.3e}; \
+                 its weights may be far from the optimum. Retrain with --standardize (features on \
+                 different scales) or a larger --max-iter; `limen validate` refuses it unless \
+                 --allow-unconverged"
+            )?,
+            _ => {}
+        }
+        let cv = self.cv_accuracy.map_or("off".to_owned(), |a| {
+            format!("{a:.4} ({}-fold stratified)", self.cv_folds)
+        });
+        writeln!(
+            f,
+            "  train accuracy {:.4}, log loss {:.4}, CV accuracy {cv}",
+            self.train_accuracy, self.train_log_loss
+        )?;
+        let Some(train) = &self.train else {
+            return Ok(());
+        };
+        writeln!(
+            f,
+            "  {:<20} {:>9} {:>7} {:>7} {:>8}   (train; CV held-out)",
+            "class", "precision", "recall", "f1", "support"
+        )?;
+        for scores in &train.classes {
+            let held_out = self
+                .cv
+                .as_ref()
+                .and_then(|cv| cv.class(&scores.class))
+                .map_or(String::new(), |c| {
+                    format!("{:.3} / {:.3} / {:.3}", c.precision, c.recall, c.f1)
+                });
+            writeln!(
+                f,
+                "  {:<20} {:>9.3} {:>7.3} {:>7.3} {:>8}   {held_out}",
+                scores.class, scores.precision, scores.recall, scores.f1, scores.support
+            )?;
+        }
+        if let Some(auc) = train.roc_auc {
+            let cv_auc = self
+                .cv
+                .as_ref()
+                .and_then(|cv| cv.roc_auc)
+                .map_or(String::new(), |a| format!(", CV {a:.4}"));
+            writeln!(f, "  ROC AUC {auc:.4}{cv_auc}")?;
+        }
+        writeln!(
+            f,
+            "  confusion (rows: true class, columns: predicted): {:?}",
+            train.confusion
+        )
+    }
+}
+
+/// Precision, recall and F1 of one class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScores {
+    pub class: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// Rows whose true class this is.
+    pub support: u64,
+}
+
+/// How a model's answers compare with the truth on some rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassReport {
+    /// One entry per class, in the model's class order.
+    pub classes: Vec<ClassScores>,
+    /// `confusion[i][j]`: rows of true class `i` the model labelled `j` (class order).
+    pub confusion: Vec<Vec<u64>>,
+    /// Binary models: the area under the ROC curve of P(positive class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roc_auc: Option<f64>,
+}
+
+impl ClassReport {
+    /// The scores of `class`, if the model has it.
+    pub fn class(&self, class: &str) -> Option<&ClassScores> {
+        self.classes.iter().find(|c| c.class == class)
+    }
+}
+
+/// Centring and scaling applied to raw inputs before the weights (scikit-learn's
+/// `StandardScaler`: the training mean, and the population standard deviation, 1 for a
+/// constant feature). The weights of a model that has one are in standardized units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaler {
+    pub mean: Vec<f64>,
+    pub scale: Vec<f64>,
+}
+
+/// The hyperparameters a model was fitted with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hyperparameters {
+    /// L2 penalty strength; scikit-learn's `C` is `1 / alpha`.
+    pub alpha: f64,
+    pub max_iter: u64,
+    pub gradient_tolerance: f64,
+    /// Whether the features were standardized before the fit (the artifact's `scaler`).
+    #[serde(default)]
+    pub standardize: bool,
+}
+
+/// Where a model came from: enough to reproduce it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub data_path: String,
+    pub data_sha256: String,
+    pub rows: usize,
+    pub hyperparameters: Hyperparameters,
+    pub trainer: String,
+    pub linfa_version: String,
+}
+
+/// The content of a `model.json`, as written and read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    pub format: String,
+    pub name: String,
+    pub version: u64,
+    /// RFC 3339 UTC timestamp of training.
+    pub created_at: String,
+    pub kind: ModelKind,
+    pub features: Vec<Feature>,
+    /// The data column holding the class labels the model was trained on.
+    pub label_column: String,
+    /// Output classes; for a binary model `[negative, positive]`.
+    pub classes: Vec<String>,
+    /// For a binary model, the label value that counts as positive in `label_column`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_class: Option<String>,
+    /// One row of weights per logit, each as long as `features`.
+    pub coefficients: Vec<Vec<f64>>,
+    /// One intercept per logit.
+    pub intercepts: Vec<f64>,
+    /// Present when the model was trained with `--standardize`: inputs are centred and scaled
+    /// by it before the weights apply. Clients always send raw values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<Scaler>,
+    pub metrics: Metrics,
+    pub provenance: Provenance,
+}
+
+/// What a client may want to know about a model before calling it: a borrowed view of the
+/// artifact without its weights.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelMetadata<'a> {
+    pub version: u64,
+    pub created_at: &'a str,
+    pub kind: ModelKind,
+    /// Input features in order, with their training ranges and moments.
+    pub features: &'a [Feature],
+    pub label_column: &'a str,
+    pub classes: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub positive_class: Option<&'a str>,
+    pub metrics: &'a Metrics,
+    pub provenance: &'a Provenance,
+}
+
+/// The most features a model may have: loading checks it, training refuses more. Warm-up and
+/// validation cost grows with features² (each probe row is scored against every feature), and
+/// 4,096 keeps a load under a second and a few MB.
+pub const MAX_FEATURES: usize = 4096;
+
+/// Why a `model.json` was refused.
+///
+/// The file is untrusted (other hosts write the store), so no message quotes what it holds:
+/// each says what is wrong with it, and where, in limen's own words.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model.json is not valid JSON (truncated or corrupt?)")]
+    Json(#[source] serde_json::Error),
+    #[error("model.json has no \"checksum\" field; it was not written by limen or was edited")]
+    MissingChecksum,
+    #[error("model.json checksum mismatch (its content hashes to {actual}, not to the checksum it holds): the file is corrupt or was edited; publish a new version")]
+    ChecksumMismatch { actual: String },
+    #[error("model.json has {found}; this limen reads \"limen.model/v1\" and {FORMAT:?}")]
+    UnsupportedFormat { found: String },
+    #[error("model.json does not match the limen.model/v1 schema: {0}")]
+    Schema(String),
+    #[error("model.json names another model or version than {expected}, where it sits; versions must not be copied or renamed")]
+    Misplaced { expected: String },
+    #[error("the model has {found} features; limen loads at most {MAX_FEATURES}")]
+    TooManyFeatures { found: usize },
+}
+
+/// A format tag, quoted only if it looks like one of limen's (the file is untrusted).
+fn describe_format(found: &str) -> String {
+    let ours = found.len() <= 32
+        && found
+            .strip_prefix("limen.model/v")
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+    if ours {
+        format!("format {found:?}")
+    } else {
+        "a format that is not limen's".to_owned()
+    }
+}
+
+/// A serde schema error in limen's words: missing fields are named (the names are the schema's),
+/// anything else (which would quote the file) is summarised.
+fn schema_error(e: &serde_json::Error) -> ModelError {
+    let text = e.to_string();
+    ModelError::Schema(if text.starts_with("missing field `") {
+        text
+    } else {
+        "a field has a value of the wrong type".to_owned()
+    })
+}
+
+impl ModelArtifact {
+    /// Serializes to the on-disk form: pretty JSON in schema order with the `checksum` field last.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Signed<'a> {
+            #[serde(flatten)]
+            artifact: &'a ModelArtifact,
+            checksum: String,
+        }
+        const WHY: &str =
+            "an artifact is strings, integers and floats in structs and lists, which always serialize";
+        let value = serde_json::to_value(self).expect(WHY);
+        let signed = Signed {
+            artifact: self,
+            checksum: checksum_of(&value),
+        };
+        let mut out = serde_json::to_vec_pretty(&signed).expect(WHY);
+        out.push(b'\n');
+        out
+    }
+}
+
+/// Signs a `model.json` value in place: sets its `checksum` to that of its content, as if limen
+/// had written it (tests forge artifacts that pass the checksum to reach the checks behind it).
+#[cfg(test)]
+pub fn sign(value: &mut Value) {
+    let checksum = checksum_of(value);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("checksum".to_owned(), Value::String(checksum));
+    }
+}
+
+/// `sha256:<hex>` over the canonical form of `value` without its `checksum` field: compact JSON,
+/// object keys sorted by byte order, numbers as serde_json prints them.
+pub(crate) fn checksum_of(value: &Value) -> String {
+    let mut canonical = Vec::with_capacity(4096);
+    write_canonical(value, &mut canonical, true);
+    format!("sha256:{:x}", Sha256::digest(&canonical))
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>, top: bool) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map
+                .keys()
+                .filter(|k| !(top && k.as_str() == "checksum"))
+                .collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, key);
+                out.push(b':');
+                write_canonical(&map[key.as_str()], out, false);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out, false);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = write!(out, "{scalar}");
+        }
+    }
+}
+
+/// Every feature's statistics and drift reference are usable as every route uses them: finite
+/// statistics with min ≤ mean ≤ max and std ≥ 0; a reference of exactly the inner edges and bin
+/// shares [`Reference::bin`] and [`Reference::psi`] index, finite, edges in order within the
+/// training range, shares in [0, 1] summing to 1. What passes here cannot panic a scoring, drift
+/// or page path later.
+fn check_features(features: &[Feature]) -> Result<(), ModelError> {
+    for (i, feature) in features.iter().enumerate() {
+        let at = |what: &str| ModelError::Schema(format!("feature number {}: {what}", i + 1));
+        let st = &feature.stats;
+        let finite = [st.min, st.max, st.mean, st.std]
+            .iter()
+            .all(|v| v.is_finite());
+        if !finite || st.min > st.max || st.std < 0.0 {
+            return Err(at(
+                "its training min, max, mean and std must be finite, with min ≤ max and std ≥ 0",
+            ));
+        }
+        // Rounding in a long mean may put it a hair outside [min, max].
+        let slack = 1e-9 * st.min.abs().max(st.max.abs()).max(1.0);
+        if st.mean < st.min - slack || st.mean > st.max + slack {
+            return Err(at("its training mean lies outside its training range"));
+        }
+        let Some(reference) = &feature.reference else {
+            continue;
+        };
+        if reference.edges.len() != DRIFT_BINS - 3 || reference.shares.len() != DRIFT_BINS {
+            return Err(at(&format!(
+                "its drift reference needs {} edges and {DRIFT_BINS} shares, has {} and {}",
+                DRIFT_BINS - 3,
+                reference.edges.len(),
+                reference.shares.len()
+            )));
+        }
+        let edges_fit = reference.edges.iter().all(|e| e.is_finite())
+            && reference.edges.windows(2).all(|w| w[0] <= w[1]);
+        if !edges_fit {
+            return Err(at("its drift reference edges must be finite and in order"));
+        }
+        let shares_fit = reference
+            .shares
+            .iter()
+            .all(|p| p.is_finite() && (0.0..=1.0).contains(p));
+        let total: f64 = reference.shares.iter().sum();
+        if !shares_fit || (total - 1.0).abs() > 1e-6 {
+            return Err(at(
+                "its drift reference shares must lie in [0, 1] and sum to 1",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The training metrics are consistent with the model: finite accuracies and losses in range,
+/// and each class report (train, CV) has one entry per class, in class order, and a square
+/// confusion matrix of the model's classes.
+fn check_metrics(metrics: &Metrics, classes: &[String]) -> Result<(), ModelError> {
+    let bad = |what: &str| Err(ModelError::Schema(format!("metrics: {what}")));
+    let unit = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
+    if !unit(metrics.train_accuracy) || metrics.cv_accuracy.is_some_and(|a| !unit(a)) {
+        return bad("accuracies must lie in [0, 1]");
+    }
+    if !metrics.train_log_loss.is_finite() || metrics.train_log_loss < 0.0 {
+        return bad("the log loss must be a finite number ≥ 0");
+    }
+    if metrics
+        .gradient_norm
+        .is_some_and(|g| !g.is_finite() || g < 0.0)
+    {
+        return bad("the gradient norm must be a finite number ≥ 0");
+    }
+    for (which, report) in [("train", &metrics.train), ("cv", &metrics.cv)] {
+        let Some(report) = report else { continue };
+        let n = classes.len();
+        let named = report.classes.len() == n
+            && report
+                .classes
+                .iter()
+                .zip(classes)
+                .all(|(s, c)| s.class == *c);
+        if !named {
+            return bad(&format!(
+                "the {which} report must list the model's classes in order"
+            ));
+        }
+        if report.confusion.len() != n || report.confusion.iter().any(|row| row.len() != n) {
+            return bad(&format!("the {which} confusion matrix must be {n} × {n}"));
+        }
+        let scores_fit = report
+            .classes
+            .iter()
+            .all(|s| unit(s.precision) && unit(s.recall) && unit(s.f1))
+            && report.roc_auc.is_none_or(unit);
+        if !scores_fit {
+            return bad(&format!(
+                "the {which} precision, recall, F1 and ROC AUC must lie in [0, 1]"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a `model.json`: valid JSON, its checksum, a format this build reads, and the schema.
+pub fn parse(bytes: &[u8]) -> Result<ModelArtifact, ModelError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(ModelError::Json)?;
+    let expected = value
+        .get("checksum")
+        .and_then(Value::as_str)
+        .ok_or(ModelError::MissingChecksum)?
+        .to_owned();
+    let actual = checksum_of(&value);
+    if expected != actual {
+        return Err(ModelError::ChecksumMismatch { actual });
+    }
+    if let Some(found) = value.get("format").and_then(Value::as_str) {
+        if !READABLE_FORMATS.contains(&found) {
+            return Err(ModelError::UnsupportedFormat {
+                found: describe_format(found),
+            });
+        }
+    }
+    serde_json::from_value(value).map_err(|e| schema_error(&e))
+}
+
+/// The checks every kind shares: a readable format, at least one feature (at most
+/// [`MAX_FEATURES`]) and two classes, no name twice, and every feature's statistics, drift
+/// reference and training report consistent with the model.
+pub fn check_common(artifact: &ModelArtifact) -> Result<(), ModelError> {
+    let schema = |msg: String| Err(ModelError::Schema(msg));
+    if !READABLE_FORMATS.contains(&artifact.format.as_str()) {
+        return Err(ModelError::UnsupportedFormat {
+            found: describe_format(&artifact.format),
+        });
+    }
+    let n_features = artifact.features.len();
+    if n_features > MAX_FEATURES {
+        return Err(ModelError::TooManyFeatures { found: n_features });
+    }
+    let n_classes = artifact.classes.len();
+    if n_features == 0 {
+        return schema("no features".into());
+    }
+    if n_classes < 2 {
+        return schema(format!(
+            "{n_classes} classes; a classifier needs at least 2"
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = artifact.classes.iter().find(|c| !seen.insert(c.as_str())) {
+        return schema(format!(
+            "class number {} repeats an earlier one",
+            artifact.classes.iter().position(|c| c == dup).unwrap_or(0) + 1
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = artifact
+        .features
+        .iter()
+        .position(|f| !seen.insert(f.name.as_str()))
+    {
+        return schema(format!("feature number {} repeats an earlier one", dup + 1));
+    }
+    check_features(&artifact.features)?;
+    check_metrics(&artifact.metrics, &artifact.classes)
+}

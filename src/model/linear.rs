@@ -1,0 +1,238 @@
+//! The two logistic kinds (`binary_logistic`, `multinomial_logistic`): their weights checked and
+//! folded into one table at load (a scaler included, so scoring costs the same with it), scoring
+//! a row into its class probabilities, and the exact decomposition of its logits.
+
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut1};
+
+use super::{Explanation, ModelArtifact, ModelError, ModelKind, PredictError, Prediction};
+
+/// A linear model's prediction table.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    kind: ModelKind,
+    /// `n_logits × n_features`, row-major, for fast dot products.
+    weights: Array2<f64>,
+    intercepts: Array1<f64>,
+}
+
+impl Linear {
+    /// Checks the artifact's weights against its features and classes (one logit for a binary
+    /// model, whose second class is its `positive_class`; one per class otherwise), and builds
+    /// the table.
+    pub fn new(artifact: &ModelArtifact) -> Result<Self, ModelError> {
+        let schema = |msg: String| Err(ModelError::Schema(msg));
+        let n_features = artifact.features.len();
+        let n_classes = artifact.classes.len();
+        let n_logits = match artifact.kind {
+            ModelKind::BinaryLogistic => {
+                if n_classes != 2 {
+                    return schema(format!("a binary model needs 2 classes, has {n_classes}"));
+                }
+                match &artifact.positive_class {
+                    None => return schema("a binary model needs \"positive_class\"".into()),
+                    Some(p) if artifact.classes[1] != *p => {
+                        return schema(
+                            "positive_class must be the second entry of \"classes\"".into(),
+                        )
+                    }
+                    Some(_) => {}
+                }
+                1
+            }
+            ModelKind::MultinomialLogistic => n_classes,
+        };
+        if artifact.coefficients.len() != n_logits || artifact.intercepts.len() != n_logits {
+            return schema(format!(
+                "{} needs {n_logits} coefficient rows and intercepts, found {} and {}",
+                artifact.kind.as_str(),
+                artifact.coefficients.len(),
+                artifact.intercepts.len()
+            ));
+        }
+        if let Some(row) = artifact.coefficients.iter().find(|r| r.len() != n_features) {
+            return schema(format!(
+                "a coefficient row has {} entries for {n_features} features",
+                row.len()
+            ));
+        }
+        let all_finite = artifact
+            .coefficients
+            .iter()
+            .flatten()
+            .chain(&artifact.intercepts)
+            .all(|w| w.is_finite());
+        if !all_finite {
+            return schema("coefficients and intercepts must be finite numbers".into());
+        }
+        let flat: Vec<f64> = artifact.coefficients.iter().flatten().copied().collect();
+        let mut weights = Array2::from_shape_vec((n_logits, n_features), flat)
+            .map_err(|e| ModelError::Schema(e.to_string()))?;
+        let mut intercepts = Array1::from(artifact.intercepts.clone());
+        if let Some(scaler) = &artifact.scaler {
+            if scaler.mean.len() != n_features || scaler.scale.len() != n_features {
+                return schema(format!(
+                    "the scaler needs {n_features} means and scales, found {} and {}",
+                    scaler.mean.len(),
+                    scaler.scale.len()
+                ));
+            }
+            let usable = scaler.mean.iter().all(|m| m.is_finite())
+                && scaler.scale.iter().all(|s| s.is_finite() && *s > 0.0);
+            if !usable {
+                return schema("scaler means must be finite and scales finite and positive".into());
+            }
+            // Folded into the prediction table once, so scoring costs what it did without:
+            // w·((x − m) / s) + b = (w / s)·x + (b − Σ w m / s).
+            for (mut row, b) in weights.rows_mut().into_iter().zip(intercepts.iter_mut()) {
+                for ((w, m), s) in row.iter_mut().zip(&scaler.mean).zip(&scaler.scale) {
+                    *w /= s;
+                    *b -= *w * m;
+                }
+            }
+            let all_finite = weights
+                .iter()
+                .chain(intercepts.iter())
+                .all(|w| w.is_finite());
+            if !all_finite {
+                return schema("the scaled weights are not finite numbers".into());
+            }
+        }
+        Ok(Self {
+            kind: artifact.kind,
+            weights,
+            intercepts,
+        })
+    }
+
+    /// The row's class probabilities appended to `out` (so
+    /// a batch's probabilities are written in place, one row after another). On an error,
+    /// whatever was appended for the row may remain.
+    pub fn predict_append(&self, row: &[f64], out: &mut Vec<f64>) -> Result<usize, PredictError> {
+        let n_features = self.weights.ncols();
+        if row.len() != n_features {
+            return Err(PredictError::Width {
+                expected: n_features,
+                got: row.len(),
+            });
+        }
+        let start = out.len();
+        // Plain slices, not ndarray's row iterators, which cost more than the arithmetic at
+        // these sizes. `Linear::new` builds the table row-major with at least one feature, so it
+        // is one slice of `n_features`-long rows.
+        let weights = self
+            .weights
+            .as_slice()
+            .expect("Linear::new builds the weight table row-major");
+        out.extend(
+            weights
+                .chunks_exact(n_features)
+                .zip(&self.intercepts)
+                .map(|(w, b)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b),
+        );
+        if out[start..].iter().any(|z| z.is_nan()) {
+            return Err(PredictError::NonFinite);
+        }
+        match self.kind {
+            ModelKind::BinaryLogistic => {
+                let p = sigmoid(out[start]);
+                out.truncate(start);
+                out.extend([1.0 - p, p]);
+            }
+            ModelKind::MultinomialLogistic => {
+                softmax_in_place(ArrayViewMut1::from(&mut out[start..]));
+            }
+        }
+        let probabilities = &out[start..];
+        if probabilities.iter().any(|p| !p.is_finite()) {
+            return Err(PredictError::NonFinite);
+        }
+        Ok(argmax(probabilities))
+    }
+
+    /// Class probabilities for many rows at once (`n_rows × n_classes`).
+    ///
+    /// Rows whose arithmetic overflows come back as NaN; callers that need a per-row error use
+    /// [`Linear::predict_append`].
+    pub fn predict_batch(&self, rows: ArrayView2<f64>) -> Result<Array2<f64>, PredictError> {
+        let n_features = self.weights.ncols();
+        if rows.ncols() != n_features {
+            return Err(PredictError::Width {
+                expected: n_features,
+                got: rows.ncols(),
+            });
+        }
+        let mut logits = rows.dot(&self.weights.t()) + &self.intercepts;
+        Ok(match self.kind {
+            ModelKind::BinaryLogistic => {
+                let p = logits.column(0).mapv(sigmoid);
+                let mut out = Array2::zeros((rows.nrows(), 2));
+                out.column_mut(0).assign(&p.mapv(|p| 1.0 - p));
+                out.column_mut(1).assign(&p);
+                out
+            }
+            ModelKind::MultinomialLogistic => {
+                for row in logits.rows_mut() {
+                    softmax_in_place(row);
+                }
+                logits
+            }
+        })
+    }
+
+    /// `prediction` (this model's, for `row`) with each logit decomposed exactly: the logit at
+    /// the training `means` plus, per feature, weight × (x − mean) (see [`Explanation`]).
+    pub fn explain(
+        &self,
+        row: &[f64],
+        means: &[f64],
+        prediction: Prediction,
+    ) -> Result<Explanation, PredictError> {
+        let mut baseline = Vec::with_capacity(self.intercepts.len());
+        let mut logits = Vec::with_capacity(self.intercepts.len());
+        let mut contributions = Vec::with_capacity(self.intercepts.len());
+        for (w, b) in self.weights.rows().into_iter().zip(self.intercepts.iter()) {
+            let at_mean = b + w.iter().zip(means).map(|(w, m)| w * m).sum::<f64>();
+            let parts: Vec<f64> = w
+                .iter()
+                .zip(row.iter().zip(means))
+                .map(|(w, (x, m))| w * (x - m))
+                .collect();
+            logits.push(at_mean + parts.iter().sum::<f64>());
+            baseline.push(at_mean);
+            contributions.push(parts);
+        }
+        if logits.iter().chain(&baseline).any(|v| !v.is_finite()) {
+            return Err(PredictError::NonFinite);
+        }
+        Ok(Explanation {
+            prediction,
+            baseline,
+            logits,
+            contributions,
+        })
+    }
+}
+
+/// The logistic function with an ordinary `exp`, as scikit-learn computes it (bit for bit).
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// Softmax with the maximum subtracted first, so large logits cannot overflow.
+fn softmax_in_place(mut z: ArrayViewMut1<f64>) {
+    let max = z.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+    z.mapv_inplace(|v| (v - max).exp());
+    let sum = z.sum();
+    z.mapv_inplace(|v| v / sum);
+}
+
+/// Index of the largest value; the first one on ties (as numpy's `argmax`).
+fn argmax(values: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best
+}

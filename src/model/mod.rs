@@ -1,0 +1,603 @@
+//! A model as the server and the gate use it, whatever its kind: a verified [`ModelArtifact`]
+//! (`artifact`: schema, checksum, the checks every kind shares), the drift reference of each
+//! feature (`reference`), and one module per kind that scores and explains (`linear`: the two
+//! logistic kinds). [`Model`] dispatches to its kind in one place; nothing above this module
+//! asks which kind it holds. No file or async I/O here, and nothing of the data layer: a model is
+//! evaluated on data by `crate::evaluate`.
+
+mod artifact;
+mod linear;
+mod reference;
+
+#[cfg(test)]
+pub(crate) use artifact::sign;
+pub use artifact::{
+    ClassReport, ClassScores, Feature, Hyperparameters, Metrics, ModelArtifact, ModelError,
+    ModelKind, ModelMetadata, Provenance, Scaler, FORMAT, MAX_FEATURES, READABLE_FORMATS,
+};
+pub use reference::{FeatureStats, Reference, DRIFT_BINS};
+
+use ndarray::{Array2, ArrayView2};
+
+use linear::Linear;
+
+/// Why a row could not be scored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PredictError {
+    #[error("expected {expected} feature values, got {got}")]
+    Width { expected: usize, got: usize },
+    #[error(
+        "the input values are too large to score: the model's output is not a finite probability"
+    )]
+    NonFinite,
+}
+
+/// Why a row got its answer, exactly: each logit is `baseline` plus the sum of `contributions`,
+/// where a feature's contribution is its weight times its distance from the training mean (in
+/// raw units; for a standardized model, the stored weight times the standardized distance, the
+/// same number). Binary models have one logit (the log-odds of the positive class); multinomial
+/// models one per class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    pub prediction: Prediction,
+    /// Per logit: the logit at the training means of every feature.
+    pub baseline: Vec<f64>,
+    /// Per logit: the logit of this row.
+    pub logits: Vec<f64>,
+    /// Per logit, per feature (model order): weight × (x − training mean).
+    pub contributions: Vec<Vec<f64>>,
+}
+
+/// One scored row: the index of the predicted class in [`Model::classes`] and every probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub class: usize,
+    pub probabilities: Vec<f64>,
+}
+
+/// How to lay out a row given in one model's feature order (`source`) for another model
+/// (`target`): features are matched by name, never by position, so a candidate that takes the
+/// same features in another order is scored on the same values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnMap {
+    /// Same names in the same order: rows pass through.
+    Identity,
+    /// `target`'s feature `i` is `source`'s column `columns[i]`.
+    Gather(Vec<usize>),
+    /// `target` needs a feature `source`'s rows do not carry (its name).
+    Missing(String),
+}
+
+impl ColumnMap {
+    pub fn new(source: &[String], target: &[String]) -> Self {
+        if source == target {
+            return Self::Identity;
+        }
+        let at: std::collections::HashMap<&str, usize> = source
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
+        let mut columns = Vec::with_capacity(target.len());
+        for name in target {
+            match at.get(name.as_str()) {
+                Some(&i) => columns.push(i),
+                None => return Self::Missing(name.clone()),
+            }
+        }
+        Self::Gather(columns)
+    }
+
+    /// `row` (in source order) in target order: the row itself, or gathered into `buf`; `None`
+    /// when the target needs a feature the source lacks.
+    pub fn apply<'a>(&self, row: &'a [f64], buf: &'a mut Vec<f64>) -> Option<&'a [f64]> {
+        match self {
+            Self::Identity => Some(row),
+            Self::Gather(columns) => {
+                buf.clear();
+                buf.extend(
+                    columns
+                        .iter()
+                        .map(|&i| row.get(i).copied().unwrap_or(f64::NAN)),
+                );
+                Some(buf)
+            }
+            Self::Missing(_) => None,
+        }
+    }
+}
+
+/// How a model of each kind scores: matched in this one place.
+#[derive(Debug, Clone)]
+enum Scorer {
+    Linear(Linear),
+}
+
+/// A verified model, ready to predict. Only [`Model::from_json_bytes`] and [`Model::new`] make
+/// one, so holding a `Model` means its checksum and every array of it were checked.
+#[derive(Debug, Clone)]
+pub struct Model {
+    artifact: ModelArtifact,
+    scorer: Scorer,
+    feature_names: Vec<String>,
+    /// Each feature's training mean: the baseline explanations start from.
+    means: Vec<f64>,
+}
+
+impl Model {
+    /// Parses and verifies a `model.json`: valid JSON, checksum, format tag, and every array.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
+        Self::new(artifact::parse(bytes)?)
+    }
+
+    /// Checks `artifact` whole (what every kind shares, then its kind's own arrays) and builds
+    /// its kind's scoring tables.
+    pub fn new(artifact: ModelArtifact) -> Result<Self, ModelError> {
+        artifact::check_common(&artifact)?;
+        let scorer = match artifact.kind {
+            ModelKind::BinaryLogistic | ModelKind::MultinomialLogistic => {
+                Scorer::Linear(Linear::new(&artifact)?)
+            }
+        };
+        let feature_names = artifact.features.iter().map(|f| f.name.clone()).collect();
+        let means = artifact.features.iter().map(|f| f.stats.mean).collect();
+        Ok(Self {
+            artifact,
+            scorer,
+            feature_names,
+            means,
+        })
+    }
+
+    /// Fails unless the artifact says it is `name` version `version`.
+    pub fn check_identity(&self, name: &str, version: u64) -> Result<(), ModelError> {
+        if self.artifact.name != name || self.artifact.version != version {
+            return Err(ModelError::Misplaced {
+                expected: format!("{name}/{version}"),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn artifact(&self) -> &ModelArtifact {
+        &self.artifact
+    }
+
+    /// Everything but the weights, for `/models/{name}` and `limen models show`.
+    pub fn metadata(&self) -> ModelMetadata<'_> {
+        let a = &self.artifact;
+        ModelMetadata {
+            version: a.version,
+            created_at: &a.created_at,
+            kind: a.kind,
+            features: &a.features,
+            label_column: &a.label_column,
+            classes: &a.classes,
+            positive_class: a.positive_class.as_deref(),
+            metrics: &a.metrics,
+            provenance: &a.provenance,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.artifact.name
+    }
+
+    pub fn version(&self) -> u64 {
+        self.artifact.version
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.artifact.kind
+    }
+
+    pub fn classes(&self) -> &[String] {
+        &self.artifact.classes
+    }
+
+    /// Feature names in the order `predict` expects their values.
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    /// Probability of the positive class for a binary model, else `None`.
+    pub fn positive_probability(&self, p: &Prediction) -> Option<f64> {
+        self.positive_probability_index()
+            .and_then(|i| p.probabilities.get(i).copied())
+    }
+
+    /// Where a binary model's positive class sits among [`Model::classes`]; `None` for others.
+    pub fn positive_probability_index(&self) -> Option<usize> {
+        match self.kind() {
+            ModelKind::BinaryLogistic => Some(1),
+            ModelKind::MultinomialLogistic => None,
+        }
+    }
+
+    /// The prediction for `row` and its exact decomposition (see [`Explanation`]).
+    pub fn explain(&self, row: &[f64]) -> Result<Explanation, PredictError> {
+        let prediction = self.predict(row)?;
+        match &self.scorer {
+            Scorer::Linear(linear) => linear.explain(row, &self.means, prediction),
+        }
+    }
+
+    /// Scores one row whose values follow [`Model::feature_names`].
+    ///
+    /// Fails on a row of the wrong width, or when the values are so large that the model's
+    /// arithmetic overflows (for example `1e308` times a weight above 2).
+    pub fn predict(&self, row: &[f64]) -> Result<Prediction, PredictError> {
+        let mut probabilities = Vec::with_capacity(self.artifact.classes.len());
+        let class = self.predict_into(row, &mut probabilities)?;
+        Ok(Prediction {
+            class,
+            probabilities,
+        })
+    }
+
+    /// [`Model::predict`] into a caller's buffer, so a server scoring many rows allocates
+    /// nothing per row: `probabilities` is overwritten with one entry per class, and the index of
+    /// the predicted class is returned.
+    pub fn predict_into(
+        &self,
+        row: &[f64],
+        probabilities: &mut Vec<f64>,
+    ) -> Result<usize, PredictError> {
+        probabilities.clear();
+        self.predict_append(row, probabilities)
+    }
+
+    /// [`Model::predict_into`], appending the row's class probabilities to `out` instead (so
+    /// a batch's probabilities are written in place, one row after another). On an error,
+    /// whatever was appended for the row may remain.
+    pub fn predict_append(&self, row: &[f64], out: &mut Vec<f64>) -> Result<usize, PredictError> {
+        match &self.scorer {
+            Scorer::Linear(linear) => linear.predict_append(row, out),
+        }
+    }
+
+    /// Class probabilities for many rows at once (`n_rows × n_classes`).
+    ///
+    /// Rows whose arithmetic overflows come back as NaN; callers that need a per-row error use
+    /// [`Model::predict`].
+    pub fn predict_batch(&self, rows: ArrayView2<f64>) -> Result<Array2<f64>, PredictError> {
+        match &self.scorer {
+            Scorer::Linear(linear) => linear.predict_batch(rows),
+        }
+    }
+
+    /// Scores probe inputs and checks that every answer is a set of finite probabilities that
+    /// sums to 1: each feature at 0, ±1, ±1e6, ±1e12 and its training min and max (the others at
+    /// their training mean), all features at 0, and all at their means.
+    ///
+    /// Returns how many probes passed, or a description of the first one that failed. The gate
+    /// runs it before promoting, the server before swapping a model in (which also warms it up).
+    pub fn self_test(&self) -> Result<usize, String> {
+        const PROBE_VALUES: [f64; 7] = [0.0, -1.0, 1.0, -1e6, 1e6, 1e12, -1e12];
+        let features = &self.artifact.features;
+        let means: Vec<f64> = features.iter().map(|f| f.stats.mean).collect();
+        // One probe row at a time, in one reused buffer: memory stays linear in the features
+        // (all 9F + 2 rows at once took 300 MB at 2,000 features).
+        let mut probabilities = Vec::with_capacity(self.classes().len());
+        let mut check = |row: &[f64], what: &dyn Fn() -> String| -> Result<(), String> {
+            self.predict_into(row, &mut probabilities)
+                .map_err(|e| format!("{}: {e}", what()))?;
+            let sum: f64 = probabilities.iter().sum();
+            let in_range = probabilities.iter().all(|q| (0.0..=1.0).contains(q));
+            if !in_range || (sum - 1.0).abs() > 1e-9 {
+                return Err(format!(
+                    "{} gave probabilities that are not a distribution (sum {sum})",
+                    what()
+                ));
+            }
+            Ok(())
+        };
+        let mut row = means.clone();
+        check(&row, &|| "the probe at the training means".to_owned())?;
+        check(&vec![0.0; features.len()], &|| {
+            "the all-zero probe".to_owned()
+        })?;
+        let mut probes = 2;
+        for (i, f) in features.iter().enumerate() {
+            for &value in PROBE_VALUES.iter().chain([&f.stats.min, &f.stats.max]) {
+                row[i] = value;
+                check(&row, &|| {
+                    format!("the probe with feature {:?} = {value:e}", f.name)
+                })?;
+                probes += 1;
+            }
+            row[i] = means[i];
+        }
+        Ok(probes)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// A binary artifact with scikit-learn's Iris petal-width weights.
+    pub(crate) fn binary_artifact() -> ModelArtifact {
+        ModelArtifact {
+            format: FORMAT.into(),
+            name: "iris".into(),
+            version: 7,
+            created_at: "2026-11-28T00:00:00Z".into(),
+            kind: ModelKind::BinaryLogistic,
+            features: vec![Feature {
+                name: "petal_width".into(),
+                stats: FeatureStats {
+                    min: 0.1,
+                    max: 2.5,
+                    mean: 1.199_333,
+                    std: 0.759_326,
+                },
+                reference: None,
+            }],
+            label_column: "species".into(),
+            classes: vec!["not_virginica".into(), "virginica".into()],
+            positive_class: Some("virginica".into()),
+            coefficients: vec![vec![4.332519744450365]],
+            intercepts: vec![-7.193421057651488],
+            scaler: None,
+            metrics: Metrics {
+                train_accuracy: 0.96,
+                train_log_loss: 0.1,
+                cv_accuracy: Some(0.96),
+                cv_folds: 5,
+                converged: Some(true),
+                iterations: Some(8),
+                gradient_norm: Some(1e-5),
+                train: None,
+                cv: None,
+            },
+            provenance: Provenance {
+                data_path: "data/iris.csv".into(),
+                data_sha256: "00".into(),
+                rows: 150,
+                hyperparameters: Hyperparameters {
+                    alpha: 1.0,
+                    max_iter: 100,
+                    gradient_tolerance: 1e-4,
+                    standardize: false,
+                },
+                trainer: "limen test".into(),
+                linfa_version: "0.8.1".into(),
+            },
+        }
+    }
+
+    pub(crate) fn multinomial_artifact() -> ModelArtifact {
+        let mut a = binary_artifact();
+        a.kind = ModelKind::MultinomialLogistic;
+        a.positive_class = None;
+        a.classes = vec!["a".into(), "b".into(), "c".into()];
+        a.coefficients = vec![vec![-1.0], vec![0.0], vec![1.0]];
+        a.intercepts = vec![0.5, 0.0, -0.5];
+        a
+    }
+
+    #[test]
+    fn binary_probabilities_match_scikit_learn_bit_for_bit() {
+        let model = Model::new(binary_artifact()).unwrap();
+        let p = model.predict(&[2.1]).unwrap();
+        assert_eq!(p.probabilities[1], 0.8704417670566003);
+        assert_eq!(p.class, 1);
+        assert_eq!(model.positive_probability(&p), Some(0.8704417670566003));
+        assert_eq!(model.predict(&[1.0]).unwrap().class, 0);
+    }
+
+    #[test]
+    fn round_trip_through_json_keeps_every_bit() {
+        let artifact = binary_artifact();
+        let bytes = artifact.to_json_bytes();
+        let model = Model::from_json_bytes(&bytes).unwrap();
+        assert_eq!(model.artifact(), &artifact);
+        assert_eq!(model.to_owned().artifact().to_json_bytes(), bytes);
+    }
+
+    #[test]
+    fn the_checksum_ignores_layout_but_not_content() {
+        let bytes = binary_artifact().to_json_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        let compact = serde_json::to_vec(&value).unwrap();
+        assert!(Model::from_json_bytes(&compact).is_ok());
+
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let edited = text.replace("4.332519744450365", "4.332519744450366");
+        assert!(matches!(
+            Model::from_json_bytes(edited.as_bytes()),
+            Err(ModelError::ChecksumMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_empty_and_foreign_files_are_refused() {
+        let bytes = binary_artifact().to_json_bytes();
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 3] {
+            assert!(
+                matches!(
+                    Model::from_json_bytes(&bytes[..cut]),
+                    Err(ModelError::Json(_))
+                ),
+                "cut at {cut}"
+            );
+        }
+        assert!(matches!(
+            Model::from_json_bytes(b"{\"hello\": 1}"),
+            Err(ModelError::MissingChecksum)
+        ));
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let bytes = binary_artifact().to_json_bytes();
+        let mut accepted = Vec::new();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut flipped = bytes.clone();
+                flipped[i] ^= 1 << bit;
+                if let Ok(m) = Model::from_json_bytes(&flipped) {
+                    // Only flips in insignificant whitespace may survive, and they change nothing.
+                    if m.artifact() != &binary_artifact() {
+                        accepted.push((i, bit));
+                    }
+                }
+            }
+        }
+        assert!(accepted.is_empty(), "undetected flips: {accepted:?}");
+    }
+
+    #[test]
+    fn the_reference_has_quantile_edges_and_psi_matches_a_hand_computation() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        let stats = FeatureStats {
+            min: 1.0,
+            max: 100.0,
+            mean: 50.5,
+            std: 28.87,
+        };
+        let r = Reference::of(values.iter(), &stats);
+        assert_eq!(
+            r.edges,
+            vec![11.0, 21.0, 31.0, 41.0, 51.0, 61.0, 71.0, 81.0, 91.0]
+        );
+        // 1..=11 | 12..=21 | … | 82..=91 | 92..=100, and nothing outside the range.
+        let expected = [0.0, 0.11, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.09, 0.0];
+        for (got, want) in r.shares.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{:?}", r.shares);
+        }
+        assert_eq!(
+            (r.bin(0.5, &stats), r.bin(11.0, &stats), r.bin(11.5, &stats)),
+            (0, 1, 2)
+        );
+        assert_eq!((r.bin(100.0, &stats), r.bin(100.5, &stats)), (10, 11));
+        // The training distribution itself: no drift.
+        let same: Vec<u64> = expected
+            .iter()
+            .map(|s| (s * 1000.0).round() as u64)
+            .collect();
+        assert!(r.psi(&same).unwrap().abs() < 1e-12);
+        // Every value in the top quantile bin: by hand, with empty bins floored at 1e-4,
+        // (1 − 0.09)·ln(1/0.09) + (1e-4 − 0.11)·ln(1e-4/0.11) + 8·(1e-4 − 0.1)·ln(1e-4/0.1).
+        let mut shifted = [0u64; DRIFT_BINS];
+        shifted[10] = 500;
+        let by_hand = 0.91 * (1.0f64 / 0.09).ln()
+            + (1e-4 - 0.11) * (1e-4f64 / 0.11).ln()
+            + 8.0 * (1e-4 - 0.1) * (1e-4f64 / 0.1).ln();
+        assert!((r.psi(&shifted).unwrap() - by_hand).abs() < 1e-9);
+        assert!(by_hand > 5.0, "{by_hand}");
+        assert_eq!(r.psi(&[0; DRIFT_BINS]), None);
+    }
+
+    #[test]
+    fn shape_errors_are_refused() {
+        let mut a = binary_artifact();
+        a.coefficients = vec![vec![1.0, 2.0]];
+        assert!(matches!(Model::new(a), Err(ModelError::Schema(_))));
+        let mut a = binary_artifact();
+        a.positive_class = Some("not_virginica".into());
+        assert!(matches!(Model::new(a), Err(ModelError::Schema(_))));
+        let mut a = multinomial_artifact();
+        a.intercepts.pop();
+        assert!(matches!(Model::new(a), Err(ModelError::Schema(_))));
+        let mut a = binary_artifact();
+        a.format = "limen.model/v3".into();
+        assert!(matches!(
+            Model::from_json_bytes(&a.to_json_bytes()),
+            Err(ModelError::UnsupportedFormat { .. })
+        ));
+        // A scaler must fit the features and scale by positive, finite numbers.
+        for (mean, scale) in [(vec![1.0, 2.0], vec![1.0, 1.0]), (vec![1.0], vec![0.0])] {
+            let mut a = binary_artifact();
+            a.scaler = Some(Scaler { mean, scale });
+            assert!(matches!(Model::new(a), Err(ModelError::Schema(_))));
+        }
+    }
+
+    #[test]
+    fn a_scaler_is_applied_to_raw_inputs_and_v1_files_still_load() {
+        // Standardized weights w' = w·s and b' = b + w·m give the same answer on raw inputs.
+        let raw = Model::new(binary_artifact()).unwrap();
+        let mut scaled = binary_artifact();
+        let (m, s) = (1.2, 0.76);
+        scaled.coefficients = vec![vec![4.332519744450365 * s]];
+        scaled.intercepts = vec![-7.193421057651488 + 4.332519744450365 * m];
+        scaled.scaler = Some(Scaler {
+            mean: vec![m],
+            scale: vec![s],
+        });
+        let scaled = Model::new(scaled).unwrap();
+        for x in [0.1, 1.0, 1.66, 2.1, 2.5] {
+            let (a, b) = (raw.predict(&[x]).unwrap(), scaled.predict(&[x]).unwrap());
+            assert!(
+                (a.probabilities[1] - b.probabilities[1]).abs() < 1e-12,
+                "{x}"
+            );
+        }
+        // A v1 file (no scaler, no convergence record) still loads.
+        let mut v1 = binary_artifact();
+        v1.format = "limen.model/v1".into();
+        v1.metrics.converged = None;
+        v1.metrics.iterations = None;
+        v1.metrics.gradient_norm = None;
+        let bytes = v1.to_json_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            !text.contains("converged") && !text.contains("scaler"),
+            "{text}"
+        );
+        assert!(Model::from_json_bytes(&bytes).is_ok());
+    }
+
+    #[test]
+    fn identity_must_match_the_store_path() {
+        let model = Model::new(binary_artifact()).unwrap();
+        assert!(model.check_identity("iris", 7).is_ok());
+        assert!(model.check_identity("iris", 8).is_err());
+        assert!(model.check_identity("other", 7).is_err());
+    }
+
+    #[test]
+    fn multinomial_probabilities_are_a_softmax() {
+        let model = Model::new(multinomial_artifact()).unwrap();
+        let p = model.predict(&[3.0]).unwrap();
+        assert_eq!(p.class, 2);
+        assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert_eq!(model.positive_probability(&p), None);
+    }
+
+    #[test]
+    fn extreme_inputs_give_probabilities_or_a_clear_error() {
+        for model in [binary_artifact(), multinomial_artifact()].map(|a| Model::new(a).unwrap()) {
+            for x in [0.0, -1e300, 1e300, f64::MAX, -f64::MAX] {
+                match model.predict(&[x]) {
+                    Ok(p) => {
+                        assert!(p.probabilities.iter().all(|p| (0.0..=1.0).contains(p)));
+                        assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+                    }
+                    Err(e) => assert_eq!(e, PredictError::NonFinite),
+                }
+            }
+            assert!(matches!(
+                model.predict(&[1.0, 2.0]),
+                Err(PredictError::Width { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn batch_prediction_agrees_with_single_rows() {
+        for model in [binary_artifact(), multinomial_artifact()].map(|a| Model::new(a).unwrap()) {
+            let rows = ndarray::array![[0.0], [1.5], [2.1], [-3.0]];
+            let batch = model.predict_batch(rows.view()).unwrap();
+            for (i, row) in rows.rows().into_iter().enumerate() {
+                let single = model.predict(row.as_slice().unwrap()).unwrap();
+                for (a, b) in batch.row(i).iter().zip(&single.probabilities) {
+                    assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+                }
+            }
+        }
+    }
+}
