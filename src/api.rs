@@ -41,6 +41,9 @@ pub struct Template {
     features: Vec<Vec<u8>>,
     /// Binary models also answer `result`, the probability of the positive class.
     binary: bool,
+    /// Whether an explanation decomposes one logit (a binary logistic model's, a binary tree
+    /// ensemble's margin) rather than one per class.
+    single_logit: bool,
     /// The most bytes one instance's answer can take (every float at its longest).
     row_bytes: usize,
     /// The same for an explained instance.
@@ -77,6 +80,7 @@ impl Template {
                 .map(|f| format!("{}:", json(f)).into_bytes())
                 .collect(),
             binary: model.positive_probability_index().is_some(),
+            single_logit: model.logits() == 1,
             row_bytes: 0,
             explain_row_bytes: 0,
             min_instance_bytes: 3 + model
@@ -123,7 +127,7 @@ impl Template {
         let key_names: usize = self.keys.iter().map(Vec::len).sum();
         let classes = self.keys.len();
         self.explain_row_bytes = self.row_bytes
-            + if self.binary {
+            + if self.single_logit {
                 9 + FLOAT + 18 + FLOAT + 18 + features + 1
             } else {
                 11 + 2 * keys + 20 + 18 + key_names + classes * (3 + features) + 1
@@ -238,7 +242,7 @@ pub fn respond_explained(
         |row, out, _| {
             let e = model.explain(row).map_err(unscorable)?;
             template.write_prediction(out, e.prediction.class, &e.prediction.probabilities);
-            if template.binary {
+            if template.single_logit {
                 out.extend_from_slice(b",\"logit\":");
                 write_f64(out, e.logits[0]);
                 out.extend_from_slice(b",\"baseline_logit\":");

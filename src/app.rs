@@ -44,6 +44,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Quickstart(args) => quickstart(catalog, args),
         Command::Models(args) => models(&catalog, args),
+        Command::Import(args) => {
+            let (name, cfg) = args.into();
+            let version = import_and_publish(&catalog, &name, &cfg)?;
+            println!("{version}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Report(args) => {
             write_report(&catalog, &args)?;
             Ok(ExitCode::SUCCESS)
@@ -217,6 +223,35 @@ fn quickstart(catalog: Catalog, args: QuickstartArgs) -> anyhow::Result<ExitCode
         println!("  curl -X POST -d '{{\"petal_width\": \"2.1\"}}' {host}/predict");
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `limen import`: convert, evaluate, publish a new version, point `candidate` at it. Nothing is
+/// written unless the file converts, checks out and loads as a server would load it.
+pub fn import_and_publish(
+    catalog: &Catalog,
+    name: &crate::store::ModelName,
+    cfg: &crate::import::ImportConfig,
+) -> anyhow::Result<VersionId> {
+    let created_at = now_rfc3339();
+    let provisional = crate::import::import(cfg, name.as_str(), u64::MAX, &created_at)?;
+    catalog
+        .check_publishable(&provisional.to_json_bytes())
+        .context("nothing was published")?;
+    let version = catalog.publish_candidate(name, |v| {
+        let mut artifact = provisional.clone();
+        artifact.version = v.get();
+        artifact.to_json_bytes()
+    })?;
+    let m = &provisional.metrics;
+    println!(
+        "imported {} ({} trees) as {name}: accuracy {:.4} on {} rows of {}",
+        cfg.file.display(),
+        provisional.trees.as_ref().map_or(0, |t| t.trees.len()),
+        m.train_accuracy,
+        provisional.provenance.rows,
+        provisional.provenance.data_path
+    );
+    Ok(version)
 }
 
 /// `limen train`: fit, publish a new version, point `candidate` at it. Nothing is written unless

@@ -87,10 +87,59 @@ pub enum Command {
     ///
     /// Exit codes: 0, 1 when --max-psi is exceeded (a pipeline can retrain on it), 2 error.
     Drift(DriftArgs),
+    /// Convert a model trained in Python (XGBoost's `save_model` JSON) into limen's tree
+    /// artifact, evaluate it on labelled data, and publish it as a new candidate, like `train`.
+    ///
+    /// Exit codes: 0 published (the version id is the last line), 2 a file or the data that
+    /// cannot be used (nothing is written).
+    Import(ImportArgs),
     /// Write a model's page (versions, metrics, confusion matrices, the chart, history) as one
     /// self-contained HTML file, the candidate beside production when both exist; or just the
     /// chart as SVG. For a pipeline to keep with the run that trained the model.
     Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Model name in the store to publish the candidate under.
+    pub name: ModelName,
+
+    /// An XGBoost model saved with `Booster.save_model("model.json")` (gbtree;
+    /// binary:logistic, multi:softprob or multi:softmax).
+    #[arg(long, value_name = "FILE")]
+    pub xgboost: PathBuf,
+
+    /// Labelled data (CSV) to evaluate the model on: its feature statistics and drift
+    /// references are recorded from it, as `train` does.
+    #[arg(long, env = "LIMEN_DATA")]
+    pub data: PathBuf,
+
+    /// Column of --data holding the class names.
+    #[arg(long, env = "LIMEN_LABEL_COLUMN", default_value = DEFAULT_LABEL_COLUMN)]
+    pub label_column: String,
+
+    /// Feature names in the model's order, when the file has none.
+    #[arg(long, value_delimiter = ',')]
+    pub features: Option<Vec<String>>,
+
+    /// Class names in the library's class order (default: 0, 1, …).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+}
+
+impl From<ImportArgs> for (ModelName, crate::import::ImportConfig) {
+    fn from(args: ImportArgs) -> Self {
+        (
+            args.name,
+            crate::import::ImportConfig {
+                file: args.xgboost,
+                features: args.features,
+                classes: args.classes,
+                data: args.data,
+                label_column: args.label_column,
+            },
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -3,7 +3,7 @@
 //! with the rows. Above both the model and the data layer, so that neither knows the other.
 
 use crate::data::Dataset;
-use crate::model::{ClassReport, ClassScores, Model, ModelKind, PredictError};
+use crate::model::{ClassReport, ClassScores, Model, PredictError};
 
 /// Accuracy and log loss on `data`, whose label column holds this model's training labels.
 ///
@@ -23,12 +23,16 @@ pub fn score_into(model: &Model, data: &Dataset, tally: &mut Tally) -> Result<()
     let truth_of: Vec<Option<usize>> = data
         .label_names
         .iter()
-        .map(
-            |label| match (&model.artifact().positive_class, model.kind()) {
-                (Some(pos), ModelKind::BinaryLogistic) => Some(usize::from(label == pos)),
+        .map(|label| {
+            match (
+                &model.artifact().positive_class,
+                model.positive_probability_index(),
+            ) {
+                // A binary model: its positive class against everything else.
+                (Some(pos), Some(_)) => Some(usize::from(label == pos)),
                 _ => model.classes().iter().position(|c| c == label),
-            },
-        )
+            }
+        })
         .collect();
     let mut scratch = Vec::new();
     for (row, &label) in data.x.rows().into_iter().zip(&data.labels) {
@@ -76,7 +80,7 @@ pub struct Tally {
 impl Tally {
     pub fn new(model: &Model) -> Self {
         let n = model.classes().len();
-        let binary = model.kind() == ModelKind::BinaryLogistic;
+        let binary = model.positive_probability_index().is_some();
         Self {
             classes: model.classes().to_vec(),
             binary,

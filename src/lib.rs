@@ -33,6 +33,7 @@ pub mod data;
 pub mod drift;
 pub mod evaluate;
 pub mod evidence;
+pub mod import;
 pub mod inference_log;
 pub mod input;
 pub mod model;

@@ -23,8 +23,6 @@ use crate::model::Model;
 /// The output tensors a model produces.
 pub const OUTPUT_LABEL: &str = "label";
 pub const OUTPUT_PROBABILITIES: &str = "probabilities";
-/// The platform limen reports for its models.
-pub const PLATFORM: &str = "linfa_logistic";
 /// The name metadata gives the `[N, n_features]` input tensor.
 pub const INPUT_MATRIX: &str = "input";
 
@@ -85,7 +83,7 @@ impl ModelMetadata {
         Self {
             name: model.name().to_owned(),
             versions,
-            platform: PLATFORM,
+            platform: model.kind().platform(),
             inputs: vec![MetadataTensor {
                 name: INPUT_MATRIX.to_owned(),
                 datatype: "FP64",

@@ -160,6 +160,9 @@ pub fn chart_svg(models: &[(&str, &Model)]) -> String {
         .all(|(_, m)| m.kind() == ModelKind::BinaryLogistic && m.feature_names().len() == 1);
     if one_feature_binary {
         curve_svg(models)
+    } else if first.kind() == ModelKind::TreeEnsemble {
+        // No weights to draw: a tree model's reasons are per row (POST /explain).
+        "<p class=\"muted\">a tree ensemble: each answer's feature contributions are on <code>POST /explain</code></p>".to_owned()
     } else {
         bars_svg(first)
     }
@@ -292,7 +295,9 @@ fn bars_svg(model: &Model) -> String {
     let logits = all_logits.min(CLASSES_SHOWN.min(8));
     let names: Vec<String> = match model.kind() {
         ModelKind::BinaryLogistic => vec![format!("log-odds of {}", model.classes()[1])],
-        ModelKind::MultinomialLogistic => model.classes().iter().take(logits).cloned().collect(),
+        ModelKind::MultinomialLogistic | ModelKind::TreeEnsemble => {
+            model.classes().iter().take(logits).cloned().collect()
+        }
     };
     let shown = features.len().min(30);
     let row = 16.0;

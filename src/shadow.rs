@@ -20,7 +20,7 @@ use prometheus::IntCounter;
 
 use crate::budget::{Budget, Reservation};
 use crate::evidence::{self, ShadowTotals};
-use crate::model::{ColumnMap, ModelKind};
+use crate::model::ColumnMap;
 use crate::registry::LoadedModel;
 use crate::store::{now_rfc3339, ModelName, VersionId};
 use crate::telemetry::{error_chain, Metrics};
@@ -222,7 +222,7 @@ fn work(receiver: Receiver<Job>, totals: &Mutex<HashMap<Key, Entry>>) {
         let key = (model, job.candidate.version);
         large |= job.rows.len() > 8 * 1024;
         let width = job.production.model.feature_names().len().max(1);
-        let binary = job.production.model.kind() == ModelKind::BinaryLogistic;
+        let binary = job.production.model.positive_probability_index().is_some();
         let (mut samples, mut agreements, mut errors) = (0u64, 0u64, 0u64);
         let (mut sum, mut max) = (0.0f64, 0.0f64);
         // The candidate's own series: they end when it is no longer loaded anywhere.

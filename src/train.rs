@@ -195,6 +195,7 @@ impl TrainedModel {
             positive_class: self.positive_class.clone(),
             coefficients: self.weights.coefficients.clone(),
             intercepts: self.weights.intercepts.clone(),
+            trees: None,
             scaler: self.scaler.clone(),
             metrics: self.metrics.clone(),
             provenance: self.provenance.clone(),
@@ -532,9 +533,10 @@ impl TrainedModel {
                 data_path: data.path.display().to_string(),
                 data_sha256: data.sha256.clone(),
                 rows: data.rows(),
-                hyperparameters: params.hyperparameters(),
+                hyperparameters: Some(params.hyperparameters()),
                 trainer: format!("limen {}", env!("CARGO_PKG_VERSION")),
                 linfa_version: LINFA_VERSION.to_owned(),
+                imported: None,
             },
         }
     }

@@ -392,7 +392,8 @@ fn convergence_check(model: &Model, allow_unconverged: bool) -> Check {
         .artifact()
         .provenance
         .hyperparameters
-        .gradient_tolerance;
+        .as_ref()
+        .map_or(f64::NAN, |h| h.gradient_tolerance);
     let (passed, detail) = match (m.converged, m.iterations, m.gradient_norm) {
         (None, ..) => (
             true,

@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["input", "telemetry", "model"],
     &["data"],
     &["evaluate"],
-    &["train", "api", "oip"],
+    &["train", "import", "api", "oip"],
     &["store"],
     &["catalog", "evidence"],
     &["validate", "ops", "drift", "report"],

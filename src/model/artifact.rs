@@ -25,6 +25,9 @@ pub enum ModelKind {
     BinaryLogistic,
     /// One logit per class, turned into probabilities by softmax.
     MultinomialLogistic,
+    /// Decision trees whose outputs are summed (gradient boosting) or averaged (a forest):
+    /// the artifact's `trees`.
+    TreeEnsemble,
 }
 
 impl ModelKind {
@@ -32,6 +35,15 @@ impl ModelKind {
         match self {
             Self::BinaryLogistic => "binary_logistic",
             Self::MultinomialLogistic => "multinomial_logistic",
+            Self::TreeEnsemble => "tree_ensemble",
+        }
+    }
+
+    /// The platform the Open Inference Protocol's model metadata names.
+    pub fn platform(self) -> &'static str {
+        match self {
+            Self::BinaryLogistic | Self::MultinomialLogistic => "linfa_logistic",
+            Self::TreeEnsemble => "limen_tree_ensemble",
         }
     }
 }
@@ -193,12 +205,32 @@ pub struct Hyperparameters {
 /// Where a model came from: enough to reproduce it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
+    /// The data the model was trained on (for an import: the data it was evaluated on).
     pub data_path: String,
     pub data_sha256: String,
     pub rows: usize,
-    pub hyperparameters: Hyperparameters,
+    /// A model limen fitted: its hyperparameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hyperparameters: Option<Hyperparameters>,
     pub trainer: String,
     pub linfa_version: String,
+    /// A model limen imported (`limen import`): where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<Imported>,
+}
+
+/// Where an imported model came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Imported {
+    /// `xgboost` or `lightgbm`.
+    pub library: String,
+    /// The library version that wrote the file, as the file says.
+    pub library_version: String,
+    /// The library's objective (`binary:logistic`, `multiclass`, …).
+    pub objective: String,
+    /// The imported file, and its SHA-256.
+    pub file: String,
+    pub file_sha256: String,
 }
 
 /// The content of a `model.json`, as written and read.
@@ -218,10 +250,15 @@ pub struct ModelArtifact {
     /// For a binary model, the label value that counts as positive in `label_column`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positive_class: Option<String>,
-    /// One row of weights per logit, each as long as `features`.
+    /// Linear kinds: one row of weights per logit, each as long as `features`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub coefficients: Vec<Vec<f64>>,
-    /// One intercept per logit.
+    /// Linear kinds: one intercept per logit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub intercepts: Vec<f64>,
+    /// Tree kinds: the trees and how their outputs combine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trees: Option<super::tree::TreeEnsemble>,
     /// Present when the model was trained with `--standardize`: inputs are centred and scaled
     /// by it before the weights apply. Clients always send raw values.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -40,6 +40,7 @@ impl Linear {
                 1
             }
             ModelKind::MultinomialLogistic => n_classes,
+            ModelKind::TreeEnsemble => return schema("a tree ensemble has no weights".into()),
         };
         if artifact.coefficients.len() != n_logits || artifact.intercepts.len() != n_logits {
             return schema(format!(
@@ -132,21 +133,18 @@ impl Linear {
         if out[start..].iter().any(|z| z.is_nan()) {
             return Err(PredictError::NonFinite);
         }
-        match self.kind {
-            ModelKind::BinaryLogistic => {
-                let p = sigmoid(out[start]);
-                out.truncate(start);
-                out.extend([1.0 - p, p]);
-            }
-            ModelKind::MultinomialLogistic => {
-                softmax_in_place(ArrayViewMut1::from(&mut out[start..]));
-            }
+        if self.kind == ModelKind::BinaryLogistic {
+            let p = sigmoid(out[start]);
+            out.truncate(start);
+            out.extend([1.0 - p, p]);
+        } else {
+            softmax_in_place(ArrayViewMut1::from(&mut out[start..]));
         }
         let probabilities = &out[start..];
         if probabilities.iter().any(|p| !p.is_finite()) {
             return Err(PredictError::NonFinite);
         }
-        Ok(argmax(probabilities))
+        Ok(super::argmax(probabilities))
     }
 
     /// Class probabilities for many rows at once (`n_rows × n_classes`).
@@ -162,20 +160,17 @@ impl Linear {
             });
         }
         let mut logits = rows.dot(&self.weights.t()) + &self.intercepts;
-        Ok(match self.kind {
-            ModelKind::BinaryLogistic => {
-                let p = logits.column(0).mapv(sigmoid);
-                let mut out = Array2::zeros((rows.nrows(), 2));
-                out.column_mut(0).assign(&p.mapv(|p| 1.0 - p));
-                out.column_mut(1).assign(&p);
-                out
+        Ok(if self.kind == ModelKind::BinaryLogistic {
+            let p = logits.column(0).mapv(sigmoid);
+            let mut out = Array2::zeros((rows.nrows(), 2));
+            out.column_mut(0).assign(&p.mapv(|p| 1.0 - p));
+            out.column_mut(1).assign(&p);
+            out
+        } else {
+            for row in logits.rows_mut() {
+                softmax_in_place(row);
             }
-            ModelKind::MultinomialLogistic => {
-                for row in logits.rows_mut() {
-                    softmax_in_place(row);
-                }
-                logits
-            }
+            logits
         })
     }
 
@@ -224,15 +219,4 @@ fn softmax_in_place(mut z: ArrayViewMut1<f64>) {
     z.mapv_inplace(|v| (v - max).exp());
     let sum = z.sum();
     z.mapv_inplace(|v| v / sum);
-}
-
-/// Index of the largest value; the first one on ties (as numpy's `argmax`).
-fn argmax(values: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, v) in values.iter().enumerate() {
-        if *v > values[best] {
-            best = i;
-        }
-    }
-    best
 }

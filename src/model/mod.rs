@@ -8,12 +8,14 @@
 mod artifact;
 mod linear;
 mod reference;
+pub mod tree;
 
 #[cfg(test)]
 pub(crate) use artifact::sign;
 pub use artifact::{
-    ClassReport, ClassScores, Feature, Hyperparameters, Metrics, ModelArtifact, ModelError,
-    ModelKind, ModelMetadata, Provenance, Scaler, FORMAT, MAX_FEATURES, READABLE_FORMATS,
+    ClassReport, ClassScores, Feature, Hyperparameters, Imported, Metrics, ModelArtifact,
+    ModelError, ModelKind, ModelMetadata, Provenance, Scaler, FORMAT, MAX_FEATURES,
+    READABLE_FORMATS,
 };
 pub use reference::{FeatureStats, Reference, DRIFT_BINS};
 
@@ -107,10 +109,22 @@ impl ColumnMap {
     }
 }
 
+/// Index of the largest value; the first one on ties (as numpy's `argmax`).
+fn argmax(values: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 /// How a model of each kind scores: matched in this one place.
 #[derive(Debug, Clone)]
 enum Scorer {
     Linear(Linear),
+    Trees(tree::TreeEnsemble),
 }
 
 /// A verified model, ready to predict. Only [`Model::from_json_bytes`] and [`Model::new`] make
@@ -134,9 +148,22 @@ impl Model {
     /// its kind's scoring tables.
     pub fn new(artifact: ModelArtifact) -> Result<Self, ModelError> {
         artifact::check_common(&artifact)?;
-        let scorer = match artifact.kind {
-            ModelKind::BinaryLogistic | ModelKind::MultinomialLogistic => {
+        let scorer = match (artifact.kind, &artifact.trees) {
+            (ModelKind::BinaryLogistic | ModelKind::MultinomialLogistic, None) => {
                 Scorer::Linear(Linear::new(&artifact)?)
+            }
+            (ModelKind::TreeEnsemble, Some(trees)) => {
+                tree::check(trees, &artifact)?;
+                Scorer::Trees(trees.clone())
+            }
+            (ModelKind::TreeEnsemble, None) => {
+                return Err(ModelError::Schema("a tree_ensemble needs \"trees\"".into()))
+            }
+            (_, Some(_)) => {
+                return Err(ModelError::Schema(format!(
+                    "a {} model has no \"trees\"",
+                    artifact.kind.as_str()
+                )))
             }
         };
         let feature_names = artifact.features.iter().map(|f| f.name.clone()).collect();
@@ -211,6 +238,18 @@ impl Model {
         match self.kind() {
             ModelKind::BinaryLogistic => Some(1),
             ModelKind::MultinomialLogistic => None,
+            // A binary tree model names its positive class, the second of its two.
+            ModelKind::TreeEnsemble => self.artifact.positive_class.as_ref().map(|_| 1),
+        }
+    }
+
+    /// How many outputs an explanation decomposes: one logit for a binary logistic model (or
+    /// a binary tree ensemble's one margin), else one per class.
+    pub fn logits(&self) -> usize {
+        match &self.scorer {
+            Scorer::Linear(_) if self.kind() == ModelKind::BinaryLogistic => 1,
+            Scorer::Linear(_) => self.classes().len(),
+            Scorer::Trees(trees) => trees.outputs(),
         }
     }
 
@@ -219,6 +258,7 @@ impl Model {
         let prediction = self.predict(row)?;
         match &self.scorer {
             Scorer::Linear(linear) => linear.explain(row, &self.means, prediction),
+            Scorer::Trees(trees) => trees.explain(row, self.feature_names.len(), prediction),
         }
     }
 
@@ -251,8 +291,16 @@ impl Model {
     /// a batch's probabilities are written in place, one row after another). On an error,
     /// whatever was appended for the row may remain.
     pub fn predict_append(&self, row: &[f64], out: &mut Vec<f64>) -> Result<usize, PredictError> {
+        let width = self.feature_names.len();
+        if row.len() != width {
+            return Err(PredictError::Width {
+                expected: width,
+                got: row.len(),
+            });
+        }
         match &self.scorer {
             Scorer::Linear(linear) => linear.predict_append(row, out),
+            Scorer::Trees(trees) => trees.predict_append(row, out),
         }
     }
 
@@ -261,8 +309,30 @@ impl Model {
     /// Rows whose arithmetic overflows come back as NaN; callers that need a per-row error use
     /// [`Model::predict`].
     pub fn predict_batch(&self, rows: ArrayView2<f64>) -> Result<Array2<f64>, PredictError> {
+        if rows.ncols() != self.feature_names.len() {
+            return Err(PredictError::Width {
+                expected: self.feature_names.len(),
+                got: rows.ncols(),
+            });
+        }
         match &self.scorer {
             Scorer::Linear(linear) => linear.predict_batch(rows),
+            Scorer::Trees(_) => {
+                let mut out = Array2::zeros((rows.nrows(), self.classes().len()));
+                let mut probabilities = Vec::new();
+                let mut row = Vec::new();
+                for (i, r) in rows.rows().into_iter().enumerate() {
+                    row.clear();
+                    row.extend(r.iter().copied());
+                    match self.predict_into(&row, &mut probabilities) {
+                        Ok(_) => out
+                            .row_mut(i)
+                            .assign(&ndarray::ArrayView1::from(&probabilities)),
+                        Err(_) => out.row_mut(i).fill(f64::NAN),
+                    }
+                }
+                Ok(out)
+            }
         }
     }
 
@@ -340,6 +410,7 @@ pub(crate) mod tests {
             positive_class: Some("virginica".into()),
             coefficients: vec![vec![4.332519744450365]],
             intercepts: vec![-7.193421057651488],
+            trees: None,
             scaler: None,
             metrics: Metrics {
                 train_accuracy: 0.96,
@@ -356,14 +427,15 @@ pub(crate) mod tests {
                 data_path: "data/iris.csv".into(),
                 data_sha256: "00".into(),
                 rows: 150,
-                hyperparameters: Hyperparameters {
+                hyperparameters: Some(Hyperparameters {
                     alpha: 1.0,
                     max_iter: 100,
                     gradient_tolerance: 1e-4,
                     standardize: false,
-                },
+                }),
                 trainer: "limen test".into(),
                 linfa_version: "0.8.1".into(),
+                imported: None,
             },
         }
     }

@@ -1,0 +1,123 @@
+//! Tree ensembles against the libraries that trained them: XGBoost models made by
+//! `scripts/tree_fixtures.py` (in CI, in the pinned venv of tests/trees/requirements.txt) are
+//! imported with the real `limen import`, loaded as a server loads them, and must give the
+//! library's probabilities (1e-6), margins (1e-5: XGBoost sums in float32) and SHAP values
+//! (`pred_contribs`, 1e-5) on
+//! held-out rows, missing values included. Without the fixtures (no venv on this machine) the
+//! tests say so and skip, unless `LIMEN_REQUIRE_TREE_FIXTURES=1` (as in CI).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::TestStore;
+
+/// The fixtures folder, or `None` (skipping) when it was not made here.
+fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("LIMEN_TREE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo().join("target/tree-fixtures"));
+    if dir.join("xgb_binary/expected.json").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("LIMEN_REQUIRE_TREE_FIXTURES").is_none(),
+        "no tree fixtures in {}: run scripts/tree_fixtures.py",
+        dir.display()
+    );
+    eprintln!(
+        "skipped: no tree fixtures in {} (make them with scripts/tree_fixtures.py in a venv of tests/trees/requirements.txt)",
+        dir.display()
+    );
+    None
+}
+
+/// Imports `case` into `store` as `name`; returns the model as a server would load it.
+fn import(
+    store: &TestStore,
+    dir: &std::path::Path,
+    case: &str,
+    name: &str,
+) -> (limen::model::Model, serde_json::Value) {
+    let folder = dir.join(case);
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("expected.json")).unwrap()).unwrap();
+    let classes: Vec<&str> = expected["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let out = store.ok(&[
+        "import",
+        name,
+        "--xgboost",
+        folder.join("model.json").to_str().unwrap(),
+        "--data",
+        folder.join("data.csv").to_str().unwrap(),
+        "--label-column",
+        "label",
+        "--classes",
+        &classes.join(","),
+    ]);
+    let version = out.lines().last().unwrap().trim().to_owned();
+    let bytes = std::fs::read(store.path().join(name).join(&version).join("model.json")).unwrap();
+    (
+        limen::model::Model::from_json_bytes(&bytes).unwrap(),
+        expected,
+    )
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap_or(f64::NAN))
+        .collect()
+}
+
+#[test]
+fn xgboost_models_score_and_explain_as_xgboost_does() {
+    let Some(dir) = fixtures() else { return };
+    let store = TestStore::new();
+    for (case, name) in [("xgb_binary", "cancer"), ("xgb_multiclass", "wine")] {
+        let (model, expected) = import(&store, &dir, case, name);
+        let rows = expected["rows"].as_array().unwrap();
+        let (mut worst_p, mut worst_m, mut worst_c) = (0.0f64, 0.0f64, 0.0f64);
+        for (i, row) in rows.iter().enumerate() {
+            let row = floats(row);
+            let p = model.predict(&row).unwrap();
+            for (a, b) in p
+                .probabilities
+                .iter()
+                .zip(floats(&expected["probabilities"][i]))
+            {
+                worst_p = worst_p.max((a - b).abs());
+            }
+            let e = model.explain(&row).unwrap();
+            for (k, margin) in floats(&expected["margins"][i]).into_iter().enumerate() {
+                worst_m = worst_m.max((e.logits[k] - margin).abs());
+                let library = floats(&expected["contributions"][i][k]);
+                let (bias, per_feature) = library.split_last().unwrap();
+                worst_c = worst_c.max((e.baseline[k] - bias).abs());
+                for (a, b) in e.contributions[k].iter().zip(per_feature) {
+                    worst_c = worst_c.max((a - b).abs());
+                }
+                // The decomposition adds up to the margin.
+                let sum: f64 = e.baseline[k] + e.contributions[k].iter().sum::<f64>();
+                assert!((sum - e.logits[k]).abs() < 1e-9, "{case} row {i}");
+            }
+        }
+        eprintln!("{case}: {} rows, worst |Δp| {worst_p:.2e}, |Δmargin| {worst_m:.2e}, |Δshap| {worst_c:.2e}", rows.len());
+        assert!(
+            worst_p < 1e-6,
+            "{case}: probabilities differ by {worst_p:e}"
+        );
+        // XGBoost sums margins in float32 (about 7 digits: 2e-6 at a margin of 10).
+        assert!(worst_m < 1e-5, "{case}: margins differ by {worst_m:e}");
+        assert!(
+            worst_c < 1e-5,
+            "{case}: contributions differ by {worst_c:e}"
+        );
+    }
+}
