@@ -174,9 +174,11 @@ fn read_xgboost(path: &Path, bytes: &[u8]) -> Result<Read, ImportError> {
             };
             (Link::Softmax, num_class, base)
         }
-        other => return Err(ImportError::Unsupported(format!(
+        other => {
+            return Err(ImportError::Unsupported(format!(
             "objective {other:?}: limen imports binary:logistic, multi:softprob and multi:softmax"
-        ))),
+        )))
+        }
     };
     if model.tree_info.len() != model.trees.len() {
         return Err(not("tree_info does not name a class for every tree".into()));
