@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 use crate::input::check_answer_size;
 pub use crate::input::{InputError, InputErrorKind};
-use crate::model::{Model, PredictError};
+use crate::model::{Model, PredictError, Schema};
 
 /// The batch key: an object holding it is a batch request.
 pub const INSTANCES: &str = "instances";
@@ -196,7 +196,7 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
 /// Decodes `body` for `model` and writes the answer (what `limen predict` prints): [`decode`]
 /// then [`respond`].
 pub fn answer(model: &Model, template: &Template, body: &[u8]) -> Result<Vec<u8>, InputError> {
-    let decoded = decode(body, model.feature_names())?;
+    let decoded = decode(body, model.schema())?;
     respond(model, template, &decoded)
 }
 
@@ -222,7 +222,7 @@ pub fn respond(
 
 /// Decodes `body` like [`answer`] and explains every instance ([`respond_explained`]).
 pub fn explain(model: &Model, template: &Template, body: &[u8]) -> Result<Vec<u8>, InputError> {
-    let decoded = decode(body, model.feature_names())?;
+    let decoded = decode(body, model.schema())?;
     respond_explained(model, template, &decoded)
 }
 
@@ -339,14 +339,14 @@ pub struct Decoded {
     pub values: Vec<f64>,
 }
 
-/// Decodes a `/predict` body for a model with `features`.
-pub fn decode(body: &[u8], features: &[String]) -> Result<Decoded, InputError> {
+/// Decodes a `/predict` body for a model of `schema`.
+pub fn decode(body: &[u8], schema: Schema<'_>) -> Result<Decoded, InputError> {
     // Checking the whole body once is cheaper than serde_json checking each string in it.
     let body = std::str::from_utf8(body).map_err(|e| {
         InputError::malformed(format!("the body is not valid JSON (it is not UTF-8: {e})"))
     })?;
     let mut de = serde_json::Deserializer::from_str(body);
-    let parsed = TopLevel { features }
+    let parsed = TopLevel { schema }
         .deserialize(&mut de)
         .and_then(|decoded| de.end().map(|()| decoded));
     match parsed {
@@ -370,7 +370,7 @@ type Slot = Option<Result<f64, InputError>>;
 
 /// The top-level object: a single instance, or a batch under `instances`.
 struct TopLevel<'f> {
-    features: &'f [String],
+    schema: Schema<'f>,
 }
 
 impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
@@ -389,17 +389,17 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut slots: Vec<Slot> = vec![None; self.features.len()];
+        let mut slots: Vec<Slot> = vec![None; self.schema.features.len()];
         let mut batch: Option<Result<(usize, Vec<f64>), InputError>> = None;
         let mut batches = 0;
         while let Some(Key(key)) = map.next_key()? {
             if key == INSTANCES {
                 batches += 1;
                 batch = Some(map.next_value_seed(Instances {
-                    features: self.features,
+                    schema: self.schema,
                 })?);
             } else {
-                read_field(&mut map, &key, self.features, &mut slots)?;
+                read_field(&mut map, &key, self.schema, &mut slots)?;
             }
         }
         // Which instance would be meant is a guess: refuse rather than pick one.
@@ -421,8 +421,8 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
             }),
             Some(Err(e)) => Err(e),
             None => {
-                let mut values = Vec::with_capacity(self.features.len());
-                collect_row(slots, self.features, &mut values).map(|()| Decoded {
+                let mut values = Vec::with_capacity(self.schema.features.len());
+                collect_row(slots, self.schema.features, &mut values).map(|()| Decoded {
                     batch: false,
                     rows: 1,
                     values,
@@ -436,17 +436,17 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
 fn read_field<'de, A: MapAccess<'de>>(
     map: &mut A,
     key: &str,
-    features: &[String],
+    schema: Schema<'_>,
     slots: &mut [Slot],
 ) -> Result<(), A::Error> {
     let raw: &RawValue = map.next_value()?;
-    if let Some(i) = features.iter().position(|f| f == key) {
+    if let Some(i) = schema.features.iter().position(|f| f == key) {
         slots[i] = Some(match slots[i] {
             // Which value would be meant is a guess (JSON leaves it open): refuse.
             Some(_) => Err(InputError::malformed(format!(
                 "feature {key:?} appears twice; send each feature once"
             ))),
-            None => decode_number(key, raw),
+            None => decode_number(key, raw, schema.missing),
         });
     }
     Ok(())
@@ -477,7 +477,7 @@ fn collect_row(
 
 /// The `instances` array: objects, each read like a single instance.
 struct Instances<'f> {
-    features: &'f [String],
+    schema: Schema<'f>,
 }
 
 impl<'de> DeserializeSeed<'de> for Instances<'_> {
@@ -500,7 +500,7 @@ impl<'de> Visitor<'de> for Instances<'_> {
         let mut rows = 0;
         let mut first_error = None;
         while let Some(row) = seq.next_element_seed(Instance {
-            features: self.features,
+            schema: self.schema,
             out: &mut values,
         })? {
             if let (Err(e), None) = (row, &first_error) {
@@ -517,7 +517,7 @@ impl<'de> Visitor<'de> for Instances<'_> {
 
 /// One object of `instances`, appended to `out`.
 struct Instance<'f, 'o> {
-    features: &'f [String],
+    schema: Schema<'f>,
     out: &'o mut Vec<f64>,
 }
 
@@ -537,12 +537,12 @@ impl<'de> Visitor<'de> for Instance<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut slots: Vec<Slot> = vec![None; self.features.len()];
+        let mut slots: Vec<Slot> = vec![None; self.schema.features.len()];
         while let Some(Key(key)) = map.next_key()? {
-            read_field(&mut map, &key, self.features, &mut slots)?;
+            read_field(&mut map, &key, self.schema, &mut slots)?;
         }
         // A row that fails fails the whole request, so its partial values do not matter.
-        Ok(collect_row(slots, self.features, self.out))
+        Ok(collect_row(slots, self.schema.features, self.out))
     }
 }
 
@@ -568,8 +568,9 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// A number, or a string holding one, that is finite.
-fn decode_number(name: &str, raw: &RawValue) -> Result<f64, InputError> {
+/// A number, or a string holding one, that is finite; or, for a model that scores missing
+/// values, `null` (as NaN).
+fn decode_number(name: &str, raw: &RawValue, missing: bool) -> Result<f64, InputError> {
     let text = raw.get();
     let bad = |why: String| {
         Err(InputError::new(
@@ -591,7 +592,10 @@ fn decode_number(name: &str, raw: &RawValue) -> Result<f64, InputError> {
             Err(_) => return bad(format!("{} is not a number", truncate(text))),
         },
         Some(b't' | b'f') => return bad(format!("{text} is a boolean, not a number")),
-        Some(b'n') => return bad("null is not a number".to_owned()),
+        Some(b'n') if missing => return Ok(f64::NAN),
+        Some(b'n') => {
+            return bad("null is not a number (this model scores no missing value)".to_owned())
+        }
         _ => return bad(format!("{} is not a number", truncate(text))),
     };
     if !value.is_finite() {
@@ -714,6 +718,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_tree_model_reads_null_as_a_missing_value_and_still_needs_every_feature() {
+        let m = Model::new(crate::model::tree::tests::one_tree_artifact()).unwrap();
+        let template = Template::new(&m);
+        let answer_of = |body: &str| {
+            answer(&m, &template, body.as_bytes())
+                .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+        };
+        // The root sends missing values left, to the leaf that x = 0.5 reaches.
+        let missing = answer_of(r#"{"petal_width": null}"#).unwrap();
+        assert_eq!(missing, answer_of(r#"{"petal_width": 0.5}"#).unwrap());
+        assert_ne!(missing, answer_of(r#"{"petal_width": 5}"#).unwrap());
+        let batch =
+            answer_of(r#"{"instances": [{"petal_width": null}, {"petal_width": 5}]}"#).unwrap();
+        assert_eq!(batch["predictions"].as_array().unwrap().len(), 2);
+        // Only `null` is missing: a NaN spelled as a string, or an absent key, is still refused.
+        for (body, kind) in [
+            (r#"{"petal_width": "NaN"}"#, InputErrorKind::InvalidValue),
+            (r#"{"petal_width": "null"}"#, InputErrorKind::InvalidValue),
+            (r#"{"petal_width": "inf"}"#, InputErrorKind::InvalidValue),
+            (r#"{}"#, InputErrorKind::MissingFeature),
+            (
+                r#"{"instances": [{"petal_width": null}, {}]}"#,
+                InputErrorKind::MissingFeature,
+            ),
+        ] {
+            assert_eq!(answer_of(body).unwrap_err().kind, kind, "{body}");
+        }
+        // The explanation of a missing value follows the same default side.
+        let explained = explain(&m, &template, br#"{"petal_width": null}"#).unwrap();
+        let explained: serde_json::Value = serde_json::from_slice(&explained).unwrap();
+        assert_eq!(explained["label"], missing["label"]);
+    }
+
     /// What the server would answer for `body`: Ok(200) or the input error's kind.
     fn outcome(body: &[u8]) -> Result<(), InputErrorKind> {
         let m = model();
@@ -818,7 +856,7 @@ mod tests {
             let body = serde_json::to_vec(&value).unwrap();
             let m = model();
             let template = Template::new(&m);
-            if let Ok(decoded) = decode(&body, m.feature_names()) {
+            if let Ok(decoded) = decode(&body, m.schema()) {
                 proptest::prop_assert!(decoded.values.iter().all(|v| v.is_finite()));
             }
             if let Ok(bytes) = answer(&m, &template, &body) {

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
 use crate::input::{check_answer_size, InputError, InputErrorKind};
-use crate::model::Model;
+use crate::model::{Model, Schema};
 
 /// The output tensors a model produces.
 pub const OUTPUT_LABEL: &str = "label";
@@ -276,7 +276,8 @@ impl<'a> InferRequest<'a> {
     }
 
     /// The feature rows (`N × n_features`, row-major) for `features`, from either input form.
-    pub fn rows(&self, features: &[String]) -> Result<(usize, Vec<f64>), InputError> {
+    pub fn rows(&self, schema: Schema<'_>) -> Result<(usize, Vec<f64>), InputError> {
+        let features = schema.features;
         let f = features.len();
         let binary = self.binary_slices()?;
         match self.inputs.as_slice() {
@@ -300,7 +301,13 @@ impl<'a> InferRequest<'a> {
                 }
                 let n = batch_size(n)?;
                 let data =
-                    decode_data(one, dtype, element_count(&one.shape, &one.name)?, binary[0])?;
+                    decode_data(
+                    one,
+                    dtype,
+                    element_count(&one.shape, &one.name)?,
+                    binary[0],
+                    schema.missing,
+                )?;
                 Ok((n, data))
             }
             inputs => {
@@ -335,7 +342,13 @@ impl<'a> InferRequest<'a> {
                     }
                     n = Some(rows);
                     let dtype = DataType::parse(&input.datatype, &input.name)?;
-                    columns[idx] = Some(decode_data(input, dtype, batch_size(rows)?, *bytes)?);
+                    columns[idx] = Some(decode_data(
+                        input,
+                        dtype,
+                        batch_size(rows)?,
+                        *bytes,
+                        schema.missing,
+                    )?);
                 }
                 let missing: Vec<&str> = features
                     .iter()
@@ -476,12 +489,14 @@ fn element_count(shape: &[u64], input: &str) -> Result<usize, InputError> {
 }
 
 /// Exactly `expected` values of `dtype` from the input's binary data if it has some, else from
-/// its JSON `data` (flat or nested).
+/// its JSON `data` (flat or nested). With `missing` (a model that scores missing values), a
+/// floating-point NaN or a JSON `null` is a missing value.
 fn decode_data(
     input: &RequestInput,
     dtype: DataType,
     expected: usize,
     binary: Option<&[u8]>,
+    missing: bool,
 ) -> Result<Vec<f64>, InputError> {
     if let Some(bytes) = binary {
         if input.data.is_some() {
@@ -504,7 +519,7 @@ fn decode_data(
             .chunks_exact(dtype.width())
             .map(|e| dtype.decode(e))
             .collect();
-        return finite(input, dtype, values);
+        return finite(input, dtype, values, missing);
     }
     let Some(data) = input.data else {
         return err(format!(
@@ -517,6 +532,7 @@ fn decode_data(
         out: &mut out,
         dtype,
         limit: expected,
+        missing,
     };
     let mut de = serde_json::Deserializer::from_str(data.get());
     seed.deserialize(&mut de)
@@ -529,13 +545,22 @@ fn decode_data(
             out.len()
         ));
     }
-    finite(input, dtype, out)
+    finite(input, dtype, out, missing)
 }
 
 /// `values`, unless one is not finite (NaN or infinite, sent as such or overflowing FP32): the
-/// same invalid value `/predict` refuses.
-fn finite(input: &RequestInput, dtype: DataType, values: Vec<f64>) -> Result<Vec<f64>, InputError> {
-    match values.iter().find(|v| !v.is_finite()) {
+/// same invalid value `/predict` refuses. With `missing`, NaN is a missing value and passes;
+/// an infinity never does.
+fn finite(
+    input: &RequestInput,
+    dtype: DataType,
+    values: Vec<f64>,
+    missing: bool,
+) -> Result<Vec<f64>, InputError> {
+    match values
+        .iter()
+        .find(|v| !(v.is_finite() || (missing && v.is_nan())))
+    {
         Some(bad) => Err(InputError::new(
             InputErrorKind::InvalidValue,
             format!(
@@ -553,6 +578,8 @@ struct Flatten<'o> {
     out: &'o mut Vec<f64>,
     dtype: DataType,
     limit: usize,
+    /// Whether `null` is read as a missing value (NaN) of a floating-point input.
+    missing: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Flatten<'_> {
@@ -605,6 +632,7 @@ impl<'de> Visitor<'de> for Flatten<'_> {
                 out: &mut *self.out,
                 dtype: self.dtype,
                 limit: self.limit,
+                missing: self.missing,
             })?
             .is_some()
         {}
@@ -626,6 +654,18 @@ impl<'de> Visitor<'de> for Flatten<'_> {
             )));
         }
         self.push(v)
+    }
+
+    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+        match self.dtype {
+            DataType::Int { .. } => Err(E::custom(
+                "null in an integer input; send missing values in an FP32 or FP64 input",
+            )),
+            _ if self.missing => self.push(f64::NAN),
+            _ => Err(E::custom(
+                "null is not a number (this model scores no missing value)",
+            )),
+        }
     }
 }
 
@@ -825,7 +865,12 @@ mod tests {
     }
 
     fn rows(body: &str, names: &[&str]) -> Result<(usize, Vec<f64>), InputError> {
-        InferRequest::parse(body.as_bytes(), None)?.rows(&features(names))
+        let features = features(names);
+        let schema = Schema {
+            features: &features,
+            missing: false,
+        };
+        InferRequest::parse(body.as_bytes(), None)?.rows(schema)
     }
 
     #[test]
@@ -935,7 +980,7 @@ mod tests {
         let model = Model::new(crate::model::tests::binary_artifact()).unwrap();
         let request = InferRequest::parse(body, None)?;
         let outputs = request.outputs()?;
-        let (n, rows) = request.rows(model.feature_names())?;
+        let (n, rows) = request.rows(model.schema())?;
         InferTemplate::new(&model)
             .respond(&model, request.id.as_deref(), &outputs, n, &rows)
             .map(|r| r.body)
@@ -1084,7 +1129,7 @@ mod tests {
         body.extend_from_slice(&2.1f32.to_le_bytes());
         body.extend_from_slice(&0.2f32.to_le_bytes());
         let request = InferRequest::parse(&body, Some(json.len())).unwrap();
-        let (n, rows) = request.rows(model.feature_names()).unwrap();
+        let (n, rows) = request.rows(model.schema()).unwrap();
         assert_eq!((n, rows.clone()), (2, vec![2.1f32 as f64, 0.2f32 as f64]));
         let answer = InferTemplate::new(&model)
             .respond(&model, None, &request.outputs().unwrap(), n, &rows)
@@ -1108,14 +1153,61 @@ mod tests {
         body.extend_from_slice(&(-3i16).to_le_bytes());
         body.extend_from_slice(&2i16.to_le_bytes());
         let request = InferRequest::parse(&body, Some(json.len())).unwrap();
-        assert_eq!(
-            request.rows(model.feature_names()).unwrap(),
-            (2, vec![-3.0, 2.0])
-        );
+        assert_eq!(request.rows(model.schema()).unwrap(), (2, vec![-3.0, 2.0]));
         drop(request);
         body.push(0);
         let extra = InferRequest::parse(&body, Some(json.len())).unwrap();
-        assert!(extra.rows(model.feature_names()).is_err());
+        assert!(extra.rows(model.schema()).is_err());
         assert!(InferRequest::parse(&body, Some(body.len() + 1)).is_err());
+    }
+
+    #[test]
+    fn a_tree_model_reads_nan_and_null_as_missing_values_and_never_an_infinity() {
+        let tree = Model::new(crate::model::tree::tests::one_tree_artifact()).unwrap();
+        let linear = Model::new(crate::model::tests::binary_artifact()).unwrap();
+        let binary = |values: &[f32]| {
+            let json = format!(
+                r#"{{"inputs": [{{"name": "petal_width", "shape": [{}], "datatype": "FP32", "parameters": {{"binary_data_size": {}}}}}]}}"#,
+                values.len(),
+                4 * values.len()
+            );
+            let mut body = json.clone().into_bytes();
+            for v in values {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+            (body, json.len())
+        };
+        let (body, split) = binary(&[f32::NAN, 2.0]);
+        let request = InferRequest::parse(&body, Some(split)).unwrap();
+        let (n, rows) = request.rows(tree.schema()).unwrap();
+        assert_eq!(n, 2);
+        assert!(rows[0].is_nan() && rows[1] == 2.0, "{rows:?}");
+        assert!(
+            request.rows(linear.schema()).is_err(),
+            "a linear model scores no NaN"
+        );
+        let (body, split) = binary(&[f32::INFINITY]);
+        let request = InferRequest::parse(&body, Some(split)).unwrap();
+        assert!(
+            request.rows(tree.schema()).is_err(),
+            "an infinity is never missing"
+        );
+
+        let json = br#"{"inputs": [{"name": "petal_width", "shape": [3], "datatype": "FP64", "data": [1, null, 3]}]}"#;
+        let request = InferRequest::parse(json, None).unwrap();
+        let (_, rows) = request.rows(tree.schema()).unwrap();
+        assert!(rows[1].is_nan());
+        assert!(request.rows(linear.schema()).is_err());
+        let ints = br#"{"inputs": [{"name": "petal_width", "shape": [2], "datatype": "INT32", "data": [1, null]}]}"#;
+        let request = InferRequest::parse(ints, None).unwrap();
+        let err = request.rows(tree.schema()).unwrap_err();
+        assert!(err.message.contains("integer input"), "{err}");
+        // A feature the request lacks entirely is still refused.
+        let none =
+            br#"{"inputs": [{"name": "other", "shape": [1], "datatype": "FP64", "data": [1]}]}"#;
+        assert!(InferRequest::parse(none, None)
+            .unwrap()
+            .rows(tree.schema())
+            .is_err());
     }
 }

@@ -60,7 +60,8 @@ impl LoadedModel {
     }
 
     /// Counts one scored instance, each of its values outside the feature's training range, and
-    /// the drift window's bins.
+    /// the drift window's bins. A missing value (NaN, for a model that scores them) is in no
+    /// range and no bin: it counts toward neither.
     pub fn observe_row(&self, row: &[f64]) {
         let features = &self.model.artifact().features;
         for ((value, feature), counter) in row.iter().zip(features).zip(&self.metrics.out_of_range)
@@ -148,7 +149,7 @@ impl DriftWindow {
         use std::sync::atomic::Ordering::Relaxed;
         let generation = &self.generations[self.current.load(Relaxed) & 1];
         for (i, (value, feature)) in row.iter().zip(features).enumerate() {
-            if let Some(reference) = &feature.reference {
+            if let (Some(reference), false) = (&feature.reference, value.is_nan()) {
                 let bin = reference.bin(*value, &feature.stats);
                 generation[i * DRIFT_BINS + bin].fetch_add(1, Relaxed);
             }
@@ -897,6 +898,19 @@ mod tests {
             .unwrap()
             .move_production(Move::Promote, version, serde_json::Value::Null)
             .unwrap();
+    }
+
+    #[test]
+    fn a_missing_value_falls_in_no_drift_bin() {
+        let mut artifact = binary_artifact();
+        let stats = artifact.features[0].stats;
+        artifact.features[0].reference =
+            Some(crate::model::Reference::of([0.5, 1.0, 2.0].iter(), &stats));
+        let window = DriftWindow::new(1, 100);
+        window.observe(&[f64::NAN], &artifact.features);
+        assert_eq!(window.counts(0).iter().sum::<u64>(), 0);
+        window.observe(&[1.0], &artifact.features);
+        assert_eq!(window.counts(0).iter().sum::<u64>(), 1);
     }
 
     #[test]

@@ -385,9 +385,21 @@ fn load_for(model: &Model, path: &Path) -> Result<Dataset, DataError> {
 }
 
 /// The fit met its gradient tolerance; an unconverged fit fails unless the operator allows it.
-/// A model trained before limen recorded convergence passes, saying so.
+/// A model trained before limen recorded convergence passes, saying so; a tree ensemble has no
+/// convergence criterion (it is built tree by tree) and passes, saying where it came from.
 fn convergence_check(model: &Model, allow_unconverged: bool) -> Check {
     let m = &model.artifact().metrics;
+    if model.artifact().kind == crate::model::ModelKind::TreeEnsemble {
+        let origin = match &model.artifact().provenance.imported {
+            Some(i) => format!("imported from {} {}", i.library, i.library_version),
+            None => format!("trained by {}", model.artifact().provenance.trainer),
+        };
+        return Check {
+            name: "convergence",
+            passed: true,
+            detail: format!("not applicable to a tree ensemble ({origin})"),
+        };
+    }
     let tolerance = model
         .artifact()
         .provenance

@@ -121,3 +121,84 @@ fn xgboost_models_score_and_explain_as_xgboost_does() {
         );
     }
 }
+
+/// The same held-out rows, sent over HTTP as a client would: missing cells as JSON `null` in one
+/// `/predict` batch and in an OIP tensor, after the real gate promoted the import.
+#[test]
+fn an_imported_model_passes_the_gate_and_answers_null_as_missing_over_http() {
+    use common::{http, post, Server};
+    let Some(dir) = fixtures() else { return };
+    let store = TestStore::new();
+    let (model, expected) = import(&store, &dir, "xgb_binary", "cancer");
+    let gate = store.ok(&["validate", "--model", "cancer"]);
+    assert!(
+        gate.contains("not applicable to a tree ensemble (imported from xgboost"),
+        "{gate}"
+    );
+    let server = Server::serve(store.path(), &["--model", "cancer"]).ready();
+    let agent = http();
+    let features = model.feature_names();
+    let rows = expected["rows"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .flat_map(|r| r.as_array().unwrap())
+            .any(|v| v.is_null()),
+        "the fixture has missing cells"
+    );
+    let instances: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            let cells = row.as_array().unwrap();
+            features
+                .iter()
+                .cloned()
+                .zip(cells.iter().cloned())
+                .collect()
+        })
+        .collect();
+    let body = serde_json::json!({ "instances": instances }).to_string();
+    let answer = post(&agent, &server.url("/models/cancer/predict"), &body);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let predictions = answer.json()["predictions"].as_array().unwrap().clone();
+    assert_eq!(predictions.len(), rows.len());
+    let mut worst = 0.0f64;
+    for (i, p) in predictions.iter().enumerate() {
+        let library = floats(&expected["probabilities"][i]);
+        let served = p["probabilities"]["benign"].as_f64().unwrap();
+        worst = worst.max((served - library[1]).abs());
+    }
+    assert!(worst < 1e-6, "served probabilities differ by {worst:e}");
+
+    // OIP: one [N, F] FP64 tensor with null cells gives the same probabilities.
+    let flat: Vec<serde_json::Value> = rows
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().clone())
+        .collect();
+    let infer = serde_json::json!({"inputs": [{
+        "name": "input", "shape": [rows.len(), features.len()], "datatype": "FP64", "data": flat
+    }], "outputs": [{"name": "probabilities"}]});
+    let answer = post(
+        &agent,
+        &server.url("/v2/models/cancer/infer"),
+        &infer.to_string(),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let data = floats(&answer.json()["outputs"][0]["data"]);
+    for (i, p) in predictions.iter().enumerate() {
+        assert_eq!(
+            data[2 * i + 1],
+            p["probabilities"]["benign"].as_f64().unwrap()
+        );
+    }
+
+    // A row that lacks a feature entirely is still refused, naming it.
+    let mut short = instances[0].clone();
+    short.as_object_mut().unwrap().remove(&features[3]);
+    let answer = post(
+        &agent,
+        &server.url("/models/cancer/predict"),
+        &short.to_string(),
+    );
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert!(answer.body.contains(&features[3]), "{}", answer.body);
+}

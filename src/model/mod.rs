@@ -138,6 +138,15 @@ pub struct Model {
     means: Vec<f64>,
 }
 
+/// What decoding a request needs to know of its model: its features in order, and whether it
+/// scores a missing value (JSON `null`, or NaN in a binary tensor: a tree model sends it down
+/// each split's default side).
+#[derive(Debug, Clone, Copy)]
+pub struct Schema<'f> {
+    pub features: &'f [String],
+    pub missing: bool,
+}
+
 impl Model {
     /// Parses and verifies a `model.json`: valid JSON, checksum, format tag, and every array.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
@@ -240,6 +249,20 @@ impl Model {
             ModelKind::MultinomialLogistic => None,
             // A binary tree model names its positive class, the second of its two.
             ModelKind::TreeEnsemble => self.artifact.positive_class.as_ref().map(|_| 1),
+        }
+    }
+
+    /// Whether a row may hold missing values (NaN): a tree model sends them down each split's
+    /// default side; a linear model cannot score them.
+    pub fn accepts_missing(&self) -> bool {
+        matches!(self.scorer, Scorer::Trees(_))
+    }
+
+    /// What decoding a request needs to know of this model.
+    pub fn schema(&self) -> Schema<'_> {
+        Schema {
+            features: self.feature_names(),
+            missing: self.accepts_missing(),
         }
     }
 

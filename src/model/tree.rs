@@ -563,7 +563,7 @@ fn unwound_sum(path: &[PathElement], len: usize, i: usize) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::tests::binary_artifact;
     use crate::model::{Model, ModelKind};
@@ -595,6 +595,12 @@ mod tests {
             trees,
         });
         a
+    }
+
+    /// A binary tree model on `petal_width` (the binary Iris artifact's feature) of one tree,
+    /// [`tree`]: the smallest model that scores missing values.
+    pub(crate) fn one_tree_artifact() -> ModelArtifact {
+        artifact(vec![tree()])
     }
 
     #[test]

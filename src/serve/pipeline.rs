@@ -229,7 +229,7 @@ fn run(
     let model = &loaded.model;
     let scored = match wire {
         Wire::Predict | Wire::Explain => {
-            let decoded = api::decode(body, model.feature_names())?;
+            let decoded = api::decode(body, model.schema())?;
             let explain = matches!(wire, Wire::Explain);
             let answer_bytes = if explain {
                 loaded.template.explain_bytes(decoded.rows)
@@ -265,7 +265,7 @@ fn run(
                 .answer_bytes(claimed.min(body.len()), &outputs, id);
             held.grow(request.decode_bytes().saturating_add(answer_bytes))
                 .map_err(over)?;
-            let (n, rows) = request.rows(model.feature_names())?;
+            let (n, rows) = request.rows(model.schema())?;
             let answer = loaded
                 .infer
                 .respond(model, request.id.as_deref(), &outputs, n, &rows)?;
