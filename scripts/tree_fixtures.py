@@ -3,84 +3,165 @@
 
     python scripts/tree_fixtures.py OUT_DIR
 
-For each case writes to OUT_DIR/<case>/: `model.json` (XGBoost's own `save_model`), `data.csv`
-(labelled rows, no missing cell, for `limen import --data`), and `expected.json`: held-out rows
-(some with missing values, as null), the library's `predict_proba`-equivalent probabilities, its
-margins and its SHAP values (`pred_contribs=True`, the last column the bias). CI runs it in the
-pinned venv of tests/trees/requirements.txt; `tests/trees.rs` compares limen with it.
+For each case writes to OUT_DIR/<case>/: the model as its library saves it (`model.json` for
+XGBoost, `model.txt` for LightGBM), `data.csv` (labelled rows, no missing cell, for
+`limen import --data`), and `expected.json`: the library, the feature and class names, held-out
+rows (with missing values as null), the library's probabilities, its margins (raw scores) and its
+SHAP values (XGBoost `pred_contribs=True`, LightGBM `pred_contrib=True`; per output, the last
+column the bias). CI runs it in the pinned venv of tests/trees/requirements.txt;
+`tests/trees.rs` compares limen with it.
 """
 import json
 import os
 import sys
 
+import lightgbm as lgb
 import numpy as np
 import xgboost as xgb
 from sklearn.datasets import load_breast_cancer, load_wine
 
 
-def write_case(out, name, booster, X_train, y_train, feature_names, classes, X_test):
-    folder = os.path.join(out, name)
-    os.makedirs(folder, exist_ok=True)
-    booster.save_model(os.path.join(folder, "model.json"))
-    with open(os.path.join(folder, "data.csv"), "w") as f:
-        f.write(",".join(feature_names + ["label"]) + "\n")
-        for row, label in zip(X_train, y_train):
-            f.write(",".join(repr(float(v)) for v in row) + f",{classes[int(label)]}\n")
-    d = xgb.DMatrix(X_test, feature_names=feature_names)
-    proba = booster.predict(d)
-    margin = booster.predict(d, output_margin=True)
-    contribs = booster.predict(d, pred_contribs=True)
+def dump(folder, library, names, classes, X_train, y_train, X_test, proba, margin, contribs):
+    """Writes data.csv and expected.json; proba/margin/contribs are the library's, any shape."""
+    n = len(X_test)
+    proba = np.asarray(proba, dtype=float)
     if proba.ndim == 1:  # binary: P(class 1)
         proba = np.stack([1 - proba, proba], axis=1)
-        margin = margin[:, None]
-        contribs = contribs[:, None, :]
+    outputs = 1 if len(classes) == 2 else len(classes)
+    margin = np.asarray(margin, dtype=float).reshape(n, outputs)
+    contribs = np.asarray(contribs, dtype=float).reshape(n, outputs, len(names) + 1)
+    with open(os.path.join(folder, "data.csv"), "w") as f:
+        f.write(",".join(names + ["label"]) + "\n")
+        for row, label in zip(X_train, y_train):
+            f.write(",".join(repr(float(v)) for v in row) + f",{classes[int(label)]}\n")
     rows = [[None if np.isnan(v) else float(v) for v in row] for row in X_test]
-    json.dump(
-        {
-            "features": feature_names,
-            "classes": classes,
-            "rows": rows,
-            "probabilities": proba.astype(float).tolist(),
-            "margins": margin.astype(float).tolist(),
-            "contributions": contribs.astype(float).tolist(),
-        },
-        open(os.path.join(folder, "expected.json"), "w"),
-    )
+    with open(os.path.join(folder, "expected.json"), "w") as f:
+        json.dump(
+            {
+                "library": library,
+                "features": names,
+                "classes": classes,
+                "rows": rows,
+                "probabilities": proba.tolist(),
+                "margins": margin.tolist(),
+                "contributions": contribs.tolist(),
+            },
+            f,
+        )
+
+
+def complete(X, y, data):
+    """The labelled rows for `limen import --data`: `data` if given, else X's complete rows."""
+    if data is not None:
+        return data
+    keep = ~np.isnan(X).any(axis=1)
+    return X[keep], y[keep]
+
+
+def xgb_case(out, name, params, rounds, X_train, y_train, names, classes, X_test, types=None,
+             data=None):
+    folder = os.path.join(out, name)
+    os.makedirs(folder, exist_ok=True)
+    categorical = types is not None
+    train = xgb.DMatrix(X_train, label=y_train, feature_names=names, feature_types=types,
+                        enable_categorical=categorical)
+    booster = xgb.train({**params, "nthread": 1, "seed": 1}, train, rounds)
+    booster.save_model(os.path.join(folder, "model.json"))
+    d = xgb.DMatrix(X_test, feature_names=names, feature_types=types, enable_categorical=categorical)
+    clean, labels = complete(X_train, y_train, data)
+    dump(folder, "xgboost", names, classes, clean, labels, X_test, booster.predict(d),
+         booster.predict(d, output_margin=True), booster.predict(d, pred_contribs=True))
+
+
+def lgb_case(out, name, params, rounds, X_train, y_train, names, classes, X_test, categorical=(),
+             data=None):
+    folder = os.path.join(out, name)
+    os.makedirs(folder, exist_ok=True)
+    train = lgb.Dataset(X_train, label=y_train, feature_name=names,
+                        categorical_feature=list(categorical) or "auto", free_raw_data=False)
+    booster = lgb.train({**params, "num_threads": 1, "seed": 1, "verbose": -1,
+                         "deterministic": True}, train, rounds)
+    booster.save_model(os.path.join(folder, "model.txt"))
+    clean, labels = complete(X_train, y_train, data)
+    dump(folder, "lightgbm", names, classes, clean, labels, X_test, booster.predict(X_test),
+         booster.predict(X_test, raw_score=True), booster.predict(X_test, pred_contrib=True))
+
+
+def categorical_table(rng, n, classes):
+    """Two categorical columns (codes 0-19 and 0-2), two numeric; the label depends on all."""
+    wide = rng.integers(0, 20, n).astype(float)
+    narrow = rng.integers(0, 3, n).astype(float)
+    a = rng.normal(size=n)
+    b = rng.normal(size=n)
+    score = np.isin(wide, [1, 4, 5, 9, 13, 17]) * 1.5 + (narrow == 2) * 1.0 + a - 0.5 * b
+    cuts = np.quantile(score, np.linspace(0, 1, classes + 1)[1:-1])
+    y = np.searchsorted(cuts, score + rng.normal(scale=0.3, size=n)).astype(float)
+    return np.stack([wide, narrow, a, b], axis=1), y
+
+
+def with_missing(rng, X, share):
+    X = X.copy()
+    X[rng.random(X.shape) < share] = np.nan
+    return X
 
 
 def main():
     out = sys.argv[1]
     rng = np.random.default_rng(7)
 
-    # Binary: breast cancer, 100 trees of depth 6, trained with missing cells (so the default
-    # directions are learned), scored on held-out rows with missing cells too.
+    # Breast cancer: binary, numeric, missing cells in training (so default directions are
+    # learned) and in the held-out rows.
     X, y = load_breast_cancer(return_X_y=True)
-    names = [f"f{i}" for i in range(X.shape[1])]
+    cancer = [f"f{i}" for i in range(X.shape[1])]
     order = rng.permutation(len(y))
     train, test = order[:450], order[450:]
-    X_missing = X.copy()
-    X_missing[rng.random(X.shape) < 0.05] = np.nan
-    booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 1, "seed": 1},
-        xgb.DMatrix(X_missing[train], label=y[train], feature_names=names),
-        100,
-    )
-    write_case(out, "xgb_binary", booster, X[train], y[train], names, ["malignant", "benign"], X_missing[test])
+    X_missing = with_missing(rng, X, 0.05)
+    xgb_case(out, "xgb_binary", {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1}, 100,
+             X_missing[train], y[train], cancer, ["malignant", "benign"], X_missing[test],
+             data=(X[train], y[train]))
+    # LightGBM: missing_type NaN where training saw NaN.
+    lgb_case(out, "lgb_binary", {"objective": "binary", "num_leaves": 31, "learning_rate": 0.1,
+                                 "min_data_in_leaf": 5}, 100,
+             X_missing[train], y[train], cancer, ["malignant", "benign"], X_missing[test],
+             data=(X[train], y[train]))
+    # LightGBM with zero_as_missing: missing_type Zero (a zero or a NaN takes the default side).
+    X_zero = X.copy()
+    X_zero[rng.random(X.shape) < 0.08] = 0.0
+    X_zero_test = with_missing(rng, X_zero[test], 0.05)
+    lgb_case(out, "lgb_zero_missing", {"objective": "binary", "num_leaves": 15,
+                                       "zero_as_missing": True, "min_data_in_leaf": 5}, 40,
+             X_zero[train], y[train], cancer, ["malignant", "benign"], X_zero_test)
 
-    # Multiclass: wine, softprob, 30 rounds × 3 classes of depth 4.
+    # Wine: multiclass, no missing cell in training (LightGBM's missing_type None: a missing
+    # value is read as 0), missing cells in the held-out rows.
     X, y = load_wine(return_X_y=True)
-    names = [f"w{i}" for i in range(X.shape[1])]
+    wine = [f"w{i}" for i in range(X.shape[1])]
     order = rng.permutation(len(y))
     train, test = order[:130], order[130:]
-    X_test = X[test].copy()
-    X_test[rng.random(X_test.shape) < 0.1] = np.nan
-    booster = xgb.train(
-        {"objective": "multi:softprob", "num_class": 3, "max_depth": 4, "eta": 0.3, "nthread": 1, "seed": 1},
-        xgb.DMatrix(X[train], label=y[train], feature_names=names),
-        30,
-    )
-    write_case(out, "xgb_multiclass", booster, X[train], y[train], names, ["a", "b", "c"], X_test)
-    print(f"tree fixtures written to {out} (xgboost {xgb.__version__})")
+    X_test = with_missing(rng, X[test], 0.1)
+    xgb_case(out, "xgb_multiclass", {"objective": "multi:softprob", "num_class": 3, "max_depth": 4,
+                                     "eta": 0.3}, 30,
+             X[train], y[train], wine, ["a", "b", "c"], X_test)
+    lgb_case(out, "lgb_multiclass", {"objective": "multiclass", "num_class": 3, "num_leaves": 8,
+                                     "min_data_in_leaf": 5}, 30,
+             X[train], y[train], wine, ["a", "b", "c"], X_test)
+
+    # Categorical features given as integer codes: partition splits (many categories) and
+    # one-hot splits (few), with missing codes.
+    cat_names = ["wide", "narrow", "a", "b"]
+    X, y = categorical_table(rng, 3000, 2)
+    X_train, y_train = with_missing(rng, X[:2400], 0.03), y[:2400]
+    X_test = with_missing(rng, X[2400:2700], 0.05)
+    xgb_case(out, "xgb_categorical", {"objective": "binary:logistic", "max_depth": 5,
+                                      "tree_method": "hist", "max_cat_to_onehot": 4}, 50,
+             X_train, y_train, cat_names, ["no", "yes"], X_test, types=["c", "c", "q", "q"])
+    X, y = categorical_table(rng, 3000, 3)
+    X_train, y_train = with_missing(rng, X[:2400], 0.03), y[:2400]
+    X_test = with_missing(rng, X[2400:2700], 0.05)
+    lgb_case(out, "lgb_categorical", {"objective": "multiclass", "num_class": 3, "num_leaves": 15,
+                                      "min_data_per_group": 10, "cat_smooth": 1}, 40,
+             X_train, y_train, cat_names, ["low", "mid", "high"], X_test, categorical=[0, 1])
+    print(f"tree fixtures written to {out} (xgboost {xgb.__version__}, lightgbm {lgb.__version__})")
 
 
 if __name__ == "__main__":

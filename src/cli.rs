@@ -100,6 +100,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("file").required(true).args(["xgboost", "lightgbm"])))]
 pub struct ImportArgs {
     /// Model name in the store to publish the candidate under.
     pub name: ModelName,
@@ -107,7 +108,11 @@ pub struct ImportArgs {
     /// An XGBoost model saved with `Booster.save_model("model.json")` (gbtree;
     /// binary:logistic, multi:softprob or multi:softmax).
     #[arg(long, value_name = "FILE")]
-    pub xgboost: PathBuf,
+    pub xgboost: Option<PathBuf>,
+
+    /// A LightGBM model saved with `Booster.save_model("model.txt")` (binary or multiclass).
+    #[arg(long, value_name = "FILE")]
+    pub lightgbm: Option<PathBuf>,
 
     /// Labelled data (CSV) to evaluate the model on: its feature statistics and drift
     /// references are recorded from it, as `train` does.
@@ -129,10 +134,17 @@ pub struct ImportArgs {
 
 impl From<ImportArgs> for (ModelName, crate::import::ImportConfig) {
     fn from(args: ImportArgs) -> Self {
+        use crate::import::Library;
+        // clap's group makes exactly one of the two present.
+        let (library, file) = match (args.xgboost, args.lightgbm) {
+            (Some(file), _) => (Library::Xgboost, file),
+            (None, file) => (Library::Lightgbm, file.unwrap_or_default()),
+        };
         (
             args.name,
             crate::import::ImportConfig {
-                file: args.xgboost,
+                library,
+                file,
                 features: args.features,
                 classes: args.classes,
                 data: args.data,

@@ -1,9 +1,9 @@
-//! Tree ensembles against the libraries that trained them: XGBoost models made by
+//! Tree ensembles against the libraries that trained them: XGBoost and LightGBM models made by
 //! `scripts/tree_fixtures.py` (in CI, in the pinned venv of tests/trees/requirements.txt) are
 //! imported with the real `limen import`, loaded as a server loads them, and must give the
 //! library's probabilities (1e-6), margins (1e-5: XGBoost sums in float32) and SHAP values
-//! (`pred_contribs`, 1e-5) on
-//! held-out rows, missing values included. Without the fixtures (no venv on this machine) the
+//! (`pred_contribs` / `pred_contrib`, 1e-5) on held-out rows, missing values and categorical
+//! codes included. Without the fixtures (no venv on this machine) the
 //! tests say so and skip, unless `LIMEN_REQUIRE_TREE_FIXTURES=1` (as in CI).
 
 mod common;
@@ -48,11 +48,15 @@ fn import(
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
+    let (flag, file) = match expected["library"].as_str() {
+        Some("lightgbm") => ("--lightgbm", "model.txt"),
+        _ => ("--xgboost", "model.json"),
+    };
     let out = store.ok(&[
         "import",
         name,
-        "--xgboost",
-        folder.join("model.json").to_str().unwrap(),
+        flag,
+        folder.join(file).to_str().unwrap(),
         "--data",
         folder.join("data.csv").to_str().unwrap(),
         "--label-column",
@@ -76,12 +80,25 @@ fn floats(v: &serde_json::Value) -> Vec<f64> {
         .collect()
 }
 
+/// Every fixture case: binary and multiclass, numeric and categorical, each library's missing
+/// value rules.
+const CASES: [&str; 7] = [
+    "xgb_binary",
+    "xgb_multiclass",
+    "xgb_categorical",
+    "lgb_binary",
+    "lgb_zero_missing",
+    "lgb_multiclass",
+    "lgb_categorical",
+];
+
 #[test]
-fn xgboost_models_score_and_explain_as_xgboost_does() {
+fn imported_models_score_and_explain_as_their_library_does() {
     let Some(dir) = fixtures() else { return };
     let store = TestStore::new();
-    for (case, name) in [("xgb_binary", "cancer"), ("xgb_multiclass", "wine")] {
-        let (model, expected) = import(&store, &dir, case, name);
+    for case in CASES {
+        let name = case.replace('_', "-");
+        let (model, expected) = import(&store, &dir, case, &name);
         let rows = expected["rows"].as_array().unwrap();
         let (mut worst_p, mut worst_m, mut worst_c) = (0.0f64, 0.0f64, 0.0f64);
         for (i, row) in rows.iter().enumerate() {

@@ -1,8 +1,9 @@
-//! Tree ensembles (`tree_ensemble`): gradient-boosted trees imported from XGBoost (and, by the
-//! same schema, LightGBM) and forests. Each tree's arrays are checked before anything scores
-//! with it: children in range and forming one tree from the root (no cycle, no shared node, no
-//! unreachable node), features within the width, depth and node counts capped, thresholds,
-//! values and covers finite. A row is scored without recursion; it is explained exactly by
+//! Tree ensembles (`tree_ensemble`): gradient-boosted trees imported from XGBoost and LightGBM
+//! (numeric and categorical splits, each library's missing-value rules) and forests. Each tree's
+//! arrays are checked before anything scores with it: children in range and forming one tree
+//! from the root (no cycle, no shared node, no unreachable node), features within the width,
+//! depth and node counts capped, thresholds, values and covers finite, one category set per
+//! categorical split. A row is scored without recursion; it is explained exactly by
 //! path-dependent TreeSHAP (Lundberg, Erion & Lee 2018, Algorithm 2: the algorithm behind
 //! XGBoost's `pred_contribs` and LightGBM's `pred_contrib`), whose recursion is bounded by the
 //! checked depth.
@@ -18,6 +19,25 @@ pub const MAX_DEPTH: usize = 64;
 pub const MAX_NODES: usize = 8 << 20;
 /// The most trees.
 pub const MAX_TREES: usize = 100_000;
+/// Category codes are below this (2^24, XGBoost's limit: every code is exact in float32).
+pub const MAX_CATEGORY: u32 = 1 << 24;
+/// The most category codes the sets of an ensemble may list in all.
+pub const MAX_CATEGORY_CODES: usize = 8 << 20;
+
+/// How a node splits: its entry in [`Tree::split`].
+pub mod split {
+    /// `x` against the threshold; a missing value (NaN) takes the default side.
+    pub const NUMERIC: u8 = 0;
+    /// As [`NUMERIC`], and a zero (|x| ≤ 1e-35) takes the default side too (LightGBM's
+    /// `missing_type` Zero).
+    pub const NUMERIC_ZERO_MISSING: u8 = 1;
+    /// `x` is a category code: left when its set lists `x` (truncated to an integer); a missing
+    /// value takes the default side; a negative or unlisted code goes right.
+    pub const CATEGORICAL: u8 = 2;
+}
+
+/// LightGBM's `kZeroThreshold`: a value this close to 0 is a zero.
+const ZERO: f64 = 1e-35_f32 as f64;
 
 /// How an ensemble's summed outputs become class probabilities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +57,8 @@ pub enum Link {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Comparison {
-    /// Left when `x < threshold` (XGBoost).
+    /// Left when `x < threshold`, with `x` rounded to float32 first (XGBoost, which reads
+    /// every input as float32).
     Less,
     /// Left when `x <= threshold` (LightGBM, scikit-learn).
     LessEqual,
@@ -78,6 +99,54 @@ pub struct Tree {
     pub cover: Vec<f64>,
     /// `leaf_width` values per node (only leaves' are read).
     pub value: Vec<f64>,
+    /// Per node, how it splits (a [`split`] kind); empty when every node is
+    /// [`split::NUMERIC`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<u8>,
+    /// The category sets of the [`split::CATEGORICAL`] nodes, one each, in node order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<CategorySet>,
+}
+
+/// The categories a categorical node sends left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategorySet {
+    pub node: u32,
+    /// Category codes, ascending, each below [`MAX_CATEGORY`].
+    pub left: Vec<u32>,
+}
+
+impl Tree {
+    /// Whether `x` goes left at split `node`.
+    #[inline]
+    fn goes_left(&self, node: usize, x: f64, comparison: Comparison) -> bool {
+        let kind = self.split.get(node).copied().unwrap_or(split::NUMERIC);
+        if x.is_nan() || (kind == split::NUMERIC_ZERO_MISSING && x.abs() <= ZERO) {
+            return self.default_left[node];
+        }
+        if kind == split::CATEGORICAL {
+            // `check` gave every categorical node its set.
+            return x >= 0.0
+                && self
+                    .categories
+                    .binary_search_by_key(&(node as u32), |s| s.node)
+                    .is_ok_and(|i| self.categories[i].left.binary_search(&(x as u32)).is_ok());
+        }
+        match comparison {
+            Comparison::Less => (x as f32) < (self.threshold[node] as f32),
+            Comparison::LessEqual => x <= self.threshold[node],
+        }
+    }
+
+    /// The child `x` goes to at split `node`.
+    #[inline]
+    fn next(&self, node: usize, x: f64, comparison: Comparison) -> usize {
+        if self.goes_left(node, x, comparison) {
+            self.left[node] as usize
+        } else {
+            self.right[node] as usize
+        }
+    }
 }
 
 /// Whether a node is a leaf.
@@ -123,7 +192,7 @@ pub fn check(ensemble: &TreeEnsemble, artifact: &ModelArtifact) -> Result<(), Mo
             ensemble.trees.len()
         ));
     }
-    let mut total = 0usize;
+    let (mut total, mut codes) = (0usize, 0usize);
     for (t, tree) in ensemble.trees.iter().enumerate() {
         let n = tree.left.len();
         total = total.saturating_add(n);
@@ -153,6 +222,13 @@ pub fn check(ensemble: &TreeEnsemble, artifact: &ModelArtifact) -> Result<(), Mo
         if tree.value.iter().any(|v| !v.is_finite()) {
             return bad(format!("tree {t}: a leaf value is not a finite number"));
         }
+        codes = codes.saturating_add(tree.categories.iter().map(|c| c.left.len()).sum());
+        if codes > MAX_CATEGORY_CODES {
+            return bad(format!(
+                "more than {MAX_CATEGORY_CODES} category codes in all (at tree {t})"
+            ));
+        }
+        check_splits(t, tree)?;
         // One tree from the root: every node reached exactly once, no deeper than MAX_DEPTH.
         let mut depth = vec![u16::MAX; n];
         depth[0] = 0;
@@ -179,7 +255,8 @@ pub fn check(ensemble: &TreeEnsemble, artifact: &ModelArtifact) -> Result<(), Mo
                     ),
                 ));
             }
-            if !tree.threshold[node].is_finite() {
+            let categorical = tree.split.get(node) == Some(&split::CATEGORICAL);
+            if !categorical && !tree.threshold[node].is_finite() {
                 return Err(at(node, "its threshold is not a finite number"));
             }
             let d = depth[node] + 1;
@@ -214,6 +291,48 @@ pub fn check(ensemble: &TreeEnsemble, artifact: &ModelArtifact) -> Result<(), Mo
     Ok(())
 }
 
+/// Tree `t`'s split kinds and category sets: a kind per node when any, known kinds, and one
+/// sorted set of codes under [`MAX_CATEGORY`] for each categorical node and for nothing else.
+fn check_splits(t: usize, tree: &Tree) -> Result<(), ModelError> {
+    let bad = |what: String| Err(ModelError::Schema(format!("tree {t}: {what}")));
+    let n = tree.left.len();
+    if !tree.split.is_empty() && tree.split.len() != n {
+        return bad(format!(
+            "split has {} entries for {n} nodes (one per node, or none)",
+            tree.split.len()
+        ));
+    }
+    if let Some(node) = tree.split.iter().position(|k| *k > split::CATEGORICAL) {
+        return bad(format!(
+            "node {node}: split kind {} is not 0 (numeric), 1 (numeric, zero missing) or 2 (categorical)",
+            tree.split[node]
+        ));
+    }
+    let categorical = tree
+        .split
+        .iter()
+        .enumerate()
+        .filter(|(node, k)| **k == split::CATEGORICAL && !is_leaf(tree, *node))
+        .map(|(node, _)| node as u32);
+    let sets = tree.categories.iter().map(|c| c.node);
+    if !categorical.eq(sets) {
+        return bad(
+            "categories must hold one set per categorical split, in node order, and no other"
+                .into(),
+        );
+    }
+    for set in &tree.categories {
+        let sorted = set.left.windows(2).all(|w| w[0] < w[1]);
+        if !sorted || set.left.last().is_some_and(|c| *c >= MAX_CATEGORY) {
+            return bad(format!(
+                "node {}: its categories must be ascending codes below {MAX_CATEGORY}",
+                set.node
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl TreeEnsemble {
     /// How many margins (or, for a forest, probabilities) the trees sum into.
     pub fn outputs(&self) -> usize {
@@ -224,20 +343,7 @@ impl TreeEnsemble {
     fn leaf(&self, tree: &Tree, row: &[f64]) -> usize {
         let mut node = 0;
         while !is_leaf(tree, node) {
-            let x = row[tree.feature[node] as usize];
-            let left = if x.is_nan() {
-                tree.default_left[node]
-            } else {
-                match self.comparison {
-                    Comparison::Less => x < tree.threshold[node],
-                    Comparison::LessEqual => x <= tree.threshold[node],
-                }
-            };
-            node = if left {
-                tree.left[node]
-            } else {
-                tree.right[node]
-            } as usize;
+            node = tree.next(node, row[tree.feature[node] as usize], self.comparison);
         }
         node
     }
@@ -348,6 +454,10 @@ impl TreeEnsemble {
 /// A tree's value in `slot` of its leaves, averaged over its training weight: what it adds on
 /// average, the start of its explanation.
 fn expected_value(tree: &Tree, width: usize, slot: usize) -> f64 {
+    if is_leaf(tree, 0) {
+        // A constant tree adds its one value, whatever its cover.
+        return tree.value[slot];
+    }
     let root = tree.cover[0];
     if root <= 0.0 {
         return 0.0;
@@ -451,15 +561,7 @@ impl Walk<'_> {
             return;
         }
         let split = tree.feature[node] as usize;
-        let x = self.row[split];
-        let go_left = if x.is_nan() {
-            tree.default_left[node]
-        } else {
-            match self.ensemble.comparison {
-                Comparison::Less => x < tree.threshold[node],
-                Comparison::LessEqual => x <= tree.threshold[node],
-            }
-        };
+        let go_left = tree.goes_left(node, self.row[split], self.ensemble.comparison);
         let (l, r) = (tree.left[node] as usize, tree.right[node] as usize);
         let (hot, cold) = if go_left { (l, r) } else { (r, l) };
         let cover = tree.cover[node];
@@ -579,6 +681,8 @@ pub(crate) mod tests {
             default_left: vec![true, false, false, false, false],
             cover: vec![10.0, 4.0, 6.0, 3.0, 3.0],
             value: vec![0.0, -1.0, 0.0, 0.5, 2.0],
+            split: Vec::new(),
+            categories: Vec::new(),
         }
     }
 
@@ -625,6 +729,70 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_categorical_split_sends_its_listed_codes_left() {
+        let mut t = tree();
+        t.split = vec![split::CATEGORICAL, 0, 0, 0, 0];
+        t.categories = vec![CategorySet {
+            node: 0,
+            left: vec![1, 3],
+        }];
+        let model = Model::new(artifact(vec![t.clone()])).unwrap();
+        let p = |x: f64| model.predict(&[x]).unwrap().probabilities[1];
+        let sigmoid = |m: f64| 1.0 / (1.0 + (-m).exp());
+        assert_eq!(p(1.0), sigmoid(-1.0), "listed: left");
+        assert_eq!(
+            p(3.7),
+            sigmoid(-1.0),
+            "a code is truncated, as both libraries do"
+        );
+        assert_eq!(p(2.0), sigmoid(2.0), "unlisted: right, then 2 < 2 is false");
+        assert_eq!(p(-1.0), sigmoid(0.5), "negative: right, then -1 < 2");
+        assert_eq!(p(5e9), sigmoid(2.0), "past every code: right");
+        assert_eq!(p(f64::NAN), sigmoid(-1.0), "missing: the default side");
+        let e = model.explain(&[2.0]).unwrap();
+        assert!((e.baseline[0] + e.contributions[0][0] - 2.0).abs() < 1e-12);
+
+        type Break = fn(&mut Tree);
+        let cases: [(&str, Break); 6] = [
+            ("one per node, or none", |t| t.split.push(0)),
+            ("split kind 3", |t| t.split[2] = 3),
+            ("one set per categorical split", |t| t.categories.clear()),
+            ("one set per categorical split", |t| {
+                t.categories.push(CategorySet {
+                    node: 1,
+                    left: vec![],
+                })
+            }),
+            ("ascending", |t| t.categories[0].left = vec![3, 1]),
+            ("below 16777216", |t| {
+                t.categories[0].left = vec![MAX_CATEGORY]
+            }),
+        ];
+        for (says, break_it) in cases {
+            let mut broken = t.clone();
+            break_it(&mut broken);
+            let err = Model::new(artifact(vec![broken]))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(says), "{says}: {err}");
+            assert!(err.contains("tree 0"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_zero_takes_the_default_side_where_zero_is_missing() {
+        let mut t = tree();
+        t.threshold[0] = -1.0; // 0 would go right by comparison
+        t.split = vec![split::NUMERIC_ZERO_MISSING, 0, 0, 0, 0];
+        let model = Model::new(artifact(vec![t])).unwrap();
+        let p = |x: f64| model.predict(&[x]).unwrap().probabilities[1];
+        assert_eq!(p(0.0), p(-5.0), "zero is missing: left, the default");
+        assert_eq!(p(1e-36), p(-5.0));
+        assert_ne!(p(1e-3), p(-5.0));
+    }
+
+    #[test]
     fn hostile_trees_are_refused_naming_the_tree_and_node() {
         type Break = fn(&mut Tree);
         let cases: [(&str, Break); 9] = [
@@ -667,6 +835,8 @@ pub(crate) mod tests {
             default_left: vec![false; n],
             cover: vec![1.0; n],
             value: vec![0.0; n],
+            split: Vec::new(),
+            categories: Vec::new(),
         };
         let err = Model::new(artifact(vec![chain])).err().unwrap().to_string();
         assert!(err.contains("deeper than 64"), "{err}");
