@@ -54,10 +54,10 @@ pub struct Cli {
     )]
     pub log_filter: String,
 
-    /// Largest model.json read from the store, e.g. 2MiB; a larger file is refused unread.
-    /// Verifying a file takes about 16 bytes of memory per byte: keep 16 × this well under the
-    /// pod's memory limit.
-    #[arg(long, global = true, env = "LIMEN_MAX_MODEL_SIZE", default_value = "2MiB", value_parser = parse_size)]
+    /// Largest model.json read from the store, e.g. 32MiB; a larger file is refused unread.
+    /// Loading a file holds about 3 bytes of memory per byte for a moment (a server reserves
+    /// them from --memory-budget first, and retries a load that does not fit).
+    #[arg(long, global = true, env = "LIMEN_MAX_MODEL_SIZE", default_value = "32MiB", value_parser = parse_size)]
     pub max_model_size: usize,
 
     #[command(subcommand)]

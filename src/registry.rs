@@ -17,8 +17,9 @@ use arc_swap::ArcSwap;
 use lru::LruCache;
 
 use crate::api::Template;
+use crate::budget::Budget;
 use crate::catalog::{Catalog, LoadError};
-use crate::model::{Model, DRIFT_BINS};
+use crate::model::{Model, DRIFT_BINS, LOAD_BYTES_PER_FILE_BYTE};
 use crate::oip::InferTemplate;
 use crate::store::{FileIdentity, ModelName, Pointer, StoreError, VersionId};
 use crate::telemetry::{error_chain, Metrics, ModelMetrics};
@@ -266,7 +267,7 @@ const REMEMBERED_FAILURES: usize = 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Settings of a [`Registry`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RegistryConfig {
     /// How many pinned (non-production) versions stay loaded.
     pub pinned_capacity: NonZeroUsize,
@@ -277,6 +278,9 @@ pub struct RegistryConfig {
     pub shadow: bool,
     /// How many recent instances the live PSI gauges cover; 0 turns them off.
     pub drift_window: u64,
+    /// What a load reserves its peak memory from ([`LOAD_BYTES_PER_FILE_BYTE`] per byte of the
+    /// file) before reading it: a load that does not fit fails and is retried after its backoff.
+    pub budget: Budget,
 }
 
 impl Default for RegistryConfig {
@@ -286,6 +290,7 @@ impl Default for RegistryConfig {
             revalidate_after: Duration::from_secs(1),
             shadow: false,
             drift_window: 10_000,
+            budget: Budget::unlimited(),
         }
     }
 }
@@ -747,7 +752,11 @@ impl Registry {
                 attempts = failure.attempts;
             }
         }
-        let result = self.try_load(name, version);
+        let result = self.try_load(name, version, identity.as_ref());
+        // Verifying a file holds about three times its size for a moment (a big tree ensemble:
+        // tens of MB); give it back now rather than keep it in this blocking thread's heap.
+        crate::budget::release_idle_memory();
+        crate::budget::note_large_work();
         self.metrics.load(name.as_str(), result.is_ok());
         match &result {
             Ok(_) => {
@@ -779,12 +788,38 @@ impl Registry {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn try_load(&self, name: &ModelName, version: VersionId) -> Result<LoadedModel, VersionError> {
+    fn try_load(
+        &self,
+        name: &ModelName,
+        version: VersionId,
+        identity: Option<&FileIdentity>,
+    ) -> Result<LoadedModel, VersionError> {
         let unservable = |why: String| VersionError::Unservable {
             name: name.to_string(),
             version,
             why,
         };
+        // The file's size as listed. A file over --max-model-size is refused unread (with that
+        // error, so nothing is reserved for it); one that grows after this is still read only up
+        // to that limit.
+        let len = identity
+            .map_or(0, |i| i.len)
+            .min(self.catalog.max_model_bytes().saturating_add(1));
+        let peak = if len > self.catalog.max_model_bytes() {
+            0
+        } else {
+            usize::try_from(len.saturating_mul(LOAD_BYTES_PER_FILE_BYTE)).unwrap_or(usize::MAX)
+        };
+        let _reservation = self.config.budget.try_reserve(peak).map_err(|e| {
+            unservable(format!(
+                "loading its {len}-byte model.json needs {} MiB of the memory budget and only {} \
+                 of {} MiB are free; it is retried after its backoff (raise --memory-budget or \
+                 the pod's memory limit if this lasts)",
+                peak >> 20,
+                e.total.saturating_sub(e.reserved) >> 20,
+                e.total >> 20
+            ))
+        })?;
         let model = self
             .catalog
             .load_verified(name, version)
@@ -898,6 +933,34 @@ mod tests {
             .unwrap()
             .move_production(Move::Promote, version, serde_json::Value::Null)
             .unwrap();
+    }
+
+    #[test]
+    fn a_load_reserves_its_peak_memory_and_gives_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let iris: ModelName = "iris".parse().unwrap();
+        let v1 = publish(&catalog, &iris, |_| {});
+        set_production(&catalog, &iris, v1);
+        let len = catalog.model_identity(&iris, v1).unwrap().len as usize;
+        let peak = len * LOAD_BYTES_PER_FILE_BYTE as usize;
+        let budget = Budget::new(peak * 2);
+        let _held = budget.try_reserve(peak + 1).unwrap();
+        let config = RegistryConfig {
+            revalidate_after: Duration::ZERO,
+            budget: budget.clone(),
+            ..RegistryConfig::default()
+        };
+        let registry = Registry::new(catalog.clone(), config, Arc::default());
+        registry.scan();
+        assert!(registry.get("iris").is_none(), "loaded past its budget");
+        let error = registry.load_version(&iris, v1).unwrap_err().to_string();
+        assert!(error.contains("memory budget"), "{error}");
+
+        drop(_held);
+        registry.scan();
+        assert_eq!(registry.get("iris").unwrap().version, v1);
+        assert_eq!(budget.reserved(), 0, "the load kept its reservation");
     }
 
     #[test]

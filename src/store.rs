@@ -30,10 +30,11 @@ use serde::{Deserialize, Serialize};
 /// The file inside a version folder that holds the model.
 pub const MODEL_FILE: &str = "model.json";
 /// The default largest `model.json` read (`--max-model-size`). The reference model is 1.5 KB; the
-/// widest model limen loads (4,096 features) is about 0.4 MB binary, 1.2 MB with 10 classes.
-/// Verifying the checksum parses the file into a JSON tree, about 16 bytes of memory per byte
-/// (measured: a 1 MB file peaks at +17 MB), so 2 MiB bounds a load near 32 MB.
-pub const DEFAULT_MAX_MODEL_BYTES: u64 = 2 * 1024 * 1024;
+/// widest logistic model (4,096 features) is about 0.4 MB binary, 1.2 MB with 10 classes; a tree
+/// ensemble takes about 120 bytes per node: 500 trees of depth 6 about 8 MB, 1,000 of depth 8
+/// 38 MB. A load holds [`crate::model::LOAD_BYTES_PER_FILE_BYTE`] bytes per byte at its peak
+/// (a server reserves them from its memory budget first), so 32 MiB bounds a load near 96 MiB.
+pub const DEFAULT_MAX_MODEL_BYTES: u64 = 32 * 1024 * 1024;
 /// The largest history file read; a year of a promotion an hour is about 5 MB.
 /// The longest history line read: a real one is a few hundred bytes, a promotion with its gate's
 /// evidence a few KiB. Longer lines are skipped and counted, never held.

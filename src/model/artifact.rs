@@ -4,11 +4,7 @@
 //! array of the artifact fits its features and classes before anything scores with it. The
 //! arrays one kind alone has (a linear model's weights) are checked by that kind's module.
 
-use std::io::Write as _;
-
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::reference::{FeatureStats, Reference, DRIFT_BINS};
 
@@ -346,10 +342,13 @@ impl ModelArtifact {
         }
         const WHY: &str =
             "an artifact is strings, integers and floats in structs and lists, which always serialize";
-        let value = serde_json::to_value(self).expect(WHY);
+        // Digested as it will be read: streamed from its own JSON, never a JSON tree.
+        let compact = serde_json::to_vec(self).expect(WHY);
+        let checksum = super::checksum::digest(&compact).expect(WHY).actual;
+        drop(compact);
         let signed = Signed {
             artifact: self,
-            checksum: checksum_of(&value),
+            checksum,
         };
         let mut out = serde_json::to_vec_pretty(&signed).expect(WHY);
         out.push(b'\n');
@@ -360,53 +359,10 @@ impl ModelArtifact {
 /// Signs a `model.json` value in place: sets its `checksum` to that of its content, as if limen
 /// had written it (tests forge artifacts that pass the checksum to reach the checks behind it).
 #[cfg(test)]
-pub fn sign(value: &mut Value) {
-    let checksum = checksum_of(value);
+pub fn sign(value: &mut serde_json::Value) {
+    let checksum = super::checksum::tests::checksum_of(value);
     if let Some(object) = value.as_object_mut() {
-        object.insert("checksum".to_owned(), Value::String(checksum));
-    }
-}
-
-/// `sha256:<hex>` over the canonical form of `value` without its `checksum` field: compact JSON,
-/// object keys sorted by byte order, numbers as serde_json prints them.
-pub(crate) fn checksum_of(value: &Value) -> String {
-    let mut canonical = Vec::with_capacity(4096);
-    write_canonical(value, &mut canonical, true);
-    format!("sha256:{:x}", Sha256::digest(&canonical))
-}
-
-fn write_canonical(value: &Value, out: &mut Vec<u8>, top: bool) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map
-                .keys()
-                .filter(|k| !(top && k.as_str() == "checksum"))
-                .collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                let _ = serde_json::to_writer(&mut *out, key);
-                out.push(b':');
-                write_canonical(&map[key.as_str()], out, false);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out, false);
-            }
-            out.push(b']');
-        }
-        scalar => {
-            let _ = write!(out, "{scalar}");
-        }
+        object.insert("checksum".to_owned(), serde_json::Value::String(checksum));
     }
 }
 
@@ -512,25 +468,24 @@ fn check_metrics(metrics: &Metrics, classes: &[String]) -> Result<(), ModelError
 }
 
 /// Reads a `model.json`: valid JSON, its checksum, a format this build reads, and the schema.
+/// The file is parsed twice, never into a JSON tree: once streamed into its checksum
+/// ([`super::checksum`]), once into the typed artifact.
 pub fn parse(bytes: &[u8]) -> Result<ModelArtifact, ModelError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(ModelError::Json)?;
-    let expected = value
-        .get("checksum")
-        .and_then(Value::as_str)
-        .ok_or(ModelError::MissingChecksum)?
-        .to_owned();
-    let actual = checksum_of(&value);
-    if expected != actual {
-        return Err(ModelError::ChecksumMismatch { actual });
+    let digest = super::checksum::digest(bytes).map_err(ModelError::Json)?;
+    let expected = digest.stated.ok_or(ModelError::MissingChecksum)?;
+    if expected != digest.actual {
+        return Err(ModelError::ChecksumMismatch {
+            actual: digest.actual,
+        });
     }
-    if let Some(found) = value.get("format").and_then(Value::as_str) {
-        if !READABLE_FORMATS.contains(&found) {
+    if let Some(found) = digest.format {
+        if !READABLE_FORMATS.contains(&found.as_str()) {
             return Err(ModelError::UnsupportedFormat {
-                found: describe_format(found),
+                found: describe_format(&found),
             });
         }
     }
-    serde_json::from_value(value).map_err(|e| schema_error(&e))
+    serde_json::from_slice(bytes).map_err(|e| schema_error(&e))
 }
 
 /// The checks every kind shares: a readable format, at least one feature (at most

@@ -6,6 +6,7 @@
 //! evaluated on data by `crate::evaluate`.
 
 mod artifact;
+mod checksum;
 mod linear;
 mod reference;
 pub mod tree;
@@ -146,6 +147,12 @@ pub struct Schema<'f> {
     pub features: &'f [String],
     pub missing: bool,
 }
+
+/// Bytes of memory that loading a `model.json` holds at its peak, per byte of the file: the file,
+/// its canonical form for the checksum, then the artifact and the kind's tables. Measured with
+/// a 38 MB, 1,000-tree XGBoost import: `limen serve` peaks at +110 MB, then settles at +32 MB.
+/// A server reserves this much of its memory budget before it reads a file.
+pub const LOAD_BYTES_PER_FILE_BYTE: u64 = 3;
 
 impl Model {
     /// Parses and verifies a `model.json`: valid JSON, checksum, format tag, and every array.

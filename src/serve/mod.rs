@@ -196,6 +196,8 @@ pub async fn run(
     let addr = listener.local_addr()?;
 
     let metrics = Arc::new(Metrics::new());
+    let budget = Budget::new(cfg.memory_budget.0);
+    metrics.show_budget(&budget);
     let root = catalog.root().to_owned();
     let registry = Arc::new(Registry::new(
         catalog,
@@ -204,13 +206,12 @@ pub async fn run(
             revalidate_after: cfg.poll_interval,
             shadow: cfg.shadow.rate > 0.0,
             drift_window: cfg.drift_window,
+            budget: budget.clone(),
         },
         Arc::clone(&metrics),
     ));
     let changes = ChangeSource::new(&root, cfg.watch, cfg.poll_interval);
     let reloader = tokio::spawn(Arc::clone(&registry).run(changes));
-    let budget = Budget::new(cfg.memory_budget.0);
-    metrics.show_budget(&budget);
     // The queues get shares, so that a slow disk or a busy shadow worker can never take the
     // memory requests need: what they cannot hold they drop and count.
     let shadow = Arc::new(Shadow::start(
