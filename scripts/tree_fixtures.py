@@ -10,15 +10,51 @@ rows (with missing values as null), the library's probabilities, its margins (ra
 SHAP values (XGBoost `pred_contribs=True`, LightGBM `pred_contrib=True`; per output, the last
 column the bias). CI runs it in the pinned venv of tests/trees/requirements.txt;
 `tests/trees.rs` compares limen with it.
+
+Also OUT_DIR/sklearn_forest_cv.json: scikit-learn's `RandomForestClassifier(n_estimators=100)`
+accuracy under `cross_val_score` with `StratifiedKFold(5)` (no shuffle: the folds limen's
+`--cv-folds 5` makes) on each table in data/, every column but the label a feature, averaged over
+random_state 0-4; `tests/forest.rs` holds `limen train --kind random-forest` within 0.02 of it.
 """
+import csv
 import json
 import os
+import pathlib
 import sys
 
 import lightgbm as lgb
 import numpy as np
 import xgboost as xgb
 from sklearn.datasets import load_breast_cancer, load_wine
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+# The shipped tables and their label columns.
+TABLES = {"iris": "species", "wine": "cultivar", "breast_cancer": "diagnosis"}
+
+
+def forest_cv(out):
+    root = pathlib.Path(__file__).resolve().parent.parent
+    result = {}
+    for table, label in TABLES.items():
+        with open(root / "data" / f"{table}.csv") as f:
+            rows = list(csv.DictReader(f))
+        features = [c for c in rows[0] if c != label]
+        X = np.array([[float(r[c]) for c in features] for r in rows])
+        y = np.array([r[label] for r in rows])
+        scores = [
+            cross_val_score(RandomForestClassifier(n_estimators=100, random_state=seed), X, y,
+                            cv=StratifiedKFold(5)).mean()
+            for seed in range(5)
+        ]
+        result[table] = {"label": label, "features": features, "cv_accuracy": float(np.mean(scores)),
+                         "per_seed": [float(s) for s in scores]}
+    import sklearn
+    result["source"] = (f"scikit-learn {sklearn.__version__} RandomForestClassifier(n_estimators=100), "
+                        "StratifiedKFold(5), mean over random_state 0-4")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "sklearn_forest_cv.json"), "w") as f:
+        json.dump(result, f, indent=1)
 
 
 def dump(folder, library, names, classes, X_train, y_train, X_test, proba, margin, contribs):
@@ -161,6 +197,7 @@ def main():
     lgb_case(out, "lgb_categorical", {"objective": "multiclass", "num_class": 3, "num_leaves": 15,
                                       "min_data_per_group": 10, "cat_smooth": 1}, 40,
              X_train, y_train, cat_names, ["low", "mid", "high"], X_test, categorical=[0, 1])
+    forest_cv(out)
     print(f"tree fixtures written to {out} (xgboost {xgb.__version__}, lightgbm {lgb.__version__})")
 
 

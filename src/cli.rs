@@ -337,6 +337,39 @@ pub struct TrainArgs {
     /// different scales: unscaled, the fit may stop at --max-iter far from the optimum.
     #[arg(long, env = "LIMEN_STANDARDIZE")]
     pub standardize: bool,
+
+    /// What to fit: a logistic regression (linfa-logistic; --alpha, --max-iter,
+    /// --gradient-tolerance, --standardize apply), or a random forest (linfa-trees; --trees,
+    /// --max-depth, --max-features, --seed apply), served and explained as a tree ensemble.
+    #[arg(long, env = "LIMEN_KIND", value_enum, default_value_t = TrainKind::Logistic)]
+    pub kind: TrainKind,
+
+    /// Random forest: trees to grow [default: 100].
+    #[arg(long, env = "LIMEN_TREES")]
+    pub trees: Option<usize>,
+
+    /// Random forest: the deepest a tree grows [default: until its leaves are pure].
+    #[arg(long, env = "LIMEN_MAX_DEPTH")]
+    pub max_depth: Option<usize>,
+
+    /// Random forest: features each tree is fitted on [default: the square root of their
+    /// number, rounded up].
+    #[arg(long, env = "LIMEN_MAX_FEATURES")]
+    pub max_features: Option<usize>,
+
+    /// Random forest: seed of the bootstrap and feature draws; the same data and seed give the
+    /// same forest [default: 0].
+    #[arg(long, env = "LIMEN_SEED")]
+    pub seed: Option<u64>,
+}
+
+/// What `limen train` fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainKind {
+    /// Logistic regression (binary one-vs-rest, or multinomial with --multiclass).
+    Logistic,
+    /// A random forest of decision trees (bootstrap samples, a random subset of features each).
+    RandomForest,
 }
 
 /// Checked settings for `limen train`.
@@ -414,6 +447,32 @@ impl TryFrom<TrainArgs> for TrainConfig {
             args.cv_folds,
         )?
         .standardized(args.standardize);
+        let params = match args.kind {
+            TrainKind::Logistic => {
+                let forest_only = [
+                    ("--trees", args.trees.is_some()),
+                    ("--max-depth", args.max_depth.is_some()),
+                    ("--max-features", args.max_features.is_some()),
+                    ("--seed", args.seed.is_some()),
+                ];
+                if let Some((flag, _)) = forest_only.iter().find(|(_, given)| *given) {
+                    anyhow::bail!(
+                        "{flag} is a random forest's setting; add --kind random-forest or leave it out"
+                    );
+                }
+                params
+            }
+            TrainKind::RandomForest => {
+                let forest = crate::forest::params(
+                    args.trees.unwrap_or(crate::forest::DEFAULT_TREES),
+                    args.max_depth,
+                    args.max_features,
+                    args.seed.unwrap_or(0),
+                )
+                .map_err(anyhow::Error::msg)?;
+                params.random_forest(forest)?
+            }
+        };
         Ok(Self {
             data: args.data,
             labels: args.labels,

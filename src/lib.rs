@@ -15,6 +15,7 @@
 //!  catalog        the store protocol: names, versions, load_verified, moves under a typed lock
 //!  store          bytes on disk: atomic files and folders, the lock file, listing
 //!  train api oip  fitting with linfa; the /predict and Open Inference Protocol wire formats
+//!  forest         random forests fitted with linfa-trees, as tree ensembles
 //!  model          model.json: schema, checksum, prediction
 //!  data input telemetry   CSV → features; what bad input is; logs and metrics
 //!  budget         the process's memory budget: reservations that give back on drop
@@ -33,6 +34,7 @@ pub mod data;
 pub mod drift;
 pub mod evaluate;
 pub mod evidence;
+pub mod forest;
 pub mod import;
 pub mod inference_log;
 pub mod input;

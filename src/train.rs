@@ -1,6 +1,6 @@
 //! Fitting: linfa-logistic on a [`Dataset`] (optionally standardized), a record of whether the
-//! fit converged, stratified k-fold cross-validation, and the resulting [`ModelArtifact`]. Pure
-//! computation: writing the artifact is the store's job.
+//! fit converged, or a random forest ([`crate::forest`]); stratified k-fold cross-validation, and
+//! the resulting [`ModelArtifact`]. Pure computation: writing the artifact is the store's job.
 //!
 //! linfa-logistic 0.8 returns the fitted weights and nothing of the solver's state, so the
 //! convergence record is measured from the outside: the gradient norm is computed at the
@@ -15,9 +15,11 @@ use ndarray::{Array1, Array2, ArrayView2};
 
 use crate::data::Dataset;
 use crate::evaluate::{self, Evaluation, Tally};
+use crate::forest::{self, ForestError};
+use crate::model::tree::TreeEnsemble;
 use crate::model::{
-    Feature, Hyperparameters, Metrics, Model, ModelArtifact, ModelKind, Provenance, Reference,
-    Scaler, FORMAT,
+    Feature, ForestParams, Hyperparameters, Metrics, Model, ModelArtifact, ModelKind, Provenance,
+    Reference, Scaler, FORMAT,
 };
 
 /// The linfa version limen is built against, recorded in every artifact's provenance.
@@ -41,6 +43,8 @@ pub struct TrainParams {
     gradient_tolerance: f64,
     cv_folds: usize,
     standardize: bool,
+    /// A random forest instead of a logistic regression (`--kind random-forest`).
+    forest: Option<ForestParams>,
 }
 
 /// Why a model could not be trained.
@@ -64,6 +68,8 @@ pub enum TrainError {
     },
     #[error("fitting failed")]
     Fit(#[from] linfa_logistic::error::Error),
+    #[error("fitting the forest failed")]
+    Forest(#[from] ForestError),
     #[error("the fitted model is unusable: {0}")]
     Unusable(String),
 }
@@ -123,6 +129,7 @@ impl TrainParams {
             gradient_tolerance,
             cv_folds,
             standardize: false,
+            forest: None,
         })
     }
 
@@ -130,6 +137,19 @@ impl TrainParams {
     pub fn standardized(mut self, standardize: bool) -> Self {
         self.standardize = standardize;
         self
+    }
+
+    /// A random forest with `forest`'s hyperparameters instead of a logistic regression (the
+    /// regression's own parameters are then unused). Refused with `--standardize`: a tree's
+    /// splits do not depend on a feature's scale, so scaling would only change its thresholds.
+    pub fn random_forest(mut self, forest: ForestParams) -> Result<Self, TrainError> {
+        if self.standardize {
+            return Err(TrainError::InvalidParams(
+                "--standardize is for logistic models; a random forest's splits do not depend on a feature's scale, leave it out".into(),
+            ));
+        }
+        self.forest = Some(forest);
+        Ok(self)
     }
 
     pub fn max_iter(&self) -> u64 {
@@ -166,14 +186,23 @@ struct Fitted {
     gradient_norm: f64,
 }
 
+/// What a fit learned.
+#[derive(Debug, Clone)]
+enum Learned {
+    Linear {
+        weights: Weights,
+        scaler: Option<Scaler>,
+    },
+    Forest(TreeEnsemble),
+}
+
 /// A fitted model with its metrics, not yet given a name and version.
 #[derive(Debug, Clone)]
 pub struct TrainedModel {
     kind: ModelKind,
     classes: Vec<String>,
     positive_class: Option<String>,
-    weights: Weights,
-    scaler: Option<Scaler>,
+    learned: Learned,
     features: Vec<Feature>,
     label_column: String,
     metrics: Metrics,
@@ -183,6 +212,15 @@ pub struct TrainedModel {
 impl TrainedModel {
     /// The artifact to publish as `name` version `version`, created at `created_at` (RFC 3339).
     pub fn artifact(&self, name: &str, version: u64, created_at: &str) -> ModelArtifact {
+        let (coefficients, intercepts, scaler, trees) = match &self.learned {
+            Learned::Linear { weights, scaler } => (
+                weights.coefficients.clone(),
+                weights.intercepts.clone(),
+                scaler.clone(),
+                None,
+            ),
+            Learned::Forest(ensemble) => (Vec::new(), Vec::new(), None, Some(ensemble.clone())),
+        };
         ModelArtifact {
             format: FORMAT.to_owned(),
             name: name.to_owned(),
@@ -193,10 +231,10 @@ impl TrainedModel {
             label_column: self.label_column.clone(),
             classes: self.classes.clone(),
             positive_class: self.positive_class.clone(),
-            coefficients: self.weights.coefficients.clone(),
-            intercepts: self.weights.intercepts.clone(),
-            trees: None,
-            scaler: self.scaler.clone(),
+            coefficients,
+            intercepts,
+            trees,
+            scaler,
             metrics: self.metrics.clone(),
             provenance: self.provenance.clone(),
         }
@@ -465,8 +503,22 @@ pub fn train(data: &Dataset, params: &TrainParams) -> Result<TrainedModel, Train
     } else {
         None
     };
-    let (fitted, scaler) = fit_on(data, params, &y, classes.len())?;
-    let mut trained = TrainedModel::assemble(data, params, classes, fitted.weights, scaler);
+    // A logistic fit's convergence record; a forest has none.
+    let (learned, fitted) = match &params.forest {
+        None => {
+            let (fitted, scaler) = fit_on(data, params, &y, classes.len())?;
+            let learned = Learned::Linear {
+                weights: fitted.weights.clone(),
+                scaler,
+            };
+            (learned, Some(fitted))
+        }
+        Some(forest) => {
+            let ensemble = forest::fit(data.x.view(), &y, classes.len(), forest)?;
+            (Learned::Forest(ensemble), None)
+        }
+    };
+    let mut trained = TrainedModel::assemble(data, params, classes, learned);
     // The drift reference of each feature (only the final model needs it, not the folds').
     for (feature, column) in trained.features.iter_mut().zip(data.x.columns()) {
         feature.reference = Some(Reference::of(column.iter(), &feature.stats));
@@ -477,9 +529,9 @@ pub fn train(data: &Dataset, params: &TrainParams) -> Result<TrainedModel, Train
         train_log_loss: eval.log_loss,
         cv_accuracy: cv.as_ref().map(|(accuracy, _)| *accuracy),
         cv_folds: params.cv_folds,
-        converged: Some(fitted.converged),
-        iterations: Some(fitted.iterations),
-        gradient_norm: Some(fitted.gradient_norm),
+        converged: fitted.as_ref().map(|f| f.converged),
+        iterations: fitted.as_ref().map(|f| f.iterations),
+        gradient_norm: fitted.as_ref().map(|f| f.gradient_norm),
         train: Some(eval.report),
         cv: cv.map(|(_, held_out)| held_out.report),
     };
@@ -491,14 +543,17 @@ impl TrainedModel {
         data: &Dataset,
         params: &TrainParams,
         classes: Vec<String>,
-        weights: Weights,
-        scaler: Option<Scaler>,
+        learned: Learned,
     ) -> Self {
         let (kind, positive_class) = match &params.objective {
             Objective::OneVsRest { positive } => {
                 (ModelKind::BinaryLogistic, Some(positive.clone()))
             }
             Objective::Multiclass => (ModelKind::MultinomialLogistic, None),
+        };
+        let kind = match learned {
+            Learned::Linear { .. } => kind,
+            Learned::Forest(_) => ModelKind::TreeEnsemble,
         };
         let features = data
             .feature_names
@@ -514,8 +569,7 @@ impl TrainedModel {
             kind,
             classes,
             positive_class,
-            weights,
-            scaler,
+            learned,
             features,
             label_column: data.label_column.clone(),
             metrics: Metrics {
@@ -533,10 +587,11 @@ impl TrainedModel {
                 data_path: data.path.display().to_string(),
                 data_sha256: data.sha256.clone(),
                 rows: data.rows(),
-                hyperparameters: Some(params.hyperparameters()),
+                hyperparameters: params.forest.is_none().then(|| params.hyperparameters()),
                 trainer: format!("limen {}", env!("CARGO_PKG_VERSION")),
                 linfa_version: LINFA_VERSION.to_owned(),
                 imported: None,
+                forest: params.forest.clone(),
             },
         }
     }
@@ -581,19 +636,33 @@ fn cross_validate(
         let train_part = data.subset(&train_rows);
         let y_train: Vec<usize> = train_rows.iter().map(|&i| y[i]).collect();
         // Folds only need the weights: the convergence record is the final fit's.
-        let (weights, scaler) = if params.standardize {
-            let scaler = fit_scaler(&train_part.x);
-            let x = standardize(&train_part.x, &scaler);
-            let w = fit_weights(params, params.max_iter, &x.view(), &y_train, classes.len())?;
-            (w, Some(scaler))
-        } else {
-            let x = train_part.x.view();
-            let w = fit_weights(params, params.max_iter, &x, &y_train, classes.len())?;
-            (w, None)
+        let learned = match &params.forest {
+            Some(forest) => Learned::Forest(forest::fit(
+                train_part.x.view(),
+                &y_train,
+                classes.len(),
+                forest,
+            )?),
+            None if params.standardize => {
+                let scaler = fit_scaler(&train_part.x);
+                let x = standardize(&train_part.x, &scaler);
+                let w = fit_weights(params, params.max_iter, &x.view(), &y_train, classes.len())?;
+                Learned::Linear {
+                    weights: w,
+                    scaler: Some(scaler),
+                }
+            }
+            None => {
+                let x = train_part.x.view();
+                let w = fit_weights(params, params.max_iter, &x, &y_train, classes.len())?;
+                Learned::Linear {
+                    weights: w,
+                    scaler: None,
+                }
+            }
         };
         drop(train_part);
-        let fold_model =
-            TrainedModel::assemble(data, params, classes.to_vec(), weights, scaler).model()?;
+        let fold_model = TrainedModel::assemble(data, params, classes.to_vec(), learned).model()?;
         let tally = held_out.get_or_insert_with(|| Tally::new(&fold_model));
         let mut fold = Tally::new(&fold_model);
         let test_part = data.subset(&test_rows);

@@ -390,9 +390,14 @@ fn load_for(model: &Model, path: &Path) -> Result<Dataset, DataError> {
 fn convergence_check(model: &Model, allow_unconverged: bool) -> Check {
     let m = &model.artifact().metrics;
     if model.artifact().kind == crate::model::ModelKind::TreeEnsemble {
-        let origin = match &model.artifact().provenance.imported {
-            Some(i) => format!("imported from {} {}", i.library, i.library_version),
-            None => format!("trained by {}", model.artifact().provenance.trainer),
+        let provenance = &model.artifact().provenance;
+        let origin = match (&provenance.imported, &provenance.forest) {
+            (Some(i), _) => format!("imported from {} {}", i.library, i.library_version),
+            (None, Some(f)) => format!(
+                "a random forest of {} trees, trained by {}",
+                f.trees, provenance.trainer
+            ),
+            (None, None) => format!("trained by {}", provenance.trainer),
         };
         return Check {
             name: "convergence",

@@ -9,7 +9,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["budget"],
     &["input", "telemetry", "model"],
-    &["data"],
+    &["data", "forest"],
     &["evaluate"],
     &["train", "import", "api", "oip"],
     &["store"],

@@ -8,29 +8,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::TestStore;
-
-/// The fixtures folder, or `None` (skipping) when it was not made here.
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("LIMEN_TREE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo().join("target/tree-fixtures"));
-    if dir.join("xgb_binary/expected.json").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("LIMEN_REQUIRE_TREE_FIXTURES").is_none(),
-        "no tree fixtures in {}: run scripts/tree_fixtures.py",
-        dir.display()
-    );
-    eprintln!(
-        "skipped: no tree fixtures in {} (make them with scripts/tree_fixtures.py in a venv of tests/trees/requirements.txt)",
-        dir.display()
-    );
-    None
-}
+use common::{tree_fixtures as fixtures, TestStore};
 
 /// Imports `case` into `store` as `name`; returns the model as a server would load it.
 fn import(

@@ -190,6 +190,7 @@ pub fn import(
             trainer: format!("limen {} import", env!("CARGO_PKG_VERSION")),
             linfa_version: String::new(),
             imported: Some(imported),
+            forest: None,
         },
     };
     let model = Model::new(artifact.clone())?;

@@ -213,6 +213,25 @@ pub struct Provenance {
     /// A model limen imported (`limen import`): where it came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported: Option<Imported>,
+    /// A random forest limen fitted (`limen train --kind random-forest`): its hyperparameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forest: Option<ForestParams>,
+}
+
+/// A random forest's hyperparameters (checked by `forest::params`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForestParams {
+    /// Trees in the forest.
+    pub trees: usize,
+    /// Deepest a tree grows; absent: until its leaves are pure (at most the deepest tree a model
+    /// may hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<usize>,
+    /// Features each tree is fitted on; absent: ⌈√p⌉ of the p features.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_features: Option<usize>,
+    /// Seed of the bootstrap and feature draws: the same data and seed give the same forest.
+    pub seed: u64,
 }
 
 /// Where an imported model came from.

@@ -14,8 +14,8 @@ pub mod tree;
 #[cfg(test)]
 pub(crate) use artifact::sign;
 pub use artifact::{
-    ClassReport, ClassScores, Feature, Hyperparameters, Imported, Metrics, ModelArtifact,
-    ModelError, ModelKind, ModelMetadata, Provenance, Scaler, FORMAT, MAX_FEATURES,
+    ClassReport, ClassScores, Feature, ForestParams, Hyperparameters, Imported, Metrics,
+    ModelArtifact, ModelError, ModelKind, ModelMetadata, Provenance, Scaler, FORMAT, MAX_FEATURES,
     READABLE_FORMATS,
 };
 pub use reference::{FeatureStats, Reference, DRIFT_BINS};
@@ -466,6 +466,7 @@ pub(crate) mod tests {
                 trainer: "limen test".into(),
                 linfa_version: "0.8.1".into(),
                 imported: None,
+                forest: None,
             },
         }
     }

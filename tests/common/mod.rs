@@ -403,3 +403,24 @@ pub fn is_root() -> bool {
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
 }
+
+/// The folder of `scripts/tree_fixtures.py`'s fixtures (libraries' models and outputs), or
+/// `None` (skipping) when it was not made here; CI sets `LIMEN_REQUIRE_TREE_FIXTURES`.
+pub fn tree_fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("LIMEN_TREE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/tree-fixtures"));
+    if dir.join("xgb_binary/expected.json").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("LIMEN_REQUIRE_TREE_FIXTURES").is_none(),
+        "no tree fixtures in {}: run scripts/tree_fixtures.py",
+        dir.display()
+    );
+    eprintln!(
+        "skipped: no tree fixtures in {} (make them with scripts/tree_fixtures.py in a venv of tests/trees/requirements.txt)",
+        dir.display()
+    );
+    None
+}
