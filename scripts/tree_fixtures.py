@@ -160,6 +160,20 @@ def main():
                                  "min_data_in_leaf": 5}, 100,
              X_missing[train], y[train], cancer, ["malignant", "benign"], X_missing[test],
              data=(X[train], y[train]))
+    # 1,000 trees of depth 8 (the size of a real production model) on a noisy table whose trees
+    # keep splitting, with missing cells; 20 held-out rows.
+    X_deep = rng.normal(size=(1520, 12))
+    y_deep = (X_deep[:, 0] + X_deep[:, 1] * X_deep[:, 2] + rng.normal(size=1520) > 0).astype(int)
+    X_deep_missing = with_missing(rng, X_deep, 0.03)
+    deep = [f"d{i}" for i in range(12)]
+    xgb_case(out, "xgb_deep", {"objective": "binary:logistic", "max_depth": 8, "eta": 0.05,
+                               "lambda": 0.1}, 1000,
+             X_deep_missing[:1500], y_deep[:1500], deep, ["no", "yes"], X_deep_missing[1500:],
+             data=(X_deep[:1500], y_deep[:1500]))
+    lgb_case(out, "lgb_deep", {"objective": "binary", "num_leaves": 255, "max_depth": 8,
+                               "learning_rate": 0.05, "min_data_in_leaf": 3}, 1000,
+             X_deep_missing[:1500], y_deep[:1500], deep, ["no", "yes"], X_deep_missing[1500:],
+             data=(X_deep[:1500], y_deep[:1500]))
     # LightGBM with zero_as_missing: missing_type Zero (a zero or a NaN takes the default side).
     X_zero = X.copy()
     X_zero[rng.random(X.shape) < 0.08] = 0.0

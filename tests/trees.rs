@@ -59,9 +59,11 @@ fn floats(v: &serde_json::Value) -> Vec<f64> {
 }
 
 /// Every fixture case: binary and multiclass, numeric and categorical, each library's missing
-/// value rules.
-const CASES: [&str; 7] = [
+/// value rules, 10 to 1,000 trees, depth up to 8.
+const CASES: [&str; 9] = [
     "xgb_binary",
+    "xgb_deep",
+    "lgb_deep",
     "xgb_multiclass",
     "xgb_categorical",
     "lgb_binary",
