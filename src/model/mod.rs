@@ -7,6 +7,7 @@
 
 mod artifact;
 mod checksum;
+mod flat;
 mod linear;
 mod reference;
 pub mod tree;
@@ -125,7 +126,8 @@ fn argmax(values: &[f64]) -> usize {
 #[derive(Debug, Clone)]
 enum Scorer {
     Linear(Linear),
-    Trees(tree::TreeEnsemble),
+    /// The ensemble laid out for scoring; explanations read the artifact's `trees`.
+    Trees(flat::Flat),
 }
 
 /// A verified model, ready to predict. Only [`Model::from_json_bytes`] and [`Model::new`] make
@@ -170,7 +172,7 @@ impl Model {
             }
             (ModelKind::TreeEnsemble, Some(trees)) => {
                 tree::check(trees, &artifact)?;
-                Scorer::Trees(trees.clone())
+                Scorer::Trees(flat::Flat::new(trees))
             }
             (ModelKind::TreeEnsemble, None) => {
                 return Err(ModelError::Schema("a tree_ensemble needs \"trees\"".into()))
@@ -288,7 +290,11 @@ impl Model {
         let prediction = self.predict(row)?;
         match &self.scorer {
             Scorer::Linear(linear) => linear.explain(row, &self.means, prediction),
-            Scorer::Trees(trees) => trees.explain(row, self.feature_names.len(), prediction),
+            Scorer::Trees(_) => match &self.artifact.trees {
+                Some(trees) => trees.explain(row, self.feature_names.len(), prediction),
+                // `new` made a tree scorer only from an artifact with trees.
+                None => Err(PredictError::NonFinite),
+            },
         }
     }
 
@@ -347,21 +353,13 @@ impl Model {
         }
         match &self.scorer {
             Scorer::Linear(linear) => linear.predict_batch(rows),
-            Scorer::Trees(_) => {
-                let mut out = Array2::zeros((rows.nrows(), self.classes().len()));
-                let mut probabilities = Vec::new();
-                let mut row = Vec::new();
-                for (i, r) in rows.rows().into_iter().enumerate() {
-                    row.clear();
-                    row.extend(r.iter().copied());
-                    match self.predict_into(&row, &mut probabilities) {
-                        Ok(_) => out
-                            .row_mut(i)
-                            .assign(&ndarray::ArrayView1::from(&probabilities)),
-                        Err(_) => out.row_mut(i).fill(f64::NAN),
-                    }
-                }
-                Ok(out)
+            Scorer::Trees(trees) => {
+                let rows = rows.as_standard_layout();
+                let flat = rows.as_slice().unwrap_or(&[]);
+                let mut out = Vec::with_capacity(rows.nrows() * self.classes().len());
+                trees.predict_rows(flat, rows.ncols(), &mut out);
+                Array2::from_shape_vec((rows.nrows(), self.classes().len()), out)
+                    .map_err(|_| PredictError::NonFinite)
             }
         }
     }

@@ -120,6 +120,11 @@ impl Tree {
     /// Whether `x` goes left at split `node`.
     #[inline]
     fn goes_left(&self, node: usize, x: f64, comparison: Comparison) -> bool {
+        // XGBoost reads every input as float32, category codes included.
+        let x = match comparison {
+            Comparison::Less => f64::from(x as f32),
+            Comparison::LessEqual => x,
+        };
         let kind = self.split.get(node).copied().unwrap_or(split::NUMERIC);
         if x.is_nan() || (kind == split::NUMERIC_ZERO_MISSING && x.abs() <= ZERO) {
             return self.default_left[node];
@@ -133,7 +138,7 @@ impl Tree {
                     .is_ok_and(|i| self.categories[i].left.binary_search(&(x as u32)).is_ok());
         }
         match comparison {
-            Comparison::Less => (x as f32) < (self.threshold[node] as f32),
+            Comparison::Less => x < f64::from(self.threshold[node] as f32),
             Comparison::LessEqual => x <= self.threshold[node],
         }
     }
@@ -348,7 +353,8 @@ impl TreeEnsemble {
         node
     }
 
-    /// The summed outputs for `row` (margins, or a forest's mean probabilities), into `out`.
+    /// The summed outputs for `row` (margins, or a forest's mean probabilities), into `out`:
+    /// the reference [`super::flat::Flat`] is tested against, and what explanations start from.
     pub fn margins(&self, row: &[f64], out: &mut Vec<f64>) {
         out.clear();
         out.extend_from_slice(&self.base);
@@ -372,30 +378,6 @@ impl TreeEnsemble {
                 *o = b + (*o - b) / n;
             }
         }
-    }
-
-    /// `row`'s class probabilities appended to `out`; the predicted class.
-    pub fn predict_append(&self, row: &[f64], out: &mut Vec<f64>) -> Result<usize, PredictError> {
-        let mut margins = Vec::with_capacity(self.outputs());
-        self.margins(row, &mut margins);
-        let start = out.len();
-        match self.link {
-            Link::Logistic => {
-                let p = 1.0 / (1.0 + (-margins[0]).exp());
-                out.extend([1.0 - p, p]);
-            }
-            Link::Softmax => {
-                let max = margins.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let sum: f64 = margins.iter().map(|m| (m - max).exp()).sum();
-                out.extend(margins.iter().map(|m| (m - max).exp() / sum));
-            }
-            Link::Mean => out.extend_from_slice(&margins),
-        }
-        let probabilities = &out[start..];
-        if probabilities.iter().any(|p| !p.is_finite()) {
-            return Err(PredictError::NonFinite);
-        }
-        Ok(super::argmax(probabilities))
     }
 
     /// `prediction` (this model's, for `row`) with each output's margin decomposed exactly by
