@@ -16,6 +16,10 @@ cells) measures rows per second, one thread, batches of 1 and of 10,000 rows:
 A library's batch of 1 is one Python call per row: what a Python server pays per request. Rounds
 are interleaved (each round measures every scorer once) and the median is reported. Prints a
 Markdown table for BENCHMARKS.md.
+
+Then over HTTP (wrk, as benches/http.sh): one `limen serve` with the 500-tree XGBoost model and
+the Iris reference model both in production, `POST /models/NAME/predict` of one instance each
+(20 features / the seed request), interleaved rounds, and the ratio of their requests per second.
 """
 import argparse
 import json
@@ -24,6 +28,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import importlib.util
 
 import lightgbm as lgb
 import lleaves
@@ -67,6 +73,8 @@ def main():
     ap.add_argument("work")
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--http-seconds", type=int, default=5, help="per route per round; 0 skips HTTP")
+    ap.add_argument("--conns", type=int, default=16)
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     rng = np.random.default_rng(3)
@@ -123,6 +131,8 @@ def main():
             if library == "LightGBM":
                 scorers["lleaves"] = lambda X, c=compiled: c.predict(X, n_jobs=1)
             cases.append((f"{library} {kind}, {trees} trees", model, scorers))
+            if library == "XGBoost" and not multi:
+                http_case = (name, data, X_test[~np.isnan(X_test).any(axis=1)][0])
 
     results = []
     for title, model, scorers in cases:
@@ -158,6 +168,42 @@ def main():
         lleaves_ratio = f"{r['limen'] / ll:.2f}" if ll else "–"
         print(f"| {r['case']} | {r['batch']:,} | {r['limen']:,.0f} | {r[library]:,.0f} | "
               f"{r['limen'] / r[library]:.2f} | {lleaves_rate} | {lleaves_ratio} |")
+
+
+    if a.http_seconds > 0:
+        http(a, store, names, *http_case)
+
+
+def http(a, store, names, tree_model, tree_data, row):
+    """Requests per second of the tree model's /predict against Iris's, interleaved."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("httpbench", os.path.join(root, "benches", "httpbench.py"))
+    hb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hb)
+    env = dict(os.environ, LIMEN_STORE=store, LIMEN_LOG="error")
+    run = lambda *args: subprocess.run([a.limen, *args], env=env, check=True, capture_output=True)
+    run("validate", "--model", tree_model, "--data", tree_data)
+    run("train", "--cv-folds", "0", "--data", os.path.join(root, "data", "iris.csv"))
+    run("validate")
+    proc, port, _ = hb.start_server(env)
+    try:
+        tree_body = json.dumps({n: float(v) for n, v in zip(names, row)})
+        routes = [("iris", hb.SEED), (tree_model, tree_body)]
+        rps = {name: [] for name, _ in routes}
+        for _ in range(a.rounds):
+            for name, body in routes:
+                r = hb.wrk(port, f"/models/{name}/predict", "POST", body, a.conns, a.http_seconds, 2)
+                if r.get("errors", 0) or r.get("non2xx", 0):
+                    sys.exit(f"{name}: {r}")
+                rps[name].append(r["rps"])
+        iris, trees = (statistics.median(rps[name]) for name, _ in routes)
+        print(f"\nHTTP, {a.conns} connections, {a.rounds} interleaved rounds of {a.http_seconds} s: "
+              f"Iris /predict {iris:,.0f} req/s, 500-tree /predict {trees:,.0f} req/s: "
+              f"{trees / iris:.2f} x (rounds: iris {[round(x) for x in rps['iris']]}, "
+              f"trees {[round(x) for x in rps[tree_model]]})")
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 if __name__ == "__main__":

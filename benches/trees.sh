@@ -2,11 +2,13 @@
 # Tree models side by side, in one run: limen (in process, one thread) against XGBoost's
 # inplace_predict, LightGBM's predict (one thread each) and lleaves (LightGBM compiled by LLVM),
 # on a 500-tree depth-6 binary model and a 100-round three-class model, batches of 1 and 10,000
-# rows. Prints a Markdown table for BENCHMARKS.md ("Tree models").
+# rows; then the 500-tree model's HTTP /predict against the Iris model's (wrk, interleaved).
+# Prints a Markdown table for BENCHMARKS.md ("Tree models").
 #
-#   benches/trees.sh [--seconds 2] [--rounds 3]
+#   benches/trees.sh [--seconds 2] [--rounds 3] [--http-seconds 5] [--conns 16]
 #
-# Needs python3 (a venv of benches/trees-requirements.txt is made under target/, once).
+# Needs python3 (a venv of benches/trees-requirements.txt is made under target/, once) and wrk
+# (installed from Debian's packages if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/bench-trees-venv
@@ -17,6 +19,12 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r benches/trees-requirements.txt
   echo "$want" > "$stamp"
+fi
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)" >&2
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get install -y -qq wrk >/dev/null 2>&1 \
+    || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq wrk >/dev/null; }
 fi
 cargo build --release --locked -q
 bench=$(cargo bench --locked -q --bench trees --no-run --message-format=json 2>/dev/null |
