@@ -3,8 +3,8 @@
 
     python scripts/tree_fixtures.py OUT_DIR
 
-For each case writes to OUT_DIR/<case>/: the model as its library saves it (`model.json` for
-XGBoost, `model.txt` for LightGBM), `data.csv` (labelled rows, no missing cell, for
+For each case writes to OUT_DIR/<case>/: the model as its library saves it (`model.json` and
+`model.ubj` for XGBoost, `model.txt` for LightGBM), `data.csv` (labelled rows, no missing cell, for
 `limen import --data`), and `expected.json`: the library, the feature and class names, held-out
 rows (with missing values as null), the library's probabilities, its margins (raw scores) and its
 SHAP values (XGBoost `pred_contribs=True`, LightGBM `pred_contrib=True`; per output, the last
@@ -103,6 +103,7 @@ def xgb_case(out, name, params, rounds, X_train, y_train, names, classes, X_test
                         enable_categorical=categorical)
     booster = xgb.train({**params, "nthread": 1, "seed": 1}, train, rounds)
     booster.save_model(os.path.join(folder, "model.json"))
+    booster.save_model(os.path.join(folder, "model.ubj"))
     d = xgb.DMatrix(X_test, feature_names=names, feature_types=types, enable_categorical=categorical)
     clean, labels = complete(X_train, y_train, data)
     dump(folder, "xgboost", names, classes, clean, labels, X_test, booster.predict(d),

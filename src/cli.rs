@@ -87,8 +87,9 @@ pub enum Command {
     ///
     /// Exit codes: 0, 1 when --max-psi is exceeded (a pipeline can retrain on it), 2 error.
     Drift(DriftArgs),
-    /// Convert a model trained in Python (XGBoost's `save_model` JSON) into limen's tree
-    /// artifact, evaluate it on labelled data, and publish it as a new candidate, like `train`.
+    /// Convert a model trained in Python (XGBoost's `save_model` JSON or UBJSON, LightGBM's
+    /// `save_model` text) into limen's tree artifact, evaluate it on labelled data, and publish
+    /// it as a new candidate, like `train`.
     ///
     /// Exit codes: 0 published (the version id is the last line), 2 a file or the data that
     /// cannot be used (nothing is written).
@@ -105,8 +106,9 @@ pub struct ImportArgs {
     /// Model name in the store to publish the candidate under.
     pub name: ModelName,
 
-    /// An XGBoost model saved with `Booster.save_model("model.json")` (gbtree;
-    /// binary:logistic, multi:softprob or multi:softmax).
+    /// An XGBoost model saved with `Booster.save_model("model.json")`, or as UBJSON with
+    /// `("model.ubj")` (read as such when the name ends in .ubj); gbtree, binary:logistic,
+    /// multi:softprob or multi:softmax.
     #[arg(long, value_name = "FILE")]
     pub xgboost: Option<PathBuf>,
 

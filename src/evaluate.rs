@@ -5,6 +5,43 @@
 use crate::data::Dataset;
 use crate::model::{ClassReport, ClassScores, Model, PredictError};
 
+/// Rows a tree model's mean |contribution| is measured on, at most (evenly spaced through the
+/// data); fewer for a big ensemble, whose TreeSHAP costs milliseconds a row: about
+/// [`IMPORTANCE_NODES`] nodes' worth of rows, and never fewer than [`IMPORTANCE_MIN_ROWS`].
+pub const IMPORTANCE_ROWS: usize = 1_000;
+pub const IMPORTANCE_NODES: usize = 4_000_000;
+pub const IMPORTANCE_MIN_ROWS: usize = 100;
+
+/// Per feature, the mean over up to [`IMPORTANCE_ROWS`] rows of `data` (evenly spaced) of its
+/// |contribution| to `model`'s answer (the exact decomposition of [`Model::explain`]), averaged
+/// over the outputs: what a tree model's page draws in place of a linear model's weights.
+pub fn mean_abs_contributions(model: &Model, data: &Dataset) -> Result<Vec<f64>, PredictError> {
+    let n = data.rows();
+    let width = model.feature_names().len();
+    let mut total = vec![0.0; width];
+    let nodes: usize = model
+        .artifact()
+        .trees
+        .as_ref()
+        .map_or(0, |e| e.trees.iter().map(|t| t.left.len()).sum());
+    let rows = (IMPORTANCE_NODES / nodes.max(1)).clamp(IMPORTANCE_MIN_ROWS, IMPORTANCE_ROWS);
+    let take = n.min(rows);
+    let mut row = Vec::with_capacity(width);
+    for k in 0..take {
+        row.clear();
+        row.extend(data.x.row(k * n / take).iter().copied());
+        let e = model.explain(&row)?;
+        let outputs = e.contributions.len().max(1) as f64;
+        for parts in &e.contributions {
+            for (t, c) in total.iter_mut().zip(parts) {
+                *t += c.abs() / outputs;
+            }
+        }
+    }
+    let take = take.max(1) as f64;
+    Ok(total.into_iter().map(|t| t / take).collect())
+}
+
 /// Accuracy and log loss on `data`, whose label column holds this model's training labels.
 ///
 /// For a binary model a label equal to `positive_class` is positive and anything else

@@ -161,8 +161,11 @@ pub fn chart_svg(models: &[(&str, &Model)]) -> String {
     if one_feature_binary {
         curve_svg(models)
     } else if first.kind() == ModelKind::TreeEnsemble {
-        // No weights to draw: a tree model's reasons are per row (POST /explain).
-        "<p class=\"muted\">a tree ensemble: each answer's feature contributions are on <code>POST /explain</code></p>".to_owned()
+        // No weights to draw: each feature's mean |contribution| when recorded, else a pointer
+        // to the per-row reasons.
+        importance_svg(first).unwrap_or_else(|| {
+            "<p class=\"muted\">a tree ensemble: each answer's feature contributions are on <code>POST /explain</code></p>".to_owned()
+        })
     } else {
         bars_svg(first)
     }
@@ -276,6 +279,51 @@ fn curve_svg(models: &[(&str, &Model)]) -> String {
         s.push_str("<p class=\"muted\"><span class=\"prod\">━ production</span> &nbsp; <span class=\"cand\">━ candidate</span> &nbsp; dashed: decision boundaries</p>");
     }
     s
+}
+
+/// A tree model's features by mean |contribution| (largest first, at most 30), as bars; `None`
+/// when the artifact does not record them (trees imported before they were).
+fn importance_svg(model: &Model) -> Option<String> {
+    let features = &model.artifact().features;
+    let mut order: Vec<(usize, f64)> = features
+        .iter()
+        .enumerate()
+        .map(|(j, f)| f.mean_abs_contribution.map(|v| (j, v)))
+        .collect::<Option<_>>()?;
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let shown = order.len().min(30);
+    let row = 16.0;
+    let height = 30.0 + row * shown as f64;
+    let max = order.first().map_or(0.0, |o| o.1).max(1e-12);
+    let (left, right) = (180.0, W - 60.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {height:.0}\" role=\"img\" aria-label=\"feature importance\" class=\"chart\"><text x=\"{:.1}\" y=\"14\" font-size=\"11\" text-anchor=\"middle\" fill=\"#59636e\">mean |contribution| per answer (TreeSHAP over the training rows)</text>",
+        (left + right) / 2.0
+    );
+    for (i, &(j, v)) in order.iter().take(shown).enumerate() {
+        let y = 20.0 + row * i as f64;
+        let len = v / max * (right - left);
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text><rect x=\"{left:.1}\" y=\"{:.1}\" width=\"{len:.1}\" height=\"{:.1}\" fill=\"#0969da\"><title>{v:.4}</title></rect><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#59636e\">{v:.3}</text>",
+            left - 6.0,
+            y + 11.0,
+            name(&features[j].name),
+            y + 2.0,
+            row - 4.0,
+            left + len + 4.0,
+            y + 11.0
+        );
+    }
+    s.push_str("</svg>");
+    if features.len() > shown {
+        let _ = write!(
+            s,
+            "<p class=\"muted\">the {shown} largest of {} features</p>",
+            features.len()
+        );
+    }
+    Some(s)
 }
 
 fn bars_svg(model: &Model) -> String {

@@ -524,6 +524,14 @@ pub fn train(data: &Dataset, params: &TrainParams) -> Result<TrainedModel, Train
         feature.reference = Some(Reference::of(column.iter(), &feature.stats));
     }
     let eval = trained.evaluate(data)?;
+    if matches!(trained.learned, Learned::Forest(_)) {
+        let model = trained.model()?;
+        let importance = evaluate::mean_abs_contributions(&model, data)
+            .map_err(|e| TrainError::Unusable(e.to_string()))?;
+        for (feature, v) in trained.features.iter_mut().zip(importance) {
+            feature.mean_abs_contribution = Some(v);
+        }
+    }
     trained.metrics = Metrics {
         train_accuracy: eval.accuracy,
         train_log_loss: eval.log_loss,
@@ -563,6 +571,7 @@ impl TrainedModel {
                 name: name.clone(),
                 stats,
                 reference: None,
+                mean_abs_contribution: None,
             })
             .collect();
         Self {

@@ -45,6 +45,14 @@ fn cross_validated_accuracy_is_within_two_points_of_scikit_learn_on_every_shippe
         .unwrap();
         assert_eq!(artifact["kind"], "tree_ensemble");
         assert_eq!(artifact["provenance"]["forest"]["trees"], 100);
+        // Every feature's mean |contribution| is recorded, and some feature matters.
+        let importance: Vec<f64> = artifact["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["mean_abs_contribution"].as_f64().unwrap())
+            .collect();
+        assert!(importance.iter().all(|v| *v >= 0.0) && importance.iter().any(|v| *v > 0.01));
         let limen = artifact["metrics"]["cv_accuracy"].as_f64().unwrap();
         let theirs = expected["cv_accuracy"].as_f64().unwrap();
         eprintln!("{table}: limen {limen:.4}, scikit-learn {theirs:.4}");
@@ -150,6 +158,16 @@ fn a_forest_shadows_a_logistic_production_passes_the_gate_on_that_evidence_and_e
     let model = get(&agent, &server.url("/models/iris")).json();
     assert_eq!(model["kind"], "tree_ensemble");
     assert!(model["shadow"].is_null());
+    // The page draws the forest's feature by its mean |contribution|, not weights.
+    let page = get(&agent, &server.url("/models/iris/report")).body;
+    let petal = model["features"][0]["mean_abs_contribution"]
+        .as_f64()
+        .unwrap();
+    assert!(petal > 0.0);
+    assert!(
+        page.contains("mean |contribution| per answer") && page.contains(&format!("{petal:.3}")),
+        "{page}"
+    );
 }
 
 #[test]

@@ -199,3 +199,54 @@ fn an_imported_model_passes_the_gate_and_answers_null_as_missing_over_http() {
     assert_eq!(answer.status, 422, "{}", answer.body);
     assert!(answer.body.contains(&features[3]), "{}", answer.body);
 }
+
+#[test]
+fn an_xgboost_ubjson_file_imports_exactly_as_its_json() {
+    let Some(dir) = fixtures() else { return };
+    let store = TestStore::new();
+    for case in ["xgb_binary", "xgb_multiclass", "xgb_categorical"] {
+        let folder = dir.join(case);
+        let expected: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(folder.join("expected.json")).unwrap()).unwrap();
+        let classes: Vec<&str> = expected["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let trees = |file: &str, name: &str| {
+            let out = store.ok(&[
+                "import",
+                name,
+                "--xgboost",
+                folder.join(file).to_str().unwrap(),
+                "--data",
+                folder.join("data.csv").to_str().unwrap(),
+                "--label-column",
+                "label",
+                "--classes",
+                &classes.join(","),
+            ]);
+            let version = out.lines().last().unwrap().trim().to_owned();
+            let bytes =
+                std::fs::read(store.path().join(name).join(&version).join("model.json")).unwrap();
+            let artifact: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            (
+                artifact["trees"].clone(),
+                artifact["provenance"]["imported"].clone(),
+            )
+        };
+        let name = case.replace('_', "-");
+        let (from_json, json_source) = trees("model.json", &format!("{name}-json"));
+        let (from_ubj, ubj_source) = trees("model.ubj", &format!("{name}-ubj"));
+        assert_eq!(
+            from_json, from_ubj,
+            "{case}: the two files give other trees"
+        );
+        assert_eq!(
+            json_source["library_version"],
+            ubj_source["library_version"]
+        );
+        assert_ne!(json_source["file_sha256"], ubj_source["file_sha256"]);
+    }
+}

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 
 mod lightgbm;
+mod ubjson;
 mod xgboost;
 
 use crate::data::Dataset;
@@ -63,7 +64,7 @@ impl Library {
     fn describe(self) -> &'static str {
         match self {
             Self::Xgboost => {
-                "an XGBoost model saved as JSON (`Booster.save_model(\"model.json\")`)"
+                "an XGBoost model saved as JSON or UBJSON (`Booster.save_model(\"model.json\")` or `(\"model.ubj\")`)"
             }
             Self::Lightgbm => {
                 "a LightGBM model saved as text (`Booster.save_model(\"model.txt\")`)"
@@ -154,6 +155,7 @@ pub fn import(
             name: name.clone(),
             stats,
             reference: Some(Reference::of(column.iter(), &stats)),
+            mean_abs_contribution: None,
         })
         .collect();
     let binary = ensemble.link == Link::Logistic;
@@ -200,5 +202,10 @@ pub fn import(
     artifact.metrics.train_accuracy = eval.accuracy;
     artifact.metrics.train_log_loss = eval.log_loss;
     artifact.metrics.train = Some(eval.report);
+    let importance = evaluate::mean_abs_contributions(&model, &data)
+        .map_err(|e| ImportError::Evaluate(e.to_string()))?;
+    for (feature, v) in artifact.features.iter_mut().zip(importance) {
+        feature.mean_abs_contribution = Some(v);
+    }
     Ok(artifact)
 }

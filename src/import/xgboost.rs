@@ -1,5 +1,6 @@
-//! XGBoost's `save_model` JSON: gbtree boosters with a binary or multiclass objective,
-//! numeric and categorical splits.
+//! XGBoost's `save_model` JSON (or UBJSON, when the file ends in `.ubj`, through
+//! [`super::ubjson`]): gbtree boosters with a binary or multiclass objective, numeric and
+//! categorical splits.
 
 use std::path::Path;
 
@@ -74,14 +75,22 @@ struct XgbTree {
     categories_sizes: Vec<u64>,
 }
 
-/// Reads an XGBoost JSON model into a tree ensemble.
+/// Reads an XGBoost model (JSON, or UBJSON for a `.ubj` file) into a tree ensemble.
 pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<Read, ImportError> {
     let not = |why: String| ImportError::NotModel {
         path: path.to_owned(),
         library: Library::Xgboost,
         why,
     };
-    let file: XgbFile = serde_json::from_slice(bytes).map_err(|e| not(e.to_string()))?;
+    let ubj = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("ubj"));
+    let file: XgbFile = if ubj {
+        let json = super::ubjson::to_json(bytes).map_err(|e| not(e.to_string()))?;
+        serde_json::from_slice(&json).map_err(|e| not(e.to_string()))?
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| not(e.to_string()))?
+    };
     let learner = file.learner;
     if learner.gradient_booster.name != "gbtree" {
         return Err(ImportError::Unsupported(format!(

@@ -53,6 +53,11 @@ pub struct Feature {
     /// How the training values were distributed, for drift (absent in models trained before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<Reference>,
+    /// A tree ensemble's mean |contribution| of this feature (TreeSHAP, averaged over the
+    /// outputs and 100 to 1,000 rows of the training or import data, fewer for bigger
+    /// ensembles): how much it moves answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_abs_contribution: Option<f64>,
 }
 
 /// Quality numbers measured when the model was trained. The fields after `cv_folds` are new in
@@ -406,6 +411,12 @@ fn check_features(features: &[Feature]) -> Result<(), ModelError> {
         let slack = 1e-9 * st.min.abs().max(st.max.abs()).max(1.0);
         if st.mean < st.min - slack || st.mean > st.max + slack {
             return Err(at("its training mean lies outside its training range"));
+        }
+        if feature
+            .mean_abs_contribution
+            .is_some_and(|v| !v.is_finite() || v < 0.0)
+        {
+            return Err(at("its mean |contribution| must be a finite number ≥ 0"));
         }
         let Some(reference) = &feature.reference else {
             continue;

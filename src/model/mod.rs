@@ -432,6 +432,7 @@ pub(crate) mod tests {
                     std: 0.759_326,
                 },
                 reference: None,
+                mean_abs_contribution: None,
             }],
             label_column: "species".into(),
             classes: vec!["not_virginica".into(), "virginica".into()],

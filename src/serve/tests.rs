@@ -741,24 +741,35 @@ async fn pages_stay_small_whatever_the_store_holds() {
 }
 
 /// Artifacts limen really trains on Iris's four features, with every optional part (scaler,
-/// drift references, train and CV reports): binary and three-class, as JSON values.
-fn trained_artifacts() -> &'static [serde_json::Value; 2] {
+/// drift references, train and CV reports, a forest's mean contributions): binary and
+/// three-class logistic models, then binary and three-class random forests (10 trees, depth at
+/// most 4), as JSON values.
+fn trained_artifacts() -> &'static [serde_json::Value; 4] {
     use crate::train::{Objective, TrainParams};
-    static TRAINED: std::sync::OnceLock<[serde_json::Value; 2]> = std::sync::OnceLock::new();
+    static TRAINED: std::sync::OnceLock<[serde_json::Value; 4]> = std::sync::OnceLock::new();
     TRAINED.get_or_init(|| {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/iris.csv");
         let features: Vec<String> = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
             .map(String::from)
             .to_vec();
         let data = crate::data::Dataset::load(&path, &features, "species").unwrap();
+        let binary = || Objective::OneVsRest {
+            positive: "virginica".into(),
+        };
         [
-            Objective::OneVsRest {
-                positive: "virginica".into(),
-            },
-            Objective::Multiclass,
+            (binary(), false),
+            (Objective::Multiclass, false),
+            (binary(), true),
+            (Objective::Multiclass, true),
         ]
-        .map(|objective| {
-            let params = TrainParams::defaults(objective).unwrap().standardized(true);
+        .map(|(objective, forest)| {
+            let params = TrainParams::defaults(objective).unwrap();
+            let params = if forest {
+                let trees = crate::forest::params(10, Some(4), None, 0).unwrap();
+                params.random_forest(trees).unwrap()
+            } else {
+                params.standardized(true)
+            };
             let trained = crate::train::train(&data, &params).unwrap();
             let bytes = trained
                 .artifact("iris", 1, "2026-12-01T00:00:00Z")
@@ -795,6 +806,9 @@ fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
         Just(5e-324),
         Just(18446744073709551615.0),
         Just(2.0),
+        Just(3.0),
+        Just(64.0),
+        Just(4294967295.0),
         -1e6f64..1e6,
     ];
     let text = prop_oneof![
@@ -803,6 +817,9 @@ fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
         Just("x".repeat(20_000)),
         Just("multinomial_logistic".to_owned()),
         Just("binary_logistic".to_owned()),
+        Just("tree_ensemble".to_owned()),
+        Just("softmax".to_owned()),
+        Just("less".to_owned()),
         Just("setosa".to_owned()),
         Just("petal_width".to_owned()),
         ".{0,8}",
@@ -1039,7 +1056,7 @@ proptest::proptest! {
     /// is refused at load with a reason (never served, never a 500).
     #[test]
     fn a_mutated_re_signed_artifact_loads_and_serves_or_is_refused(
-        kind in 0..2usize,
+        kind in 0..4usize,
         mutations in proptest::collection::vec(mutation(), 1..4),
     ) {
         let mut artifact = trained_artifacts()[kind].clone();
