@@ -2,7 +2,8 @@
 //! on every shipped table within 0.02 of scikit-learn's `RandomForestClassifier(n_estimators=100)`
 //! (its numbers made by `scripts/tree_fixtures.py` in CI's pinned venv), and a forest candidate
 //! shadowed against a logistic production over real HTTP, gated by `limen validate` on that
-//! evidence, promoted, then served and explained exactly.
+//! evidence, promoted, then served and explained exactly, and shadowed in turn by a logistic
+//! candidate.
 
 mod common;
 
@@ -168,6 +169,23 @@ fn a_forest_shadows_a_logistic_production_passes_the_gate_on_that_evidence_and_e
         page.contains("mean |contribution| per answer") && page.contains(&format!("{petal:.3}")),
         "{page}"
     );
+
+    // And the other way round: a logistic candidate shadowed against the forest in production.
+    let logistic = store.train(&["--cv-folds", "0", "--alpha", "30"]);
+    eventually(PATIENCE, "the logistic candidate to be in shadow", || {
+        let shadow = get(&agent, &server.url("/models/iris")).json()["shadow"].clone();
+        (shadow["version"].as_u64().map(|v| v.to_string()).as_deref() == Some(&*logistic))
+            .then_some(())
+    });
+    for &width in &widths {
+        let body = format!(r#"{{"petal_width": {width}}}"#);
+        let answer = post(&agent, &server.url("/predict"), &body);
+        assert_eq!(answer.version_header.as_deref(), Some(candidate.as_str()));
+    }
+    eventually(PATIENCE, "the forest's answers to be compared", || {
+        let shadow = get(&agent, &server.url("/models/iris")).json()["shadow"].clone();
+        (shadow["samples"].as_u64() == Some(widths.len() as u64)).then_some(())
+    });
 }
 
 #[test]

@@ -132,7 +132,19 @@ fn an_imported_model_passes_the_gate_and_answers_null_as_missing_over_http() {
         gate.contains("not applicable to a tree ensemble (imported from xgboost"),
         "{gate}"
     );
-    let server = Server::serve(store.path(), &["--model", "cancer"]).ready();
+    let log = tempfile::tempdir().unwrap();
+    let server = Server::serve(
+        store.path(),
+        &[
+            "--model",
+            "cancer",
+            "--inference-log",
+            log.path().to_str().unwrap(),
+            "--instance",
+            "pod-a",
+        ],
+    );
+    let mut server = server.ready();
     let agent = http();
     let features = model.feature_names();
     let rows = expected["rows"].as_array().unwrap();
@@ -198,6 +210,51 @@ fn an_imported_model_passes_the_gate_and_answers_null_as_missing_over_http() {
     );
     assert_eq!(answer.status, 422, "{}", answer.body);
     assert!(answer.body.contains(&features[3]), "{}", answer.body);
+
+    // The inference log holds every instance, a missing cell as null; `limen drift` reads it.
+    server.terminate();
+    assert!(server.wait_exit(common::PATIENCE).success());
+    let mut logged = Vec::new();
+    let mut folders = vec![log.path().to_owned()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "jsonl") {
+                for line in std::fs::read_to_string(&path).unwrap().lines() {
+                    logged.push(serde_json::from_str::<serde_json::Value>(line).unwrap());
+                }
+            }
+        }
+    }
+    let instances_logged: Vec<&serde_json::Value> = logged
+        .iter()
+        .filter(|l| l["model"] == "cancer" && l.get("features").is_some())
+        .collect();
+    assert!(instances_logged.len() >= rows.len(), "{}", logged.len());
+    assert!(
+        instances_logged.iter().any(|l| l["features"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|v| v.is_null())),
+        "a missing cell is logged as null"
+    );
+    let drift = store.limen(&[
+        "drift",
+        "cancer",
+        "--log",
+        log.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        matches!(drift.status.code(), Some(0 | 1)),
+        "{}",
+        common::stderr(&drift)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&drift.stdout).unwrap();
+    assert!(report.to_string().contains(&features[0]), "{report}");
 }
 
 #[test]
