@@ -86,6 +86,7 @@ fn models(catalog: &Catalog, args: ModelsArgs) -> anyhow::Result<ExitCode> {
             ops::promote(catalog, &name, version).map(|r| render(&r, json))
         }
         ModelsAction::Rollback { name } => ops::rollback(catalog, &name).map(|r| render(&r, json)),
+        ModelsAction::Fleet { name } => return fleet(catalog, name.as_ref(), json),
         ModelsAction::Gc {
             name,
             keep,
@@ -104,6 +105,33 @@ fn models(catalog: &Catalog, args: ModelsArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `limen models fleet`: the heartbeats; a disagreement that outlasts the replicas' poll (and
+/// heartbeat) interval exits 1.
+fn fleet(
+    catalog: &Catalog,
+    name: Option<&crate::store::ModelName>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::fleet::{self, FleetReport};
+    let now = fleet::now_ms();
+    let mut seen = fleet::read(catalog.root(), now)?;
+    let mut report = FleetReport::new(&seen, name.map(|n| n.as_str()), now);
+    if !report.disagreements.is_empty() {
+        // Right after a promotion replicas switch within a poll interval: look again after it.
+        let wait = FleetReport::settle_ms(&seen).min(60_000);
+        std::thread::sleep(std::time::Duration::from_millis(wait));
+        let now = fleet::now_ms();
+        seen = fleet::read(catalog.root(), now)?;
+        report = FleetReport::new(&seen, name.map(|n| n.as_str()), now);
+    }
+    print!("{}", render(&report, json));
+    Ok(if report.disagreements.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_REJECTED)
+    })
 }
 
 /// `limen report`: the model's page (or chart) as a file.

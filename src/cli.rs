@@ -235,6 +235,13 @@ pub enum ModelsAction {
         /// Model name.
         name: ModelName,
     },
+    /// Every live server of this store (from its heartbeat): what it serves, its last scan, its
+    /// load errors. Exits 1 when live servers still disagree on a model's production after
+    /// their poll interval.
+    Fleet {
+        /// Only this model.
+        name: Option<ModelName>,
+    },
     /// Delete old versions, never production, candidate, or one promoted (or rolled back to) in
     /// the last --keep promotions and rollbacks; also remove leftovers of interrupted writes.
     Gc {
@@ -687,6 +694,12 @@ pub struct ServeOptions {
     #[arg(long, env = "LIMEN_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub poll_interval: Duration,
 
+    /// How often this server rewrites its heartbeat, `<store>/.fleet/<instance>.json` (what it
+    /// serves, for `limen models fleet`); stale after 3 intervals; 0s writes none (a read-only
+    /// store). Removed on a graceful stop.
+    #[arg(long, env = "LIMEN_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
     /// Largest request body accepted, e.g. 1MiB, 64KiB or a byte count.
     #[arg(long, env = "LIMEN_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
     pub max_body: usize,
@@ -843,6 +856,8 @@ impl ServeOptions {
                 max_day_bytes: self.inference_log_max_day as u64,
                 instance: instance.clone(),
             }),
+            heartbeat: (!self.heartbeat_interval.is_zero())
+                .then(|| self.heartbeat_interval.max(Duration::from_millis(100))),
             shadow: ShadowConfig {
                 rate: self.shadow_rate,
                 evidence: self.evidence.clone(),

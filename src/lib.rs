@@ -12,6 +12,7 @@
 //!  registry       the served models: load → verify → warm up → swap; pinned cache
 //!  watch          inotify + polling → "scan again"; ScanOutcome
 //!  validate ops   the promotion gate; operator actions (list, show, promote, rollback, gc)
+//!  fleet          every server's heartbeat in the store: what it serves, read as untrusted
 //!  catalog        the store protocol: names, versions, load_verified, moves under a typed lock
 //!  store          bytes on disk: atomic files and folders, the lock file, listing
 //!  train api oip  fitting with linfa; the /predict and Open Inference Protocol wire formats
@@ -34,6 +35,7 @@ pub mod data;
 pub mod drift;
 pub mod evaluate;
 pub mod evidence;
+pub mod fleet;
 pub mod forest;
 pub mod import;
 pub mod inference_log;

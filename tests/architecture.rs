@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["train", "import", "api", "oip"],
     &["store"],
     &["catalog", "evidence"],
-    &["validate", "ops", "drift", "report"],
+    &["validate", "ops", "drift", "report", "fleet"],
     &["watch"],
     &["registry"],
     &["shadow", "inference_log"],

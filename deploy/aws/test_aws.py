@@ -330,9 +330,15 @@ def check_names(params, rendered, dag_folder):
                     continue
                 claim = claims[m["name"]]
                 check(claim in pvcs, f"{where}/{c['name']} mounts claim {claim}, which the overlay has")
-                mounts_by_claim.setdefault(claim, set()).add(m["mountPath"])
+                path, sub = m["mountPath"], m.get("subPath")
+                if sub:
+                    # A folder of the claim (the servers' .fleet) at its place below the mount.
+                    check(path.endswith("/" + sub), f"{where}/{c['name']} mounts {claim}'s {sub} at {path}, below the claim's own mount")
+                    path = path[: -len(sub) - 1]
+                mounts_by_claim.setdefault(claim, set()).add(path)
             if "MOUNT_PATH" in env:
-                store = [m["mountPath"] for m in c.get("volumeMounts", []) if claims.get(m["name"]) == "limen-models"]
+                store = [m["mountPath"] for m in c.get("volumeMounts", [])
+                         if claims.get(m["name"]) == "limen-models" and not m.get("subPath")]
                 check(store == [env["MOUNT_PATH"]], f"{where}/{c['name']}: MOUNT_PATH {env['MOUNT_PATH']} is the store's mount")
     check(all(len(paths) == 1 for paths in mounts_by_claim.values()),
           f"each claim has one mount path everywhere: {sorted((k, sorted(v)) for k, v in mounts_by_claim.items())}")

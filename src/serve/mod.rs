@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub default_model: ModelName,
     pub watch: WatchMode,
     pub poll_interval: Duration,
+    /// How often to rewrite this server's heartbeat in the store; `None` writes none.
+    pub heartbeat: Option<Duration>,
     pub limits: Limits,
     /// How long in-flight requests get to finish after SIGTERM.
     pub shutdown_timeout: Duration,
@@ -238,6 +240,16 @@ pub async fn run(
 
     let auth = Auth::load(&cfg.auth)?;
     let token_reloader = tokio::spawn(reload_tokens(auth.clone(), cfg.poll_interval));
+    let instance = cfg.shadow.instance.clone();
+    let heartbeat = cfg.heartbeat.map(|interval| {
+        tokio::spawn(beat(
+            Arc::clone(&registry),
+            root.clone(),
+            instance.clone(),
+            interval,
+            cfg.poll_interval,
+        ))
+    });
     let app = router(AppState::new(Parts {
         registry,
         default_model: cfg.default_model.clone(),
@@ -282,6 +294,19 @@ pub async fn run(
     evidence.abort();
     sampler.abort();
     token_reloader.abort();
+    if let Some(task) = heartbeat {
+        task.abort();
+        let _ = task.await;
+        // Gone from the fleet at once, rather than after 3 intervals.
+        let (root, name) = (root.clone(), instance.clone());
+        match tokio::task::spawn_blocking(move || crate::fleet::remove(&root, &name)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "cannot remove this server's heartbeat")
+            }
+            Err(e) => tracing::warn!(error = %e, "removing the heartbeat panicked"),
+        }
+    }
     // The last totals, so a graceful stop loses no evidence.
     let last = Arc::clone(&shadow);
     let _ = tokio::task::spawn_blocking(move || last.write_evidence()).await;
@@ -296,6 +321,83 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Rewrites this server's heartbeat every `interval`, off the async threads. A failure is logged
+/// once (and once more when it clears), not every interval.
+async fn beat(
+    registry: Arc<Registry>,
+    root: std::path::PathBuf,
+    instance: String,
+    interval: Duration,
+    poll_interval: Duration,
+) {
+    let started_at_ms = crate::fleet::now_ms();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        let heartbeat = heartbeat(&registry, &instance, started_at_ms, interval, poll_interval);
+        let root = root.clone();
+        let written =
+            tokio::task::spawn_blocking(move || crate::fleet::write(&root, &heartbeat)).await;
+        match written {
+            Ok(Ok(())) if failing => {
+                failing = false;
+                tracing::info!("heartbeat written again");
+            }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "cannot write this server's heartbeat (is the store read-only? --heartbeat-interval 0s turns heartbeats off); retrying every interval");
+            }
+            Ok(Err(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "writing the heartbeat panicked"),
+        }
+    }
+}
+
+/// What this server serves now, as its heartbeat says it. Never touches a file.
+fn heartbeat(
+    registry: &Registry,
+    instance: &str,
+    started_at_ms: u64,
+    interval: Duration,
+    poll_interval: Duration,
+) -> crate::fleet::Heartbeat {
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    let counters = registry.counters();
+    let models = registry
+        .statuses()
+        .into_iter()
+        .map(|s| {
+            let (predictions, out_of_range) = counters.get(&s.name).copied().unwrap_or_default();
+            let served = crate::fleet::Served {
+                production: s.production.map(|v| v.get()),
+                serving: s.loaded.map(|v| v.get()),
+                candidate: s.shadow.map(|v| v.get()),
+                load_error: s.last_error,
+                candidate_error: s.candidate_error,
+                predictions,
+                out_of_range,
+            };
+            (s.name, served)
+        })
+        .collect();
+    crate::fleet::Heartbeat {
+        instance: instance.to_owned(),
+        limen_version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at_ms,
+        written_at_ms: crate::fleet::now_ms().max(started_at_ms),
+        interval_ms: interval.as_millis() as u64,
+        poll_interval_ms: poll_interval.as_millis() as u64,
+        last_scan_ms: registry.store_status().last_scan_ok_at.map(ms),
+        models,
+    }
 }
 
 /// Re-reads the token files every `interval` (a rotated Kubernetes Secret is picked up without

@@ -1,0 +1,126 @@
+//! The fleet over real processes: two `limen serve` on one store write heartbeats that
+//! `limen models fleet` reads; a promotion shows on both; a graceful stop leaves the fleet at
+//! once; a live replica that serves another version makes `models fleet` exit 1, naming it.
+
+mod common;
+
+use common::{eventually, limen_command, Server, TestStore, PATIENCE};
+
+fn replica(store: &TestStore, instance: &str) -> Server {
+    let mut cmd = limen_command();
+    cmd.arg("--store").arg(store.path()).args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--poll-interval",
+        "100ms",
+        "--heartbeat-interval",
+        "200ms",
+        "--instance",
+        instance,
+    ]);
+    Server::spawn(&mut cmd, "listening on http://").ready()
+}
+
+/// `limen models fleet --json`, its exit code and report.
+fn fleet(store: &TestStore) -> (Option<i32>, serde_json::Value) {
+    let out = store.limen(&["models", "fleet", "--json"]);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), report)
+}
+
+/// The version each live replica serves of `model`, by instance.
+fn serving(report: &serde_json::Value, model: &str) -> Vec<(String, Option<u64>)> {
+    report["replicas"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    let name = r["instance"].as_str().unwrap_or_default().to_owned();
+                    (name, r["models"][model]["serving"].as_u64())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn replicas_report_what_they_serve_switch_together_and_leave_on_stop() {
+    let store = TestStore::new();
+    let first: u64 = store.promote_iris().parse().unwrap();
+    let a = replica(&store, "pod-a");
+    let mut b = replica(&store, "pod-b");
+    eventually(PATIENCE, "both replicas in the fleet", || {
+        let (code, report) = fleet(&store);
+        let both = serving(&report, "iris")
+            == [("pod-a".into(), Some(first)), ("pod-b".into(), Some(first))];
+        (code == Some(0) && both).then_some(())
+    });
+
+    let second: u64 = store.promote_iris().parse().unwrap();
+    eventually(PATIENCE, "both replicas on the new version", || {
+        let (code, report) = fleet(&store);
+        let both = serving(&report, "iris")
+            == [
+                ("pod-a".into(), Some(second)),
+                ("pod-b".into(), Some(second)),
+            ];
+        (code == Some(0) && both).then_some(())
+    });
+    let (_, report) = fleet(&store);
+    assert_eq!(
+        report["replicas"][0]["models"]["iris"]["production"],
+        second
+    );
+    assert!(report["replicas"][0]["last_scan_age_ms"].as_u64().is_some());
+
+    // A graceful stop removes the heartbeat: the fleet is one replica at once.
+    b.terminate();
+    assert!(b.wait_exit(PATIENCE).success());
+    assert!(!store.path().join(".fleet/pod-b.json").exists());
+    let (code, report) = fleet(&store);
+    assert_eq!(code, Some(0));
+    assert_eq!(serving(&report, "iris"), [("pod-a".into(), Some(second))]);
+    drop(a);
+}
+
+#[test]
+fn a_live_replica_on_another_version_fails_the_fleet_check_by_name() {
+    let store = TestStore::new();
+    let production: u64 = store.promote_iris().parse().unwrap();
+    let _a = replica(&store, "pod-a");
+    eventually(PATIENCE, "pod-a in the fleet", || {
+        let (_, report) = fleet(&store);
+        (serving(&report, "iris") == [("pod-a".into(), Some(production))]).then_some(())
+    });
+    // A replica that is live (its heartbeat fresh for 15 s) but still serves an old
+    // version, as one whose load failed would.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let stuck = serde_json::json!({
+        "instance": "pod-stuck", "limen_version": "0.1.0",
+        "started_at_ms": now - 1000, "written_at_ms": now,
+        "interval_ms": 5_000, "poll_interval_ms": 100,
+        "models": {"iris": {"production": production, "serving": production - 1,
+                            "load_error": "iris/… cannot be served: too large"}}
+    });
+    std::fs::write(
+        store.path().join(".fleet/pod-stuck.json"),
+        serde_json::to_vec(&stuck).unwrap(),
+    )
+    .unwrap();
+    let out = store.limen(&["models", "fleet"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("DISAGREE iris")
+            && text.contains("pod-stuck")
+            && text.contains("load error: iris/… cannot be served: too large"),
+        "{text}"
+    );
+    // Narrowed to a model nobody disagrees on, it passes.
+    let other = store.limen(&["models", "fleet", "species"]);
+    assert_eq!(other.status.code(), Some(0), "{}", common::stderr(&other));
+}
