@@ -27,6 +27,9 @@ pub const STALE_AFTER: u64 = 3;
 pub const MAX_HEARTBEAT_BYTES: u64 = 4 << 20;
 /// The most heartbeat files read; past it the fleet is reported as too large to read.
 pub const MAX_REPLICAS: usize = 1_000;
+/// The most heartbeat bytes read in all (10 replicas of 1,000 models take about 2 MB); files
+/// past it are refused, so a reader holds at most this much whatever the folder holds.
+pub const MAX_TOTAL_BYTES: usize = 64 << 20;
 /// Heartbeat intervals accepted from a file, in milliseconds.
 const INTERVALS_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 /// How far in the future a heartbeat's time may be (clock skew between hosts).
@@ -299,6 +302,11 @@ pub fn remove(root: &Path, instance: &str) -> Result<(), StoreError> {
 /// Reads every heartbeat under `root`, aging them against `now_ms` (unix milliseconds). No
 /// folder is an empty fleet.
 pub fn read(root: &Path, now_ms: u64) -> Result<Fleet, StoreError> {
+    read_within(root, now_ms, MAX_TOTAL_BYTES)
+}
+
+/// [`read`], holding at most `max_total` bytes of heartbeats.
+fn read_within(root: &Path, now_ms: u64, max_total: usize) -> Result<Fleet, StoreError> {
     let dir = folder(root);
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -336,10 +344,19 @@ pub fn read(root: &Path, now_ms: u64) -> Result<Fleet, StoreError> {
     }
     names.sort();
     let mut fleet = Fleet::default();
+    let mut total = 0usize;
     for instance in names {
         let file = format!("{instance}.json");
-        let beat = store::read_untrusted(&dir.join(&file), MAX_HEARTBEAT_BYTES, true)
-            .map_err(|e| e.to_string())
+        let left = max_total.saturating_sub(total) as u64;
+        let beat = store::read_untrusted(&dir.join(&file), MAX_HEARTBEAT_BYTES.min(left), true)
+            .map_err(|e| match e {
+                StoreError::TooLarge { .. } if left < MAX_HEARTBEAT_BYTES => format!(
+                    "the heartbeats read before it fill the {} KiB a reader holds",
+                    max_total >> 10
+                ),
+                e => e.to_string(),
+            })
+            .inspect(|bytes| total += bytes.len())
             .and_then(|bytes| {
                 serde_json::from_slice::<Heartbeat>(&bytes)
                     .map_err(|e| format!("not a heartbeat ({e})"))
@@ -437,6 +454,22 @@ mod tests {
         remove(dir.path(), "pod-b").unwrap();
         remove(dir.path(), "pod-b").unwrap();
         assert!(read(dir.path(), now).unwrap().disagreements().is_empty());
+    }
+
+    #[test]
+    fn a_reader_holds_at_most_its_total_of_heartbeat_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_000_000;
+        for i in 0..5 {
+            write(dir.path(), &beat(&format!("pod-{i}"), now, 1)).unwrap();
+        }
+        let one = fs::metadata(folder(dir.path()).join("pod-0.json"))
+            .unwrap()
+            .len() as usize;
+        let fleet = read_within(dir.path(), now, 2 * one + one / 2).unwrap();
+        assert_eq!(fleet.replicas.len(), 2);
+        assert_eq!(fleet.refused.len(), 3, "{:?}", fleet.refused);
+        assert!(fleet.refused[0].contains("fill the"), "{:?}", fleet.refused);
     }
 
     #[test]
