@@ -262,6 +262,60 @@ impl std::fmt::Display for FleetReport {
     }
 }
 
+/// What a server's status page shows of its fleet: small and bounded whatever the fleet is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetSummary {
+    /// Live replicas (at most [`SUMMARY_NAMES`]) and their heartbeats' ages in milliseconds.
+    pub live: Vec<(String, u64)>,
+    pub live_total: usize,
+    pub stale: usize,
+    pub refused: usize,
+    /// Models the live replicas disagree on (at most [`SUMMARY_NAMES`]): each version served
+    /// and by whom (at most [`SUMMARY_NAMES`] names each).
+    pub disagreements: Vec<(String, Vec<ServedBy>)>,
+    /// The heartbeats were not all read (too many, or past the bytes a server reads).
+    pub partial: bool,
+}
+
+/// A version and the instances serving it.
+pub type ServedBy = (String, Vec<String>);
+
+/// Names a summary keeps of each list.
+pub const SUMMARY_NAMES: usize = 20;
+
+impl FleetSummary {
+    pub fn of(fleet: &Fleet) -> Self {
+        let live: Vec<(String, u64)> = fleet
+            .live()
+            .map(|r| (r.heartbeat.instance.clone(), r.age_ms))
+            .collect();
+        let disagreements = FleetReport::new(fleet, None, 0)
+            .disagreements
+            .into_iter()
+            .take(SUMMARY_NAMES)
+            .map(|(model, versions)| {
+                let versions = versions
+                    .into_iter()
+                    .take(SUMMARY_NAMES)
+                    .map(|(v, mut who)| {
+                        who.truncate(SUMMARY_NAMES);
+                        (v, who)
+                    })
+                    .collect();
+                (model, versions)
+            })
+            .collect();
+        Self {
+            live_total: live.len(),
+            live: live.into_iter().take(SUMMARY_NAMES).collect(),
+            stale: fleet.replicas.iter().filter(|r| !r.live).count(),
+            refused: fleet.refused.len(),
+            disagreements,
+            partial: fleet.too_many || !fleet.refused.is_empty(),
+        }
+    }
+}
+
 /// The heartbeat folder of the store at `root`.
 pub fn folder(root: &Path) -> PathBuf {
     root.join(FOLDER)
@@ -306,7 +360,7 @@ pub fn read(root: &Path, now_ms: u64) -> Result<Fleet, StoreError> {
 }
 
 /// [`read`], holding at most `max_total` bytes of heartbeats.
-fn read_within(root: &Path, now_ms: u64, max_total: usize) -> Result<Fleet, StoreError> {
+pub fn read_within(root: &Path, now_ms: u64, max_total: usize) -> Result<Fleet, StoreError> {
     let dir = folder(root);
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,

@@ -19,6 +19,7 @@ use lru::LruCache;
 use crate::api::Template;
 use crate::budget::Budget;
 use crate::catalog::{Catalog, LoadError};
+use crate::fleet::FleetSummary;
 use crate::model::{Model, DRIFT_BINS, LOAD_BYTES_PER_FILE_BYTE};
 use crate::oip::InferTemplate;
 use crate::store::{FileIdentity, ModelName, Pointer, StoreError, VersionId};
@@ -306,6 +307,8 @@ pub struct Registry {
     failures: Mutex<LruCache<(ModelName, VersionId), Failure>>,
     config: RegistryConfig,
     metrics: Arc<Metrics>,
+    /// The fleet as this server's heartbeat task last read it (for the status page).
+    fleet: ArcSwap<Option<FleetSummary>>,
 }
 
 impl Registry {
@@ -328,7 +331,23 @@ impl Registry {
             )),
             config,
             metrics,
+            fleet: ArcSwap::from_pointee(None),
         }
+    }
+
+    /// The fleet as last read (none before the first heartbeat, or with heartbeats off).
+    pub fn fleet(&self) -> Arc<Option<FleetSummary>> {
+        self.fleet.load_full()
+    }
+
+    /// Records the fleet as just read.
+    pub fn set_fleet(&self, summary: FleetSummary) {
+        self.fleet.store(Arc::new(Some(summary)));
+    }
+
+    /// The store's root folder.
+    pub fn root(&self) -> &std::path::Path {
+        self.catalog.root()
     }
 
     /// Whether the server is ready as the Open Inference Protocol means it: at least one model is

@@ -1,10 +1,11 @@
 //! The fleet over real processes: two `limen serve` on one store write heartbeats that
 //! `limen models fleet` reads; a promotion shows on both; a graceful stop leaves the fleet at
-//! once; a live replica that serves another version makes `models fleet` exit 1, naming it.
+//! once; a live replica that serves another version makes `models fleet` exit 1, naming it, and
+//! shows on the status page.
 
 mod common;
 
-use common::{eventually, limen_command, Server, TestStore, PATIENCE};
+use common::{eventually, get, http, limen_command, Server, TestStore, PATIENCE};
 
 fn replica(store: &TestStore, instance: &str) -> Server {
     let mut cmd = limen_command();
@@ -88,7 +89,7 @@ fn replicas_report_what_they_serve_switch_together_and_leave_on_stop() {
 fn a_live_replica_on_another_version_fails_the_fleet_check_by_name() {
     let store = TestStore::new();
     let production: u64 = store.promote_iris().parse().unwrap();
-    let _a = replica(&store, "pod-a");
+    let a = replica(&store, "pod-a");
     eventually(PATIENCE, "pod-a in the fleet", || {
         let (_, report) = fleet(&store);
         (serving(&report, "iris") == [("pod-a".into(), Some(production))]).then_some(())
@@ -123,4 +124,15 @@ fn a_live_replica_on_another_version_fails_the_fleet_check_by_name() {
     // Narrowed to a model nobody disagrees on, it passes.
     let other = store.limen(&["models", "fleet", "species"]);
     assert_eq!(other.status.code(), Some(0), "{}", common::stderr(&other));
+    // The server's status page shows the fleet and the disagreement.
+    let agent = http();
+    eventually(PATIENCE, "the status page to show the split", || {
+        let page = get(&agent, &a.url("/")).body;
+        (page.contains("fleet: 2 live servers")
+            && page.contains(&format!(
+                "servers disagree on iris: {} on pod-stuck",
+                production - 1
+            )))
+        .then_some(())
+    });
 }

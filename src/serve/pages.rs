@@ -137,11 +137,56 @@ fn header(state: &AppState, title: &str) -> String {
             format!("last scan {s:.1} s ago")
         });
     format!(
-        "<h1>{}</h1><span><code>{}</code></span><span>{health}</span><span class=\"muted\">{scan}</span><span class=\"muted\">limen {} · refreshes every {REFRESH} s</span>",
+        "<h1>{}</h1><span><code>{}</code></span><span>{health}</span><span class=\"muted\">{scan}</span><span class=\"muted\">limen {} · refreshes every {REFRESH} s</span>{}",
         report::esc(title),
         report::esc(&store.root),
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        fleet(&state.registry.fleet())
     )
+}
+
+/// The fleet line of the header: the live servers, and any model they disagree on.
+fn fleet(summary: &Option<crate::fleet::FleetSummary>) -> String {
+    let Some(f) = summary else {
+        return String::new();
+    };
+    let names: Vec<String> = f
+        .live
+        .iter()
+        .map(|(name, age)| format!("{} ({:.1} s)", report::esc(name), *age as f64 / 1000.0))
+        .collect();
+    let more = f.live_total.saturating_sub(f.live.len());
+    let mut s = format!(
+        "<span class=\"muted fleet\">fleet: {} live server{} {}{}",
+        f.live_total,
+        if f.live_total == 1 { "" } else { "s" },
+        names.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    );
+    if f.stale > 0 || f.refused > 0 {
+        let _ = write!(s, "; {} stale, {} unreadable", f.stale, f.refused);
+    }
+    s.push_str("</span>");
+    for (model, versions) in &f.disagreements {
+        let parts: Vec<String> = versions
+            .iter()
+            .map(|(v, who)| {
+                let who: Vec<String> = who.iter().map(|w| report::esc(w)).collect();
+                format!("{} on {}", report::esc(v), who.join(", "))
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "<span class=\"bad\">servers disagree on {}: {}</span>",
+            report::esc(model),
+            parts.join("; ")
+        );
+    }
+    s
 }
 
 /// Reserves a page's bytes: [`PAGE`] (plus one card and `extra`), else [`SMALL_PAGE`], else
