@@ -136,3 +136,32 @@ fn a_live_replica_on_another_version_fails_the_fleet_check_by_name() {
         .then_some(())
     });
 }
+
+#[test]
+fn a_killed_replica_goes_stale_after_three_intervals_and_never_counts_again() {
+    let store = TestStore::new();
+    let first: u64 = store.promote_iris().parse().unwrap();
+    let _a = replica(&store, "pod-a");
+    let b = replica(&store, "pod-b");
+    eventually(PATIENCE, "both replicas in the fleet", || {
+        let (_, report) = fleet(&store);
+        (serving(&report, "iris").len() == 2).then_some(())
+    });
+    // kill -9 (the harness's drop): no graceful stop, so its heartbeat stays behind.
+    drop(b);
+    assert!(store.path().join(".fleet/pod-b.json").exists());
+    let second: u64 = store.promote_iris().parse().unwrap();
+    assert_ne!(first, second);
+    let report = eventually(PATIENCE, "pod-b to go stale", || {
+        let (code, report) = fleet(&store);
+        (code == Some(0) && report["stale"] == serde_json::json!(["pod-b"])).then_some(report)
+    });
+    // Only the live replica counts, on the new version; the dead one's old version is no
+    // disagreement.
+    eventually(PATIENCE, "pod-a on the new version", || {
+        let (code, report) = fleet(&store);
+        (code == Some(0) && serving(&report, "iris") == [("pod-a".into(), Some(second))])
+            .then_some(())
+    });
+    assert!(report["disagreements"].as_object().unwrap().is_empty());
+}
