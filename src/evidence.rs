@@ -126,37 +126,15 @@ pub fn write(
 /// own instance, and its counts add without overflow; otherwise it is refused and counted.
 pub fn read(root: &Path, model: &ModelName, candidate: VersionId) -> Result<Evidence, StoreError> {
     let dir = candidate_dir(root, model, candidate);
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Evidence::default()),
-        Err(source) => {
-            return Err(StoreError::Io {
-                action: "list",
-                path: dir,
-                source,
-            })
-        }
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| StoreError::Io {
-            action: "list",
-            path: dir.clone(),
-            source,
-        })?;
-        let name = entry.file_name();
-        let Some(instance) = name.to_str().and_then(evidence_instance) else {
-            continue;
-        };
-        if files.len() == MAX_INSTANCES {
-            return Ok(Evidence {
-                too_many: true,
-                ..Evidence::default()
-            });
-        }
-        files.push(instance.to_owned());
+    if !dir.exists() {
+        return Ok(Evidence::default());
     }
-    files.sort();
+    let Some(files) = instance_files(&dir, MAX_INSTANCES)? else {
+        return Ok(Evidence {
+            too_many: true,
+            ..Evidence::default()
+        });
+    };
     let mut evidence = Evidence {
         totals: ShadowTotals {
             model: model.to_string(),
@@ -207,11 +185,46 @@ pub fn read(root: &Path, model: &ModelName, candidate: VersionId) -> Result<Evid
     Ok(evidence)
 }
 
+/// The instances of the `<instance>.json` files in `dir` (names [`instance_name`] makes; any
+/// other entry is skipped), sorted: none when `dir` does not exist, `None` when there are more
+/// than `max` (then none is listed further). What evidence and heartbeat folders hold.
+pub fn instance_files(dir: &Path, max: usize) -> Result<Option<Vec<String>>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(Vec::new())),
+        Err(source) => {
+            return Err(StoreError::Io {
+                action: "list",
+                path: dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| StoreError::Io {
+            action: "list",
+            path: dir.to_owned(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let Some(instance) = name.to_str().and_then(evidence_instance) else {
+            continue;
+        };
+        if files.len() == max {
+            return Ok(None);
+        }
+        files.push(instance.to_owned());
+    }
+    files.sort();
+    Ok(Some(files))
+}
+
 /// The instance an evidence file name belongs to: `<instance>.json` where `<instance>` is what
 /// [`instance_name`] makes; `None` for any other name.
 fn evidence_instance(file: &str) -> Option<&str> {
     let instance = file.strip_suffix(".json")?;
-    (instance_name(Some(instance)) == instance).then_some(instance)
+    (instance_name(Some(instance)) == instance && !instance.starts_with('.')).then_some(instance)
 }
 
 /// Why `t`, read from `<instance>.json`, cannot be true evidence for `model`'s `candidate`, if

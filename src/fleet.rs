@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::evidence::instance_name;
+use crate::evidence::{instance_files, instance_name};
 use crate::store::{self, StoreError};
 
 /// The folder of heartbeats under the store root (not a model name: those start with a letter
@@ -362,41 +362,12 @@ pub fn read(root: &Path, now_ms: u64) -> Result<Fleet, StoreError> {
 /// [`read`], holding at most `max_total` bytes of heartbeats.
 pub fn read_within(root: &Path, now_ms: u64, max_total: usize) -> Result<Fleet, StoreError> {
     let dir = folder(root);
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Fleet::default()),
-        Err(source) => {
-            return Err(StoreError::Io {
-                action: "list",
-                path: dir,
-                source,
-            })
-        }
+    let Some(names) = instance_files(&dir, MAX_REPLICAS)? else {
+        return Ok(Fleet {
+            too_many: true,
+            ..Fleet::default()
+        });
     };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| StoreError::Io {
-            action: "list",
-            path: dir.clone(),
-            source,
-        })?;
-        let file = entry.file_name();
-        let Some(instance) = file
-            .to_str()
-            .and_then(|f| f.strip_suffix(".json"))
-            .filter(|i| instance_name(Some(i)) == *i && !i.starts_with('.'))
-        else {
-            continue;
-        };
-        if names.len() == MAX_REPLICAS {
-            return Ok(Fleet {
-                too_many: true,
-                ..Fleet::default()
-            });
-        }
-        names.push(instance.to_owned());
-    }
-    names.sort();
     let mut fleet = Fleet::default();
     let mut total = 0usize;
     for instance in names {

@@ -17,6 +17,17 @@ fn import(
     case: &str,
     name: &str,
 ) -> (limen::model::Model, serde_json::Value) {
+    import_file(store, dir, case, name, None)
+}
+
+/// [`import`] of the case's `file` (default: the library's own, `model.json` or `model.txt`).
+fn import_file(
+    store: &TestStore,
+    dir: &std::path::Path,
+    case: &str,
+    name: &str,
+    file: Option<&str>,
+) -> (limen::model::Model, serde_json::Value) {
     let folder = dir.join(case);
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(folder.join("expected.json")).unwrap()).unwrap();
@@ -26,10 +37,11 @@ fn import(
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
-    let (flag, file) = match expected["library"].as_str() {
+    let (flag, default) = match expected["library"].as_str() {
         Some("lightgbm") => ("--lightgbm", "model.txt"),
         _ => ("--xgboost", "model.json"),
     };
+    let file = file.unwrap_or(default);
     let out = store.ok(&[
         "import",
         name,
@@ -262,48 +274,25 @@ fn an_xgboost_ubjson_file_imports_exactly_as_its_json() {
     let Some(dir) = fixtures() else { return };
     let store = TestStore::new();
     for case in ["xgb_binary", "xgb_multiclass", "xgb_categorical"] {
-        let folder = dir.join(case);
-        let expected: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(folder.join("expected.json")).unwrap()).unwrap();
-        let classes: Vec<&str> = expected["classes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap())
-            .collect();
-        let trees = |file: &str, name: &str| {
-            let out = store.ok(&[
-                "import",
-                name,
-                "--xgboost",
-                folder.join(file).to_str().unwrap(),
-                "--data",
-                folder.join("data.csv").to_str().unwrap(),
-                "--label-column",
-                "label",
-                "--classes",
-                &classes.join(","),
-            ]);
-            let version = out.lines().last().unwrap().trim().to_owned();
-            let bytes =
-                std::fs::read(store.path().join(name).join(&version).join("model.json")).unwrap();
-            let artifact: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            (
-                artifact["trees"].clone(),
-                artifact["provenance"]["imported"].clone(),
-            )
-        };
         let name = case.replace('_', "-");
-        let (from_json, json_source) = trees("model.json", &format!("{name}-json"));
-        let (from_ubj, ubj_source) = trees("model.ubj", &format!("{name}-ubj"));
+        let (json, _) = import_file(&store, &dir, case, &format!("{name}-json"), None);
+        let (ubj, _) = import_file(
+            &store,
+            &dir,
+            case,
+            &format!("{name}-ubj"),
+            Some("model.ubj"),
+        );
+        let (json, ubj) = (json.artifact(), ubj.artifact());
         assert_eq!(
-            from_json, from_ubj,
+            json.trees, ubj.trees,
             "{case}: the two files give other trees"
         );
-        assert_eq!(
-            json_source["library_version"],
-            ubj_source["library_version"]
+        let (from_json, from_ubj) = (
+            json.provenance.imported.as_ref().unwrap(),
+            ubj.provenance.imported.as_ref().unwrap(),
         );
-        assert_ne!(json_source["file_sha256"], ubj_source["file_sha256"]);
+        assert_eq!(from_json.library_version, from_ubj.library_version);
+        assert_ne!(from_json.file_sha256, from_ubj.file_sha256);
     }
 }
