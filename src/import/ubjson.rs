@@ -1,5 +1,5 @@
 //! UBJSON (Universal Binary JSON, the format of XGBoost's `save_model("model.ubj")`) turned into
-//! JSON text, which [`super::xgboost`] then reads like a `.json` model. A small reader of our own:
+//! JSON text, which the XGBoost reader then reads like a `.json` model. A small reader of our own:
 //! the UBJSON crates on crates.io (`serde_ub_json`, `serde_ubj`, 0.x) cannot deserialize numbers
 //! or containers through `deserialize_any` and allocate what a count claims before reading it.
 //!

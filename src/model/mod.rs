@@ -2,8 +2,8 @@
 //! (`artifact`: schema, checksum, the checks every kind shares), the drift reference of each
 //! feature (`reference`), and one module per kind that scores and explains (`linear`: the two
 //! logistic kinds). [`Model`] dispatches to its kind in one place; nothing above this module
-//! asks which kind it holds. No file or async I/O here, and nothing of the data layer: a model is
-//! evaluated on data by `crate::evaluate`.
+//! asks which kind it holds. No file or async I/O here, and nothing of the data layer: evaluating a
+//! model on data is the job of the evaluation module, a layer above.
 
 mod artifact;
 mod checksum;

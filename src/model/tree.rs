@@ -354,7 +354,7 @@ impl TreeEnsemble {
     }
 
     /// The summed outputs for `row` (margins, or a forest's mean probabilities), into `out`:
-    /// the reference [`super::flat::Flat`] is tested against, and what explanations start from.
+    /// the reference the flat scoring layout is tested against, and what explanations start from.
     pub fn margins(&self, row: &[f64], out: &mut Vec<f64>) {
         out.clear();
         out.extend_from_slice(&self.base);
