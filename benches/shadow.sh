@@ -6,11 +6,6 @@
 #   benches/shadow.sh --conns 64 --rounds 5
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)" >&2
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get install -y -qq wrk >/dev/null 2>&1 \
-    || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq wrk >/dev/null; }
-fi
+benches/wrk/install.sh
 cargo build --release --locked -q
 exec python3 benches/shadowbench.py "$@"

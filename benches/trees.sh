@@ -20,12 +20,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/pip" install -q --disable-pip-version-check -r benches/trees-requirements.txt
   echo "$want" > "$stamp"
 fi
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)" >&2
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get install -y -qq wrk >/dev/null 2>&1 \
-    || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq wrk >/dev/null; }
-fi
+benches/wrk/install.sh
 cargo build --release --locked -q
 bench=$(cargo bench --locked -q --bench trees --no-run --message-format=json 2>/dev/null |
   "$venv/bin/python" -c 'import json, sys

@@ -173,7 +173,7 @@ impl FleetReport {
             .map(|(name, versions)| {
                 let versions = versions
                     .into_iter()
-                    .map(|(v, who)| (v.map_or("none".to_owned(), |v| v.to_string()), who))
+                    .map(|(v, who)| (version_name(v), who))
                     .collect();
                 (name, versions)
             })
@@ -289,8 +289,8 @@ impl FleetSummary {
             .live()
             .map(|r| (r.heartbeat.instance.clone(), r.age_ms))
             .collect();
-        let disagreements = FleetReport::new(fleet, None, 0)
-            .disagreements
+        let disagreements = fleet
+            .disagreements()
             .into_iter()
             .take(SUMMARY_NAMES)
             .map(|(model, versions)| {
@@ -299,7 +299,7 @@ impl FleetSummary {
                     .take(SUMMARY_NAMES)
                     .map(|(v, mut who)| {
                         who.truncate(SUMMARY_NAMES);
-                        (v, who)
+                        (version_name(v), who)
                     })
                     .collect();
                 (model, versions)
@@ -314,6 +314,11 @@ impl FleetSummary {
             partial: fleet.too_many || !fleet.refused.is_empty(),
         }
     }
+}
+
+/// A served version as reports name it: its id, or "none" when nothing is loaded.
+fn version_name(v: Option<u64>) -> String {
+    v.map_or("none".to_owned(), |v| v.to_string())
 }
 
 /// The heartbeat folder of the store at `root`.

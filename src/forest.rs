@@ -137,18 +137,7 @@ pub fn fit(
 /// `root`'s nodes as limen's arrays (pre-order, no recursion), features mapped back from the
 /// tree's subset to the table's columns; covers and values left at zero for [`route`].
 fn flatten(root: &TreeNode<f64, usize>, chosen: &[usize], n_classes: usize) -> Tree {
-    let mut tree = Tree {
-        output: 0,
-        feature: Vec::new(),
-        threshold: Vec::new(),
-        left: Vec::new(),
-        right: Vec::new(),
-        default_left: Vec::new(),
-        cover: Vec::new(),
-        value: Vec::new(),
-        split: Vec::new(),
-        categories: Vec::new(),
-    };
+    let mut tree = Tree::default();
     // Each node with the parent's child slot it fills: (parent, is_left).
     type Pending<'t> = (&'t TreeNode<f64, usize>, Option<(usize, bool)>);
     let mut stack: Vec<Pending<'_>> = vec![(root, None)];

@@ -582,15 +582,8 @@ impl TrainedModel {
             features,
             label_column: data.label_column.clone(),
             metrics: Metrics {
-                train_accuracy: 0.0,
-                train_log_loss: 0.0,
-                cv_accuracy: None,
                 cv_folds: params.cv_folds,
-                converged: None,
-                iterations: None,
-                gradient_norm: None,
-                train: None,
-                cv: None,
+                ..Metrics::default()
             },
             provenance: Provenance {
                 data_path: data.path.display().to_string(),

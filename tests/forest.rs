@@ -7,9 +7,7 @@
 
 mod common;
 
-use common::{
-    eventually, get, http, limen_command, post, tree_fixtures, Server, TestStore, PATIENCE,
-};
+use common::{eventually, evidence_server, get, http, post, tree_fixtures, TestStore, PATIENCE};
 
 #[test]
 fn cross_validated_accuracy_is_within_two_points_of_scikit_learn_on_every_shipped_table() {
@@ -70,20 +68,7 @@ fn a_forest_shadows_a_logistic_production_passes_the_gate_on_that_evidence_and_e
     let production = store.promote_iris();
     let candidate = store.train(&["--kind", "random-forest", "--cv-folds", "0"]);
     let evidence = tempfile::tempdir().unwrap();
-    let mut cmd = limen_command();
-    cmd.arg("--store").arg(store.path()).args([
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-        "--shadow-rate",
-        "1",
-        "--poll-interval",
-        "50ms",
-        "--instance",
-        "pod-a",
-    ]);
-    cmd.arg("--evidence").arg(evidence.path());
-    let server = Server::spawn(&mut cmd, "listening on http://").ready();
+    let server = evidence_server(&store, evidence.path(), "pod-a");
     let agent = http();
     eventually(PATIENCE, "the forest to be in shadow", || {
         let shadow = get(&agent, &server.url("/models/iris")).json()["shadow"].clone();

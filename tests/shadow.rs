@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{eventually, get, http, limen_command, post, Server, TestStore, PATIENCE};
+use common::{
+    eventually, evidence_server, get, http, limen_command, post, Server, TestStore, PATIENCE,
+};
 
 /// Petal widths on both sides of both boundaries.
 const WIDTHS: [f64; 8] = [0.2, 1.0, 1.4, 1.55, 1.6, 1.7, 1.9, 2.4];
@@ -144,24 +144,6 @@ fn at_rate_one_every_instance_is_compared_and_the_counts_are_exact() {
             .is_null()
             .then_some(())
     });
-}
-
-/// `limen serve` writing evidence to `evidence` as `instance`, shadowing every request.
-fn evidence_server(store: &TestStore, evidence: &Path, instance: &str) -> Server {
-    let mut cmd = limen_command();
-    cmd.arg("--store").arg(store.path()).args([
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-        "--shadow-rate",
-        "1",
-        "--poll-interval",
-        "50ms",
-        "--instance",
-        instance,
-    ]);
-    cmd.arg("--evidence").arg(evidence);
-    Server::spawn(&mut cmd, "listening on http://").ready()
 }
 
 #[test]

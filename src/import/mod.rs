@@ -173,17 +173,7 @@ pub fn import(
         intercepts: Vec::new(),
         trees: Some(ensemble),
         scaler: None,
-        metrics: Metrics {
-            train_accuracy: 0.0,
-            train_log_loss: 0.0,
-            cv_accuracy: None,
-            cv_folds: 0,
-            converged: None,
-            iterations: None,
-            gradient_norm: None,
-            train: None,
-            cv: None,
-        },
+        metrics: Metrics::default(),
         provenance: Provenance {
             data_path: data.path.display().to_string(),
             data_sha256: data.sha256.clone(),

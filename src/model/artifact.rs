@@ -62,7 +62,7 @@ pub struct Feature {
 
 /// Quality numbers measured when the model was trained. The fields after `cv_folds` are new in
 /// v2 and absent from v1 files.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     pub train_accuracy: f64,
     /// Mean cross-entropy on the training rows.

@@ -418,18 +418,7 @@ mod tests {
     /// A random valid tree on `p` features: up to `depth` deep, every split kind, categorical
     /// sets, default directions, `width` values per node.
     fn random_tree(rng: &mut fastrand::Rng, p: usize, depth: usize, width: usize) -> Tree {
-        let mut t = Tree {
-            output: 0,
-            feature: Vec::new(),
-            threshold: Vec::new(),
-            left: Vec::new(),
-            right: Vec::new(),
-            default_left: Vec::new(),
-            cover: Vec::new(),
-            value: Vec::new(),
-            split: Vec::new(),
-            categories: Vec::new(),
-        };
+        let mut t = Tree::default();
         // (node, its depth), depth first so node numbers are scattered.
         let mut stack = vec![(0usize, 0usize)];
         let push = |t: &mut Tree, rng: &mut fastrand::Rng| {

@@ -152,7 +152,8 @@ pub struct Schema<'f> {
 
 /// Bytes of memory that loading a `model.json` holds at its peak, per byte of the file: the file,
 /// its canonical form for the checksum, then the artifact and the kind's tables. Measured with
-/// a 38 MB, 1,000-tree XGBoost import: `limen serve` peaks at +110 MB, then settles at +32 MB.
+/// a 38 MB, 1,000-tree XGBoost import (`limen serve --max-model-size 64MiB`, `VmHWM`/`VmRSS`
+/// against a server of the Iris model alone): it peaks at +106 MB, then settles at +27 MB.
 /// A server reserves this much of its memory budget before it reads a file.
 pub const LOAD_BYTES_PER_FILE_BYTE: u64 = 3;
 

@@ -80,7 +80,7 @@ pub struct TreeEnsemble {
 
 /// One tree as arrays indexed by node (structure of arrays: compact in the file and in memory).
 /// Node 0 is the root.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tree {
     /// The output (class) this tree adds to when its leaves hold one value each.
     #[serde(default)]

@@ -424,3 +424,21 @@ pub fn tree_fixtures() -> Option<PathBuf> {
     );
     None
 }
+
+/// `limen serve` writing evidence to `evidence` as `instance`, shadowing every request.
+pub fn evidence_server(store: &TestStore, evidence: &Path, instance: &str) -> Server {
+    let mut cmd = limen_command();
+    cmd.arg("--store").arg(store.path()).args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--shadow-rate",
+        "1",
+        "--poll-interval",
+        "50ms",
+        "--instance",
+        instance,
+    ]);
+    cmd.arg("--evidence").arg(evidence);
+    Server::spawn(&mut cmd, "listening on http://").ready()
+}
