@@ -82,10 +82,14 @@ fn models(catalog: &Catalog, args: ModelsArgs) -> anyhow::Result<ExitCode> {
     let printed = match args.action {
         ModelsAction::List => ops::list(catalog).map(|r| render(&r, json)),
         ModelsAction::Show { name } => ops::show(catalog, &name).map(|r| render(&r, json)),
-        ModelsAction::Promote { name, version } => {
-            ops::promote(catalog, &name, version).map(|r| render(&r, json))
+        ModelsAction::Promote {
+            name,
+            version,
+            switch,
+        } => ops::promote(catalog, &name, version, switch.options()).map(|r| render(&r, json)),
+        ModelsAction::Rollback { name, switch } => {
+            ops::rollback(catalog, &name, switch.options()).map(|r| render(&r, json))
         }
-        ModelsAction::Rollback { name } => ops::rollback(catalog, &name).map(|r| render(&r, json)),
         ModelsAction::Fleet { name } => return fleet(catalog, name.as_ref(), json),
         ModelsAction::Gc {
             name,

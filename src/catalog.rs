@@ -38,7 +38,7 @@ use serde::Serialize;
 use crate::model::{Model, ModelError};
 use crate::store::{
     Action, FileIdentity, HistoryEntry, HistoryTail, ModelLock, ModelName, Pointer, Store,
-    StoreError, VersionId,
+    StoreError, SwitchRecord, VersionId,
 };
 
 /// Why a stored version could not be loaded.
@@ -179,6 +179,11 @@ impl Catalog {
     }
 
     /// When a pointer was last replaced (its mtime); for reporting only.
+    /// The switch record (see [`SwitchRecord`]), read afresh.
+    pub fn switch_record(&self, name: &ModelName) -> Result<Option<SwitchRecord>, StoreError> {
+        self.store.read_switch(name)
+    }
+
     pub fn pointer_modified(&self, name: &ModelName, pointer: Pointer) -> Option<SystemTime> {
         self.store.pointer_modified(name, pointer)
     }
@@ -255,6 +260,7 @@ impl Catalog {
             lock: self.store.lock(name)?,
         };
         guard.complete_interrupted_move();
+        guard.settle_switch();
         Ok(guard)
     }
 }
@@ -361,6 +367,22 @@ impl ModelGuard<'_> {
         Ok(())
     }
 
+    /// The store's root folder (where the fleet's heartbeats are).
+    pub fn root(&self) -> &Path {
+        self.catalog.root()
+    }
+
+    /// Writes the switch record that tells the fleet which version to load, then when to serve
+    /// it (see [`SwitchRecord`]).
+    pub fn write_switch(&self, record: &SwitchRecord) -> Result<(), StoreError> {
+        self.store().write_switch(&self.lock, record)
+    }
+
+    /// Removes the switch record (a switch refused, or a move that does not wait for the fleet).
+    pub fn clear_switch(&self) -> Result<(), StoreError> {
+        self.store().clear_switch(&self.lock)
+    }
+
     /// Leftovers of interrupted writes older than `min_age`.
     pub fn stale_temporaries(&self, min_age: Duration) -> Result<Vec<PathBuf>, StoreError> {
         self.store().stale_temporaries(self.name(), min_age)
@@ -383,6 +405,32 @@ impl ModelGuard<'_> {
         let finished = self.finish_move(&entry);
         if let Err(e) = finished.and_then(|()| store.clear_move(&self.lock)) {
             tracing::warn!(model = %name, error = %e, "cannot finish an interrupted production move; the next change retries");
+        }
+    }
+
+    /// Removes a switch record its writer left behind: one still waiting for the fleet (no
+    /// activation time: its writer held the lock, so it is gone), or one naming a version that
+    /// production does not. Servers would keep that version loaded for nothing. Best effort.
+    fn settle_switch(&self) {
+        let name = self.name();
+        let abandoned = match self.catalog.switch_record(name) {
+            Ok(None) => false,
+            Ok(Some(record)) => {
+                record.activate_at_ms.is_none()
+                    || self.pointer(Pointer::Production).ok().flatten() != Some(record.version)
+            }
+            // Not a record of ours: the next switch replaces it; nobody acts on it meanwhile.
+            Err(
+                StoreError::BadSwitch { .. }
+                | StoreError::NotAFile { .. }
+                | StoreError::TooLarge { .. },
+            ) => true,
+            Err(_) => false,
+        };
+        if abandoned {
+            if let Err(e) = self.clear_switch() {
+                tracing::warn!(model = %name, error = %e, "cannot remove an abandoned switch record");
+            }
         }
     }
 
@@ -474,7 +522,7 @@ impl ProductionStack {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::tests::binary_artifact;
 
@@ -482,7 +530,8 @@ mod tests {
         "iris".parse().unwrap()
     }
 
-    fn publish(catalog: &Catalog, name: &ModelName) -> VersionId {
+    /// Publishes the test binary model as a new candidate of `name`.
+    pub(crate) fn publish(catalog: &Catalog, name: &ModelName) -> VersionId {
         catalog
             .publish_candidate(name, |v| {
                 let mut a = binary_artifact();

@@ -229,11 +229,15 @@ pub enum ModelsAction {
         name: ModelName,
         /// Version id to serve.
         version: VersionId,
+        #[command(flatten)]
+        switch: SwitchArgs,
     },
     /// Point production back at the version it replaced, as recorded in the history.
     Rollback {
         /// Model name.
         name: ModelName,
+        #[command(flatten)]
+        switch: SwitchArgs,
     },
     /// Every live server of this store (from its heartbeat): what it serves, its last scan, its
     /// load errors. Exits 1 when live servers still disagree on a model's production after
@@ -547,6 +551,32 @@ pub struct ValidateArgs {
     /// Least share of shadow samples on which the candidate's label equals production's.
     #[arg(long, env = "LIMEN_MIN_SHADOW_AGREEMENT", default_value_t = GateConfig::DEFAULT_MIN_SHADOW_AGREEMENT)]
     pub min_shadow_agreement: f64,
+
+    #[command(flatten)]
+    pub switch: SwitchArgs,
+}
+
+/// How a move of production treats the fleet of servers (`validate`, `models promote|rollback`).
+#[derive(Debug, Clone, Args)]
+pub struct SwitchArgs {
+    /// Move production without waiting for the live servers (by their heartbeats) to load the
+    /// version first; each then switches on its next poll, as servers without heartbeats do.
+    #[arg(long, env = "LIMEN_NO_WAIT")]
+    pub no_wait: bool,
+
+    /// How long to wait for every live server to load the new version before refusing (exit 1,
+    /// production unchanged, the servers named).
+    #[arg(long, env = "LIMEN_SWITCH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub switch_timeout: Duration,
+}
+
+impl SwitchArgs {
+    pub fn options(&self) -> crate::switch::SwitchOptions {
+        crate::switch::SwitchOptions {
+            wait: !self.no_wait,
+            timeout: self.switch_timeout,
+        }
+    }
 }
 
 impl TryFrom<ValidateArgs> for GateConfig {
@@ -605,6 +635,7 @@ impl TryFrom<ValidateArgs> for GateConfig {
             min_shadow_samples: args.min_shadow_samples,
             min_shadow_agreement: args.min_shadow_agreement,
             max_candidate_errors: args.max_candidate_errors,
+            switch: args.switch.options(),
         })
     }
 }

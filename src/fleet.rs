@@ -68,6 +68,20 @@ pub struct Served {
     pub load_error: Option<String>,
     #[serde(default)]
     pub candidate_error: Option<String>,
+    /// The version a switch record names that this server loads ahead of a promotion
+    /// (`<model>/switch`), whether it is loaded and warm, why it cannot be, and when this server
+    /// switches to it (unix milliseconds, its own clock) once the pointer names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_to: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub switch_ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_at_ms: Option<u64>,
+    /// When the served version began answering here (unix milliseconds, this server's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_since_ms: Option<u64>,
     /// The served version's live counters since it was loaded here.
     #[serde(default)]
     pub predictions: u64,
@@ -241,6 +255,15 @@ impl std::fmt::Display for FleetReport {
                 }
                 if let Some(e) = &s.candidate_error {
                     write!(f, "; candidate error: {e}")?;
+                }
+                if let Some(next) = s.switch_to {
+                    let state = match (&s.switch_error, s.switch_ready, s.switch_at_ms) {
+                        (Some(e), _, _) => format!("cannot load it: {e}"),
+                        (None, true, Some(at)) => format!("switching at {at} ms"),
+                        (None, true, None) => "loaded".to_owned(),
+                        (None, false, _) => "loading".to_owned(),
+                    };
+                    write!(f, "; switch to {next}: {state}")?;
                 }
                 writeln!(f)?;
             }

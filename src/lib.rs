@@ -12,6 +12,7 @@
 //!  registry       the served models: load → verify → warm up → swap; pinned cache
 //!  watch          inotify + polling → "scan again"; ScanOutcome
 //!  validate ops   the promotion gate; operator actions (list, show, promote, rollback, gc)
+//!  switch         a move of production: the fleet loads the version, then switches at one time
 //!  fleet          every server's heartbeat in the store: what it serves, read as untrusted
 //!  catalog        the store protocol: names, versions, load_verified, moves under a typed lock
 //!  store          bytes on disk: atomic files and folders, the lock file, listing
@@ -48,6 +49,7 @@ pub mod report;
 pub mod serve;
 pub mod shadow;
 pub mod store;
+pub mod switch;
 pub mod telemetry;
 pub mod train;
 pub mod validate;

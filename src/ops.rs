@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, LoadError, Move, ProductionChange, ProductionStack};
+use crate::catalog::{Catalog, LoadError, Move, ProductionStack};
 use crate::model::Model;
 use crate::store::{Action, HistoryEntry, ModelName, Pointer, StoreError, VersionId};
+use crate::switch::{self, SwitchError, SwitchOptions, Switched};
 
 /// Why an operator action failed or was refused.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,15 @@ pub enum OpsError {
     /// The action would be wrong here; the message says why and what to do instead.
     #[error("{0}")]
     Refused(String),
+}
+
+impl From<SwitchError> for OpsError {
+    fn from(e: SwitchError) -> Self {
+        match e {
+            SwitchError::Store(e) => Self::Store(e),
+            refused @ SwitchError::FleetNotReady { .. } => Self::Refused(refused.to_string()),
+        }
+    }
 }
 
 /// One row of `limen models list`.
@@ -125,14 +135,14 @@ pub fn show(catalog: &Catalog, name: &ModelName) -> Result<ModelReport, OpsError
 #[derive(Debug, Clone, Serialize)]
 pub struct PointerChange {
     #[serde(flatten)]
-    pub change: ProductionChange,
+    pub switched: Switched,
     #[serde(skip)]
     pub kind: Move,
 }
 
 impl fmt::Display for PointerChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.change;
+        let c = &self.switched.change;
         let verb = match self.kind {
             Move::Promote => "promoted",
             Move::Rollback => "rolled back",
@@ -144,7 +154,19 @@ impl fmt::Display for PointerChange {
                 c.name,
                 opt(c.from),
                 c.to
-            )
+            )?;
+            if let Some(at) = self.switched.activate_at_ms {
+                writeln!(
+                    f,
+                    "the {} live server(s) loaded it in {} ms, then switched together at {}",
+                    self.switched.replicas.len(),
+                    self.switched.waited_ms,
+                    crate::store::rfc3339_millis(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at)
+                    )
+                )?;
+            }
+            Ok(())
         } else {
             writeln!(
                 f,
@@ -176,17 +198,20 @@ pub fn promote(
     catalog: &Catalog,
     name: &ModelName,
     version: VersionId,
+    switch: SwitchOptions,
 ) -> Result<PointerChange, OpsError> {
     catalog.require_model(name)?;
     let guard = catalog.lock(name)?;
     load_usable(catalog, name, version)?;
-    let change = guard.move_production(
+    let switched = switch::move_production(
+        &guard,
         Move::Promote,
         version,
         serde_json::json!({ "via": "limen models promote" }),
+        switch,
     )?;
     Ok(PointerChange {
-        change,
+        switched,
         kind: Move::Promote,
     })
 }
@@ -195,7 +220,11 @@ pub fn promote(
 /// up and each rollback steps one down. Refuses when there is nothing to go back to, when
 /// production was changed by hand behind the history's back, or when the earlier version no
 /// longer loads.
-pub fn rollback(catalog: &Catalog, name: &ModelName) -> Result<PointerChange, OpsError> {
+pub fn rollback(
+    catalog: &Catalog,
+    name: &ModelName,
+    switch: SwitchOptions,
+) -> Result<PointerChange, OpsError> {
     catalog.require_model(name)?;
     let guard = catalog.lock(name)?;
     let current = guard.pointer(Pointer::Production)?.ok_or_else(|| {
@@ -226,9 +255,15 @@ pub fn rollback(catalog: &Catalog, name: &ModelName) -> Result<PointerChange, Op
         )));
     };
     load_usable(catalog, name, target)?;
-    let change = guard.move_production(Move::Rollback, target, serde_json::Value::Null)?;
+    let switched = switch::move_production(
+        &guard,
+        Move::Rollback,
+        target,
+        serde_json::Value::Null,
+        switch,
+    )?;
     Ok(PointerChange {
-        change,
+        switched,
         kind: Move::Rollback,
     })
 }
@@ -422,20 +457,13 @@ impl fmt::Display for GcReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tests::binary_artifact;
 
     fn iris() -> ModelName {
         "iris".parse().unwrap()
     }
 
     fn publish(catalog: &Catalog) -> VersionId {
-        catalog
-            .publish_candidate(&iris(), |v| {
-                let mut a = binary_artifact();
-                a.version = v.get();
-                a.to_json_bytes()
-            })
-            .unwrap()
+        crate::catalog::tests::publish(catalog, &iris())
     }
 
     fn production(catalog: &Catalog) -> Option<VersionId> {
@@ -447,31 +475,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(dir.path());
         let (v1, v2, v3) = (publish(&catalog), publish(&catalog), publish(&catalog));
-        let refused = rollback(&catalog, &iris()).unwrap_err();
+        let refused = rollback(&catalog, &iris(), SwitchOptions::default()).unwrap_err();
         assert!(
             refused.to_string().contains("no production version"),
             "{refused}"
         );
 
         for v in [v1, v2, v3] {
-            let change = promote(&catalog, &iris(), v).unwrap();
-            assert!(change.change.changed);
+            let change = promote(&catalog, &iris(), v, SwitchOptions::default()).unwrap();
+            assert!(change.switched.change.changed);
         }
-        let same = promote(&catalog, &iris(), v3).unwrap();
-        assert!(!same.change.changed);
+        let same = promote(&catalog, &iris(), v3, SwitchOptions::default()).unwrap();
+        assert!(!same.switched.change.changed);
         assert!(same.to_string().contains("already is production"), "{same}");
 
-        let back = rollback(&catalog, &iris()).unwrap();
-        assert_eq!((back.change.from, back.change.to), (Some(v3), v2));
+        let back = rollback(&catalog, &iris(), SwitchOptions::default()).unwrap();
+        assert_eq!(
+            (back.switched.change.from, back.switched.change.to),
+            (Some(v3), v2)
+        );
         assert!(back.to_string().starts_with("rolled back iris"), "{back}");
-        rollback(&catalog, &iris()).unwrap();
+        rollback(&catalog, &iris(), SwitchOptions::default()).unwrap();
         assert_eq!(production(&catalog), Some(v1));
-        let first = rollback(&catalog, &iris()).unwrap_err();
+        let first = rollback(&catalog, &iris(), SwitchOptions::default()).unwrap_err();
         assert!(first.to_string().contains("nothing earlier"), "{first}");
 
         // A pointer moved by hand: rollback refuses rather than guess.
         std::fs::write(dir.path().join("iris/production"), format!("{v3}\n")).unwrap();
-        let refused = rollback(&catalog, &iris()).unwrap_err();
+        let refused = rollback(&catalog, &iris(), SwitchOptions::default()).unwrap_err();
         assert!(
             refused.to_string().contains("changed outside limen"),
             "{refused}"
@@ -484,16 +515,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(dir.path());
         let good = publish(&catalog);
-        promote(&catalog, &iris(), good).unwrap();
+        promote(&catalog, &iris(), good, SwitchOptions::default()).unwrap();
         let missing = VersionId::try_from(good.get() + 1000).unwrap();
         assert!(matches!(
-            promote(&catalog, &iris(), missing),
+            promote(&catalog, &iris(), missing, SwitchOptions::default()),
             Err(OpsError::Unusable { .. })
         ));
         let bad = publish(&catalog);
         std::fs::write(dir.path().join(format!("iris/{bad}/model.json")), b"{}").unwrap();
         assert!(matches!(
-            promote(&catalog, &iris(), bad),
+            promote(&catalog, &iris(), bad, SwitchOptions::default()),
             Err(OpsError::Unusable { .. })
         ));
         let overflowing = catalog
@@ -507,7 +538,7 @@ mod tests {
             })
             .unwrap();
         assert!(matches!(
-            promote(&catalog, &iris(), overflowing),
+            promote(&catalog, &iris(), overflowing, SwitchOptions::default()),
             Err(OpsError::Refused(_))
         ));
         assert_eq!(production(&catalog), Some(good));
@@ -518,8 +549,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(dir.path());
         let versions: Vec<VersionId> = (0..5).map(|_| publish(&catalog)).collect();
-        promote(&catalog, &iris(), versions[1]).unwrap();
-        promote(&catalog, &iris(), versions[2]).unwrap();
+        promote(&catalog, &iris(), versions[1], SwitchOptions::default()).unwrap();
+        promote(&catalog, &iris(), versions[2], SwitchOptions::default()).unwrap();
         std::fs::create_dir(dir.path().join("iris/.publish-dead")).unwrap();
 
         let dry = gc(&catalog, &iris(), 1, Duration::ZERO, true).unwrap();
@@ -562,7 +593,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(dir.path());
         let v1 = publish(&catalog);
-        promote(&catalog, &iris(), v1).unwrap();
+        promote(&catalog, &iris(), v1, SwitchOptions::default()).unwrap();
         let v2 = publish(&catalog);
         let rows = list(&catalog).unwrap();
         assert_eq!(rows.0.len(), 1);

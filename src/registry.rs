@@ -40,6 +40,8 @@ pub struct LoadedModel {
     pub infer: InferTemplate,
     /// Where its recent inputs fell in the training reference's bins, when it has one.
     pub drift: Option<DriftWindow>,
+    /// When it began answering as production here (unix milliseconds; 0 until then).
+    pub serving_since_ms: std::sync::atomic::AtomicU64,
 }
 
 impl LoadedModel {
@@ -58,7 +60,18 @@ impl LoadedModel {
             loaded_at: SystemTime::now(),
             metrics,
             drift,
+            serving_since_ms: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Records that it answers as production from `now_ms` on (the first time only).
+    fn serving_from(&self, now_ms: u64) {
+        let _ = self.serving_since_ms.compare_exchange(
+            0,
+            now_ms,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Counts one scored instance, each of its values outside the feature's training range, and
@@ -201,6 +214,13 @@ pub struct ModelStatus {
     /// Why the production version is not the one served, if it is not.
     pub last_error: Option<String>,
     pub last_error_at: Option<SystemTime>,
+    /// The version the model's switch record names, loaded ahead of a promotion (see
+    /// `store::SwitchRecord`); whether it is loaded and warm, or why it cannot be; and when this
+    /// server switches to it, once the pointer names it (unix milliseconds).
+    pub switch_to: Option<VersionId>,
+    pub switch_ready: bool,
+    pub switch_error: Option<String>,
+    pub switch_at_ms: Option<u64>,
 }
 
 /// The store itself as the server sees it.
@@ -231,6 +251,41 @@ struct Book {
 /// Served models by name. A B-tree: a lookup is a few comparisons of short names, cheaper than
 /// hashing the name per request, and listings come out sorted.
 type Table = BTreeMap<ModelName, Arc<LoadedModel>>;
+
+/// What a served version has done here since it began answering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveCounters {
+    pub predictions: u64,
+    /// Feature values outside their training range.
+    pub out_of_range: u64,
+    pub serving_since_ms: Option<u64>,
+}
+
+/// A production version loaded and due to be served at its switch record's activation time.
+struct Pending {
+    loaded: Arc<LoadedModel>,
+    /// Unix milliseconds, this server's clock.
+    at_ms: u64,
+    previous: Option<VersionId>,
+    /// The pointer's age when the scan read it, and when that was: the swap-lag metric.
+    pointer_age: Option<f64>,
+    seen: Instant,
+}
+
+/// The furthest ahead an activation time is honoured: a record that says later (a clock far
+/// off, a forged file) switches at once rather than pin the old version.
+const MAX_ACTIVATION_LEAD_MS: u64 = 60_000;
+
+/// What one model's scan found.
+struct ModelScan {
+    status: ModelStatus,
+    /// A new production version to serve now.
+    load: Option<Arc<LoadedModel>>,
+    /// A new production version to serve at its activation time.
+    pending: Option<Pending>,
+    /// A version loaded ahead of a switch.
+    staged: Option<Arc<LoadedModel>>,
+}
 
 /// Why a version asked for by name and number cannot answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -302,6 +357,14 @@ pub struct Registry {
     serving: ArcSwap<Table>,
     /// Each model's candidate, loaded for shadow scoring when it is not production.
     shadows: ArcSwap<Table>,
+    /// Versions loaded ahead of a switch of production (their model's switch record names them).
+    staged: ArcSwap<Table>,
+    /// Production versions waiting for their activation time, and a wake-up when they change.
+    pending: Mutex<BTreeMap<ModelName, Pending>>,
+    activations: tokio::sync::Notify,
+    /// Rung when what the heartbeat says changed (a switch's version loaded, a switch made), so
+    /// a waiting promoter hears of it before the next interval.
+    beat_now: tokio::sync::Notify,
     book: ArcSwap<Book>,
     pinned: Mutex<LruCache<(ModelName, VersionId), Pinned>>,
     failures: Mutex<LruCache<(ModelName, VersionId), Failure>>,
@@ -324,6 +387,10 @@ impl Registry {
             catalog,
             serving: ArcSwap::from_pointee(Table::new()),
             shadows: ArcSwap::from_pointee(Table::new()),
+            staged: ArcSwap::from_pointee(Table::new()),
+            pending: Mutex::new(BTreeMap::new()),
+            activations: tokio::sync::Notify::new(),
+            beat_now: tokio::sync::Notify::new(),
             book: ArcSwap::from_pointee(book),
             pinned: Mutex::new(LruCache::new(config.pinned_capacity)),
             failures: Mutex::new(LruCache::new(
@@ -452,13 +519,22 @@ impl Registry {
 
     /// Per served model: instances scored and inputs out of range so far (by its version's
     /// counters). Never touches a file.
-    pub fn counters(&self) -> HashMap<String, (u64, u64)> {
+    pub fn counters(&self) -> HashMap<String, LiveCounters> {
         self.serving
             .load()
             .iter()
             .map(|(name, loaded)| {
-                let out: u64 = loaded.metrics.out_of_range.iter().map(|c| c.get()).sum();
-                (name.to_string(), (loaded.metrics.predictions.get(), out))
+                let counters = LiveCounters {
+                    predictions: loaded.metrics.predictions.get(),
+                    out_of_range: loaded.metrics.out_of_range.iter().map(|c| c.get()).sum(),
+                    serving_since_ms: Some(
+                        loaded
+                            .serving_since_ms
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    )
+                    .filter(|&t| t > 0),
+                };
+                (name.to_string(), counters)
             })
             .collect()
     }
@@ -555,22 +631,44 @@ impl Registry {
         let current = self.serving.load_full();
         let before = self.book.load_full();
         let shadows_before = self.shadows.load_full();
+        let staged_before = self.staged.load_full();
         let mut loads = Vec::new();
         let mut statuses = BTreeMap::new();
         let mut shadows = Table::new();
+        let mut staged = Table::new();
+        let mut pending = BTreeMap::new();
+        let mut heard = false;
         for name in &names {
             let previous = before.models.get(name);
             let shadowed = shadows_before.get(name);
-            let (mut status, load) = self.scan_model(name, current.get(name), shadowed, previous);
+            let loaded = [shadowed, staged_before.get(name)];
+            let mut scanned = self.scan_model(name, current.get(name), loaded, previous);
+            let mut status = scanned.status;
             if self.config.shadow {
                 let loaded = [shadowed, current.get(name)];
                 if let Some(shadow) = self.scan_candidate(name, &mut status, loaded) {
                     shadows.insert(name.clone(), shadow);
                 }
             }
+            heard |= previous.is_none_or(|p| {
+                (p.switch_to, p.switch_ready, p.switch_at_ms)
+                    != (status.switch_to, status.switch_ready, status.switch_at_ms)
+                    || p.switch_error.is_some() != status.switch_error.is_some()
+            });
             statuses.insert(name.clone(), status);
-            loads.extend(load);
+            if let Some(loaded) = scanned.load.take() {
+                loads.push((name.clone(), loaded));
+            }
+            if let Some(ahead) = scanned.staged.take() {
+                staged.insert(name.clone(), ahead);
+            }
+            if let Some(due) = scanned.pending.take() {
+                pending.insert(name.clone(), due);
+            }
         }
+        self.staged.store(Arc::new(staged));
+        *self.pending() = pending;
+        self.activations.notify_one();
         let shadows_changed = shadows.len() != shadows_before.len()
             || shadows.iter().any(|(name, loaded)| {
                 shadows_before
@@ -619,6 +717,10 @@ impl Registry {
                     self.pointer_age(name),
                 );
             }
+            let now = crate::fleet::now_ms();
+            for (_, loaded) in &loads {
+                loaded.serving_from(now);
+            }
             self.serving.rcu(|table| {
                 let mut table: Table = table
                     .iter()
@@ -642,26 +744,57 @@ impl Registry {
                 error: None,
             },
         }));
+        if heard {
+            self.beat_now.notify_one();
+        }
         ScanOutcome {
             readable: true,
             model_dirs: names.iter().map(|n| self.catalog.model_dir(n)).collect(),
         }
     }
 
-    /// Reads one model's pointers; loads its production version if that is not what is served.
+    /// Reads one model's production pointer, then its switch record (in that order: a promoter
+    /// writes the record first, so a pointer naming the record's version is read with it).
+    /// Loads the production version if it is not what is served, to serve now or at the record's
+    /// activation time, and loads ahead the version a switch record names. `loaded` are versions
+    /// already in memory (the shadowed candidate, the one loaded ahead), reused when named.
     fn scan_model(
         &self,
         name: &ModelName,
         served: Option<&Arc<LoadedModel>>,
-        shadowed: Option<&Arc<LoadedModel>>,
+        loaded: [Option<&Arc<LoadedModel>>; 2],
         previous: Option<&ModelStatus>,
-    ) -> (ModelStatus, Option<(ModelName, Arc<LoadedModel>)>) {
+    ) -> ModelScan {
         let mut status = ModelStatus {
             name: name.to_string(),
             ..ModelStatus::default()
         };
-        let mut load = None;
-        let error = match self.catalog.pointer(name, Pointer::Production) {
+        let pointer = self.catalog.pointer(name, Pointer::Production);
+        let record = match self.catalog.switch_record(name) {
+            Ok(record) => record,
+            Err(e) => {
+                status.switch_error = Some(format!("cannot read the switch record: {e}"));
+                None
+            }
+        };
+        let reuse = |version: VersionId| {
+            loaded
+                .into_iter()
+                .flatten()
+                .find(|m| m.version == version)
+                .map(Arc::clone)
+        };
+        let get = |version: VersionId| match reuse(version) {
+            Some(model) => Ok(model),
+            None => self.load(name, version).map(Arc::new),
+        };
+        let mut scan = ModelScan {
+            status: ModelStatus::default(),
+            load: None,
+            pending: None,
+            staged: None,
+        };
+        let error = match pointer {
             Err(e) => Some(format!("cannot read the production pointer: {e}")),
             Ok(None) => served.map(|s| {
                 format!(
@@ -673,26 +806,41 @@ impl Registry {
                 status.production = Some(version);
                 if served.is_some_and(|s| s.version == version) {
                     None
-                } else if let Some(shadowed) = shadowed.filter(|s| s.version == version) {
-                    // The candidate promoted is already loaded, verified and warm: serve it.
-                    tracing::info!(
-                        model = %name,
-                        version = version.get(),
-                        previous = served.map(|s| s.version.get()),
-                        "serving new production version (the candidate in shadow)"
-                    );
-                    load = Some((name.clone(), Arc::clone(shadowed)));
-                    None
                 } else {
-                    match self.load(name, version).map_err(|e| e.to_string()) {
-                        Ok(loaded) => {
-                            tracing::info!(
-                                model = %name,
-                                version = version.get(),
-                                previous = served.map(|s| s.version.get()),
-                                "serving new production version"
-                            );
-                            load = Some((name.clone(), Arc::new(loaded)));
+                    match get(version).map_err(|e| e.to_string()) {
+                        Ok(model) => {
+                            let now = crate::fleet::now_ms();
+                            let at = record
+                                .filter(|r| r.version == version && served.is_some())
+                                .and_then(|r| r.activate_at_ms)
+                                .filter(|&at| at > now && at - now <= MAX_ACTIVATION_LEAD_MS);
+                            if let Some(at_ms) = at {
+                                tracing::info!(
+                                    model = %name,
+                                    version = version.get(),
+                                    previous = served.map(|s| s.version.get()),
+                                    in_ms = at_ms - now,
+                                    "new production version loaded; switching at the fleet's activation time"
+                                );
+                                status.switch_at_ms = Some(at_ms);
+                                scan.staged = Some(Arc::clone(&model));
+                                scan.pending = Some(Pending {
+                                    loaded: model,
+                                    at_ms,
+                                    previous: served.map(|s| s.version),
+                                    pointer_age: self.pointer_age(name),
+                                    seen: Instant::now(),
+                                });
+                            } else {
+                                tracing::info!(
+                                    model = %name,
+                                    version = version.get(),
+                                    previous = served.map(|s| s.version.get()),
+                                    switched_at_ms = now,
+                                    "serving new production version"
+                                );
+                                scan.load = Some(model);
+                            }
                             None
                         }
                         Err(e) => Some(e),
@@ -700,6 +848,33 @@ impl Registry {
                 }
             }
         };
+        if let Some(record) = record {
+            let version = record.version;
+            status.switch_to = Some(version);
+            let serving_it = scan
+                .load
+                .as_ref()
+                .or(served)
+                .is_some_and(|m| m.version == version);
+            if serving_it || scan.staged.is_some() {
+                status.switch_ready = true;
+            } else {
+                match get(version) {
+                    Ok(model) => {
+                        if !loaded.into_iter().flatten().any(|m| m.version == version) {
+                            tracing::info!(
+                                model = %name,
+                                version = version.get(),
+                                "loaded ahead of a switch of production"
+                            );
+                        }
+                        status.switch_ready = true;
+                        scan.staged = Some(model);
+                    }
+                    Err(e) => status.switch_error = Some(e.to_string()),
+                }
+            }
+        }
         if let Some(error) = error {
             let same_as_before = previous.and_then(|p| p.last_error.as_ref()) == Some(&error);
             if same_as_before {
@@ -710,7 +885,8 @@ impl Registry {
             }
             status.last_error = Some(error);
         }
-        (status, load)
+        scan.status = status;
+        scan
     }
 
     /// Reads `name`'s candidate pointer; returns the candidate to shadow (the one loaded before if
@@ -915,6 +1091,95 @@ impl Registry {
     }
 }
 
+impl Registry {
+    fn pending(&self) -> MutexGuard<'_, BTreeMap<ModelName, Pending>> {
+        // Each update replaces or removes whole entries, so a poisoned lock is still consistent.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves when what this server's heartbeat says has changed since it was last written.
+    pub async fn heartbeat_due(&self) {
+        self.beat_now.notified().await;
+    }
+
+    /// Swaps in every pending production version whose activation time has come. No file I/O.
+    fn activate_due(&self) {
+        let now = crate::fleet::now_ms();
+        let due: Vec<(ModelName, Pending)> = {
+            let mut pending = self.pending();
+            let names: Vec<ModelName> = pending
+                .iter()
+                .filter(|(_, p)| p.at_ms <= now)
+                .map(|(n, _)| n.clone())
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|n| pending.remove(&n).map(|p| (n, p)))
+                .collect()
+        };
+        // A scan that overlapped the switch may have served it already.
+        let serving = self.serving.load();
+        let due: Vec<(ModelName, Pending)> = due
+            .into_iter()
+            .filter(|(n, p)| serving.get(n).is_none_or(|m| m.version != p.loaded.version))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for (_, p) in &due {
+            p.loaded.serving_from(now);
+        }
+        self.serving.rcu(|table| {
+            let mut table = Table::clone(table);
+            for (name, p) in &due {
+                table.insert(name.clone(), Arc::clone(&p.loaded));
+            }
+            table
+        });
+        for (name, p) in &due {
+            let version = p.loaded.version;
+            let previous = p.previous.map(|v| v.to_string());
+            let lag = p
+                .pointer_age
+                .map(|age| age + p.seen.elapsed().as_secs_f64());
+            self.metrics.swapped(
+                name.as_str(),
+                &version.to_string(),
+                previous.as_deref(),
+                lag,
+            );
+            tracing::info!(
+                model = %name,
+                version = version.get(),
+                previous = p.previous.map(VersionId::get),
+                switched_at_ms = now,
+                late_ms = now - p.at_ms,
+                "serving new production version (at the fleet's activation time)"
+            );
+        }
+        self.beat_now.notify_one();
+    }
+
+    /// Switches pending production versions at their activation times (by this host's clock),
+    /// until the returned future is dropped. Independent of scans, so a slow scan of a large
+    /// store never delays a switch.
+    pub async fn run_activations(self: Arc<Self>) {
+        loop {
+            let next = self.pending().values().map(|p| p.at_ms).min();
+            match next {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(crate::fleet::now_ms()));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => self.activate_due(),
+                        () = self.activations.notified() => {}
+                    }
+                }
+                None => self.activations.notified().await,
+            }
+        }
+    }
+}
+
 /// `status` with what the serving table says is loaded for it.
 fn with_served(mut status: ModelStatus, serving: &Table) -> ModelStatus {
     if let Some(loaded) = serving.get(status.name.as_str()) {
@@ -1021,6 +1286,111 @@ mod tests {
         assert_eq!(registry.get("iris").unwrap().version, v2);
         // The request that held the old model still has it, whole.
         assert_eq!(first.version, v1);
+    }
+
+    /// Writes `name`'s switch record (as a waiting promoter does).
+    fn write_switch(catalog: &Catalog, name: &ModelName, record: crate::store::SwitchRecord) {
+        catalog.lock(name).unwrap().write_switch(&record).unwrap();
+    }
+
+    #[test]
+    fn a_switch_is_loaded_ahead_then_served_at_its_activation_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let iris: ModelName = "iris".parse().unwrap();
+        let v1 = publish(&catalog, &iris, |_| {});
+        set_production(&catalog, &iris, v1);
+        let registry = Registry::new(catalog.clone(), RegistryConfig::default(), Arc::default());
+        registry.scan();
+        let v2 = publish(&catalog, &iris, |_| {});
+        let mut record = crate::store::SwitchRecord {
+            version: v2,
+            previous: Some(v1),
+            written_at_ms: crate::fleet::now_ms(),
+            activate_at_ms: None,
+        };
+        // Step 1: the record names v2; the server loads it beside v1 and says it is ready.
+        write_switch(&catalog, &iris, record);
+        registry.scan();
+        let status = registry.status("iris").unwrap();
+        assert_eq!((status.switch_to, status.switch_ready), (Some(v2), true));
+        assert_eq!(registry.get("iris").unwrap().version, v1);
+        let ahead = Arc::clone(&registry.staged.load()[&iris]);
+
+        // Step 2: an activation time ahead, and the pointer: still v1 until the time comes.
+        let at = crate::fleet::now_ms() + 30_000;
+        record.activate_at_ms = Some(at);
+        // Under one lock, as a promoter does (a later lock holder drops a record production does
+        // not name).
+        let guard = catalog.lock(&iris).unwrap();
+        guard.write_switch(&record).unwrap();
+        guard
+            .move_production(Move::Promote, v2, serde_json::Value::Null)
+            .unwrap();
+        drop(guard);
+        registry.scan();
+        assert_eq!(registry.get("iris").unwrap().version, v1);
+        assert_eq!(registry.status("iris").unwrap().switch_at_ms, Some(at));
+        registry.activate_due();
+        assert_eq!(registry.get("iris").unwrap().version, v1, "switched early");
+
+        // The time comes (moved here rather than waited for): the version loaded ahead serves.
+        registry.pending().get_mut(&iris).unwrap().at_ms = crate::fleet::now_ms() - 1;
+        registry.activate_due();
+        let served = registry.get("iris").unwrap();
+        assert!(Arc::ptr_eq(&served, &ahead), "loaded again at the switch");
+        assert!(
+            served
+                .serving_since_ms
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+        registry.scan();
+        assert!(Arc::ptr_eq(&registry.get("iris").unwrap(), &ahead));
+        assert!(registry.pending().is_empty());
+    }
+
+    #[test]
+    fn a_switch_time_past_or_too_far_ahead_switches_at_once_and_a_bad_version_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let iris: ModelName = "iris".parse().unwrap();
+        let v1 = publish(&catalog, &iris, |_| {});
+        set_production(&catalog, &iris, v1);
+        let registry = Registry::new(catalog.clone(), RegistryConfig::default(), Arc::default());
+        registry.scan();
+        // A record that would pin the old version for an hour (a forged file, a clock far
+        // off): the pointer wins at once.
+        let v2 = publish(&catalog, &iris, |_| {});
+        let far = crate::store::SwitchRecord {
+            version: v2,
+            previous: Some(v1),
+            written_at_ms: crate::fleet::now_ms(),
+            activate_at_ms: Some(crate::fleet::now_ms() + 3_600_000),
+        };
+        let guard = catalog.lock(&iris).unwrap();
+        guard.write_switch(&far).unwrap();
+        guard
+            .move_production(Move::Promote, v2, serde_json::Value::Null)
+            .unwrap();
+        drop(guard);
+        registry.scan();
+        assert_eq!(registry.get("iris").unwrap().version, v2);
+
+        // A version the server cannot load: reported, nothing served changes.
+        let v3 = publish(&catalog, &iris, |a| a.intercepts = vec![f64::NAN]);
+        let bad = crate::store::SwitchRecord {
+            version: v3,
+            previous: Some(v2),
+            written_at_ms: crate::fleet::now_ms(),
+            activate_at_ms: None,
+        };
+        write_switch(&catalog, &iris, bad);
+        registry.scan();
+        let status = registry.status("iris").unwrap();
+        assert_eq!((status.switch_to, status.switch_ready), (Some(v3), false));
+        assert!(status.switch_error.is_some(), "{status:?}");
+        assert_eq!(registry.get("iris").unwrap().version, v2);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! <root>/<model>/history.jsonl          append-only, one JSON line per promotion, rollback or gc
 //! <root>/<model>/.lock                  advisory lock held while changing pointers or history
 //! <root>/<model>/.move                  the production move in progress, if one was cut short
+//! <root>/<model>/switch                 the version production is switching to, for the fleet
 //! ```
 //!
 //! Every write is atomic: a version is written into a `.`-prefixed temporary folder, fsynced and
@@ -47,6 +48,10 @@ const LOCK_FILE: &str = ".lock";
 const MOVE_FILE: &str = ".move";
 /// Larger than any history entry limen writes; a bigger `.move` file is not one of ours.
 const MAX_MOVE_BYTES: u64 = 64 * 1024;
+/// The version production is switching to while a promoter waits for the fleet.
+const SWITCH_FILE: &str = "switch";
+/// Larger than any switch record limen writes (about 120 bytes).
+const MAX_SWITCH_BYTES: u64 = 4096;
 /// How many taken version ids `publish` steps over before giving up.
 const MAX_VERSION_BUMPS: u64 = 10_000;
 
@@ -93,6 +98,9 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("could not find a free version id for model {0:?} after {MAX_VERSION_BUMPS} tries")]
     NoFreeVersion(String),
+    /// The content is never echoed (see `BadPointer`).
+    #[error("switch record {path} is not one limen wrote ({len} bytes); the next `limen validate` or `limen models promote|rollback` replaces it")]
+    BadSwitch { path: PathBuf, len: usize },
 }
 
 fn list_suffix(available: &[String]) -> String {
@@ -246,6 +254,24 @@ impl Pointer {
             Self::Production => "production",
         }
     }
+}
+
+/// `<model>/switch`: the version `production` is about to become, written under the lock by a
+/// promoter that waits for every live server to load it first. Servers load `version` ahead
+/// and, once the pointer names it, switch at `activate_at_ms` by their own clocks. The pointer
+/// stays the truth: a record that does not name what the pointer names is only a preload hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchRecord {
+    pub version: VersionId,
+    /// The production version it replaces.
+    pub previous: Option<VersionId>,
+    /// When the record was written (unix milliseconds, the writer's clock).
+    pub written_at_ms: u64,
+    /// Absent while the fleet loads `version`; then the unix millisecond at which every server
+    /// switches to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate_at_ms: Option<u64>,
 }
 
 /// What a history line records.
@@ -507,6 +533,43 @@ impl Store {
             // Not a file of ours (a link, a FIFO, too large): as good as no record.
             Err(StoreError::NotAFile { .. } | StoreError::TooLarge { .. }) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `<model>/switch` atomically (see [`SwitchRecord`]).
+    pub fn write_switch(&self, lock: &ModelLock, record: &SwitchRecord) -> Result<(), StoreError> {
+        let name = lock.name();
+        let bytes = serde_json::to_vec(record)
+            .expect("a switch record is integers, which always serialize");
+        self.replace_file(name, &self.model_dir(name).join(SWITCH_FILE), &bytes)
+    }
+
+    /// The switch record, if there is one: read afresh (like a pointer) and refused when it is
+    /// not a regular file of at most 4 KiB holding a record.
+    pub fn read_switch(&self, name: &ModelName) -> Result<Option<SwitchRecord>, StoreError> {
+        let path = self.model_dir(name).join(SWITCH_FILE);
+        match read_untrusted(&path, MAX_SWITCH_BYTES, true) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|_| StoreError::BadSwitch {
+                        len: bytes.len(),
+                        path,
+                    })
+            }
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the switch record; a missing one is fine.
+    pub fn clear_switch(&self, lock: &ModelLock) -> Result<(), StoreError> {
+        let path = self.model_dir(lock.name()).join(SWITCH_FILE);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("delete", &path)(e)),
+            _ => Ok(()),
         }
     }
 

@@ -18,6 +18,7 @@ use crate::evaluate;
 use crate::evidence::{self, Evidence};
 use crate::model::{ClassReport, Model, ModelError};
 use crate::store::{ModelName, Pointer, StoreError, VersionId};
+use crate::switch::SwitchError;
 
 /// Checked settings of one gate run.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct GateConfig {
     pub min_shadow_agreement: f64,
     /// The most shadowed rows the candidate may have failed to score.
     pub max_candidate_errors: u64,
+    /// How the promotion treats the fleet (waits for every live server to load the candidate).
+    pub switch: crate::switch::SwitchOptions,
 }
 
 impl GateConfig {
@@ -69,6 +72,7 @@ impl GateConfig {
             min_shadow_samples: Self::DEFAULT_MIN_SHADOW_SAMPLES,
             min_shadow_agreement: Self::DEFAULT_MIN_SHADOW_AGREEMENT,
             max_candidate_errors: 0,
+            switch: crate::switch::SwitchOptions::default(),
         }
     }
 }
@@ -375,8 +379,36 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         // A promotion that overrode the convergence check says so where operators look.
         details["allow_unconverged"] = serde_json::Value::Bool(true);
     }
-    guard.move_production(Move::Promote, candidate_version, details)?;
-    report.outcome = Outcome::Promoted;
+    match crate::switch::move_production(
+        &guard,
+        Move::Promote,
+        candidate_version,
+        details,
+        cfg.switch,
+    ) {
+        Ok(switched) => {
+            if !switched.replicas.is_empty() {
+                report.checks.push(Check {
+                    name: "fleet",
+                    passed: true,
+                    detail: format!(
+                        "{} live server(s) loaded it in {} ms and switched together",
+                        switched.replicas.len(),
+                        switched.waited_ms
+                    ),
+                });
+            }
+            report.outcome = Outcome::Promoted;
+        }
+        Err(SwitchError::Store(e)) => return Err(e.into()),
+        Err(refused @ SwitchError::FleetNotReady { .. }) => {
+            report.checks.push(Check {
+                name: "fleet",
+                passed: false,
+                detail: refused.to_string(),
+            });
+        }
+    }
     Ok(report)
 }
 

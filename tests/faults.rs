@@ -706,8 +706,12 @@ fn writes_by_another_client_are_found_by_polling_within_one_and_a_half_intervals
     let scratch = tempfile::tempdir().unwrap();
     let mount = Bindfs::mount(store.path(), &scratch.path().join("efs"));
     let poll = Duration::from_millis(1000);
-    let auto = Server::serve(&mount.mount, &["--poll-interval", "1s"]).ready();
-    let notify_only = Server::serve(&mount.mount, &["--watch", "notify"]).ready();
+    // No heartbeats: this is the poll path a store without a fleet takes (with them, the
+    // promotion would wait for the notify-only server, which never hears of it, and refuse).
+    let quiet = ["--heartbeat-interval", "0s"];
+    let auto = Server::serve(&mount.mount, &["--poll-interval", "1s", quiet[0], quiet[1]]).ready();
+    let notify_only =
+        Server::serve(&mount.mount, &["--watch", "notify", quiet[0], quiet[1]]).ready();
     let agent = http();
 
     // "Another client": the pipeline writes to the backing folder, not through the mount.

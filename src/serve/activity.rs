@@ -23,7 +23,11 @@ pub struct Activity {
 impl Activity {
     /// Takes one sample of every served model's counters.
     pub fn sample(&self, registry: &Registry) {
-        let counts = registry.counters();
+        let counts = registry
+            .counters()
+            .into_iter()
+            .map(|(name, c)| (name, (c.predictions, c.out_of_range)))
+            .collect();
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         if samples.len() == KEPT {
             samples.pop_front();

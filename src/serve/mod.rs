@@ -214,6 +214,7 @@ pub async fn run(
     ));
     let changes = ChangeSource::new(&root, cfg.watch, cfg.poll_interval);
     let reloader = tokio::spawn(Arc::clone(&registry).run(changes));
+    let activator = tokio::spawn(Arc::clone(&registry).run_activations());
     // The queues get shares, so that a slow disk or a busy shadow worker can never take the
     // memory requests need: what they cannot hold they drop and count.
     let shadow = Arc::new(Shadow::start(
@@ -284,6 +285,7 @@ pub async fn run(
         "shutting down: no new connections; finishing requests in flight"
     );
     reloader.abort();
+    activator.abort();
     match tokio::time::timeout(cfg.shutdown_timeout, graceful.shutdown()).await {
         Ok(()) => tracing::info!("stopped"),
         Err(_) => tracing::warn!(
@@ -344,7 +346,12 @@ async fn beat(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
-        ticker.tick().await;
+        // Every interval, and at once when a switch's version is loaded or switched to (a
+        // promoter is waiting to hear it).
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = registry.heartbeat_due() => {}
+        }
         let heartbeat = heartbeat(&registry, &instance, started_at_ms, interval, poll_interval);
         let (root, reader, budget) = (root.clone(), Arc::clone(&registry), budget.clone());
         let written = tokio::task::spawn_blocking(move || {
@@ -391,15 +398,20 @@ fn heartbeat(
         .statuses()
         .into_iter()
         .map(|s| {
-            let (predictions, out_of_range) = counters.get(&s.name).copied().unwrap_or_default();
+            let live = counters.get(&s.name).copied().unwrap_or_default();
             let served = crate::fleet::Served {
                 production: s.production.map(|v| v.get()),
                 serving: s.loaded.map(|v| v.get()),
                 candidate: s.shadow.map(|v| v.get()),
                 load_error: s.last_error,
                 candidate_error: s.candidate_error,
-                predictions,
-                out_of_range,
+                switch_to: s.switch_to.map(|v| v.get()),
+                switch_ready: s.switch_ready,
+                switch_error: s.switch_error,
+                switch_at_ms: s.switch_at_ms,
+                serving_since_ms: live.serving_since_ms,
+                predictions: live.predictions,
+                out_of_range: live.out_of_range,
             };
             (s.name, served)
         })
