@@ -163,7 +163,7 @@ def main():
     check(len(commands) >= 7, f"found {len(commands)} limen commands in manifests, liminal.yml and DAGs")
     for where, argv in commands:
         out = subprocess.run([LIMEN, *argv, "--help"], capture_output=True, text=True)
-        check(out.returncode == 0 and argv[0] in ("serve", "train", "validate"),
+        check(out.returncode == 0 and argv[0] in ("serve", "train", "validate", "watch"),
               f"{where}: limen {' '.join(argv)} {out.stderr.strip()}")
     validates = [where for where, argv in commands if argv and argv[0] == "validate"]
     without = [where for where, argv in commands if argv and argv[0] == "validate" and "--evidence" not in argv]
@@ -216,6 +216,9 @@ def main():
         AIRFLOW__CORE__LOAD_EXAMPLES="false",
         LIMEN_STORE=dag_store,
         LIMEN_DATA=os.path.join(ROOT, "data", "iris.csv"),
+        # No server reads this store: nothing to watch, and no traffic needed for a pass.
+        LIMEN_WATCH_FOR="0s",
+        LIMEN_WATCH_MIN_SAMPLES="0",
         PATH=os.path.dirname(LIMEN) + os.pathsep + os.environ["PATH"],
     )
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 use crate::input::check_answer_size;
 pub use crate::input::{InputError, InputErrorKind};
-use crate::model::{Model, PredictError, Schema};
+use crate::model::{ClassTally, Model, PredictError, Schema};
 
 /// The batch key: an object holding it is a batch request.
 pub const INSTANCES: &str = "instances";
@@ -197,7 +197,7 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
 /// then [`respond`].
 pub fn answer(model: &Model, template: &Template, body: &[u8]) -> Result<Vec<u8>, InputError> {
     let decoded = decode(body, model.schema())?;
-    respond(model, template, &decoded)
+    respond(model, template, &decoded, &ClassTally::default())
 }
 
 /// The answer to decoded rows: `{"model", "version", "label", "probabilities", "result"?}` for
@@ -207,6 +207,7 @@ pub fn respond(
     model: &Model,
     template: &Template,
     decoded: &Decoded,
+    tally: &ClassTally,
 ) -> Result<Vec<u8>, InputError> {
     each_row(
         template,
@@ -214,6 +215,7 @@ pub fn respond(
         template.row_bytes,
         |row, out, probabilities| {
             let class = score_row(model, row, probabilities)?;
+            tally.count(class);
             template.write_prediction(out, class, probabilities);
             Ok(())
         },
@@ -223,7 +225,7 @@ pub fn respond(
 /// Decodes `body` like [`answer`] and explains every instance ([`respond_explained`]).
 pub fn explain(model: &Model, template: &Template, body: &[u8]) -> Result<Vec<u8>, InputError> {
     let decoded = decode(body, model.schema())?;
-    respond_explained(model, template, &decoded)
+    respond_explained(model, template, &decoded, &ClassTally::default())
 }
 
 /// The `/predict` fields of every instance plus `logit`, `baseline_logit` and `contributions`
@@ -234,6 +236,7 @@ pub fn respond_explained(
     model: &Model,
     template: &Template,
     decoded: &Decoded,
+    tally: &ClassTally,
 ) -> Result<Vec<u8>, InputError> {
     each_row(
         template,
@@ -241,6 +244,7 @@ pub fn respond_explained(
         template.explain_row_bytes,
         |row, out, _| {
             let e = model.explain(row).map_err(unscorable)?;
+            tally.count(e.prediction.class);
             template.write_prediction(out, e.prediction.class, &e.prediction.probabilities);
             if template.single_logit {
                 out.extend_from_slice(b",\"logit\":");

@@ -54,6 +54,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_report(&catalog, &args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Watch(args) => {
+            let json = args.json;
+            let cfg = crate::guardrails::WatchConfig::try_from(args)?;
+            let report = crate::guardrails::run(&catalog, &cfg)?;
+            print!("{}", render(&report, json));
+            use crate::guardrails::Verdict;
+            Ok(match report.verdict {
+                Verdict::Clean | Verdict::Superseded => ExitCode::SUCCESS,
+                Verdict::Tripped | Verdict::Inconclusive => ExitCode::from(EXIT_REJECTED),
+            })
+        }
         Command::Drift(args) => {
             anyhow::ensure!(
                 args.max_psi.is_none_or(|p| p.is_finite() && p >= 0.0),

@@ -87,6 +87,13 @@ pub enum Command {
     ///
     /// Exit codes: 0, 1 when --max-psi is exceeded (a pipeline can retrain on it), 2 error.
     Drift(DriftArgs),
+    /// Watch a new production version through the fleet's heartbeats for a window (a pipeline
+    /// task after validate) and roll it back when a guardrail trips: error share, out-of-range
+    /// share, live PSI, or a shift of the predicted classes against the version it replaced.
+    ///
+    /// Exit codes: 0 a clean window (or production moved on), 1 tripped (rolled back, the reason
+    /// in the history) or too few instances to judge, 2 error.
+    Watch(WatchArgs),
     /// Convert a model trained in Python (XGBoost's `save_model` JSON or UBJSON, LightGBM's
     /// `save_model` text) into limen's tree artifact, evaluate it on labelled data, and publish
     /// it as a new candidate, like `train`.
@@ -202,6 +209,86 @@ pub struct DriftArgs {
     /// Print JSON for scripts instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Model whose production version to watch.
+    pub name: ModelName,
+
+    /// How long to watch, e.g. 10m.
+    #[arg(long = "for", env = "LIMEN_WATCH_FOR", default_value = "10m", value_parser = parse_duration)]
+    pub window: Duration,
+
+    /// How often to read the fleet's heartbeats.
+    #[arg(long, env = "LIMEN_WATCH_EVERY", default_value = "10s", value_parser = parse_duration)]
+    pub every: Duration,
+
+    /// Instances the version must have scored (over the fleet) before the guardrails judge it;
+    /// a window that ends with fewer is inconclusive (exit 1, no rollback).
+    #[arg(long, env = "LIMEN_WATCH_MIN_SAMPLES", default_value_t = crate::guardrails::WatchConfig::DEFAULT_MIN_SAMPLES)]
+    pub min_samples: u64,
+
+    /// Largest share of requests the version may fail (bad input for it, unscorable rows).
+    #[arg(long, env = "LIMEN_MAX_ERROR_SHARE", default_value_t = crate::guardrails::WatchConfig::DEFAULT_MAX_ERROR_SHARE)]
+    pub max_error_share: f64,
+
+    /// Largest share of instances with a value outside the training range.
+    #[arg(long, env = "LIMEN_MAX_OUT_OF_RANGE_SHARE", default_value_t = crate::guardrails::WatchConfig::DEFAULT_MAX_OUT_OF_RANGE_SHARE)]
+    pub max_out_of_range_share: f64,
+
+    /// Largest live PSI of a feature on any server with --min-samples instances.
+    #[arg(long, env = "LIMEN_WATCH_MAX_PSI", default_value_t = crate::guardrails::WatchConfig::DEFAULT_MAX_PSI)]
+    pub max_psi: f64,
+
+    /// Largest change of a predicted class's share against the version it replaced.
+    #[arg(long, env = "LIMEN_MAX_CLASS_SHIFT", default_value_t = crate::guardrails::WatchConfig::DEFAULT_MAX_CLASS_SHIFT)]
+    pub max_class_shift: f64,
+
+    /// Report a trip (exit 1) without rolling back.
+    #[arg(long, env = "LIMEN_NO_ROLLBACK")]
+    pub no_rollback: bool,
+
+    /// Print JSON for scripts instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TryFrom<WatchArgs> for crate::guardrails::WatchConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: WatchArgs) -> anyhow::Result<Self> {
+        for (flag, v) in [
+            ("--max-error-share", a.max_error_share),
+            ("--max-out-of-range-share", a.max_out_of_range_share),
+            ("--max-class-shift", a.max_class_shift),
+        ] {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&v),
+                "{flag} must be between 0 and 1, got {v}"
+            );
+        }
+        anyhow::ensure!(
+            a.max_psi.is_finite() && a.max_psi >= 0.0,
+            "--max-psi must be a number ≥ 0, got {}",
+            a.max_psi
+        );
+        anyhow::ensure!(
+            !a.every.is_zero(),
+            "--every must be longer than 0s, e.g. 10s"
+        );
+        Ok(Self {
+            model: a.name,
+            window: a.window,
+            every: a.every,
+            min_samples: a.min_samples,
+            max_error_share: a.max_error_share,
+            max_out_of_range_share: a.max_out_of_range_share,
+            max_psi: a.max_psi,
+            max_class_shift: a.max_class_shift,
+            rollback: !a.no_rollback,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

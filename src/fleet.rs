@@ -82,11 +82,33 @@ pub struct Served {
     /// When the served version began answering here (unix milliseconds, this server's clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving_since_ms: Option<u64>,
-    /// The served version's live counters since it was loaded here.
+    /// The served version's live counters since it was loaded here: instances scored,
+    /// instances with a value outside the training range, requests it could not answer, and
+    /// answers per predicted class (by class name).
     #[serde(default)]
     pub predictions: u64,
     #[serde(default)]
     pub out_of_range: u64,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub classes: BTreeMap<String, u64>,
+    /// The served version's live PSI per feature (over its drift window).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub psi: BTreeMap<String, f64>,
+    /// The version this server served before `serving`, and its counters when it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<Retired>,
+}
+
+/// A version a server served before its current one, with its final counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Retired {
+    pub version: u64,
+    #[serde(default)]
+    pub predictions: u64,
+    #[serde(default)]
+    pub classes: BTreeMap<String, u64>,
 }
 
 /// A heartbeat as read, with how old it is by the reader's clock.
@@ -243,12 +265,13 @@ impl std::fmt::Display for FleetReport {
             for (name, s) in &r.models {
                 write!(
                     f,
-                    "  {name}: serving {} (production {}), candidate loaded {}, {} predictions, {} out of range",
+                    "  {name}: serving {} (production {}), candidate loaded {}, {} predictions, {} out of range, {} errors",
                     version(s.serving),
                     version(s.production),
                     version(s.candidate),
                     s.predictions,
-                    s.out_of_range
+                    s.out_of_range,
+                    s.errors
                 )?;
                 if let Some(e) = &s.load_error {
                     write!(f, "; load error: {e}")?;

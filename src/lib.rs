@@ -11,6 +11,7 @@
 //!  serve          router, handlers, the one error → status table, shutdown
 //!  registry       the served models: load → verify → warm up → swap; pinned cache
 //!  watch          inotify + polling → "scan again"; ScanOutcome
+//!  guardrails     `limen watch`: a new production version's live counters → keep or roll back
 //!  validate ops   the promotion gate; operator actions (list, show, promote, rollback, gc)
 //!  switch         a move of production: the fleet loads the version, then switches at one time
 //!  fleet          every server's heartbeat in the store: what it serves, read as untrusted
@@ -38,6 +39,7 @@ pub mod evaluate;
 pub mod evidence;
 pub mod fleet;
 pub mod forest;
+pub mod guardrails;
 pub mod import;
 pub mod inference_log;
 pub mod input;

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
 use crate::input::{check_answer_size, InputError, InputErrorKind};
-use crate::model::{Model, Schema};
+use crate::model::{ClassTally, Model, Schema};
 
 /// The output tensors a model produces.
 pub const OUTPUT_LABEL: &str = "label";
@@ -752,6 +752,7 @@ impl InferTemplate {
         outputs: &[(Output, bool)],
         n: usize,
         rows: &[f64],
+        tally: &ClassTally,
     ) -> Result<InferResponse, InputError> {
         let n_features = model.feature_names().len();
         let n_classes = model.classes().len();
@@ -764,6 +765,7 @@ impl InferTemplate {
             let class = model.predict_append(row, &mut probabilities).map_err(|e| {
                 InputError::new(InputErrorKind::Unscorable, format!("row {i}: {e}"))
             })?;
+            tally.count(class);
             classes.push(class);
         }
 
@@ -982,7 +984,14 @@ mod tests {
         let outputs = request.outputs()?;
         let (n, rows) = request.rows(model.schema())?;
         InferTemplate::new(&model)
-            .respond(&model, request.id.as_deref(), &outputs, n, &rows)
+            .respond(
+                &model,
+                request.id.as_deref(),
+                &outputs,
+                n,
+                &rows,
+                &ClassTally::default(),
+            )
             .map(|r| r.body)
     }
 
@@ -1008,7 +1017,14 @@ mod tests {
         let probs = serde_json::json!({"name": "probabilities", "shape": [3, 2], "datatype": "FP64", "data": probabilities});
         let both = [(Output::Label, false), (Output::Probabilities, false)];
         let answer = template
-            .respond(&model, Some("a \"b\"\u{1}"), &both, 3, &rows)
+            .respond(
+                &model,
+                Some("a \"b\"\u{1}"),
+                &both,
+                3,
+                &rows,
+                &ClassTally::default(),
+            )
             .unwrap();
         assert_eq!(answer.json_length, None);
         let value: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
@@ -1023,14 +1039,18 @@ mod tests {
         );
 
         let one = [(Output::Probabilities, false)];
-        let answer = template.respond(&model, None, &one, 3, &rows).unwrap();
+        let answer = template
+            .respond(&model, None, &one, 3, &rows, &ClassTally::default())
+            .unwrap();
         let value: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
         let expected =
             serde_json::json!({"model_name": "iris", "model_version": "7", "outputs": [probs]});
         assert_eq!(value, expected);
 
         let binary = [(Output::Probabilities, true), (Output::Label, false)];
-        let answer = template.respond(&model, None, &binary, 3, &rows).unwrap();
+        let answer = template
+            .respond(&model, None, &binary, 3, &rows, &ClassTally::default())
+            .unwrap();
         let split = answer.json_length.unwrap();
         let value: serde_json::Value = serde_json::from_slice(&answer.body[..split]).unwrap();
         let expected = serde_json::json!({"model_name": "iris", "model_version": "7", "outputs": [
@@ -1043,7 +1063,9 @@ mod tests {
             .collect();
         assert_eq!(floats, probabilities);
 
-        let empty = template.respond(&model, None, &both, 0, &[]).unwrap();
+        let empty = template
+            .respond(&model, None, &both, 0, &[], &ClassTally::default())
+            .unwrap();
         let value: serde_json::Value = serde_json::from_slice(&empty.body).unwrap();
         assert_eq!(value["outputs"][1]["data"], serde_json::json!([]));
     }
@@ -1132,7 +1154,14 @@ mod tests {
         let (n, rows) = request.rows(model.schema()).unwrap();
         assert_eq!((n, rows.clone()), (2, vec![2.1f32 as f64, 0.2f32 as f64]));
         let answer = InferTemplate::new(&model)
-            .respond(&model, None, &request.outputs().unwrap(), n, &rows)
+            .respond(
+                &model,
+                None,
+                &request.outputs().unwrap(),
+                n,
+                &rows,
+                &ClassTally::default(),
+            )
             .unwrap();
         let split = answer.json_length.unwrap();
         let head: serde_json::Value = serde_json::from_slice(&answer.body[..split]).unwrap();

@@ -225,6 +225,19 @@ pub fn rollback(
     name: &ModelName,
     switch: SwitchOptions,
 ) -> Result<PointerChange, OpsError> {
+    rollback_from(catalog, name, None, serde_json::Value::Null, switch)
+}
+
+/// [`rollback`], refused unless production still is `expected` when the lock is taken (a
+/// watcher rolls back the version it watched, never one promoted since); `details` go in the
+/// history line (why).
+pub fn rollback_from(
+    catalog: &Catalog,
+    name: &ModelName,
+    expected: Option<VersionId>,
+    details: serde_json::Value,
+    switch: SwitchOptions,
+) -> Result<PointerChange, OpsError> {
     catalog.require_model(name)?;
     let guard = catalog.lock(name)?;
     let current = guard.pointer(Pointer::Production)?.ok_or_else(|| {
@@ -232,6 +245,11 @@ pub fn rollback(
             "{name} has no production version to roll back from"
         ))
     })?;
+    if let Some(expected) = expected.filter(|e| *e != current) {
+        return Err(OpsError::Refused(format!(
+            "{name}'s production moved from {expected} to {current} meanwhile; not rolling back"
+        )));
+    }
     // Streamed: the stack holds version ids, not the lines.
     let mut stack = ProductionStack::default();
     guard.for_each_history(|e| stack.apply(&e))?;
@@ -255,13 +273,7 @@ pub fn rollback(
         )));
     };
     load_usable(catalog, name, target)?;
-    let switched = switch::move_production(
-        &guard,
-        Move::Rollback,
-        target,
-        serde_json::Value::Null,
-        switch,
-    )?;
+    let switched = switch::move_production(&guard, Move::Rollback, target, details, switch)?;
     Ok(PointerChange {
         switched,
         kind: Move::Rollback,

@@ -42,6 +42,11 @@ pub struct LoadedModel {
     pub drift: Option<DriftWindow>,
     /// When it began answering as production here (unix milliseconds; 0 until then).
     pub serving_since_ms: std::sync::atomic::AtomicU64,
+    /// Its live tallies here: answers per predicted class, instances with a value outside its
+    /// training range, and requests it could not answer (bad input for it, unscorable rows).
+    pub classes: crate::model::ClassTally,
+    pub rows_out_of_range: std::sync::atomic::AtomicU64,
+    pub errors: std::sync::atomic::AtomicU64,
 }
 
 impl LoadedModel {
@@ -55,12 +60,33 @@ impl LoadedModel {
         Self {
             template: Template::new(&model),
             infer: InferTemplate::new(&model),
+            classes: crate::model::ClassTally::new(model.classes().len()),
             model,
             version,
             loaded_at: SystemTime::now(),
             metrics,
             drift,
             serving_since_ms: std::sync::atomic::AtomicU64::new(0),
+            rows_out_of_range: std::sync::atomic::AtomicU64::new(0),
+            errors: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Its live counters now.
+    pub fn live(&self) -> LiveCounters {
+        use std::sync::atomic::Ordering::Relaxed;
+        LiveCounters {
+            predictions: self.metrics.predictions.get(),
+            out_of_range: self.rows_out_of_range.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            classes: self
+                .model
+                .classes()
+                .iter()
+                .cloned()
+                .zip(self.classes.counts())
+                .collect(),
+            serving_since_ms: Some(self.serving_since_ms.load(Relaxed)).filter(|&t| t > 0),
         }
     }
 
@@ -79,11 +105,17 @@ impl LoadedModel {
     /// range and no bin: it counts toward neither.
     pub fn observe_row(&self, row: &[f64]) {
         let features = &self.model.artifact().features;
+        let mut outside = false;
         for ((value, feature), counter) in row.iter().zip(features).zip(&self.metrics.out_of_range)
         {
             if *value < feature.stats.min || *value > feature.stats.max {
                 counter.inc();
+                outside = true;
             }
+        }
+        if outside {
+            self.rows_out_of_range
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(drift) = &self.drift {
             drift.observe(row, features);
@@ -252,12 +284,17 @@ struct Book {
 /// hashing the name per request, and listings come out sorted.
 type Table = BTreeMap<ModelName, Arc<LoadedModel>>;
 
-/// What a served version has done here since it began answering.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a served version has done here since it was loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiveCounters {
+    /// Instances scored.
     pub predictions: u64,
-    /// Feature values outside their training range.
+    /// Instances with a value outside its feature's training range.
     pub out_of_range: u64,
+    /// Requests it could not answer (bad input for it, unscorable rows).
+    pub errors: u64,
+    /// Answers per predicted class, by class name.
+    pub classes: BTreeMap<String, u64>,
     pub serving_since_ms: Option<u64>,
 }
 
@@ -362,6 +399,8 @@ pub struct Registry {
     /// Production versions waiting for their activation time, and a wake-up when they change.
     pending: Mutex<BTreeMap<ModelName, Pending>>,
     activations: tokio::sync::Notify,
+    /// Per model, the version swapped out last and its final counters.
+    retired: Mutex<BTreeMap<ModelName, (VersionId, LiveCounters)>>,
     /// Rung when what the heartbeat says changed (a switch's version loaded, a switch made), so
     /// a waiting promoter hears of it before the next interval.
     beat_now: tokio::sync::Notify,
@@ -390,6 +429,7 @@ impl Registry {
             staged: ArcSwap::from_pointee(Table::new()),
             pending: Mutex::new(BTreeMap::new()),
             activations: tokio::sync::Notify::new(),
+            retired: Mutex::new(BTreeMap::new()),
             beat_now: tokio::sync::Notify::new(),
             book: ArcSwap::from_pointee(book),
             pinned: Mutex::new(LruCache::new(config.pinned_capacity)),
@@ -523,20 +563,27 @@ impl Registry {
         self.serving
             .load()
             .iter()
-            .map(|(name, loaded)| {
-                let counters = LiveCounters {
-                    predictions: loaded.metrics.predictions.get(),
-                    out_of_range: loaded.metrics.out_of_range.iter().map(|c| c.get()).sum(),
-                    serving_since_ms: Some(
-                        loaded
-                            .serving_since_ms
-                            .load(std::sync::atomic::Ordering::Relaxed),
-                    )
-                    .filter(|&t| t > 0),
-                };
-                (name.to_string(), counters)
-            })
+            .map(|(name, loaded)| (name.to_string(), loaded.live()))
             .collect()
+    }
+
+    /// Per model, the version served before the current one here and its counters when it
+    /// stopped (what `limen watch` compares the new version's predicted classes against).
+    pub fn retired(&self) -> HashMap<String, (VersionId, LiveCounters)> {
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, r)| (name.to_string(), r.clone()))
+            .collect()
+    }
+
+    /// Remembers `old`'s counters as `name`'s retired version (it is being swapped out).
+    fn retire(&self, name: &ModelName, old: &LoadedModel) {
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), (old.version, old.live()));
     }
 
     /// `name`'s history (the last `last` entries), read from the end of the file: memory is
@@ -718,8 +765,11 @@ impl Registry {
                 );
             }
             let now = crate::fleet::now_ms();
-            for (_, loaded) in &loads {
+            for (name, loaded) in &loads {
                 loaded.serving_from(now);
+                if let Some(old) = current.get(name) {
+                    self.retire(name, old);
+                }
             }
             self.serving.rcu(|table| {
                 let mut table: Table = table
@@ -1126,8 +1176,11 @@ impl Registry {
         if due.is_empty() {
             return;
         }
-        for (_, p) in &due {
+        for (name, p) in &due {
             p.loaded.serving_from(now);
+            if let Some(old) = serving.get(name) {
+                self.retire(name, old);
+            }
         }
         self.serving.rcu(|table| {
             let mut table = Table::clone(table);

@@ -291,7 +291,8 @@ mod tests {
             written_at_ms: now,
             interval_ms: 60_000,
             poll_interval_ms: 200,
-            last_scan_ms: Some(now + 1),
+            // Its last scan read whatever switch record the test writes next.
+            last_scan_ms: Some(now + 60_000),
             models: [("iris".to_owned(), served)].into(),
         };
         fleet::write(catalog.root(), &beat).unwrap();

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["fleet"],
     &["switch"],
     &["validate", "ops", "drift", "report"],
-    &["watch"],
+    &["watch", "guardrails"],
     &["registry"],
     &["shadow", "inference_log"],
     &["serve"],

@@ -3,11 +3,12 @@
 //! once; a live replica that serves another version makes `models fleet` exit 1, naming it, and
 //! shows on the status page. A promotion waits for every live replica to load the version, then
 //! both switch at one activation time, never before it; a replica that cannot load it blocks
-//! the promotion by name and production stays everywhere.
+//! the promotion by name and production stays everywhere. `limen watch` passes a clean window
+//! and rolls a version that fails requests back, with the reason in the history.
 
 mod common;
 
-use common::{eventually, get, http, limen_command, Server, TestStore, PATIENCE};
+use common::{eventually, get, http, limen_command, post, Server, TestStore, PATIENCE};
 
 /// A server on `store` named `instance`, rewriting its heartbeat every 200 ms.
 fn replica(store: &TestStore, instance: &str) -> Server {
@@ -308,4 +309,98 @@ fn a_replica_that_cannot_load_the_version_blocks_the_promotion_by_name() {
             .then_some(())
     });
     drop((a, small));
+}
+
+/// The training table's petal widths as one batch request: live traffic shaped like training.
+fn training_batch() -> String {
+    let table = std::fs::read_to_string(common::repo().join("data/iris.csv")).unwrap();
+    let rows: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(3))
+        .map(|w| format!("{{\"petal_width\": {w}}}"))
+        .collect();
+    format!("{{\"instances\": [{}]}}", rows.join(","))
+}
+
+#[test]
+fn watch_passes_a_clean_window_and_rolls_back_a_version_that_fails_requests() {
+    let store = TestStore::new();
+    let first: u64 = store.promote_iris().parse().unwrap();
+    let a = replica_every(&store, "pod-a", "1s");
+    eventually(PATIENCE, "pod-a in the fleet", || {
+        let (_, report) = fleet(&store);
+        (serving(&report, "iris").len() == 1).then_some(())
+    });
+    let second: u64 = store.promote_iris().parse().unwrap();
+    let agent = http();
+    eventually(PATIENCE, "pod-a on the new version", || {
+        let (_, report) = fleet(&store);
+        (serving(&report, "iris") == [("pod-a".into(), Some(second))]).then_some(())
+    });
+    assert_eq!(
+        post(&agent, &a.url("/predict"), &training_batch()).status,
+        200
+    );
+    let counted = |field: &str, at_least: u64| {
+        eventually(PATIENCE, "the heartbeat to count the traffic", || {
+            let (_, report) = fleet(&store);
+            let n = served(&report, "iris")[0].1[field].as_u64().unwrap_or(0);
+            (n >= at_least).then_some(())
+        })
+    };
+    counted("predictions", 150);
+    let watch = |window: &str| {
+        store.limen(&[
+            "watch",
+            "iris",
+            "--for",
+            window,
+            "--every",
+            "100ms",
+            "--min-samples",
+            "100",
+            "--json",
+        ])
+    };
+    // Traffic like the training data, no errors: a clean window leaves production alone.
+    let out = watch("300ms");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report} {}",
+        common::stderr(&out)
+    );
+    assert_eq!(report["verdict"], "clean");
+    assert_eq!(report["previous"], first);
+    assert_eq!(
+        store.pointer("iris", "production"),
+        Some(second.to_string())
+    );
+
+    // Requests the new version cannot answer: 10 of 160 fail, over the 1 % limit.
+    for _ in 0..10 {
+        let answer = post(&agent, &a.url("/predict"), r#"{"petal_width": "wide"}"#);
+        assert_eq!(answer.status, 422);
+    }
+    counted("errors", 10);
+    let out = watch("10s");
+    let text = common::stderr(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report} {text}");
+    assert_eq!(report["verdict"], "tripped");
+    assert_eq!(report["trip"]["guardrail"], "error share");
+    assert_eq!(report["rolled_back_to"], first);
+    assert_eq!(store.pointer("iris", "production"), Some(first.to_string()));
+    let history = store.ok(&["models", "--json", "show", "iris"]);
+    let shown: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let last = shown["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["action"], "rollback", "{last}");
+    assert_eq!(last["details"]["via"], "limen watch");
+    assert_eq!(last["details"]["guardrail"], "error share");
+    eventually(PATIENCE, "pod-a back on the first version", || {
+        let (_, report) = fleet(&store);
+        (serving(&report, "iris") == [("pod-a".into(), Some(first))]).then_some(())
+    });
 }

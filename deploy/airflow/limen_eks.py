@@ -103,7 +103,7 @@ def limen_task(task_id: str, arguments: list[str], cmds=("limen",), env=None) ->
 
 with DAG(
     dag_id="limen_eks",
-    description="limen train, then limen validate, on EKS with the EFS model store",
+    description="limen train, validate, then watch, on EKS with the EFS model store",
     start_date=datetime(2026, 1, 1),
     schedule="0 3 * * *",
     catchup=False,
@@ -119,4 +119,7 @@ with DAG(
         ["validate", "--model", "iris", "--min-accuracy", "0.9", "--evidence", EVIDENCE],
         env={"LIMEN_MIN_SHADOW_SAMPLES": MIN_SHADOW_SAMPLES},
     )
-    train >> shadow >> validate
+    # The new version's live counters across the fleet for 10 minutes; a tripped guardrail
+    # rolls it back (reason in the history) and fails the task.
+    watch = limen_task("watch", ["watch", "iris", "--for", "10m"])
+    train >> shadow >> validate >> watch

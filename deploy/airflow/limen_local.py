@@ -9,7 +9,10 @@ then reads that evidence from `LIMEN_EVIDENCE` (default ./evidence). Once a prod
 exists, a candidate needs at least `LIMEN_MIN_SHADOW_SAMPLES` (default 1) instances scored by
 both versions: with no server scoring traffic it is refused (set it to 0 to promote on the
 offline checks alone). A rejected candidate makes
-`limen validate` exit 1, which fails the task.
+`limen validate` exit 1, which fails the task. After a promotion, `watch` reads the live servers'
+counters for the new version for `LIMEN_WATCH_FOR` (10m) and rolls it back when a guardrail trips
+(exit 1 fails the task); a window with fewer than `LIMEN_WATCH_MIN_SAMPLES` (100) instances is
+inconclusive and fails it too (0 passes a store no server is reading).
 """
 
 from datetime import datetime, timedelta
@@ -23,7 +26,7 @@ except ImportError:  # Airflow 2
 
 with DAG(
     dag_id="limen_local",
-    description="limen train, then limen validate, on the Airflow worker",
+    description="limen train, validate, then watch, on the Airflow worker",
     start_date=datetime(2026, 1, 1),
     schedule=None,
     catchup=False,
@@ -49,4 +52,10 @@ with DAG(
         env={"LIMEN_LOG_FORMAT": "json"},
         append_env=True,
     )
-    train >> shadow >> validate
+    watch = BashOperator(
+        task_id="watch",
+        bash_command="limen watch iris",
+        env={"LIMEN_LOG_FORMAT": "json"},
+        append_env=True,
+    )
+    train >> shadow >> validate >> watch

@@ -22,8 +22,33 @@ pub use artifact::{
 pub use reference::{FeatureStats, Reference, DRIFT_BINS};
 
 use ndarray::{Array2, ArrayView2};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use linear::Linear;
+
+/// How many answers named each class, in class order: a served version's live tally, counted
+/// where the answer is written. Relaxed atomics: a count, not a synchronisation point.
+#[derive(Debug, Default)]
+pub struct ClassTally(Box<[AtomicU64]>);
+
+impl ClassTally {
+    /// A tally of `classes` classes; [`ClassTally::default`] counts nothing (one-off scoring).
+    pub fn new(classes: usize) -> Self {
+        Self((0..classes).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Counts one answer of `class` (ignored when out of range).
+    pub fn count(&self, class: usize) {
+        if let Some(c) = self.0.get(class) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts so far, in class order.
+    pub fn counts(&self) -> Vec<u64> {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+}
 
 /// Why a row could not be scored.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

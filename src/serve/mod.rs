@@ -394,11 +394,12 @@ fn heartbeat(
             .map_or(0, |d| d.as_millis() as u64)
     };
     let counters = registry.counters();
+    let retired = registry.retired();
     let models = registry
         .statuses()
         .into_iter()
         .map(|s| {
-            let live = counters.get(&s.name).copied().unwrap_or_default();
+            let live = counters.get(&s.name).cloned().unwrap_or_default();
             let served = crate::fleet::Served {
                 production: s.production.map(|v| v.get()),
                 serving: s.loaded.map(|v| v.get()),
@@ -412,6 +413,17 @@ fn heartbeat(
                 serving_since_ms: live.serving_since_ms,
                 predictions: live.predictions,
                 out_of_range: live.out_of_range,
+                errors: live.errors,
+                classes: live.classes,
+                psi: registry
+                    .get(&s.name)
+                    .map(|m| m.psi().into_iter().collect())
+                    .unwrap_or_default(),
+                retired: retired.get(&s.name).map(|(v, c)| crate::fleet::Retired {
+                    version: v.get(),
+                    predictions: c.predictions,
+                    classes: c.classes.clone(),
+                }),
             };
             (s.name, served)
         })

@@ -108,6 +108,9 @@ pub async fn score(
     let scored = match scored {
         Ok(scored) => scored,
         Err(e) => {
+            loaded
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let (true, Some(id)) = (logged, request_id) {
                 state.log.submit(Record {
                     production: loaded,
@@ -238,9 +241,9 @@ fn run(
             };
             held.grow(answer_bytes).map_err(over)?;
             let answer = if explain {
-                api::respond_explained(model, &loaded.template, &decoded)?
+                api::respond_explained(model, &loaded.template, &decoded, &loaded.classes)?
             } else {
-                api::respond(model, &loaded.template, &decoded)?
+                api::respond(model, &loaded.template, &decoded, &loaded.classes)?
             };
             Scored {
                 answer,
@@ -266,9 +269,14 @@ fn run(
             held.grow(request.decode_bytes().saturating_add(answer_bytes))
                 .map_err(over)?;
             let (n, rows) = request.rows(model.schema())?;
-            let answer = loaded
-                .infer
-                .respond(model, request.id.as_deref(), &outputs, n, &rows)?;
+            let answer = loaded.infer.respond(
+                model,
+                request.id.as_deref(),
+                &outputs,
+                n,
+                &rows,
+                &loaded.classes,
+            )?;
             Scored {
                 answer: answer.body,
                 rows,
