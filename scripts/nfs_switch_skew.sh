@@ -48,8 +48,8 @@ flag=(); [ "$MODE" = no-wait ] && flag=(--no-wait)
 for i in $(seq "$N"); do
   if [ $((i % 2)) = 1 ]; then to=$v2; else to=$v1; fi
   t0=$(date +%s%N)
-  out=$(limen models promote iris "$to" "${flag[@]}" 2>&1) || fail "promotion $i: $out"
-  echo "promotion $i to $to took $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  out=$(limen models --json promote iris "$to" "${flag[@]}" 2>/dev/null) || fail "promotion $i: $out"
+  echo "promotion $i to $to took $(( ($(date +%s%N) - t0) / 1000000 )) ms: $(echo "$out" | tr -d ' \n' | grep -o '"replicas":\[[^]]*\]\|"activate_at_ms":[0-9]*\|"waited_ms":[0-9]*' | tr '\n' ' ')"
   # Let both replicas switch (no-wait: up to a poll interval) and the load sample each version.
   sleep 2.5
 done
@@ -76,4 +76,8 @@ for port in 8081 8082; do
 done
 echo "mode=$MODE promotions=$N skew_ms p50=$p50 p99=$p99 max=$max requests=$total failed=$bad"
 echo "skews_ms: $(tr '\n' ' ' <"$O/skew")"
+echo "in promotion order (a, b switch times):"; paste "$O/a.t" "$O/b.t" | tail -n +2 | awk '{print NR": "$1" "$2" "($1-$2)}'
+if [ -n "${VERBOSE:-}" ]; then
+  for r in a b; do echo "--- $r"; grep -E 'switch|production version|loaded ahead' "$O/$r.log" | grep -o '"message":"[^"]*"\|"version":[0-9]*\|"in_ms":[0-9]*\|"switched_at_ms":[0-9]*\|"late_ms":[0-9]*\|"timestamp":"[^"]*"' | paste -sd' ' | sed 's/"timestamp"/\n"timestamp"/g'; done
+fi
 [ "$bad" = 0 ] || fail "$bad failed requests"

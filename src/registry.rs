@@ -747,6 +747,13 @@ impl Registry {
             .keys()
             .filter(|n| !statuses.contains_key(*n))
             .collect();
+        // An activation may have served a version since `current` was read: not again.
+        let served_now = self.serving.load_full();
+        loads.retain(|(name, loaded)| {
+            served_now
+                .get(name)
+                .is_none_or(|m| m.version != loaded.version)
+        });
         if !loads.is_empty() || !gone.is_empty() {
             for name in &gone {
                 tracing::info!(model = %name, "model folder removed from the store; no longer serving it");
@@ -756,7 +763,7 @@ impl Registry {
                 }
             }
             for (name, loaded) in &loads {
-                let previous = current.get(name).map(|m| m.version.to_string());
+                let previous = served_now.get(name).map(|m| m.version.to_string());
                 self.metrics.swapped(
                     name.as_str(),
                     &loaded.version.to_string(),
@@ -767,9 +774,17 @@ impl Registry {
             let now = crate::fleet::now_ms();
             for (name, loaded) in &loads {
                 loaded.serving_from(now);
-                if let Some(old) = current.get(name) {
+                let old = served_now.get(name);
+                if let Some(old) = old {
                     self.retire(name, old);
                 }
+                tracing::info!(
+                    model = %name,
+                    version = loaded.version.get(),
+                    previous = old.map(|s| s.version.get()),
+                    switched_at_ms = now,
+                    "serving new production version"
+                );
             }
             self.serving.rcu(|table| {
                 let mut table: Table = table
@@ -882,13 +897,6 @@ impl Registry {
                                     seen: Instant::now(),
                                 });
                             } else {
-                                tracing::info!(
-                                    model = %name,
-                                    version = version.get(),
-                                    previous = served.map(|s| s.version.get()),
-                                    switched_at_ms = now,
-                                    "serving new production version"
-                                );
                                 scan.load = Some(model);
                             }
                             None

@@ -546,8 +546,28 @@ impl Store {
 
     /// The switch record, if there is one: read afresh (like a pointer) and refused when it is
     /// not a regular file of at most 4 KiB holding a record.
+    ///
+    /// On NFS a lookup that found no file is remembered (a negative dentry) until the folder's
+    /// cached attributes expire, up to a minute: a server that looked for `switch` before a
+    /// promoter first wrote it would not see it for that long (measured in the nfs-vm guest:
+    /// 28 s). Opening the folder first makes the client fetch its attributes afresh, which
+    /// invalidates that memory; one extra `open` per model and poll.
     pub fn read_switch(&self, name: &ModelName) -> Result<Option<SwitchRecord>, StoreError> {
-        let path = self.model_dir(name).join(SWITCH_FILE);
+        let dir = self.model_dir(name);
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let opened = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&dir);
+            if let Err(e) = opened {
+                if e.kind() == io::ErrorKind::NotFound {
+                    return Ok(None);
+                }
+                return Err(io_err("open", &dir)(e));
+            }
+        }
+        let path = dir.join(SWITCH_FILE);
         match read_untrusted(&path, MAX_SWITCH_BYTES, true) {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes)

@@ -244,15 +244,18 @@ fn wait_for_fleet(
     }
 }
 
-/// How far ahead the activation time is: the slowest live server's poll interval (each must
-/// read the pointer before the time comes), plus half that, at least [`MIN_MARGIN_MS`].
+/// How far ahead the activation time is: two of the slowest live server's poll intervals, at
+/// least one plus [`MIN_MARGIN_MS`]. Each server must read the moved pointer before the time
+/// comes: up to a poll interval after the move, which itself takes a few fsyncs and renames
+/// after the time is chosen, plus a scan. With one interval and a half, 1 of 20 promotions in
+/// the nfs-vm guest (an emulated CPU under load) was read late.
 pub fn lead_ms(fleet: &Fleet) -> u64 {
     let poll = fleet
         .live()
         .map(|r| r.heartbeat.poll_interval_ms)
         .max()
         .unwrap_or(0);
-    poll + (poll / 2).max(MIN_MARGIN_MS)
+    poll + poll.max(MIN_MARGIN_MS)
 }
 
 #[cfg(test)]
