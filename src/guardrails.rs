@@ -286,11 +286,17 @@ impl fmt::Display for WatchReport {
                 self.last.predictions,
                 self.last.servers
             ),
-            (Verdict::Inconclusive, _) => writeln!(
-                f,
-                "inconclusive: {name}/{v} scored {} instances in its watch, fewer than --min-samples; not rolled back",
-                self.last.predictions
-            ),
+            (Verdict::Inconclusive, _) => {
+                write!(
+                    f,
+                    "inconclusive: {name}/{v} scored {} instances in its watch, fewer than --min-samples; not rolled back",
+                    self.last.predictions
+                )?;
+                if self.last.servers == 0 {
+                    write!(f, " (no live server serves it: servers report through heartbeats in <store>/.fleet, see --heartbeat-interval)")?;
+                }
+                writeln!(f)
+            }
             (Verdict::Superseded, _) => {
                 writeln!(f, "{name}: production moved on from {v}; the watch ends")
             }
