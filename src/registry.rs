@@ -1354,8 +1354,32 @@ mod tests {
         catalog.lock(name).unwrap().write_switch(&record).unwrap();
     }
 
-    #[test]
-    fn a_switch_is_loaded_ahead_then_served_at_its_activation_time() {
+    /// Writes the record and moves production to its version under one lock, as a promoter
+    /// does (a later lock holder drops a record production does not name).
+    fn switch_production(catalog: &Catalog, name: &ModelName, record: crate::store::SwitchRecord) {
+        let guard = catalog.lock(name).unwrap();
+        guard.write_switch(&record).unwrap();
+        guard
+            .move_production(Move::Promote, record.version, serde_json::Value::Null)
+            .unwrap();
+    }
+
+    /// A record naming `version` in place of `previous`, with an activation time or none.
+    fn record(
+        version: VersionId,
+        previous: VersionId,
+        activate_at_ms: Option<u64>,
+    ) -> crate::store::SwitchRecord {
+        crate::store::SwitchRecord {
+            version,
+            previous: Some(previous),
+            written_at_ms: crate::fleet::now_ms(),
+            activate_at_ms,
+        }
+    }
+
+    /// A store whose `iris` production version is served by a registry that scanned it.
+    fn serving_iris() -> (tempfile::TempDir, Catalog, ModelName, VersionId, Registry) {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(dir.path());
         let iris: ModelName = "iris".parse().unwrap();
@@ -1363,15 +1387,15 @@ mod tests {
         set_production(&catalog, &iris, v1);
         let registry = Registry::new(catalog.clone(), RegistryConfig::default(), Arc::default());
         registry.scan();
+        (dir, catalog, iris, v1, registry)
+    }
+
+    #[test]
+    fn a_switch_is_loaded_ahead_then_served_at_its_activation_time() {
+        let (_dir, catalog, iris, v1, registry) = serving_iris();
         let v2 = publish(&catalog, &iris, |_| {});
-        let mut record = crate::store::SwitchRecord {
-            version: v2,
-            previous: Some(v1),
-            written_at_ms: crate::fleet::now_ms(),
-            activate_at_ms: None,
-        };
         // Step 1: the record names v2; the server loads it beside v1 and says it is ready.
-        write_switch(&catalog, &iris, record);
+        write_switch(&catalog, &iris, record(v2, v1, None));
         registry.scan();
         let status = registry.status("iris").unwrap();
         assert_eq!((status.switch_to, status.switch_ready), (Some(v2), true));
@@ -1380,15 +1404,7 @@ mod tests {
 
         // Step 2: an activation time ahead, and the pointer: still v1 until the time comes.
         let at = crate::fleet::now_ms() + 30_000;
-        record.activate_at_ms = Some(at);
-        // Under one lock, as a promoter does (a later lock holder drops a record production does
-        // not name).
-        let guard = catalog.lock(&iris).unwrap();
-        guard.write_switch(&record).unwrap();
-        guard
-            .move_production(Move::Promote, v2, serde_json::Value::Null)
-            .unwrap();
-        drop(guard);
+        switch_production(&catalog, &iris, record(v2, v1, Some(at)));
         registry.scan();
         assert_eq!(registry.get("iris").unwrap().version, v1);
         assert_eq!(registry.status("iris").unwrap().switch_at_ms, Some(at));
@@ -1413,40 +1429,18 @@ mod tests {
 
     #[test]
     fn a_switch_time_past_or_too_far_ahead_switches_at_once_and_a_bad_version_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(dir.path());
-        let iris: ModelName = "iris".parse().unwrap();
-        let v1 = publish(&catalog, &iris, |_| {});
-        set_production(&catalog, &iris, v1);
-        let registry = Registry::new(catalog.clone(), RegistryConfig::default(), Arc::default());
-        registry.scan();
+        let (_dir, catalog, iris, v1, registry) = serving_iris();
         // A record that would pin the old version for an hour (a forged file, a clock far
         // off): the pointer wins at once.
         let v2 = publish(&catalog, &iris, |_| {});
-        let far = crate::store::SwitchRecord {
-            version: v2,
-            previous: Some(v1),
-            written_at_ms: crate::fleet::now_ms(),
-            activate_at_ms: Some(crate::fleet::now_ms() + 3_600_000),
-        };
-        let guard = catalog.lock(&iris).unwrap();
-        guard.write_switch(&far).unwrap();
-        guard
-            .move_production(Move::Promote, v2, serde_json::Value::Null)
-            .unwrap();
-        drop(guard);
+        let hour = crate::fleet::now_ms() + 3_600_000;
+        switch_production(&catalog, &iris, record(v2, v1, Some(hour)));
         registry.scan();
         assert_eq!(registry.get("iris").unwrap().version, v2);
 
         // A version the server cannot load: reported, nothing served changes.
         let v3 = publish(&catalog, &iris, |a| a.intercepts = vec![f64::NAN]);
-        let bad = crate::store::SwitchRecord {
-            version: v3,
-            previous: Some(v2),
-            written_at_ms: crate::fleet::now_ms(),
-            activate_at_ms: None,
-        };
-        write_switch(&catalog, &iris, bad);
+        write_switch(&catalog, &iris, record(v3, v2, None));
         registry.scan();
         let status = registry.status("iris").unwrap();
         assert_eq!((status.switch_to, status.switch_ready), (Some(v3), false));
@@ -1456,13 +1450,7 @@ mod tests {
 
     #[test]
     fn a_bad_version_keeps_the_old_one_serving_and_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(dir.path());
-        let iris: ModelName = "iris".parse().unwrap();
-        let v1 = publish(&catalog, &iris, |_| {});
-        set_production(&catalog, &iris, v1);
-        let registry = Registry::new(catalog.clone(), RegistryConfig::default(), Arc::default());
-        registry.scan();
+        let (dir, catalog, iris, v1, registry) = serving_iris();
 
         // Weights so large that probes overflow: the file verifies, but the warm-up fails.
         let v2 = publish(&catalog, &iris, |a| {

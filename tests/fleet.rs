@@ -48,17 +48,10 @@ fn fleet(store: &TestStore) -> (Option<i32>, serde_json::Value) {
 
 /// The version each live replica serves of `model`, by instance.
 fn serving(report: &serde_json::Value, model: &str) -> Vec<(String, Option<u64>)> {
-    report["replicas"]
-        .as_array()
-        .map(|rs| {
-            rs.iter()
-                .map(|r| {
-                    let name = r["instance"].as_str().unwrap_or_default().to_owned();
-                    (name, r["models"][model]["serving"].as_u64())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    served(report, model)
+        .into_iter()
+        .map(|(name, s)| (name, s["serving"].as_u64()))
+        .collect()
 }
 
 #[test]
