@@ -333,8 +333,9 @@ pub enum ModelsAction {
         /// Only this model.
         name: Option<ModelName>,
     },
-    /// Delete old versions, never production, candidate, or one promoted (or rolled back to) in
-    /// the last --keep promotions and rollbacks; also remove leftovers of interrupted writes.
+    /// Delete old versions, never production, candidate, the version a rollback would go back
+    /// to, or one promoted (or rolled back to) in the last --keep promotions and rollbacks; also
+    /// remove leftovers of interrupted writes.
     Gc {
         /// Model name.
         name: ModelName,

@@ -292,9 +292,9 @@ pub struct GcReport {
     pub temporaries: Vec<PathBuf>,
 }
 
-/// Deletes every version except production, candidate and those promoted (or rolled back to) in
-/// the last `keep` promotions and rollbacks of the history; also removes temporary leftovers
-/// older than `temp_age`.
+/// Deletes every version except production, candidate, the rollback target and those promoted
+/// (or rolled back to) in the last `keep` promotions and rollbacks of the history; also removes
+/// temporary leftovers older than `temp_age`.
 pub fn gc(
     catalog: &Catalog,
     name: &ModelName,
@@ -313,7 +313,11 @@ pub fn gc(
     let mut named: HashSet<VersionId> = HashSet::new();
     let mut moves: std::collections::VecDeque<(Option<VersionId>, Option<VersionId>)> =
         std::collections::VecDeque::with_capacity(keep.min(1024));
+    // Where `limen models rollback` (and a tripped `limen watch`) would go: kept whatever
+    // `keep` says, or the next rollback would find it deleted.
+    let mut stack = ProductionStack::default();
     guard.for_each_history(|e| {
+        stack.apply(&e);
         named.extend(e.version);
         if matches!(e.action, Action::Promote | Action::Rollback) && keep > 0 {
             if moves.len() == keep {
@@ -327,6 +331,11 @@ pub fn gc(
         .flat_map(|(version, previous)| [*version, previous.filter(|p| !named.contains(p))])
         .flatten()
         .collect();
+
+    let rollback_target = match stack.0.as_slice() {
+        [.., below, top] if Some(*top) == production => Some(*below),
+        _ => None,
+    };
 
     let mut report = GcReport {
         name: name.to_string(),
@@ -345,6 +354,9 @@ pub fn gc(
         }
         if recent.contains(&version) {
             reasons.push("in recent history");
+        }
+        if rollback_target == Some(version) {
+            reasons.push("rollback target");
         }
         if reasons.is_empty() {
             report.deleted.push(version);
@@ -557,6 +569,20 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_still_works_after_gc_keeps_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path());
+        let versions: Vec<VersionId> = (0..3).map(|_| publish(&catalog)).collect();
+        for &v in &versions {
+            promote(&catalog, &iris(), v, SwitchOptions::default()).unwrap();
+        }
+        let done = gc(&catalog, &iris(), 1, Duration::ZERO, false).unwrap();
+        assert_eq!(done.deleted, vec![versions[0]]);
+        let back = rollback(&catalog, &iris(), SwitchOptions::default()).unwrap();
+        assert_eq!(back.switched.change.to, versions[1]);
+    }
+
+    #[test]
     fn gc_keeps_what_is_named_and_records_what_it_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(dir.path());
@@ -566,10 +592,12 @@ mod tests {
         std::fs::create_dir(dir.path().join("iris/.publish-dead")).unwrap();
 
         let dry = gc(&catalog, &iris(), 1, Duration::ZERO, true).unwrap();
-        assert_eq!(dry.deleted, vec![versions[0], versions[1], versions[3]]);
+        // --keep 1 names only production's own move; what a rollback needs stays all the same.
+        assert_eq!(dry.deleted, vec![versions[0], versions[3]]);
+        assert_eq!(dry.kept[&versions[1]], vec!["rollback target"]);
         assert_eq!(dry.temporaries.len(), 1);
         assert!(
-            dry.to_string().contains("would delete 3 version(s)"),
+            dry.to_string().contains("would delete 2 version(s)"),
             "{dry}"
         );
         assert_eq!(

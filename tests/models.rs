@@ -419,7 +419,10 @@ fn gc_keeps_production_candidate_and_recent_history_and_deletes_the_rest() {
         dry["kept"][&v3],
         serde_json::json!(["production", "in recent history"])
     );
-    assert_eq!(dry["kept"][&v2], serde_json::json!(["in recent history"]));
+    assert_eq!(
+        dry["kept"][&v2],
+        serde_json::json!(["in recent history", "rollback target"])
+    );
     assert_eq!(dry["kept"][&candidate], serde_json::json!(["candidate"]));
     assert_eq!(dry["temporaries"].as_array().unwrap().len(), 2);
     assert!(
