@@ -199,10 +199,10 @@ def main():
     configs = liminal_configs()
     pipeline = configs[0]["pipelines"][0]
     tasks = {t["task"]: t for t in pipeline["tasks"]}
-    check(pipeline["pipeline"] == "my_datascience_pipeline" and {"train", "validate"} <= tasks.keys(),
-          "Liminal's loader reads my_datascience_pipeline with its train and validate tasks")
-    check(all(tasks[t].get("env_vars", {}).get("MOUNT_PATH") for t in ("train", "validate")),
-          "Liminal keeps MOUNT_PATH (env_vars) on both tasks")
+    check(pipeline["pipeline"] == "my_datascience_pipeline" and {"train", "validate", "watch"} <= tasks.keys(),
+          "Liminal's loader reads my_datascience_pipeline with its train, validate and watch tasks")
+    check(all(tasks[t].get("env_vars", {}).get("MOUNT_PATH") for t in ("train", "validate", "watch")),
+          "Liminal keeps MOUNT_PATH (env_vars) on the train, validate and watch tasks")
     check([s["name"] for s in configs[0].get("services", [])] == ["my_datascience_server"],
           "Liminal reads the my_datascience_server service")
 
