@@ -357,16 +357,45 @@ pub fn decode(body: &[u8], schema: Schema<'_>) -> Result<Decoded, InputError> {
         Ok(decoded) => decoded,
         Err(e) => {
             use serde_json::error::Category;
-            let what = match e.classify() {
-                Category::Data => "",
+            let example = example(schema);
+            let message = match e.classify() {
+                Category::Data => format!("{e}; send a JSON object such as {example}"),
                 Category::Eof if body.bytes().all(|b| b.is_ascii_whitespace()) => {
-                    "the body is empty; send a JSON object such as {\"petal_width\": 2.1} "
+                    format!("the body is empty; send a JSON object such as {example}")
                 }
-                _ => "the body is not valid JSON ",
+                _ if looks_form_encoded(body) => format!(
+                    "the body is form-encoded (name=value), not JSON; send a JSON object such as {example}"
+                ),
+                _ => format!("the body is not valid JSON ({e}); send a JSON object such as {example}"),
             };
-            Err(InputError::malformed(format!("{what}({e})")))
+            Err(InputError::malformed(message))
         }
     }
+}
+
+/// A body this model would accept, for error messages: its first three features, each 1.0.
+fn example(schema: Schema<'_>) -> String {
+    let mut pairs: Vec<String> = schema
+        .features
+        .iter()
+        .take(3)
+        .map(|f| format!("{}: 1.0", serde_json::Value::from(f.as_str())))
+        .collect();
+    if schema.features.len() > 3 {
+        pairs.push("…".to_owned());
+    }
+    format!("{{{}}}", pairs.join(", "))
+}
+
+/// `name=value&name=value`: what `curl -d a=1` or an HTML form sends.
+fn looks_form_encoded(body: &str) -> bool {
+    let body = body.trim();
+    !body.is_empty()
+        && !body.starts_with(['{', '['])
+        && body.split('&').all(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(name, _)| !name.is_empty() && !name.contains(char::is_whitespace))
+        })
 }
 
 /// What a feature's value decoded to: deferred, so a syntax error later in the body still wins.
@@ -622,6 +651,32 @@ fn truncate(s: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_that_is_not_an_object_says_what_this_model_takes() {
+        let features = ["bill_length".to_owned(), "island code".to_owned()];
+        let schema = Schema {
+            features: &features,
+            missing: false,
+        };
+        let example = r#"{"bill_length": 1.0, "island code": 1.0}"#;
+        for (body, says) in [
+            (
+                "bill_length=2.1&flipper=3",
+                "form-encoded (name=value), not JSON",
+            ),
+            ("[1, 2]", "invalid type: sequence"),
+            ("\"x\"", "invalid type: string"),
+            ("  ", "the body is empty"),
+            ("{\"bill_length\": ", "not valid JSON"),
+        ] {
+            let message = decode(body.as_bytes(), schema).unwrap_err().message;
+            assert!(
+                message.contains(says) && message.ends_with(example) && !message.starts_with('('),
+                "{body}: {message}"
+            );
+        }
+    }
     use crate::model::tests::binary_artifact;
 
     fn model() -> Model {
