@@ -404,8 +404,8 @@ pub struct TrainArgs {
     )]
     pub features: Vec<String>,
 
-    /// Column holding the class labels.
-    #[arg(long, env = "LIMEN_LABEL_COLUMN", default_value = DEFAULT_LABEL_COLUMN)]
+    /// Column holding the class labels (`--label` works too).
+    #[arg(long, alias = "label", env = "LIMEN_LABEL_COLUMN", default_value = DEFAULT_LABEL_COLUMN)]
     pub label_column: String,
 
     /// Positive class of a one-vs-rest binary model (the reference: virginica vs the rest).
@@ -509,6 +509,19 @@ impl TryFrom<TrainArgs> for TrainConfig {
     type Error = anyhow::Error;
 
     fn try_from(args: TrainArgs) -> anyhow::Result<Self> {
+        // --labels joins an inference log with ground truth: a CSV in --data (the default
+        // one, say) is not that log, and the error should say which flag to change.
+        if let Some(labels) = &args.labels {
+            anyhow::ensure!(
+                !args.data.is_file()
+                    || args.data.extension().is_some_and(|e| e == "jsonl"),
+                "--labels {} trains from an inference log, but --data {} is a file, not the log: pass \
+                 --data DIR (the folder `limen serve --inference-log DIR` writes) or a glob of its \
+                 .jsonl files; to train on a labelled CSV, drop --labels",
+                labels.display(),
+                args.data.display()
+            );
+        }
         let model = args.model;
         let features: Vec<String> = args
             .features
@@ -1150,5 +1163,27 @@ mod tests {
             panic!()
         };
         assert!(PredictConfig::try_from(args).is_err());
+    }
+
+    #[test]
+    fn train_flags_a_user_would_type_say_what_to_change() {
+        let csv = tempfile::NamedTempFile::new().unwrap();
+        let data = csv.path().to_str().unwrap();
+        let train = |extra: &[&str]| {
+            let mut all = vec!["train", "--data", data];
+            all.extend_from_slice(extra);
+            let Command::Train(args) = parse(&all).unwrap().command else {
+                panic!()
+            };
+            TrainConfig::try_from(args)
+        };
+        // `--label` is the label column, not a typo of `--labels`.
+        assert_eq!(train(&["--label", "kind"]).unwrap().label_column, "kind");
+        // `--labels` with a CSV for --data names both flags and the way out.
+        let why = train(&["--labels", "truth.csv"]).unwrap_err().to_string();
+        assert!(
+            why.contains("--data") && why.contains("drop --labels"),
+            "{why}"
+        );
     }
 }
