@@ -133,9 +133,7 @@ impl LoadedModel {
             .features
             .iter()
             .enumerate()
-            .filter_map(|(i, f)| {
-                Some((f.name.clone(), f.reference.as_ref()?.psi(&drift.counts(i))?))
-            })
+            .filter_map(|(i, f)| Some((f.name.clone(), drift.psi(i, f)?)))
             .collect()
     }
 
@@ -151,16 +149,16 @@ impl LoadedModel {
             .zip(&self.metrics.psi)
             .enumerate()
         {
-            if let Some(psi) = feature
-                .reference
-                .as_ref()
-                .and_then(|r| r.psi(&drift.counts(i)))
-            {
-                gauge.set(psi);
-            }
+            // No estimate yet (a restart, a new version): NaN, which no alert threshold passes.
+            gauge.set(drift.psi(i, feature).unwrap_or(f64::NAN));
         }
     }
 }
+
+/// The fewest instances in a feature's drift window before its live PSI is reported: with a
+/// handful, every empty bin of the twelve counts as a large shift (4 requests after a restart
+/// gave 6.9 for every feature, an alert on every deploy).
+pub const MIN_PSI_INSTANCES: u64 = 200;
 
 /// Bin counts of a model's recent inputs, per feature, over about the last `window` instances:
 /// two generations of atomic counters of `window / 2` instances each; when the current one is
@@ -190,6 +188,16 @@ impl DriftWindow {
             half: (window / 2).max(1),
             switching: Mutex::new(()),
         }
+    }
+
+    /// Feature `i`'s PSI against its training reference, once its window holds at least
+    /// [`MIN_PSI_INSTANCES`] values (or half the window, all a small window is sure to hold).
+    fn psi(&self, i: usize, feature: &crate::model::Feature) -> Option<f64> {
+        let counts = self.counts(i);
+        if counts.iter().sum::<u64>() < MIN_PSI_INSTANCES.min(self.half) {
+            return None;
+        }
+        feature.reference.as_ref()?.psi(&counts)
     }
 
     fn observe(&self, row: &[f64], features: &[crate::model::Feature]) {
@@ -1306,6 +1314,26 @@ mod tests {
         registry.scan();
         assert_eq!(registry.get("iris").unwrap().version, v1);
         assert_eq!(budget.reserved(), 0, "the load kept its reservation");
+    }
+
+    #[test]
+    fn live_psi_waits_for_enough_instances() {
+        let mut artifact = binary_artifact();
+        let stats = artifact.features[0].stats;
+        let training: Vec<f64> = (0..1000)
+            .map(|i| 0.1 + 2.4 * f64::from(i) / 1000.0)
+            .collect();
+        artifact.features[0].reference = Some(crate::model::Reference::of(training.iter(), &stats));
+        let window = DriftWindow::new(1, 10_000);
+        for &x in training.iter().step_by(10).take(4) {
+            window.observe(&[x], &artifact.features);
+        }
+        assert_eq!(window.psi(0, &artifact.features[0]), None, "4 instances");
+        for &x in training.iter().step_by(5) {
+            window.observe(&[x], &artifact.features);
+        }
+        let psi = window.psi(0, &artifact.features[0]).unwrap();
+        assert!(psi < 0.1, "traffic like training: {psi}");
     }
 
     #[test]

@@ -73,6 +73,11 @@ fn training_like_traffic_is_stable_and_shifted_traffic_is_drift() {
     let agent = http();
     let psi_series = r#"limen_feature_psi{feature="petal_width",model="iris"}"#;
 
+    // No traffic yet: no estimate (NaN, which no alert threshold passes), not "everything
+    // drifted" as an empty window would say.
+    let live = sample(&get(&agent, &server.url("/metrics")).body, psi_series).unwrap();
+    assert!(live.is_nan(), "live PSI before any traffic: {live}");
+
     // The training rows themselves, as a batch: the same distribution.
     let widths = training_widths();
     let instances: Vec<String> = widths
