@@ -25,6 +25,9 @@ RUN mkdir -p src benches/floor/src \
     && cargo build --release --locked \
     && rm -rf src
 COPY src/ src/
+# The Iris table is built into the binary too (`include_bytes!`): the default data works
+# without the repository (a downloaded binary, `limen quickstart` in an empty folder).
+COPY data/iris.csv data/iris.csv
 # COPY keeps the files' own timestamps, older than the placeholder build: touch them so cargo
 # rebuilds limen itself (the dependencies stay cached).
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked

@@ -27,7 +27,7 @@ use crate::watch::WatchMode;
 /// The model every command uses unless told otherwise: the reference example's.
 pub const DEFAULT_MODEL: &str = "iris";
 /// The reference example's training data, relative to the working directory.
-pub const DEFAULT_DATA: &str = "data/iris.csv";
+pub const DEFAULT_DATA: &str = crate::data::IRIS_PATH;
 const DEFAULT_FEATURES: &str = "petal_width";
 const DEFAULT_LABEL_COLUMN: &str = "species";
 const DEFAULT_TARGET: &str = "virginica";

@@ -12,6 +12,11 @@ pub use crate::model::FeatureStats;
 use ndarray::Array2;
 use sha2::{Digest, Sha256};
 
+/// The default training table, and the copy of it built into the binary (scikit-learn's Iris,
+/// 150 rows), used when that path does not exist.
+pub const IRIS_PATH: &str = "data/iris.csv";
+pub const IRIS_CSV: &[u8] = include_bytes!("../data/iris.csv");
+
 /// What can be wrong with a training or evaluation data file.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -184,11 +189,27 @@ impl Dataset {
     /// The file is streamed: cells go straight into the feature matrix and the file is hashed as
     /// it is read, so memory is the matrix (about twice it while the matrix grows) plus one
     /// pointer per label, never the file itself.
+    ///
+    /// The default path, `data/iris.csv`, falls back to the copy built into limen when there is
+    /// no such file here (a downloaded binary, a container without the repository): the same
+    /// bytes, so the same SHA-256 and provenance.
     pub fn load(path: &Path, features: &[String], label_column: &str) -> Result<Self, DataError> {
-        let file = std::fs::File::open(path).map_err(|source| DataError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(IRIS_PATH) => {
+                tracing::info!(
+                    path = IRIS_PATH,
+                    "no such file here; using the Iris table built into limen"
+                );
+                return Self::read(path, IRIS_CSV, features, label_column);
+            }
+            Err(source) => {
+                return Err(DataError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
         Self::read(path, file, features, label_column)
     }
 

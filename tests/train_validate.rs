@@ -533,3 +533,37 @@ fn a_report_file_shows_production_and_candidate_side_by_side() {
     let out = store.limen(&["report", "nosuch", "--out", svg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn train_and_validate_work_in_an_empty_folder_with_the_built_in_iris_table() {
+    let empty = tempfile::tempdir().unwrap();
+    let store = empty.path().join("models");
+    let run = |args: &[&str]| {
+        let mut cmd = common::limen_command();
+        cmd.current_dir(empty.path())
+            .arg("--store")
+            .arg(&store)
+            .args(args);
+        cmd.output().unwrap()
+    };
+    let trained = run(&["train", "--cv-folds", "0"]);
+    assert!(trained.status.success(), "{}", common::stderr(&trained));
+    let validated = run(&["validate"]);
+    assert!(validated.status.success(), "{}", common::stderr(&validated));
+    let shown = run(&["models", "--json", "show", "iris"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    // The same table as the repository's file: the same name and digest in the provenance.
+    let digest = {
+        use sha2::Digest as _;
+        let bytes = std::fs::read(common::repo().join("data/iris.csv")).unwrap();
+        format!("{:x}", sha2::Sha256::digest(bytes))
+    };
+    assert!(
+        text.contains("data/iris.csv") && text.contains(&digest),
+        "{text}"
+    );
+    // Any other missing file is still an error naming it.
+    let missing = run(&["train", "--data", "data/other.csv"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(common::stderr(&missing).contains("data/other.csv"));
+}
