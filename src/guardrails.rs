@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::catalog::{is_move, Catalog};
+use crate::catalog::Catalog;
 use crate::fleet::{self, Fleet};
 use crate::ops::{self, OpsError};
 use crate::store::{ModelName, Pointer, StoreError, VersionId};
@@ -327,12 +327,10 @@ pub fn run(catalog: &Catalog, cfg: &WatchConfig) -> Result<WatchReport, WatchErr
     let version = catalog
         .pointer(name, Pointer::Production)?
         .ok_or_else(|| WatchError::NoProduction(name.to_string()))?;
+    // The move that made it production (read from the history's end, not the whole file).
     let previous = catalog
-        .history(name)?
-        .entries
-        .iter()
-        .rev()
-        .find(|e| is_move(e) && e.version == Some(version))
+        .last_move(name)?
+        .filter(|e| e.version == Some(version))
         .and_then(|e| e.previous);
     let started = Instant::now();
     let mut report = WatchReport {

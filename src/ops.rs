@@ -161,9 +161,7 @@ impl fmt::Display for PointerChange {
                     "the {} live server(s) loaded it in {} ms, then switched together at {}",
                     self.switched.replicas.len(),
                     self.switched.waited_ms,
-                    crate::store::rfc3339_millis(
-                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at)
-                    )
+                    crate::store::rfc3339_from_ms(at)
                 )?;
             }
             Ok(())

@@ -311,7 +311,6 @@ struct Pending {
     loaded: Arc<LoadedModel>,
     /// Unix milliseconds, this server's clock.
     at_ms: u64,
-    previous: Option<VersionId>,
     /// The pointer's age when the scan read it, and when that was: the swap-lag metric.
     pointer_age: Option<f64>,
     seen: Instant,
@@ -900,7 +899,6 @@ impl Registry {
                                 scan.pending = Some(Pending {
                                     loaded: model,
                                     at_ms,
-                                    previous: served.map(|s| s.version),
                                     pointer_age: self.pointer_age(name),
                                     seen: Instant::now(),
                                 });
@@ -1207,7 +1205,9 @@ impl Registry {
         });
         for (name, p) in &due {
             let version = p.loaded.version;
-            let previous = p.previous.map(|v| v.to_string());
+            // What this swap replaced (not what the scan saw: a scan may have swapped since).
+            let replaced = serving.get(name).map(|m| m.version);
+            let previous = replaced.map(|v| v.to_string());
             let lag = p
                 .pointer_age
                 .map(|age| age + p.seen.elapsed().as_secs_f64());
@@ -1220,7 +1220,7 @@ impl Registry {
             tracing::info!(
                 model = %name,
                 version = version.get(),
-                previous = p.previous.map(VersionId::get),
+                previous = replaced.map(VersionId::get),
                 switched_at_ms = now,
                 late_ms = now - p.at_ms,
                 "serving new production version (at the fleet's activation time)"

@@ -343,6 +343,11 @@ pub fn now_rfc3339() -> String {
     rfc3339_millis(SystemTime::now())
 }
 
+/// Unix milliseconds as [`rfc3339_millis`] shows them.
+pub fn rfc3339_from_ms(ms: u64) -> String {
+    rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
 /// `t` as RFC 3339 (UTC) with milliseconds. A time the format cannot show (a clock set before
 /// 1970, or past 9999) is written as the nearest one it can: humantime would panic.
 pub fn rfc3339_millis(t: SystemTime) -> String {

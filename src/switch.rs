@@ -144,9 +144,7 @@ pub fn move_production(
     let mut details = details;
     let switch = serde_json::json!({
         "replicas": ready.replicas,
-        "activate_at": crate::store::rfc3339_millis(
-            std::time::UNIX_EPOCH + Duration::from_millis(activate_at_ms)
-        ),
+        "activate_at": crate::store::rfc3339_from_ms(activate_at_ms),
         "waited_ms": ready.waited_ms,
     });
     match details.as_object_mut() {
