@@ -106,6 +106,19 @@ pub fn move_production(
         return alone(guard, details);
     }
     let fleet = fleet::read(guard.root(), fleet::now_ms())?;
+    if fleet.too_many {
+        // Which servers are live cannot be told: refuse rather than move without them.
+        return Err(SwitchError::FleetNotReady {
+            name: guard.name().to_string(),
+            version: to,
+            previous: from,
+            not_ready: vec![format!(
+                "{} holds more than {} heartbeat files, so which servers are live cannot be told (remove the stale ones)",
+                fleet::folder(guard.root()).display(),
+                fleet::MAX_REPLICAS
+            )],
+        });
+    }
     let waiting: BTreeSet<String> = fleet.live().map(|r| r.heartbeat.instance.clone()).collect();
     if waiting.is_empty() {
         return alone(guard, details);
@@ -198,23 +211,11 @@ fn wait_for_fleet(
         let mut failed = Vec::new();
         let mut pending = Vec::new();
         for instance in waiting {
-            let Some(replica) = fleet.live().find(|r| &r.heartbeat.instance == instance) else {
-                continue; // Gone (stopped, killed): it serves nothing to switch.
-            };
-            let served = replica.heartbeat.models.get(name);
-            let loaded = served.is_some_and(|s| {
-                s.serving == Some(to.get()) || (s.switch_to == Some(to.get()) && s.switch_ready)
-            });
-            let error = served
-                .filter(|s| s.switch_to == Some(to.get()))
-                .and_then(|s| s.switch_error.as_ref())
-                .filter(|_| replica.heartbeat.last_scan_ms >= Some(prepared_at_ms));
-            if loaded {
-                ready.push(instance.clone());
-            } else if let Some(error) = error {
-                failed.push(format!("{instance} cannot load it: {error}"));
-            } else {
-                pending.push(instance.clone());
+            match readiness(&fleet, name, to, instance, prepared_at_ms) {
+                Readiness::Ready => ready.push(instance.clone()),
+                Readiness::Failed(why) => failed.push(format!("{instance} {why}")),
+                Readiness::Pending(why) => pending.push((instance.clone(), why)),
+                Readiness::Gone => {}
             }
         }
         if !failed.is_empty() {
@@ -230,15 +231,65 @@ fn wait_for_fleet(
         if started.elapsed() >= timeout {
             return Err(pending
                 .into_iter()
-                .map(|i| {
+                .map(|(i, why)| {
                     format!(
-                        "{i} did not report it loaded within {} (--switch-timeout)",
+                        "{i} {why} within {} (--switch-timeout)",
                         humantime::format_duration(timeout)
                     )
                 })
                 .collect());
         }
         std::thread::sleep(RECHECK);
+    }
+}
+
+/// Where one awaited server stands in a switch, by the heartbeats just read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Readiness {
+    /// It serves `to`, or holds it loaded and warm.
+    Ready,
+    /// It read the switch record and cannot load the version (why).
+    Failed(String),
+    /// Not yet (why): still loading, or its heartbeat cannot be read.
+    Pending(String),
+    /// Its heartbeat went stale: it stopped or was killed, and serves nothing to switch.
+    Gone,
+}
+
+/// `instance`'s readiness for the switch of `model` to `to` in `fleet`. A heartbeat that was
+/// live and is now refused (malformed, too large, a link) holds the switch up: an unreadable
+/// server is not a stopped one.
+fn readiness(
+    fleet: &Fleet,
+    model: &str,
+    to: VersionId,
+    instance: &str,
+    prepared_at_ms: u64,
+) -> Readiness {
+    let Some(replica) = fleet.live().find(|r| r.heartbeat.instance == instance) else {
+        let file = format!("{}.json:", crate::evidence::instance_name(Some(instance)));
+        return match fleet.refused.iter().find(|r| r.starts_with(&file)) {
+            Some(why) => Readiness::Pending(format!(
+                "has a heartbeat that cannot be read ({why}) and did not report it loaded"
+            )),
+            None if fleet.too_many => Readiness::Pending(
+                "cannot be seen (too many heartbeat files) and did not report it loaded".into(),
+            ),
+            None => Readiness::Gone,
+        };
+    };
+    let served = replica.heartbeat.models.get(model);
+    let loaded = served.is_some_and(|s| {
+        s.serving == Some(to.get()) || (s.switch_to == Some(to.get()) && s.switch_ready)
+    });
+    let error = served
+        .filter(|s| s.switch_to == Some(to.get()))
+        .and_then(|s| s.switch_error.as_ref())
+        .filter(|_| replica.heartbeat.last_scan_ms >= Some(prepared_at_ms));
+    match (loaded, error) {
+        (true, _) => Readiness::Ready,
+        (false, Some(error)) => Readiness::Failed(format!("cannot load it: {error}")),
+        (false, None) => Readiness::Pending("did not report it loaded".into()),
     }
 }
 
@@ -478,6 +529,55 @@ mod tests {
             None,
             "--no-wait clears it"
         );
+    }
+
+    #[test]
+    fn an_unreadable_heartbeat_holds_the_switch_up_and_a_stale_one_does_not() {
+        let (_dir, catalog, first, second) = store();
+        beat(
+            &catalog,
+            "pod-garbled",
+            Served {
+                serving: Some(first.get()),
+                ..Served::default()
+            },
+        );
+        let folder = fleet::folder(catalog.root());
+        std::fs::write(folder.join("pod-garbled.json"), b"{\"instance\": 3}").unwrap();
+        let mut seen = fleet::read(catalog.root(), fleet::now_ms()).unwrap();
+        assert!(seen.replicas.is_empty() && seen.refused.len() == 1);
+        let waited = readiness(&seen, "iris", second, "pod-garbled", 0);
+        assert!(
+            matches!(&waited, Readiness::Pending(why) if why.contains("cannot be read")),
+            "{waited:?}"
+        );
+        // Without the refusal (the file gone), the server is taken as stopped.
+        seen.refused.clear();
+        assert_eq!(
+            readiness(&seen, "iris", second, "pod-garbled", 0),
+            Readiness::Gone
+        );
+    }
+
+    #[test]
+    fn a_fleet_too_large_to_read_refuses_the_move() {
+        let (_dir, catalog, first, second) = store();
+        let folder = fleet::folder(catalog.root());
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..=fleet::MAX_REPLICAS {
+            std::fs::write(folder.join(format!("pod-{i}.json")), b"{}").unwrap();
+        }
+        let guard = catalog.lock(&iris()).unwrap();
+        let err = move_production(
+            &guard,
+            Move::Promote,
+            second,
+            serde_json::json!({}),
+            quick(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot be told"), "{err}");
+        assert_eq!(production(&catalog), Some(first));
     }
 
     #[test]
