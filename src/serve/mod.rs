@@ -242,6 +242,7 @@ pub async fn run(
     let auth = Auth::load(&cfg.auth)?;
     let token_reloader = tokio::spawn(reload_tokens(auth.clone(), cfg.poll_interval));
     let instance = cfg.shadow.instance.clone();
+    let (stop_beating, stop) = tokio::sync::watch::channel(false);
     let heartbeat = cfg.heartbeat.map(|interval| {
         tokio::spawn(beat(
             Arc::clone(&registry),
@@ -249,6 +250,7 @@ pub async fn run(
             instance.clone(),
             interval,
             cfg.poll_interval,
+            stop,
         ))
     });
     let app = router(AppState::new(Parts {
@@ -297,8 +299,11 @@ pub async fn run(
     sampler.abort();
     token_reloader.abort();
     if let Some(task) = heartbeat {
-        task.abort();
-        let _ = task.await;
+        // Not an abort: a write already running in its blocking thread would outlive it and
+        // put the heartbeat back after the removal below. The task finishes that write first.
+        // Bounded: a store that hangs does not hold the exit up.
+        let _ = stop_beating.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         // Gone from the fleet at once, rather than after 3 intervals.
         let (root, name) = (root.clone(), instance.clone());
         match tokio::task::spawn_blocking(move || crate::fleet::remove(&root, &name)).await {
@@ -331,14 +336,15 @@ const FLEET_READ_BYTES: usize = 4 << 20;
 
 /// Rewrites this server's heartbeat every `interval`, then reads the fleet's for the status page
 /// (within [`FLEET_READ_BYTES`], three times that reserved from `budget` first, else skipped
-/// this round), off the async threads. A write failure is logged once (and once more when it
-/// clears), not every interval.
+/// this round), off the async threads, until `stop` says so (after the write in progress). A
+/// write failure is logged once (and once more when it clears), not every interval.
 async fn beat(
     registry: Arc<Registry>,
     budget: Budget,
     instance: String,
     interval: Duration,
     poll_interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let root = registry.root().to_owned();
     let started_at_ms = crate::fleet::now_ms();
@@ -351,6 +357,7 @@ async fn beat(
         tokio::select! {
             _ = ticker.tick() => {}
             () = registry.heartbeat_due() => {}
+            _ = stop.changed() => return,
         }
         let heartbeat = heartbeat(&registry, &instance, started_at_ms, interval, poll_interval);
         let (root, reader, budget) = (root.clone(), Arc::clone(&registry), budget.clone());
