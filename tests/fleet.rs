@@ -160,10 +160,7 @@ fn a_killed_replica_goes_stale_after_three_intervals_and_never_counts_again() {
     let first: u64 = store.promote_iris().parse().unwrap();
     let _a = replica(&store, "pod-a");
     let b = replica(&store, "pod-b");
-    eventually(PATIENCE, "both replicas in the fleet", || {
-        let (_, report) = fleet(&store);
-        (serving(&report, "iris").len() == 2).then_some(())
-    });
+    wait_for_replicas(&store, 2);
     // kill -9 (the harness's drop): no graceful stop, so its heartbeat stays behind.
     drop(b);
     assert!(store.path().join(".fleet/pod-b.json").exists());
@@ -181,6 +178,14 @@ fn a_killed_replica_goes_stale_after_three_intervals_and_never_counts_again() {
             .then_some(())
     });
     assert!(report["disagreements"].as_object().unwrap().is_empty());
+}
+
+/// Waits until `n` live replicas report on `iris`.
+fn wait_for_replicas(store: &TestStore, n: usize) {
+    eventually(PATIENCE, &format!("{n} replica(s) in the fleet"), || {
+        let (_, report) = fleet(store);
+        (serving(&report, "iris").len() == n).then_some(())
+    });
 }
 
 /// The live replicas' heartbeat entries for `model`, by instance.
@@ -204,10 +209,7 @@ fn a_promotion_waits_for_every_replica_and_they_switch_at_one_time() {
     let first: u64 = store.promote_iris().parse().unwrap();
     let _a = replica_every(&store, "pod-a", "1s");
     let _b = replica_every(&store, "pod-b", "1s");
-    eventually(PATIENCE, "both replicas in the fleet", || {
-        let (_, report) = fleet(&store);
-        (serving(&report, "iris").len() == 2).then_some(())
-    });
+    wait_for_replicas(&store, 2);
     let second = store.train(&["--cv-folds", "0", "--alpha", "30"]);
     let out = store.limen(&["models", "--json", "promote", "iris", &second]);
     assert!(out.status.success(), "{}", common::stderr(&out));
@@ -242,10 +244,7 @@ fn a_replica_that_cannot_load_the_version_blocks_the_promotion_by_name() {
     let a = replica_every(&store, "pod-a", "1s");
     // The logistic model is about 2 KB, a 20-tree forest about 16 KB.
     let small = replica_with(&store, "pod-small", "1s", &["--max-model-size", "8KiB"]);
-    eventually(PATIENCE, "both replicas in the fleet", || {
-        let (_, report) = fleet(&store);
-        (serving(&report, "iris").len() == 2).then_some(())
-    });
+    wait_for_replicas(&store, 2);
     let forest = store.train(&[
         "--kind",
         "random-forest",
@@ -321,10 +320,7 @@ fn watch_passes_a_clean_window_and_rolls_back_a_version_that_fails_requests() {
     let store = TestStore::new();
     let first: u64 = store.promote_iris().parse().unwrap();
     let a = replica_every(&store, "pod-a", "1s");
-    eventually(PATIENCE, "pod-a in the fleet", || {
-        let (_, report) = fleet(&store);
-        (serving(&report, "iris").len() == 1).then_some(())
-    });
+    wait_for_replicas(&store, 1);
     let second: u64 = store.promote_iris().parse().unwrap();
     let agent = http();
     eventually(PATIENCE, "pod-a on the new version", || {
