@@ -14,6 +14,8 @@ use crate::cli::{
     Cli, Command, ModelsAction, ModelsArgs, PredictConfig, QuickstartArgs, TrainConfig,
 };
 use crate::data::Dataset;
+use crate::holdout;
+use crate::model::LogTraining;
 use crate::ops::{self, OpsError};
 use crate::serve::{self, ServeConfig};
 use crate::store::{now_rfc3339, Pointer, VersionId};
@@ -300,8 +302,18 @@ pub fn import_and_publish(
 /// `limen train`: fit, publish a new version, point `candidate` at it. Nothing is written unless
 /// the data loads and the fit succeeds.
 pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result<VersionId> {
-    let data = match &cfg.labels {
-        None => Dataset::load(&cfg.data, &cfg.features, &cfg.label_column)?,
+    let (data, split, log) = match &cfg.labels {
+        None => {
+            let (data, order) = Dataset::load_ordered(
+                &cfg.data,
+                &cfg.features,
+                &cfg.label_column,
+                cfg.holdout.split_by(),
+            )?;
+            train::check_labels(&data, &cfg.params)?;
+            let split = holdout::split_table(&cfg.holdout, &data, &order)?;
+            (data, split, None)
+        }
         Some(labels) => {
             let source = cfg.data.to_string_lossy();
             let (data, found) = Dataset::from_inference_log(
@@ -323,11 +335,18 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
                     "request ids used by more than one logged request: their labels cannot be told apart, so their lines were left out; give every request its own X-Request-Id"
                 );
             }
-            data
+            train::check_labels(&data, &cfg.params)?;
+            let split = holdout::split_log(&cfg.holdout, &found.request_keys)?;
+            let log = LogTraining {
+                labels: labels.display().to_string(),
+                model: cfg.log_model.to_string(),
+            };
+            (data, split, Some(log))
         }
     };
     let started = std::time::Instant::now();
-    let trained = train::train(&data, &cfg.params)?;
+    let mut trained = train::train_holding_out(&data, &cfg.params, split.as_ref())?;
+    trained.set_log(log);
     let m = trained.metrics();
     let created_at = now_rfc3339();
     let name = &cfg.model;
@@ -361,12 +380,23 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
             "the fit did not converge; retrain with --standardize or a larger --max-iter"
         );
     }
-    println!(
-        "trained {name} on {} rows of {} (features: {})",
-        data.rows(),
-        data.path.display(),
-        data.feature_names.join(", ")
-    );
+    match &split {
+        Some(split) => println!(
+            "trained {name} on {} of the {} rows of {}, holding out {} ({}) (features: {})",
+            data.rows() - split.held_out.len(),
+            data.rows(),
+            data.path.display(),
+            split.held_out.len(),
+            split.record.describe(),
+            data.feature_names.join(", ")
+        ),
+        None => println!(
+            "trained {name} on every one of the {} rows of {}, holding out none (features: {})",
+            data.rows(),
+            data.path.display(),
+            data.feature_names.join(", ")
+        ),
+    }
     print!("{m}");
     println!(
         "published {name}/{version} as candidate in {}",

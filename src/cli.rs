@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Catalog;
+use crate::holdout::HoldoutSpec;
 use crate::inference_log::LogConfig;
 use crate::serve::{Limits, ServeConfig};
 use crate::shadow::ShadowConfig;
@@ -462,6 +463,17 @@ pub struct TrainArgs {
     /// same forest [default: 0].
     #[arg(long, env = "LIMEN_SEED")]
     pub seed: Option<u64>,
+
+    /// Share of the rows kept out of the fit (stratified by class; by request id for an
+    /// inference log): the model's hold-out metrics, and the rows `limen validate` gates on
+    /// unless given --data. 0 fits on every row.
+    #[arg(long, env = "LIMEN_HOLDOUT", default_value_t = crate::holdout::DEFAULT_SHARE)]
+    pub holdout: f64,
+
+    /// Hold out the newest rows instead: those last in this column's order (numbers, or text
+    /// such as ISO 8601 times), for a table whose rows are events in time.
+    #[arg(long, env = "LIMEN_SPLIT_BY", value_name = "COLUMN")]
+    pub split_by: Option<String>,
 }
 
 /// What `limen train` fits.
@@ -485,6 +497,8 @@ pub struct TrainConfig {
     pub features: Vec<String>,
     pub label_column: String,
     pub params: TrainParams,
+    /// The rows kept out of the fit.
+    pub holdout: HoldoutSpec,
 }
 
 impl TrainConfig {
@@ -501,6 +515,7 @@ impl TrainConfig {
             params: TrainParams::defaults(Objective::OneVsRest {
                 positive: DEFAULT_TARGET.to_owned(),
             })?,
+            holdout: HoldoutSpec::new(crate::holdout::DEFAULT_SHARE, None)?,
         })
     }
 }
@@ -587,7 +602,14 @@ impl TryFrom<TrainArgs> for TrainConfig {
                 params.random_forest(forest)?
             }
         };
+        if let (Some(column), Some(_)) = (&args.split_by, &args.labels) {
+            anyhow::bail!(
+                "--split-by {column:?} orders a CSV's rows; rows from the inference log (--labels) are held out by request id: leave --split-by out"
+            );
+        }
+        let holdout = HoldoutSpec::new(args.holdout, args.split_by)?;
         Ok(Self {
+            holdout,
             data: args.data,
             labels: args.labels,
             log_model: args.log_model.unwrap_or_else(|| model.clone()),
@@ -606,9 +628,26 @@ pub struct ValidateArgs {
     #[arg(long, env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
     pub model: ModelName,
 
-    /// Evaluation data (CSV); defaults to the file the candidate was trained on.
+    /// Evaluation data: a CSV, or with --labels an inference log (folder or glob). Rows of it
+    /// the candidate was fitted on are left out. Defaults to the rows the candidate held out of
+    /// its training data (`limen train --holdout`).
     #[arg(long, env = "LIMEN_EVAL_DATA")]
     pub data: Option<PathBuf>,
+
+    /// Ground truth for an inference log in --data: a CSV with a `request_id` column and the
+    /// model's label column, as for `limen train --labels`.
+    #[arg(
+        long,
+        env = "LIMEN_EVAL_LABELS",
+        value_name = "FILE",
+        requires = "data"
+    )]
+    pub labels: Option<PathBuf>,
+
+    /// Gate on the rows the candidate was fitted on when it has no hold-out and no --data is
+    /// given, instead of refusing (the accuracy is then a training accuracy, and says so).
+    #[arg(long, env = "LIMEN_ALLOW_TRAINING_ROWS")]
+    pub allow_training_rows: bool,
 
     /// Minimum accuracy on the evaluation data, between 0 and 1.
     #[arg(long, env = "LIMEN_MIN_ACCURACY", default_value_t = GateConfig::DEFAULT_MIN_ACCURACY)]
@@ -727,6 +766,8 @@ impl TryFrom<ValidateArgs> for GateConfig {
         Ok(Self {
             model: args.model,
             data: args.data,
+            labels: args.labels,
+            allow_training_rows: args.allow_training_rows,
             min_accuracy: args.min_accuracy,
             tolerance: args.tolerance,
             allow_unconverged: args.allow_unconverged,

@@ -56,6 +56,12 @@ pub enum DataError {
         line: u64,
         column: String,
     },
+    #[error("data file {path}, line {line}, column {column:?} (--split-by): the cell is empty; every row needs a place in the order")]
+    EmptyOrder {
+        path: PathBuf,
+        line: u64,
+        column: String,
+    },
     #[error("data file {path} is not valid CSV")]
     Csv {
         path: PathBuf,
@@ -194,6 +200,17 @@ impl Dataset {
     /// no such file here (a downloaded binary, a container without the repository): the same
     /// bytes, so the same SHA-256 and provenance.
     pub fn load(path: &Path, features: &[String], label_column: &str) -> Result<Self, DataError> {
+        Ok(Self::load_ordered(path, features, label_column, None)?.0)
+    }
+
+    /// [`Dataset::load`], also keeping every row's cell of `order_column` (the column a
+    /// time-ordered hold-out sorts by), when given.
+    pub fn load_ordered(
+        path: &Path,
+        features: &[String],
+        label_column: &str,
+        order_column: Option<&str>,
+    ) -> Result<(Self, Vec<String>), DataError> {
         let file = match std::fs::File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(IRIS_PATH) => {
@@ -201,7 +218,7 @@ impl Dataset {
                     path = IRIS_PATH,
                     "no such file here; using the Iris table built into limen"
                 );
-                return Self::read(path, IRIS_CSV, features, label_column);
+                return Self::read(path, IRIS_CSV, features, label_column, order_column);
             }
             Err(source) => {
                 return Err(DataError::Io {
@@ -210,7 +227,7 @@ impl Dataset {
                 })
             }
         };
-        Self::read(path, file, features, label_column)
+        Self::read(path, file, features, label_column, order_column)
     }
 
     /// Parses CSV `bytes` as if read from `path` (used in errors and provenance).
@@ -220,16 +237,18 @@ impl Dataset {
         features: &[String],
         label_column: &str,
     ) -> Result<Self, DataError> {
-        Self::read(path, bytes, features, label_column)
+        Ok(Self::read(path, bytes, features, label_column, None)?.0)
     }
 
-    /// Parses the CSV that `source` yields as if read from `path`.
+    /// Parses the CSV that `source` yields as if read from `path`, with each row's cell of
+    /// `order_column` when one is named.
     fn read(
         path: &Path,
         source: impl Read,
         features: &[String],
         label_column: &str,
-    ) -> Result<Self, DataError> {
+        order_column: Option<&str>,
+    ) -> Result<(Self, Vec<String>), DataError> {
         if features.is_empty() {
             return Err(DataError::NoFeatures);
         }
@@ -275,6 +294,8 @@ impl Dataset {
             .map(|f| column_index(f))
             .collect::<Result<Vec<_>, _>>()?;
         let label_idx = column_index(label_column)?;
+        let order_idx = order_column.map(column_index).transpose()?;
+        let mut order = Vec::new();
 
         let mut rows = Rows::default();
         // One record buffer, reused: no allocation per row.
@@ -294,9 +315,20 @@ impl Dataset {
                 });
             }
             rows.push_label(label);
+            if let (Some(idx), Some(name)) = (order_idx, order_column) {
+                let cell = record.get(idx).unwrap_or_default();
+                if cell.is_empty() {
+                    return Err(DataError::EmptyOrder {
+                        path: path.to_owned(),
+                        line,
+                        column: name.to_owned(),
+                    });
+                }
+                order.push(cell.to_owned());
+            }
         }
         let sha256 = format!("{:x}", reader.into_inner().hasher.finalize());
-        rows.finish(path, sha256, features, label_column)
+        Ok((rows.finish(path, sha256, features, label_column)?, order))
     }
 
     /// Refuses a column whose statistics overflow (a finite but huge value such as `1e308`
@@ -478,6 +510,8 @@ pub struct LogSource {
     pub duplicate_keys: u64,
     /// The lines those keys carry.
     pub duplicate_lines: u64,
+    /// Per row read, its key's [`request_key`]: what a hold-out by request id is drawn on.
+    pub request_keys: Vec<u64>,
 }
 
 impl LogSource {
@@ -660,6 +694,7 @@ impl Dataset {
                     }
                 }
                 rows.push_label(label);
+                found.request_keys.push(request_key(key));
                 found.labelled += 1;
             });
             found.unreadable += skipped;
@@ -756,6 +791,15 @@ fn read_labels(
     Ok(truth)
 }
 
+/// A logged instance's key (`request_id` or `request_id#index`) as a place in `[0, 2⁶⁴)`: the
+/// first 8 bytes of its SHA-256, the same in every build.
+pub fn request_key(key: &str) -> u64 {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
 /// Hex-encoded SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
@@ -826,6 +870,7 @@ mod tests {
                 unreadable: 2,
                 duplicate_keys: 1,
                 duplicate_lines: 1000,
+                request_keys: ["a", "b#0", "f"].map(request_key).to_vec(),
             }
         );
         let text = found.to_string();

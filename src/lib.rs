@@ -18,6 +18,7 @@
 //!  catalog        the store protocol: names, versions, load_verified, moves under a typed lock
 //!  store          bytes on disk: atomic files and folders, the lock file, listing
 //!  train api oip  fitting with linfa; the /predict and Open Inference Protocol wire formats
+//!  evaluate holdout  a model's quality on labelled rows; the rows a fit never sees
 //!  forest         random forests fitted with linfa-trees, as tree ensembles
 //!  model          model.json: schema, checksum, prediction
 //!  data input telemetry   CSV → features; what bad input is; logs and metrics
@@ -40,6 +41,7 @@ pub mod evidence;
 pub mod fleet;
 pub mod forest;
 pub mod guardrails;
+pub mod holdout;
 pub mod import;
 pub mod inference_log;
 pub mod input;

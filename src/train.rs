@@ -16,10 +16,11 @@ use ndarray::{Array1, Array2, ArrayView2};
 use crate::data::Dataset;
 use crate::evaluate::{self, Evaluation, Tally};
 use crate::forest::{self, ForestError};
+use crate::holdout::{self, Split};
 use crate::model::tree::TreeEnsemble;
 use crate::model::{
-    Feature, ForestParams, Hyperparameters, Metrics, Model, ModelArtifact, ModelKind, Provenance,
-    Reference, Scaler, FORMAT,
+    Feature, ForestParams, Hyperparameters, LogTraining, Metrics, Model, ModelArtifact, ModelKind,
+    Provenance, Reference, Scaler, FORMAT,
 };
 
 /// The linfa version limen is built against, recorded in every artifact's provenance.
@@ -242,6 +243,11 @@ impl TrainedModel {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Records that the rows came from the inference log, joined as `log` says.
+    pub fn set_log(&mut self, log: Option<LogTraining>) {
+        self.provenance.log = log;
     }
 }
 
@@ -495,8 +501,41 @@ pub fn stratified_folds(y: &[usize], n_classes: usize, k: usize) -> Vec<Vec<usiz
     folds
 }
 
+/// Checks that `data`'s labels suit `params` (the positive class is present, there are two
+/// classes at least) before anything is split or fitted, so that the error names the labels.
+pub fn check_labels(data: &Dataset, params: &TrainParams) -> Result<(), TrainError> {
+    encode_labels(data, &params.objective).map(drop)
+}
+
 /// Fits on every row of `data`, measures training and cross-validated quality.
 pub fn train(data: &Dataset, params: &TrainParams) -> Result<TrainedModel, TrainError> {
+    fit_and_measure(data, params)
+}
+
+/// Fits on the rows of `data` that `split` does not hold out, measures training and
+/// cross-validated quality on them and quality on the held-out rows, and records the split.
+/// `None` fits on every row. The fit, its feature statistics and drift reference, and the
+/// cross-validation never see a held-out row.
+pub fn train_holding_out(
+    data: &Dataset,
+    params: &TrainParams,
+    split: Option<&Split>,
+) -> Result<TrainedModel, TrainError> {
+    let Some(split) = split else {
+        return fit_and_measure(data, params);
+    };
+    let fitted_rows = holdout::complement(data.rows(), &split.held_out);
+    let mut trained = fit_and_measure(&data.subset(&fitted_rows), params)?;
+    let held_out = data.subset(&split.held_out);
+    let eval = trained.evaluate(&held_out)?;
+    trained.metrics.holdout_accuracy = Some(eval.accuracy);
+    trained.metrics.holdout = Some(eval.report);
+    trained.provenance.rows = data.rows();
+    trained.provenance.holdout = Some(split.record.clone());
+    Ok(trained)
+}
+
+fn fit_and_measure(data: &Dataset, params: &TrainParams) -> Result<TrainedModel, TrainError> {
     let (classes, y) = encode_labels(data, &params.objective)?;
     let cv = if params.cv_folds >= 2 {
         Some(cross_validate(data, params, &classes, &y)?)
@@ -542,6 +581,8 @@ pub fn train(data: &Dataset, params: &TrainParams) -> Result<TrainedModel, Train
         gradient_norm: fitted.as_ref().map(|f| f.gradient_norm),
         train: Some(eval.report),
         cv: cv.map(|(_, held_out)| held_out.report),
+        holdout_accuracy: None,
+        holdout: None,
     };
     Ok(trained)
 }
@@ -594,6 +635,8 @@ impl TrainedModel {
                 linfa_version: LINFA_VERSION.to_owned(),
                 imported: None,
                 forest: params.forest.clone(),
+                holdout: None,
+                log: None,
             },
         }
     }

@@ -8,14 +8,14 @@
 //! compares against the production it replaces.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::catalog::{Catalog, LoadError, Move};
-use crate::data::{DataError, Dataset};
 use crate::evaluate;
 use crate::evidence::{self, Evidence};
+use crate::holdout::{self, GateData, GateRows, RowsError};
 use crate::model::{ClassReport, Model, ModelError};
 use crate::store::{ModelName, Pointer, StoreError, VersionId};
 use crate::switch::SwitchError;
@@ -24,8 +24,12 @@ use crate::switch::SwitchError;
 #[derive(Debug, Clone)]
 pub struct GateConfig {
     pub model: ModelName,
-    /// Evaluation data; `None` means the file the candidate was trained on.
+    /// Evaluation data; `None` means the rows the candidate held out of its training data.
     pub data: Option<PathBuf>,
+    /// Ground truth when `data` is an inference log.
+    pub labels: Option<PathBuf>,
+    /// Gate on rows the candidate was fitted on (no hold-out, no `data`) instead of refusing.
+    pub allow_training_rows: bool,
     /// The candidate's accuracy must be at least this.
     pub min_accuracy: f64,
     /// The candidate may trail production's accuracy by at most this.
@@ -63,6 +67,8 @@ impl GateConfig {
         Self {
             model,
             data: None,
+            labels: None,
+            allow_training_rows: false,
             min_accuracy: Self::DEFAULT_MIN_ACCURACY,
             tolerance: Self::DEFAULT_TOLERANCE,
             allow_unconverged: false,
@@ -91,8 +97,8 @@ pub enum ValidateError {
         #[source]
         source: ModelError,
     },
-    #[error("cannot load the evaluation data")]
-    Data(#[from] DataError),
+    #[error(transparent)]
+    Rows(#[from] RowsError),
 }
 
 /// One gate check and its evidence.
@@ -109,6 +115,8 @@ pub struct GateReport {
     pub model: String,
     pub candidate: VersionId,
     pub production_before: Option<VersionId>,
+    /// The rows both were scored on, in words.
+    pub evaluated_on: Option<String>,
     pub candidate_accuracy: Option<f64>,
     pub production_accuracy: Option<f64>,
     /// Per-class quality of the candidate on the evaluation data.
@@ -147,15 +155,7 @@ impl fmt::Display for GateReport {
             writeln!(f, "  {mark} {:<14} {}", c.name, c.detail)?;
         }
         if let Some(candidate) = &self.candidate_report {
-            write_side_by_side(
-                f,
-                self.candidate,
-                candidate,
-                self.candidate_accuracy,
-                self.production_before,
-                self.production_report.as_ref(),
-                self.production_accuracy,
-            )?;
+            self.write_side_by_side(f, candidate)?;
         }
         match self.outcome {
             Outcome::Promoted => match self.production_before {
@@ -191,60 +191,69 @@ impl fmt::Display for GateReport {
     }
 }
 
-/// The candidate's and production's quality on the evaluation data, side by side.
-fn write_side_by_side(
-    f: &mut fmt::Formatter<'_>,
-    candidate_version: VersionId,
-    candidate: &ClassReport,
-    candidate_accuracy: Option<f64>,
-    production_version: Option<VersionId>,
-    production: Option<&ClassReport>,
-    production_accuracy: Option<f64>,
-) -> fmt::Result {
-    let num = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
-    let prf = |r: Option<&ClassReport>, class: &str| {
-        r.and_then(|r| r.class(class)).map_or("-".to_owned(), |s| {
-            format!("{:.3}/{:.3}/{:.3}", s.precision, s.recall, s.f1)
-        })
-    };
-    let production_title = production_version.map_or("production -".to_owned(), |v| {
-        if production.is_some() {
-            format!("production {v}")
-        } else {
-            format!("production {v} (not evaluated)")
+impl GateReport {
+    /// The candidate's and production's quality on the evaluation data, side by side.
+    fn write_side_by_side(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        candidate: &ClassReport,
+    ) -> fmt::Result {
+        let rows = self
+            .evaluated_on
+            .as_deref()
+            .unwrap_or("the evaluation data");
+        let candidate_version = self.candidate;
+        let candidate_accuracy = self.candidate_accuracy;
+        let production_version = self.production_before;
+        let production = self.production_report.as_ref();
+        let production_accuracy = self.production_accuracy;
+        let num = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
+        let prf = |r: Option<&ClassReport>, class: &str| {
+            r.and_then(|r| r.class(class)).map_or("-".to_owned(), |s| {
+                format!("{:.3}/{:.3}/{:.3}", s.precision, s.recall, s.f1)
+            })
+        };
+        let production_title = production_version.map_or("production -".to_owned(), |v| {
+            if production.is_some() {
+                format!("production {v}")
+            } else {
+                format!("production {v} (not evaluated)")
+            }
+        });
+        writeln!(f, "  on {rows}:")?;
+        writeln!(
+            f,
+            "    {:<22} {:<24} {production_title}",
+            "",
+            format!("candidate {candidate_version}")
+        )?;
+        writeln!(
+            f,
+            "    {:<22} {:<24} {}",
+            "accuracy",
+            num(candidate_accuracy),
+            num(production_accuracy)
+        )?;
+        if candidate.roc_auc.is_some() {
+            writeln!(
+                f,
+                "    {:<22} {:<24} {}",
+                "ROC AUC",
+                num(candidate.roc_auc),
+                num(production.and_then(|p| p.roc_auc))
+            )?;
         }
-    });
-    writeln!(
-        f,
-        "  on the evaluation data     {:<24} {production_title}",
-        format!("candidate {candidate_version}")
-    )?;
-    writeln!(
-        f,
-        "    {:<22} {:<24} {}",
-        "accuracy",
-        num(candidate_accuracy),
-        num(production_accuracy)
-    )?;
-    if candidate.roc_auc.is_some() {
-        writeln!(
-            f,
-            "    {:<22} {:<24} {}",
-            "ROC AUC",
-            num(candidate.roc_auc),
-            num(production.and_then(|p| p.roc_auc))
-        )?;
+        for scores in &candidate.classes {
+            writeln!(
+                f,
+                "    {:<22} {:<24} {}",
+                format!("{} P/R/F1", scores.class),
+                prf(Some(candidate), &scores.class),
+                prf(production, &scores.class)
+            )?;
+        }
+        Ok(())
     }
-    for scores in &candidate.classes {
-        writeln!(
-            f,
-            "    {:<22} {:<24} {}",
-            format!("{} P/R/F1", scores.class),
-            prf(Some(candidate), &scores.class),
-            prf(production, &scores.class)
-        )?;
-    }
-    Ok(())
 }
 
 /// Runs the gate on the candidate of `cfg.model` and promotes it if every check passes.
@@ -271,6 +280,7 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         model: name.to_string(),
         candidate: candidate_version,
         production_before,
+        evaluated_on: None,
         candidate_accuracy: None,
         production_accuracy: None,
         candidate_report: None,
@@ -294,11 +304,12 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         .push(convergence_check(&candidate, cfg.allow_unconverged));
     report.checks.push(probe_check(&candidate));
 
-    let data_path = cfg
-        .data
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&candidate.artifact().provenance.data_path));
-    let data = load_for(&candidate, &data_path)?;
+    let given = GateData {
+        data: cfg.data.as_deref(),
+        labels: cfg.labels.as_deref(),
+        allow_training_rows: cfg.allow_training_rows,
+    };
+    let (rows, data) = holdout::gate_rows(candidate.artifact(), &given)?;
     let evaluation = match evaluate::evaluate(&candidate, &data) {
         Ok(eval) => eval,
         Err(e) => {
@@ -306,21 +317,20 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
             report.checks.push(Check {
                 name: "accuracy",
                 passed: false,
-                detail: format!("cannot score {}: {e}", data_path.display()),
+                detail: format!("cannot score {}: {e}", rows.description),
             });
             return Ok(report);
         }
     };
     let accuracy = evaluation.accuracy;
     report.candidate_accuracy = Some(accuracy);
+    report.evaluated_on = Some(rows.description.clone());
     report.checks.push(Check {
         name: "accuracy",
         passed: accuracy >= cfg.min_accuracy,
         detail: format!(
-            "{accuracy:.4} on {} ({} rows); minimum {:.4}",
-            data_path.display(),
-            data.rows(),
-            cfg.min_accuracy
+            "{accuracy:.4} on {}; minimum {:.4}",
+            rows.description, cfg.min_accuracy
         ),
     });
     report.checks.extend(floor_checks(&evaluation.report, cfg));
@@ -338,7 +348,7 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
             catalog,
             name,
             prod_version,
-            &data_path,
+            &rows,
             accuracy,
             cfg.tolerance,
             &mut report,
@@ -355,7 +365,7 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         "production_accuracy": report.production_accuracy,
         "min_accuracy": cfg.min_accuracy,
         "tolerance": cfg.tolerance,
-        "data": data_path.display().to_string(),
+        "data": rows.description,
     });
     if let Some(evidence) = &report.shadow {
         // The live-traffic evidence that decided the promotion, where operators look.
@@ -410,10 +420,6 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         }
     }
     Ok(report)
-}
-
-fn load_for(model: &Model, path: &Path) -> Result<Dataset, DataError> {
-    Dataset::load(path, model.feature_names(), &model.artifact().label_column)
 }
 
 /// The fit met its gradient tolerance; an unconverged fit fails unless the operator allows it.
@@ -638,16 +644,20 @@ fn champion_check(
     catalog: &Catalog,
     name: &ModelName,
     prod_version: VersionId,
-    data_path: &Path,
+    rows: &GateRows,
     candidate_accuracy: f64,
     tolerance: f64,
     report: &mut GateReport,
 ) -> Check {
+    let mut fitted = false;
     let evaluated = catalog
         .load_verified(name, prod_version)
         .map_err(|e| e.to_string())
         .and_then(|prod| {
-            let data = load_for(&prod, data_path).map_err(|e| e.to_string())?;
+            fitted = rows.fitted_by(prod.artifact());
+            let data = rows
+                .load(prod.feature_names(), &prod.artifact().label_column)
+                .map_err(|e| e.to_string())?;
             evaluate::evaluate(&prod, &data).map_err(|e| e.to_string())
         });
     match evaluated {
@@ -655,11 +665,18 @@ fn champion_check(
             report.production_accuracy = Some(eval.accuracy);
             report.production_report = Some(eval.report.clone());
             let passed = candidate_accuracy >= eval.accuracy - tolerance;
+            // Scored on rows it learned, production looks better than it is: the gate is the
+            // stricter for it, and the report says so.
+            let flattered = if fitted {
+                "; production was fitted on some of these rows"
+            } else {
+                ""
+            };
             Check {
                 name: "vs production",
                 passed,
                 detail: format!(
-                    "{candidate_accuracy:.4} vs production {prod_version} at {:.4}; tolerance {tolerance:.4}",
+                    "{candidate_accuracy:.4} vs production {prod_version} at {:.4}; tolerance {tolerance:.4}{flattered}",
                     eval.accuracy
                 ),
             }
@@ -683,6 +700,7 @@ mod tests {
     use crate::catalog::Move;
     use crate::model::tests::binary_artifact;
     use crate::model::ModelArtifact;
+    use std::path::Path;
 
     fn iris_csv() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/iris.csv")

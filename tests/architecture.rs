@@ -10,7 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["budget"],
     &["input", "telemetry", "model"],
     &["data", "forest"],
-    &["evaluate"],
+    &["evaluate", "holdout"],
     &["train", "import", "api", "oip"],
     &["store"],
     &["catalog", "evidence"],

@@ -304,7 +304,7 @@ fn corrupt_files_and_pointers_keep_the_last_good_model_and_recover() {
     ];
     let mut injected = 0;
     for (fault, damage) in file_faults {
-        let next = store.train(&["--cv-folds", "0"]);
+        let next = store.train(&["--cv-folds", "0", "--holdout", "0"]);
         let file = store.path().join(format!("iris/{next}/model.json"));
         let original = std::fs::read(&file).unwrap();
         std::fs::write(&file, damage(&original)).unwrap();

@@ -279,7 +279,7 @@ fn a_replica_that_cannot_load_the_version_blocks_the_promotion_by_name() {
     );
 
     // The same refusal through the gate: `validate` exits 1 with a failed fleet check.
-    let out = store.limen(&["validate", "--min-accuracy", "0"]);
+    let out = store.limen(&["validate", "--min-accuracy", "0", "--tolerance", "1"]);
     assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("FAIL fleet"),

@@ -113,8 +113,11 @@ fn a_forest_shadows_a_logistic_production_passes_the_gate_on_that_evidence_and_e
     });
 
     // The gate compares the two kinds on the same rows and reads the shadow evidence.
+    // The forest scores 0.9333 on its hold-out; production 0.9667 there (it was fitted on it).
     let report = store.ok(&[
         "validate",
+        "--tolerance",
+        "0.05",
         "--evidence",
         evidence.path().to_str().unwrap(),
         "--min-shadow-samples",

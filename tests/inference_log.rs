@@ -11,7 +11,8 @@ use common::{
     eventually, get, http, limen_command, post, unprivileged, Server, TestStore, PATIENCE,
 };
 
-/// Every line of every `.jsonl` file under `dir`, parsed (a line that does not parse fails).
+/// Every whole line of every `.jsonl` file under `dir`, parsed (a line that does not parse
+/// fails); the unterminated end of a file a server is still writing is left for later.
 fn lines(dir: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -24,7 +25,10 @@ fn lines(dir: &Path) -> Vec<serde_json::Value> {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "jsonl") {
-                for line in std::fs::read_to_string(&p).unwrap().lines() {
+                let text = std::fs::read_to_string(&p).unwrap();
+                // A line still being written (no newline yet) is not a line yet.
+                let whole = text.rsplit_once('\n').map_or("", |(whole, _)| whole);
+                for line in whole.lines() {
                     out.push(serde_json::from_str(line).unwrap_or_else(|e| {
                         panic!("a partial or bad line in {} ({e}): {line}", p.display())
                     }));
@@ -209,6 +213,13 @@ fn files_rotate_by_size_and_every_line_stays_whole() {
     for file in walk(log.path()) {
         let size = std::fs::metadata(&file).unwrap().len();
         assert!(size <= 65536, "{} is {size} bytes", file.display());
+        let text = std::fs::read(&file).unwrap();
+        assert_eq!(
+            text.last(),
+            Some(&b'\n'),
+            "{} ends mid-line",
+            file.display()
+        );
     }
 }
 
@@ -344,6 +355,8 @@ fn the_next_training_set_is_production_traffic_joined_with_its_labels() {
             labels_file.to_str().unwrap(),
             "--cv-folds",
             "0",
+            "--holdout",
+            "0",
         ]);
         assert!(
             out.contains("153 logged instances") && out.contains("152 with a label"),
@@ -359,6 +372,82 @@ fn the_next_training_set_is_production_traffic_joined_with_its_labels() {
         assert_eq!(model["provenance"]["rows"], 152);
         assert_eq!(model["provenance"]["data_path"], data.as_str());
     }
+    // A model fitted on every logged row cannot be gated on them by default.
+    let labels = labels_file.to_str().unwrap();
+    let out = store.limen(&["validate", "--model", "iris-next"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        common::stderr(&out).contains("fitted on every row"),
+        "{}",
+        common::stderr(&out)
+    );
+
+    // The default hold-out: a fifth of the requests, by request id. The gate finds them again
+    // in the log, with --data and --labels or from the candidate's own record.
+    let out = store.ok(&[
+        "train",
+        "--model",
+        "iris-next",
+        "--log-model",
+        "iris",
+        "--data",
+        &folder,
+        "--labels",
+        labels,
+        "--cv-folds",
+        "0",
+    ]);
+    let held: usize = out
+        .split("holding out ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        out.contains("% by request id") && (10..=50).contains(&held),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("on {} of the 152 rows", 152 - held)),
+        "{out}"
+    );
+    let phrase = format!("the {held} labelled requests in {folder} that version");
+    let gate = store.ok(&["validate", "--model", "iris-next", "--min-accuracy", "0.5"]);
+    assert!(
+        gate.contains(&phrase) && gate.contains("held out (by request id)"),
+        "{gate}"
+    );
+    // Explicitly (a new candidate, the same rows): --data LOG --labels FILE, like train.
+    store.ok(&[
+        "train",
+        "--model",
+        "iris-next",
+        "--log-model",
+        "iris",
+        "--data",
+        &folder,
+        "--labels",
+        labels,
+        "--cv-folds",
+        "0",
+        "--alpha",
+        "2",
+    ]);
+    let gate = store.ok(&[
+        "validate",
+        "--model",
+        "iris-next",
+        "--data",
+        &folder,
+        "--labels",
+        labels,
+        "--min-accuracy",
+        "0.5",
+        "--tolerance",
+        "1",
+    ]);
+    assert!(gate.contains(&phrase), "{gate}");
+
     let missing = store.limen(&[
         "train",
         "--data",

@@ -30,12 +30,15 @@ fn multiclass_model_matches_scikit_learn_on_every_training_row() {
             .unwrap(),
     );
     let store = TestStore::new();
+    // Every row, as scikit-learn's golden fit.
     let version = store.train(&[
         "--model",
         "iris-species",
         "--multiclass",
         "--features",
         FOUR,
+        "--holdout",
+        "0",
     ]);
     let model = json(
         &std::fs::read_to_string(

@@ -176,8 +176,11 @@ fn evidence_from_two_servers_is_summed_and_gates_validate() {
     let total = (2 * WIDTHS.len()).to_string();
 
     // Too few samples, then too little agreement: refused, naming the shadow check.
+    // The candidate was fitted on every row (as scikit-learn's golden fit), so the gate scores
+    // it on them: --allow-training-rows.
     let out = store.limen(&[
         "validate",
+        "--allow-training-rows",
         "--evidence",
         dir,
         "--min-shadow-samples",
@@ -189,7 +192,14 @@ fn evidence_from_two_servers_is_summed_and_gates_validate() {
         why.contains("shadow") && why.contains(&format!("{total} samples from 2 instance(s)")),
         "{why}"
     );
-    let out = store.limen(&["validate", "--evidence", dir, "--min-shadow-agreement", "1"]);
+    let out = store.limen(&[
+        "validate",
+        "--allow-training-rows",
+        "--evidence",
+        dir,
+        "--min-shadow-agreement",
+        "1",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
     assert!(common::stderr(&out).contains("minimum agreement"));
     assert_eq!(
@@ -201,6 +211,7 @@ fn evidence_from_two_servers_is_summed_and_gates_validate() {
     // candidate's accuracy is 0.82 on Iris, so the accuracy floors are lowered for it.)
     let text = store.ok(&[
         "validate",
+        "--allow-training-rows",
         "--min-accuracy",
         "0.8",
         "--tolerance",
@@ -359,7 +370,14 @@ fn a_server_killed_while_writing_evidence_leaves_no_partial_file() {
 fn a_candidate_with_the_same_features_in_another_order_is_compared_by_name() {
     let store = TestStore::new();
     store.promote("iris", &["--features", "petal_width,petal_length"]);
-    let candidate = store.train(&["--cv-folds", "0", "--features", "petal_length,petal_width"]);
+    let candidate = store.train(&[
+        "--cv-folds",
+        "0",
+        "--holdout",
+        "0",
+        "--features",
+        "petal_length,petal_width",
+    ]);
     let server = Server::serve(
         store.path(),
         &["--shadow-rate", "1", "--poll-interval", "50ms"],

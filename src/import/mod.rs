@@ -183,6 +183,8 @@ pub fn import(
             linfa_version: String::new(),
             imported: Some(imported),
             forest: None,
+            holdout: None,
+            log: None,
         },
     };
     let model = Model::new(artifact.clone())?;

@@ -87,6 +87,12 @@ pub struct Metrics {
     /// model that did not see it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cv: Option<ClassReport>,
+    /// Accuracy on the hold-out: rows of the data the fit never saw (`limen train --holdout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_accuracy: Option<f64>,
+    /// Per-class quality on the hold-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<ClassReport>,
 }
 
 impl std::fmt::Display for Metrics {
@@ -114,6 +120,16 @@ impl std::fmt::Display for Metrics {
             "  train accuracy {:.4}, log loss {:.4}, CV accuracy {cv}",
             self.train_accuracy, self.train_log_loss
         )?;
+        if let (Some(accuracy), Some(report)) = (self.holdout_accuracy, &self.holdout) {
+            let rows: u64 = report.classes.iter().map(|c| c.support).sum();
+            let auc = report
+                .roc_auc
+                .map_or(String::new(), |a| format!(", ROC AUC {a:.4}"));
+            writeln!(
+                f,
+                "  hold-out accuracy {accuracy:.4}{auc} on {rows} rows the fit never saw"
+            )?;
+        }
         let Some(train) = &self.train else {
             return Ok(());
         };
@@ -221,6 +237,66 @@ pub struct Provenance {
     /// A random forest limen fitted (`limen train --kind random-forest`): its hyperparameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forest: Option<ForestParams>,
+    /// The rows of the data kept out of the fit, so that `limen validate` can find them again
+    /// (`rows` counts every row of the data, held out or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<Holdout>,
+    /// A model trained from an inference log: the labels it was joined with and whose lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogTraining>,
+}
+
+/// How the hold-out rows were chosen, and a digest of which they were.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Holdout {
+    /// The share of the rows asked for (`--holdout`).
+    pub share: f64,
+    pub method: HoldoutMethod,
+    /// `newest`: the column the rows were ordered by (`--split-by`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_by: Option<String>,
+    /// Rows held out.
+    pub rows: usize,
+    /// SHA-256 of the held-out row numbers (0-based data rows, ascending, each as 8 bytes
+    /// little-endian): a validator that picks the rows again proves it found the same ones.
+    /// Absent for `request_id`, whose rows are found by their request ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_sha256: Option<String>,
+}
+
+impl Holdout {
+    /// How the rows were chosen, in words: `a stratified 20 %`, `the newest 20 % by date`.
+    pub fn describe(&self) -> String {
+        // 0.3 × 100 is 30.000000000000004: rounded to a tenth of a per cent.
+        let share = (self.share * 1000.0).round() / 10.0;
+        match (self.method, &self.split_by) {
+            (HoldoutMethod::Newest, Some(column)) => format!("the newest {share} % by {column}"),
+            (HoldoutMethod::RequestId, _) => format!("{share} % by request id"),
+            _ => format!("a stratified {share} %"),
+        }
+    }
+}
+
+/// Which rows a hold-out takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldoutMethod {
+    /// The same share of every class, drawn by a fixed hash of the row number.
+    Stratified,
+    /// The rows latest in `split_by`'s order (a time-ordered split).
+    Newest,
+    /// Inference-log rows whose request id hashes below the share: a request is held out
+    /// or not whatever else the log holds, so rows logged after training can be added.
+    RequestId,
+}
+
+/// The inference-log side of a model's provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogTraining {
+    /// The labels file the log was joined with (`--labels`).
+    pub labels: String,
+    /// The model whose logged requests were read (`--log-model`).
+    pub model: String,
 }
 
 /// A random forest's hyperparameters (checked by `forest::params`).

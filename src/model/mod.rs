@@ -15,9 +15,9 @@ pub mod tree;
 #[cfg(test)]
 pub(crate) use artifact::sign;
 pub use artifact::{
-    ClassReport, ClassScores, Feature, ForestParams, Hyperparameters, Imported, Metrics,
-    ModelArtifact, ModelError, ModelKind, ModelMetadata, Provenance, Scaler, FORMAT, MAX_FEATURES,
-    READABLE_FORMATS,
+    ClassReport, ClassScores, Feature, ForestParams, Holdout, HoldoutMethod, Hyperparameters,
+    Imported, LogTraining, Metrics, ModelArtifact, ModelError, ModelKind, ModelMetadata,
+    Provenance, Scaler, FORMAT, MAX_FEATURES, READABLE_FORMATS,
 };
 pub use reference::{FeatureStats, Reference, DRIFT_BINS};
 
@@ -477,6 +477,8 @@ pub(crate) mod tests {
                 gradient_norm: Some(1e-5),
                 train: None,
                 cv: None,
+                holdout_accuracy: None,
+                holdout: None,
             },
             provenance: Provenance {
                 data_path: "data/iris.csv".into(),
@@ -492,6 +494,8 @@ pub(crate) mod tests {
                 linfa_version: "0.8.1".into(),
                 imported: None,
                 forest: None,
+                holdout: None,
+                log: None,
             },
         }
     }

@@ -61,13 +61,15 @@ impl TestStore {
             .to_owned()
     }
 
-    /// Trains `model` with `train_args` (cross-validation off, for speed), validates it, and
-    /// returns the version, which is now production.
+    /// Trains `model` with `train_args` on every row (cross-validation off, for speed; no
+    /// hold-out, so the fits equal scikit-learn's on the whole table, as the golden values
+    /// are), validates it on those rows, and returns the version, which is now production.
+    /// The default hold-out and the gate on it are tested in `train_validate.rs`.
     pub fn promote(&self, model: &str, train_args: &[&str]) -> String {
-        let mut args = vec!["--model", model, "--cv-folds", "0"];
+        let mut args = vec!["--model", model, "--cv-folds", "0", "--holdout", "0"];
         args.extend_from_slice(train_args);
         let version = self.train(&args);
-        self.ok(&["validate", "--model", model]);
+        self.ok(&["validate", "--model", model, "--allow-training-rows"]);
         version
     }
 
@@ -81,7 +83,7 @@ impl TestStore {
     /// Returns (production, candidate).
     pub fn promote_iris_with_a_different_candidate(&self) -> (String, String) {
         let production = self.promote_iris();
-        let candidate = self.train(&["--cv-folds", "0", "--alpha", "30"]);
+        let candidate = self.train(&["--cv-folds", "0", "--alpha", "30", "--holdout", "0"]);
         (production, candidate)
     }
 
