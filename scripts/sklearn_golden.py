@@ -79,7 +79,9 @@ for table, loader, label, positive in [
         "features": names,
         "label_column": label,
         "positive": positive,
-        "classes": [str(c) for c in lr.classes_] if positive is None else ["not_" + positive, positive],
+        # limen's order: a binary model's classes are [the other class, positive], as written.
+        "classes": [str(c) for c in lr.classes_] if positive is None
+        else [str(c) for c in lr.classes_ if str(c) != positive] + [positive],
         "iterations": int(lr.n_iter_[0]),
         "train_accuracy": float(pipe.score(X, y)),
         "predict_proba": proba.tolist(),

@@ -13,13 +13,14 @@ use crate::catalog::Catalog;
 use crate::cli::{
     Cli, Command, ModelsAction, ModelsArgs, PredictConfig, QuickstartArgs, TrainConfig,
 };
-use crate::data::Dataset;
+use crate::columns;
+use crate::data::{self, Dataset};
 use crate::holdout;
 use crate::model::LogTraining;
 use crate::ops::{self, OpsError};
 use crate::serve::{self, ServeConfig};
 use crate::store::{now_rfc3339, Pointer, VersionId};
-use crate::train;
+use crate::train::{self, Objective};
 use crate::validate::{self, GateConfig, Outcome};
 
 /// Exit code of a command that ran and said no: a rejected candidate, a refused rollback.
@@ -302,15 +303,38 @@ pub fn import_and_publish(
 /// `limen train`: fit, publish a new version, point `candidate` at it. Nothing is written unless
 /// the data loads and the fit succeeds.
 pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result<VersionId> {
+    let columns = match &cfg.labels {
+        None => columns::for_table(
+            &cfg.data,
+            &data::csv_header(&cfg.data)?,
+            cfg.features.as_deref(),
+            cfg.label_column.as_deref(),
+        )?,
+        Some(labels) => columns::for_log(
+            labels,
+            &data::log_feature_names(&cfg.data.to_string_lossy(), cfg.log_model.as_str())?,
+            &data::csv_header(labels)?,
+            cfg.features.as_deref(),
+            cfg.label_column.as_deref(),
+        )?,
+    };
+    // The Iris table with no label column named: the reference example, virginica against the
+    // rest, unless the flags chose the classes.
+    let params = match cfg.params.objective() {
+        Objective::Auto if columns.iris => {
+            cfg.params.clone().with_objective(Objective::OneVsRest {
+                positive: columns::IRIS_TARGET.to_owned(),
+            })
+        }
+        _ => cfg.params.clone(),
+    };
+    let params = &params;
+    let (features, label_column) = (&columns.features, &columns.label_column);
     let (data, split, log) = match &cfg.labels {
         None => {
-            let (data, order) = Dataset::load_ordered(
-                &cfg.data,
-                &cfg.features,
-                &cfg.label_column,
-                cfg.holdout.split_by(),
-            )?;
-            train::check_labels(&data, &cfg.params)?;
+            let (data, order) =
+                Dataset::load_ordered(&cfg.data, features, label_column, cfg.holdout.split_by())?;
+            train::check_labels(&data, params)?;
             let split = holdout::split_table(&cfg.holdout, &data, &order)?;
             (data, split, None)
         }
@@ -320,8 +344,8 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
                 &source,
                 cfg.log_model.as_str(),
                 labels,
-                &cfg.features,
-                &cfg.label_column,
+                features,
+                label_column,
             )?;
             println!(
                 "read {source} for model {} with labels from {}: {found}",
@@ -335,7 +359,7 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
                     "request ids used by more than one logged request: their labels cannot be told apart, so their lines were left out; give every request its own X-Request-Id"
                 );
             }
-            train::check_labels(&data, &cfg.params)?;
+            train::check_labels(&data, params)?;
             let split = holdout::split_log(&cfg.holdout, &found.request_keys)?;
             let log = LogTraining {
                 labels: labels.display().to_string(),
@@ -345,7 +369,7 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
         }
     };
     let started = std::time::Instant::now();
-    let mut trained = train::train_holding_out(&data, &cfg.params, split.as_ref())?;
+    let mut trained = train::train_holding_out(&data, params, split.as_ref())?;
     trained.set_log(log);
     let m = trained.metrics();
     let created_at = now_rfc3339();

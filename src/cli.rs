@@ -29,9 +29,7 @@ use crate::watch::WatchMode;
 pub const DEFAULT_MODEL: &str = "iris";
 /// The reference example's training data, relative to the working directory.
 pub const DEFAULT_DATA: &str = crate::data::IRIS_PATH;
-const DEFAULT_FEATURES: &str = "petal_width";
-const DEFAULT_LABEL_COLUMN: &str = "species";
-const DEFAULT_TARGET: &str = "virginica";
+const DEFAULT_LABEL_COLUMN: &str = crate::columns::IRIS_LABEL;
 
 /// limen: train, validate and hot-serve versioned models from a shared store.
 #[derive(Debug, Parser)]
@@ -396,22 +394,22 @@ pub struct TrainArgs {
     #[arg(long, env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
     pub model: ModelName,
 
-    /// Feature columns, comma-separated, in the order requests will be read.
-    #[arg(
-        long,
-        env = "LIMEN_FEATURES",
-        value_delimiter = ',',
-        default_value = DEFAULT_FEATURES
-    )]
-    pub features: Vec<String>,
+    /// Feature columns, comma-separated [default: every column but the label; from the
+    /// inference log, the features its lines carry; the Iris table: petal_width].
+    #[arg(long, env = "LIMEN_FEATURES", value_delimiter = ',')]
+    pub features: Option<Vec<String>>,
 
-    /// Column holding the class labels (`--label` works too).
-    #[arg(long, alias = "label", env = "LIMEN_LABEL_COLUMN", default_value = DEFAULT_LABEL_COLUMN)]
-    pub label_column: String,
+    /// Column holding the class labels (`--label` works too). Required unless the table is
+    /// Iris (species); from the inference log, the labels file's one column besides request_id.
+    #[arg(long, alias = "label", env = "LIMEN_LABEL_COLUMN")]
+    pub label_column: Option<String>,
 
-    /// Positive class of a one-vs-rest binary model (the reference: virginica vs the rest).
-    #[arg(long, env = "LIMEN_TARGET", default_value = DEFAULT_TARGET)]
-    pub target: String,
+    /// Positive class of a binary model. A label column of two values gives a binary model of
+    /// those two names, positive the second in sorted order unless this names the other; of
+    /// more, this one against the rest (`not_<target>`), else a multinomial model. [default on
+    /// the Iris table with no --label-column: virginica]
+    #[arg(long, env = "LIMEN_TARGET")]
+    pub target: Option<String>,
 
     /// Learn every class with a multinomial (softmax) model instead of one-vs-rest.
     #[arg(long, env = "LIMEN_MULTICLASS", conflicts_with = "target")]
@@ -494,27 +492,27 @@ pub struct TrainConfig {
     /// The model whose logged lines are read when `data` is an inference log.
     pub log_model: ModelName,
     pub model: ModelName,
-    pub features: Vec<String>,
-    pub label_column: String,
+    /// `None`: chosen from the table (see [`crate::columns`]).
+    pub features: Option<Vec<String>>,
+    pub label_column: Option<String>,
     pub params: TrainParams,
     /// The rows kept out of the fit.
     pub holdout: HoldoutSpec,
 }
 
 impl TrainConfig {
-    /// The reference example's settings (what `limen train` does with no flags) for `model`
-    /// on `data`: petal width, virginica against the rest, the default hyperparameters.
+    /// What `limen train` does with no flags for `model` on `data`: on the Iris table, the
+    /// reference example (petal width, virginica against the rest), the default
+    /// hyperparameters and hold-out.
     pub fn reference(model: ModelName, data: PathBuf) -> anyhow::Result<Self> {
         Ok(Self {
             data,
             labels: None,
             log_model: model.clone(),
             model,
-            features: vec![DEFAULT_FEATURES.to_owned()],
-            label_column: DEFAULT_LABEL_COLUMN.to_owned(),
-            params: TrainParams::defaults(Objective::OneVsRest {
-                positive: DEFAULT_TARGET.to_owned(),
-            })?,
+            features: None,
+            label_column: None,
+            params: TrainParams::defaults(Objective::Auto)?,
             holdout: HoldoutSpec::new(crate::holdout::DEFAULT_SHARE, None)?,
         })
     }
@@ -538,35 +536,11 @@ impl TryFrom<TrainArgs> for TrainConfig {
             );
         }
         let model = args.model;
-        let features: Vec<String> = args
-            .features
-            .iter()
-            .map(|f| f.trim().to_owned())
-            .filter(|f| !f.is_empty())
-            .collect();
-        anyhow::ensure!(
-            !features.is_empty(),
-            "--features needs at least one column name"
-        );
-        anyhow::ensure!(
-            features.len() <= crate::model::MAX_FEATURES,
-            "--features lists {} columns; a limen model takes at most {}",
-            features.len(),
-            crate::model::MAX_FEATURES
-        );
-        if let Some(dup) = features
-            .iter()
-            .enumerate()
-            .find_map(|(i, f)| features[..i].contains(f).then_some(f))
-        {
-            anyhow::bail!("--features names {dup:?} twice; list each column once");
-        }
-        let objective = if args.multiclass {
-            Objective::Multiclass
-        } else {
-            Objective::OneVsRest {
-                positive: args.target,
-            }
+        let features = args.features.map(checked_features).transpose()?;
+        let objective = match (args.multiclass, args.target) {
+            (true, _) => Objective::Multiclass,
+            (false, Some(positive)) => Objective::OneVsRest { positive },
+            (false, None) => Objective::Auto,
         };
         let params = TrainParams::new(
             objective,
@@ -619,6 +593,33 @@ impl TryFrom<TrainArgs> for TrainConfig {
             params,
         })
     }
+}
+
+/// `--features` as given: trimmed, at least one, at most a model's worth, none twice.
+fn checked_features(given: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let features: Vec<String> = given
+        .iter()
+        .map(|f| f.trim().to_owned())
+        .filter(|f| !f.is_empty())
+        .collect();
+    anyhow::ensure!(
+        !features.is_empty(),
+        "--features needs at least one column name"
+    );
+    anyhow::ensure!(
+        features.len() <= crate::model::MAX_FEATURES,
+        "--features lists {} columns; a limen model takes at most {}",
+        features.len(),
+        crate::model::MAX_FEATURES
+    );
+    if let Some(dup) = features
+        .iter()
+        .enumerate()
+        .find_map(|(i, f)| features[..i].contains(f).then_some(f))
+    {
+        anyhow::bail!("--features names {dup:?} twice; list each column once");
+    }
+    Ok(features)
 }
 
 #[derive(Debug, Parser)]
@@ -1107,13 +1108,11 @@ mod tests {
         };
         let cfg = TrainConfig::try_from(args).unwrap();
         assert_eq!(cfg.model.as_str(), "iris");
-        assert_eq!(cfg.features, vec!["petal_width"]);
-        assert_eq!(
-            cfg.params.objective(),
-            &Objective::OneVsRest {
-                positive: "virginica".into()
-            }
-        );
+        // Chosen from the table when it is read: on Iris, petal width and virginica
+        // (`crate::columns`, and `tests/train_validate.rs` end to end).
+        assert_eq!(cfg.features, None);
+        assert_eq!(cfg.label_column, None);
+        assert_eq!(cfg.params.objective(), &Objective::Auto);
     }
 
     #[test]
@@ -1219,7 +1218,10 @@ mod tests {
             TrainConfig::try_from(args)
         };
         // `--label` is the label column, not a typo of `--labels`.
-        assert_eq!(train(&["--label", "kind"]).unwrap().label_column, "kind");
+        assert_eq!(
+            train(&["--label", "kind"]).unwrap().label_column.as_deref(),
+            Some("kind")
+        );
         // `--labels` with a CSV for --data names both flags and the way out.
         let why = train(&["--labels", "truth.csv"]).unwrap_err().to_string();
         assert!(

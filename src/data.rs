@@ -791,6 +791,70 @@ fn read_labels(
     Ok(truth)
 }
 
+/// The header line of the CSV at `path` (the built-in Iris table's for its default path, as
+/// [`Dataset::load`] reads it), trimmed.
+pub fn csv_header(path: &Path) -> Result<Vec<String>, DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file: Box<dyn Read> = match std::fs::File::open(path) {
+        Ok(file) => Box::new(file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(IRIS_PATH) => {
+            Box::new(IRIS_CSV)
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|source| DataError::Csv {
+            path: path.to_owned(),
+            source,
+        })?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    if header.iter().all(String::is_empty) {
+        return Err(DataError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(header)
+}
+
+/// The features the first successful logged request of `model` in `source` carries, in the
+/// line's order: what a model trained from the log takes unless `--features` says otherwise.
+pub fn log_feature_names(source: &str, model: &str) -> Result<Vec<String>, DataError> {
+    for file in log_files(source)? {
+        let opened = std::fs::File::open(&file).map_err(|source| DataError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let mut names = None;
+        for_each_line_up_to(opened, MAX_LINE, |bytes| {
+            if names.is_some() {
+                return;
+            }
+            let Ok(line) = serde_json::from_slice::<LogLine>(bytes) else {
+                return;
+            };
+            if line.status == 200 && line.model.as_deref().is_none_or(|m| m == model) {
+                names = line.features.map(|f| f.keys().cloned().collect::<Vec<_>>());
+            }
+        });
+        if let Some(names) = names {
+            return Ok(names);
+        }
+    }
+    Err(DataError::LogSource {
+        place: source.to_owned(),
+        why: format!("no successful request of model {model:?} is logged there"),
+    })
+}
+
 /// A logged instance's key (`request_id` or `request_id#index`) as a place in `[0, 2⁶⁴)`: the
 /// first 8 bytes of its SHA-256, the same in every build.
 pub fn request_key(key: &str) -> u64 {

@@ -18,6 +18,7 @@
 //!  catalog        the store protocol: names, versions, load_verified, moves under a typed lock
 //!  store          bytes on disk: atomic files and folders, the lock file, listing
 //!  train api oip  fitting with linfa; the /predict and Open Inference Protocol wire formats
+//!  columns        which columns a training run uses: flags checked against the table
 //!  evaluate holdout  a model's quality on labelled rows; the rows a fit never sees
 //!  forest         random forests fitted with linfa-trees, as tree ensembles
 //!  model          model.json: schema, checksum, prediction
@@ -34,6 +35,7 @@ pub mod app;
 pub mod budget;
 pub mod catalog;
 pub mod cli;
+pub mod columns;
 pub mod data;
 pub mod drift;
 pub mod evaluate;

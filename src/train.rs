@@ -29,10 +29,28 @@ pub const LINFA_VERSION: &str = "0.8.1";
 /// What the model learns to predict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Objective {
-    /// One class against all the others (the reference example: virginica vs the rest).
+    /// `positive` against the other class of a two-valued label column (the classes keep their
+    /// names), or against all the others of a longer one (the reference example: virginica
+    /// against the rest; the negative class is then `not_<positive>`).
     OneVsRest { positive: String },
     /// Every class in the label column, with a softmax over them.
     Multiclass,
+    /// As the labels are written: two values make a binary model whose positive class is the
+    /// second in sorted order (`no`/`yes` → yes; `0`/`1` → 1); more make a multinomial one.
+    Auto,
+}
+
+impl Objective {
+    /// The objective a fit on `present` (the sorted distinct labels) carries out.
+    fn resolve(&self, present: &[String]) -> Objective {
+        match (self, present) {
+            (Objective::Auto, [_, positive]) => Objective::OneVsRest {
+                positive: positive.clone(),
+            },
+            (Objective::Auto, _) => Objective::Multiclass,
+            (other, _) => other.clone(),
+        }
+    }
 }
 
 /// Checked hyperparameters; build them with [`TrainParams::new`].
@@ -161,6 +179,12 @@ impl TrainParams {
         &self.objective
     }
 
+    /// The same parameters learning `objective` instead.
+    pub fn with_objective(mut self, objective: Objective) -> Self {
+        self.objective = objective;
+        self
+    }
+
     fn hyperparameters(&self) -> Hyperparameters {
         Hyperparameters {
             alpha: self.alpha,
@@ -251,12 +275,14 @@ impl TrainedModel {
     }
 }
 
-/// Class index per row, and the class names (binary: `[not_<positive>, <positive>]`).
+/// Class index per row, and the class names (binary: `[<the other class>, <positive>]` for a
+/// two-valued column, else `[not_<positive>, <positive>]`).
 fn encode_labels(
     data: &Dataset,
     objective: &Objective,
 ) -> Result<(Vec<String>, Vec<usize>), TrainError> {
     let present = data.classes();
+    let objective = &objective.resolve(&present);
     if let Objective::OneVsRest { positive } = objective {
         if !present.contains(positive) {
             return Err(TrainError::UnknownTarget {
@@ -279,9 +305,13 @@ fn encode_labels(
                 .iter()
                 .map(|&l| usize::from(data.label_names[l as usize] == *positive))
                 .collect();
-            (vec![format!("not_{positive}"), positive.clone()], y)
+            let negative = match present.as_slice() {
+                [a, b] => (if a == positive { b } else { a }).clone(),
+                _ => format!("not_{positive}"),
+            };
+            (vec![negative, positive.clone()], y)
         }
-        Objective::Multiclass => {
+        Objective::Multiclass | Objective::Auto => {
             let y = data
                 .labels
                 .iter()
@@ -321,7 +351,7 @@ fn fit_weights(
                 intercepts: vec![sign * fitted.intercept()],
             })
         }
-        Objective::Multiclass => {
+        Objective::Multiclass | Objective::Auto => {
             let targets: Array1<usize> = y.iter().copied().collect();
             let dataset = DatasetBase::new(*x, targets);
             let fitted = MultiLogisticRegression::default()
@@ -536,6 +566,9 @@ pub fn train_holding_out(
 }
 
 fn fit_and_measure(data: &Dataset, params: &TrainParams) -> Result<TrainedModel, TrainError> {
+    let params = &params
+        .clone()
+        .with_objective(params.objective.resolve(&data.classes()));
     let (classes, y) = encode_labels(data, &params.objective)?;
     let cv = if params.cv_folds >= 2 {
         Some(cross_validate(data, params, &classes, &y)?)
@@ -598,7 +631,7 @@ impl TrainedModel {
             Objective::OneVsRest { positive } => {
                 (ModelKind::BinaryLogistic, Some(positive.clone()))
             }
-            Objective::Multiclass => (ModelKind::MultinomialLogistic, None),
+            Objective::Multiclass | Objective::Auto => (ModelKind::MultinomialLogistic, None),
         };
         let kind = match learned {
             Learned::Linear { .. } => kind,

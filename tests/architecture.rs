@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["input", "telemetry", "model"],
     &["data", "forest"],
     &["evaluate", "holdout"],
-    &["train", "import", "api", "oip"],
+    &["train", "import", "api", "oip", "columns"],
     &["store"],
     &["catalog", "evidence"],
     &["fleet"],

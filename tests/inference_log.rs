@@ -357,6 +357,8 @@ fn the_next_training_set_is_production_traffic_joined_with_its_labels() {
             "0",
             "--holdout",
             "0",
+            "--target",
+            "virginica",
         ]);
         assert!(
             out.contains("153 logged instances") && out.contains("152 with a label"),

@@ -291,13 +291,24 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
             "sepal_length, sepal_width, petal_length, petal_width, species",
         ),
         (vec!["train", "--data", &empty], "is empty"),
-        (vec!["train", "--data", &header_only], "is empty"),
         (
-            vec!["train", "--data", &text_cell],
+            vec!["train", "--data", &text_cell, "--features", "petal_width"],
+            "--label-column is required",
+        ),
+        (
+            vec!["train", "--data", &text_cell, "--label", "kind"],
+            "--label-column \"kind\"",
+        ),
+        (
+            vec!["train", "--data", &header_only, "--label-column", "species"],
+            "is empty",
+        ),
+        (
+            vec!["train", "--data", &text_cell, "--label", "species"],
             "line 3, column \"petal_width\": \"wide\" is not a number",
         ),
         (
-            vec!["train", "--data", &nan_cell],
+            vec!["train", "--data", &nan_cell, "--label", "species"],
             "line 3, column \"petal_width\": \"NaN\" is not a finite number",
         ),
         (
@@ -305,6 +316,8 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
                 "train",
                 "--data",
                 &one_class,
+                "--label-column",
+                "species",
                 "--target",
                 "setosa",
                 "--cv-folds",
@@ -317,7 +330,15 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
             "classes present are: setosa, versicolor, virginica",
         ),
         (
-            vec!["train", "--data", &huge, "--cv-folds", "0"],
+            vec![
+                "train",
+                "--data",
+                &huge,
+                "--label-column",
+                "species",
+                "--cv-folds",
+                "0",
+            ],
             "line 3, column \"petal_width\": 1e308 is too large to train on",
         ),
         (
@@ -711,4 +732,76 @@ fn the_gate_scores_rows_the_fit_never_saw_and_refuses_when_it_cannot_find_them()
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn a_yes_no_label_gives_a_binary_model_of_those_names_with_every_other_column_as_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("churn.csv");
+    let mut text = String::from("tenure,calls,plan_cost,churned\n");
+    for i in 0..60u32 {
+        let churned = i % 3 == 0;
+        let tenure = if churned { 2 + i % 5 } else { 20 + i % 17 };
+        let calls = if churned { 6 + i % 4 } else { i % 3 };
+        text.push_str(&format!(
+            "{tenure},{calls},{},{}\n",
+            10 + i % 7,
+            if churned { "yes" } else { "no" }
+        ));
+    }
+    std::fs::write(&table, text).unwrap();
+    let data = table.to_str().unwrap();
+    let store = TestStore::new();
+    let version = store.train(&["--model", "churn", "--data", data, "--label", "churned"]);
+    let model: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(store.path().join(format!("churn/{version}/model.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(model["kind"], "binary_logistic");
+    assert_eq!(model["classes"], serde_json::json!(["no", "yes"]));
+    assert_eq!(model["positive_class"], "yes");
+    let features: Vec<&str> = model["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(features, ["tenure", "calls", "plan_cost"]);
+    assert!(
+        model["metrics"]["holdout"]["roc_auc"].is_number(),
+        "{model}"
+    );
+    let text = store.ok(&["validate", "--model", "churn"]);
+    assert!(text.contains("ROC AUC"), "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&store.ok(&[
+        "predict",
+        "--model",
+        "churn",
+        "tenure=3",
+        "calls=8",
+        "plan_cost=12",
+    ]))
+    .unwrap();
+    assert_eq!(answer["label"], "yes", "{answer}");
+    let p_yes = answer["probabilities"]["yes"].as_f64().unwrap();
+    assert_eq!(answer["result"].as_f64().unwrap(), p_yes);
+
+    // --target picks the other one as positive; the names stay as written.
+    let version = store.train(&[
+        "--model", "churn", "--data", data, "--label", "churned", "--target", "no",
+    ]);
+    let model: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(store.path().join(format!("churn/{version}/model.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(model["classes"], serde_json::json!(["yes", "no"]));
+    // Three or more values and no --target: one softmax over all of them.
+    let version = store.train(&["--model", "species", "--label-column", "species"]);
+    let model: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(store.path().join(format!("species/{version}/model.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(model["kind"], "multinomial_logistic");
+    assert_eq!(model["features"].as_array().unwrap().len(), 4);
 }
