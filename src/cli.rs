@@ -468,6 +468,12 @@ pub struct TrainArgs {
     #[arg(long, env = "LIMEN_HOLDOUT", default_value_t = crate::holdout::DEFAULT_SHARE)]
     pub holdout: f64,
 
+    /// A binary model's decision threshold: its label is the positive class when that class's
+    /// probability is at least this (0.5 is the default rule). Recorded in the model; the
+    /// probabilities do not change, the labels and the gate's precision and recall do.
+    #[arg(long, env = "LIMEN_THRESHOLD")]
+    pub threshold: Option<f64>,
+
     /// Hold out the newest rows instead: those last in this column's order (numbers, or text
     /// such as ISO 8601 times), for a table whose rows are events in time.
     #[arg(long, env = "LIMEN_SPLIT_BY", value_name = "COLUMN")]
@@ -549,7 +555,8 @@ impl TryFrom<TrainArgs> for TrainConfig {
             args.gradient_tolerance,
             args.cv_folds,
         )?
-        .standardized(args.standardize);
+        .standardized(args.standardize)
+        .with_threshold(args.threshold)?;
         let params = match args.kind {
             TrainKind::Logistic => {
                 let forest_only = [

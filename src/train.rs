@@ -64,6 +64,8 @@ pub struct TrainParams {
     standardize: bool,
     /// A random forest instead of a logistic regression (`--kind random-forest`).
     forest: Option<ForestParams>,
+    /// A binary model's decision threshold (`--threshold`).
+    threshold: Option<f64>,
 }
 
 /// Why a model could not be trained.
@@ -149,6 +151,7 @@ impl TrainParams {
             cv_folds,
             standardize: false,
             forest: None,
+            threshold: None,
         })
     }
 
@@ -177,6 +180,20 @@ impl TrainParams {
 
     pub fn objective(&self) -> &Objective {
         &self.objective
+    }
+
+    /// The same parameters with a decision threshold for a binary model's labels: the positive
+    /// class when its probability is at least `threshold`, which must lie in (0, 1).
+    pub fn with_threshold(mut self, threshold: Option<f64>) -> Result<Self, TrainError> {
+        if let Some(t) = threshold {
+            if !(t > 0.0 && t < 1.0) {
+                return Err(TrainError::InvalidParams(format!(
+                    "--threshold must lie between 0 and 1 (a probability of the positive class), got {t}"
+                )));
+            }
+        }
+        self.threshold = threshold;
+        Ok(self)
     }
 
     /// The same parameters learning `objective` instead.
@@ -230,6 +247,7 @@ pub struct TrainedModel {
     learned: Learned,
     features: Vec<Feature>,
     label_column: String,
+    threshold: Option<f64>,
     metrics: Metrics,
     provenance: Provenance,
 }
@@ -260,6 +278,7 @@ impl TrainedModel {
             intercepts,
             trees,
             scaler,
+            threshold: self.threshold,
             metrics: self.metrics.clone(),
             provenance: self.provenance.clone(),
         }
@@ -570,6 +589,12 @@ fn fit_and_measure(data: &Dataset, params: &TrainParams) -> Result<TrainedModel,
         .clone()
         .with_objective(params.objective.resolve(&data.classes()));
     let (classes, y) = encode_labels(data, &params.objective)?;
+    if let (Some(_), Objective::Multiclass) = (params.threshold, &params.objective) {
+        return Err(TrainError::InvalidParams(format!(
+            "--threshold is for binary models, and this one learns {} classes: leave it out, or name the positive class with --target",
+            classes.len()
+        )));
+    }
     let cv = if params.cv_folds >= 2 {
         Some(cross_validate(data, params, &classes, &y)?)
     } else {
@@ -655,6 +680,7 @@ impl TrainedModel {
             learned,
             features,
             label_column: data.label_column.clone(),
+            threshold: params.threshold,
             metrics: Metrics {
                 cv_folds: params.cv_folds,
                 ..Metrics::default()

@@ -117,6 +117,9 @@ pub struct GateReport {
     pub production_before: Option<VersionId>,
     /// The rows both were scored on, in words.
     pub evaluated_on: Option<String>,
+    /// The candidate's decision threshold, which its labels (so its precision and recall) use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
     pub candidate_accuracy: Option<f64>,
     pub production_accuracy: Option<f64>,
     /// Per-class quality of the candidate on the evaluation data.
@@ -220,7 +223,10 @@ impl GateReport {
                 format!("production {v} (not evaluated)")
             }
         });
-        writeln!(f, "  on {rows}:")?;
+        let at = self.threshold.map_or(String::new(), |t| {
+            format!(" (the candidate's labels at its threshold {t})")
+        });
+        writeln!(f, "  on {rows}{at}:")?;
         writeln!(
             f,
             "    {:<22} {:<24} {production_title}",
@@ -281,6 +287,7 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
         candidate: candidate_version,
         production_before,
         evaluated_on: None,
+        threshold: candidate.artifact().threshold,
         candidate_accuracy: None,
         production_accuracy: None,
         candidate_report: None,

@@ -786,6 +786,69 @@ fn a_yes_no_label_gives_a_binary_model_of_those_names_with_every_other_column_as
     let p_yes = answer["probabilities"]["yes"].as_f64().unwrap();
     assert_eq!(answer["result"].as_f64().unwrap(), p_yes);
 
+    // A decision threshold: recorded, used for labels (and so the gate's precision and
+    // recall), never for the probabilities.
+    let version = store.train(&[
+        "--model",
+        "churn",
+        "--data",
+        data,
+        "--label",
+        "churned",
+        "--threshold",
+        "0.97",
+    ]);
+    let gate = store.ok(&[
+        "validate",
+        "--model",
+        "churn",
+        "--min-accuracy",
+        "0.5",
+        "--tolerance",
+        "1",
+    ]);
+    assert!(
+        gate.contains("the candidate's labels at its threshold 0.97"),
+        "{gate}"
+    );
+    for row in [
+        ["tenure=3", "calls=8"],
+        ["tenure=9", "calls=4"],
+        ["tenure=30", "calls=1"],
+    ] {
+        let answer: serde_json::Value = serde_json::from_str(&store.ok(&[
+            "predict",
+            "--model",
+            "churn",
+            "--version",
+            &version,
+            row[0],
+            row[1],
+            "plan_cost=12",
+        ]))
+        .unwrap();
+        let p = answer["probabilities"]["yes"].as_f64().unwrap();
+        assert_eq!(answer["label"] == "yes", p >= 0.97, "{answer}");
+    }
+    for (flags, says) in [
+        (
+            vec!["--threshold", "1.5"],
+            "--threshold must lie between 0 and 1",
+        ),
+        (
+            vec!["--threshold", "0.5", "--multiclass"],
+            "--threshold is for binary models",
+        ),
+    ] {
+        let mut args = vec![
+            "train", "--model", "churn", "--data", data, "--label", "churned",
+        ];
+        args.extend_from_slice(&flags);
+        let out = store.limen(&args);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        assert!(stderr(&out).contains(says), "{flags:?}: {}", stderr(&out));
+    }
+
     // --target picks the other one as positive; the names stay as written.
     let version = store.train(&[
         "--model", "churn", "--data", data, "--label", "churned", "--target", "no",

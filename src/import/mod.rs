@@ -173,6 +173,7 @@ pub fn import(
         intercepts: Vec::new(),
         trees: Some(ensemble),
         scaler: None,
+        threshold: None,
         metrics: Metrics::default(),
         provenance: Provenance {
             data_path: data.path.display().to_string(),

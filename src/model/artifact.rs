@@ -359,6 +359,11 @@ pub struct ModelArtifact {
     /// by it before the weights apply. Clients always send raw values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaler: Option<Scaler>,
+    /// A binary model's decision threshold (`limen train --threshold`): the label is the
+    /// positive class when its probability is at least this, else the negative one. The
+    /// probabilities do not depend on it. Absent: the more probable class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
     pub metrics: Metrics,
     pub provenance: Provenance,
 }
@@ -631,6 +636,14 @@ pub fn check_common(artifact: &ModelArtifact) -> Result<(), ModelError> {
         .position(|f| !seen.insert(f.name.as_str()))
     {
         return schema(format!("feature number {} repeats an earlier one", dup + 1));
+    }
+    if let Some(t) = artifact.threshold {
+        if !(t > 0.0 && t < 1.0) {
+            return schema("a threshold outside (0, 1)".into());
+        }
+        if n_classes != 2 || artifact.positive_class.is_none() {
+            return schema("a threshold on a model that is not binary".into());
+        }
     }
     check_features(&artifact.features)?;
     check_metrics(&artifact.metrics, &artifact.classes)

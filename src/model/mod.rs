@@ -164,6 +164,8 @@ pub struct Model {
     feature_names: Vec<String>,
     /// Each feature's training mean: the baseline explanations start from.
     means: Vec<f64>,
+    /// A binary model's positive index and decision threshold, when it has one.
+    threshold: Option<(usize, f64)>,
 }
 
 /// What decoding a request needs to know of its model: its features in order, and whether it
@@ -212,12 +214,17 @@ impl Model {
         };
         let feature_names = artifact.features.iter().map(|f| f.name.clone()).collect();
         let means = artifact.features.iter().map(|f| f.stats.mean).collect();
-        Ok(Self {
+        let mut model = Self {
             artifact,
             scorer,
             feature_names,
             means,
-        })
+            threshold: None,
+        };
+        model.threshold = model
+            .positive_probability_index()
+            .zip(model.artifact.threshold);
+        Ok(model)
     }
 
     /// Fails unless the artifact says it is `name` version `version`.
@@ -360,10 +367,19 @@ impl Model {
                 got: row.len(),
             });
         }
-        match &self.scorer {
+        let start = out.len();
+        let predicted = match &self.scorer {
             Scorer::Linear(linear) => linear.predict_append(row, out),
             Scorer::Trees(trees) => trees.predict_append(row, out),
-        }
+        }?;
+        Ok(match self.threshold {
+            Some((positive, t)) => match out.get(start + positive) {
+                Some(&p) if p >= t => positive,
+                Some(_) => 1 - positive,
+                None => predicted,
+            },
+            None => predicted,
+        })
     }
 
     /// Class probabilities for many rows at once (`n_rows × n_classes`).
@@ -467,6 +483,7 @@ pub(crate) mod tests {
             intercepts: vec![-7.193421057651488],
             trees: None,
             scaler: None,
+            threshold: None,
             metrics: Metrics {
                 train_accuracy: 0.96,
                 train_log_loss: 0.1,
@@ -731,5 +748,30 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_threshold_moves_the_label_not_the_probabilities() {
+        let plain = Model::new(binary_artifact()).unwrap();
+        let mut a = binary_artifact();
+        a.threshold = Some(0.3);
+        let low = Model::new(a).unwrap();
+        // P(virginica | width) is 0.24 at 1.4, 0.33 at 1.5 and 0.81 at 2.0.
+        for (width, plain_label, low_label) in [(1.4, 0, 0), (1.5, 0, 1), (2.0, 1, 1)] {
+            let (p, q) = (
+                plain.predict(&[width]).unwrap(),
+                low.predict(&[width]).unwrap(),
+            );
+            assert_eq!(p.probabilities, q.probabilities);
+            assert_eq!((p.class, q.class), (plain_label, low_label), "{width}");
+        }
+        for bad in [0.0, 1.0, f64::NAN] {
+            let mut a = binary_artifact();
+            a.threshold = Some(bad);
+            assert!(matches!(Model::new(a), Err(ModelError::Schema(_))), "{bad}");
+        }
+        let mut m = multinomial_artifact();
+        m.threshold = Some(0.5);
+        assert!(Model::new(m).is_err(), "a threshold needs a binary model");
     }
 }
