@@ -373,14 +373,22 @@ pub fn folder(root: &Path) -> PathBuf {
 }
 
 /// Writes `beat` atomically as `<root>/.fleet/<instance>.json` (`instance` is made a file name
-/// by [`instance_name`] first).
+/// by [`instance_name`] first). Creates `.fleet` but never the store itself: a store folder
+/// that is gone (an unmounted file system, a renamed folder) stays gone, and the server goes on
+/// reporting it, rather than a heartbeat quietly making an empty store on local disk.
 pub fn write(root: &Path, beat: &Heartbeat) -> Result<(), StoreError> {
     let dir = folder(root);
-    fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
-        action: "create",
-        path: dir.clone(),
-        source,
-    })?;
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(StoreError::Io {
+                action: "create",
+                path: dir.clone(),
+                source,
+            })
+        }
+    }
     let name = instance_name(Some(&beat.instance));
     let bytes = serde_json::to_vec(beat).map_err(|e| StoreError::Io {
         action: "serialize",
@@ -530,6 +538,14 @@ mod tests {
         remove(dir.path(), "pod-b").unwrap();
         remove(dir.path(), "pod-b").unwrap();
         assert!(read(dir.path(), now).unwrap().disagreements().is_empty());
+    }
+
+    #[test]
+    fn a_heartbeat_never_creates_a_store_that_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("store");
+        assert!(write(&gone, &beat("pod-a", 1_000, 7)).is_err());
+        assert!(!gone.exists(), "the store folder was made by a heartbeat");
     }
 
     #[test]
