@@ -78,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 log: args.log,
                 since: args.since,
                 max_psi: args.max_psi,
+                min_samples: args.min_samples,
             };
             let report = crate::drift::measure(&catalog, &cfg)?;
             print!("{}", render(&report, args.json));

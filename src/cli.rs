@@ -205,6 +205,11 @@ pub struct DriftArgs {
     #[arg(long, env = "LIMEN_MAX_PSI")]
     pub max_psi: Option<f64>,
 
+    /// Refuse (exit 2) with fewer logged instances than this: PSI over a handful of requests
+    /// reads every empty bin as a shift.
+    #[arg(long, env = "LIMEN_DRIFT_MIN_SAMPLES", default_value_t = crate::drift::DriftConfig::DEFAULT_MIN_SAMPLES)]
+    pub min_samples: u64,
+
     /// Print JSON for scripts instead of text.
     #[arg(long)]
     pub json: bool,
@@ -936,6 +941,11 @@ pub struct ServeOptions {
     #[arg(long, env = "LIMEN_DRIFT_WINDOW", default_value_t = 10_000)]
     pub drift_window: u64,
 
+    /// Instances a feature's drift window must hold before its live PSI is exported (until
+    /// then no series, and the page says "collecting (n of N)"); at most half the window.
+    #[arg(long, env = "LIMEN_DRIFT_MIN_SAMPLES", default_value_t = crate::registry::MIN_PSI_INSTANCES)]
+    pub drift_min_samples: u64,
+
     /// Require a bearer token on a route group, as GROUP=FILE (repeatable; groups: inference,
     /// metadata, metrics): FILE holds the accepted tokens, one per line, re-read every
     /// --poll-interval (a rotated Kubernetes Secret needs no restart). Health routes never ask.
@@ -1030,6 +1040,7 @@ impl ServeOptions {
         Ok(ServeConfig {
             auth,
             drift_window: self.drift_window,
+            drift_min_samples: self.drift_min_samples,
             log: self.inference_log.clone().map(|dir| LogConfig {
                 dir,
                 rate: self.inference_log_rate,

@@ -28,6 +28,14 @@ pub struct DriftConfig {
     pub since: Duration,
     /// The largest PSI allowed; any feature above it fails the command.
     pub max_psi: Option<f64>,
+    /// The fewest logged instances a verdict is given on: below it, PSI over a few requests
+    /// says nothing (every empty bin reads as a shift) and the command refuses.
+    pub min_samples: u64,
+}
+
+impl DriftConfig {
+    /// Default `min_samples`: as many as the servers' live PSI waits for.
+    pub const DEFAULT_MIN_SAMPLES: u64 = 200;
 }
 
 /// Why drift could not be measured.
@@ -52,6 +60,15 @@ pub enum DriftError {
         since: String,
         files: usize,
         missing: &'static str,
+    },
+    #[error("too little data: {log} holds {found} logged instance(s) of {name}/{version} since {since}, fewer than --min-samples {min}; PSI over so few says nothing: wait for more traffic, widen --since, or lower --min-samples")]
+    TooFew {
+        name: String,
+        version: VersionId,
+        log: String,
+        since: String,
+        found: u64,
+        min: u64,
     },
     #[error("{name}/{version} has no drift reference (it was trained by a limen that did not record one); retrain it to measure drift")]
     NoReference { name: String, version: VersionId },
@@ -185,6 +202,16 @@ pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, Drif
             } else {
                 "; the folder does not exist"
             },
+        });
+    }
+    if report.instances < cfg.min_samples {
+        return Err(DriftError::TooFew {
+            name: name.to_string(),
+            version,
+            log: cfg.log.display().to_string(),
+            since: cutoff_ts,
+            found: report.instances,
+            min: cfg.min_samples,
         });
     }
     report.features = features

@@ -137,6 +137,11 @@ impl LoadedModel {
             .collect()
     }
 
+    /// While the live PSI waits for enough instances: how many there are, and how many it needs.
+    pub fn drift_collecting(&self) -> Option<(u64, u64)> {
+        self.drift.as_ref()?.collecting()
+    }
+
     /// Sets the `limen_feature_psi` gauges from the drift window (called when `/metrics` is
     /// read, not per request).
     pub fn publish_psi(&self) {
@@ -149,15 +154,16 @@ impl LoadedModel {
             .zip(&self.metrics.psi)
             .enumerate()
         {
-            // No estimate yet (a restart, a new version): NaN, which no alert threshold passes.
-            gauge.set(drift.psi(i, feature).unwrap_or(f64::NAN));
+            // No estimate yet (a restart, a new version): no series, so no alert fires on it.
+            gauge.set(drift.psi(i, feature));
         }
     }
 }
 
-/// The fewest instances in a feature's drift window before its live PSI is reported: with a
-/// handful, every empty bin of the twelve counts as a large shift (4 requests after a restart
-/// gave 6.9 for every feature, an alert on every deploy).
+/// The fewest instances in a feature's drift window before its live PSI is reported, unless
+/// `--drift-min-samples` says otherwise: with a handful, every empty bin of the twelve counts
+/// as a large shift (4 requests after a restart gave 6.9 for every feature, an alert on every
+/// deploy).
 pub const MIN_PSI_INSTANCES: u64 = 200;
 
 /// Bin counts of a model's recent inputs, per feature, over about the last `window` instances:
@@ -171,11 +177,15 @@ pub struct DriftWindow {
     current: std::sync::atomic::AtomicUsize,
     seen: std::sync::atomic::AtomicU64,
     half: u64,
+    /// Instances a feature's window needs before its PSI is reported.
+    min: u64,
     switching: Mutex<()>,
 }
 
 impl DriftWindow {
-    fn new(features: usize, window: u64) -> Self {
+    /// A window of about `window` instances that reports PSI from `min` on (at most half the
+    /// window, all a small window is sure to hold).
+    fn new(features: usize, window: u64, min: u64) -> Self {
         let generation = || {
             (0..features * DRIFT_BINS)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
@@ -186,18 +196,25 @@ impl DriftWindow {
             current: std::sync::atomic::AtomicUsize::new(0),
             seen: std::sync::atomic::AtomicU64::new(0),
             half: (window / 2).max(1),
+            min: min.min((window / 2).max(1)),
             switching: Mutex::new(()),
         }
     }
 
-    /// Feature `i`'s PSI against its training reference, once its window holds at least
-    /// [`MIN_PSI_INSTANCES`] values (or half the window, all a small window is sure to hold).
+    /// Feature `i`'s PSI against its training reference, once its window holds enough values.
     fn psi(&self, i: usize, feature: &crate::model::Feature) -> Option<f64> {
         let counts = self.counts(i);
-        if counts.iter().sum::<u64>() < MIN_PSI_INSTANCES.min(self.half) {
+        if counts.iter().sum::<u64>() < self.min {
             return None;
         }
         feature.reference.as_ref()?.psi(&counts)
+    }
+
+    /// While the first feature's window holds fewer values than PSI needs: how many it holds,
+    /// and how many it needs.
+    fn collecting(&self) -> Option<(u64, u64)> {
+        let held: u64 = self.counts(0).iter().sum();
+        (held < self.min).then_some((held, self.min))
     }
 
     fn observe(&self, row: &[f64], features: &[crate::model::Feature]) {
@@ -378,6 +395,8 @@ pub struct RegistryConfig {
     pub shadow: bool,
     /// How many recent instances the live PSI gauges cover; 0 turns them off.
     pub drift_window: u64,
+    /// How many instances a feature's window holds before its PSI is reported.
+    pub drift_min_samples: u64,
     /// What a load reserves its peak memory from ([`LOAD_BYTES_PER_FILE_BYTE`] per byte of the
     /// file) before reading it: a load that does not fit fails and is retried after its backoff.
     pub budget: Budget,
@@ -390,6 +409,7 @@ impl Default for RegistryConfig {
             revalidate_after: Duration::from_secs(1),
             shadow: false,
             drift_window: 10_000,
+            drift_min_samples: MIN_PSI_INSTANCES,
             budget: Budget::unlimited(),
         }
     }
@@ -1101,8 +1121,13 @@ impl Registry {
             .features
             .iter()
             .all(|f| f.reference.is_some());
-        let drift = (has_reference && self.config.drift_window > 0)
-            .then(|| DriftWindow::new(model.feature_names().len(), self.config.drift_window));
+        let drift = (has_reference && self.config.drift_window > 0).then(|| {
+            DriftWindow::new(
+                model.feature_names().len(),
+                self.config.drift_window,
+                self.config.drift_min_samples,
+            )
+        });
         Ok(LoadedModel::new(model, version, metrics, drift))
     }
 
@@ -1324,16 +1349,18 @@ mod tests {
             .map(|i| 0.1 + 2.4 * f64::from(i) / 1000.0)
             .collect();
         artifact.features[0].reference = Some(crate::model::Reference::of(training.iter(), &stats));
-        let window = DriftWindow::new(1, 10_000);
+        let window = DriftWindow::new(1, 10_000, MIN_PSI_INSTANCES);
         for &x in training.iter().step_by(10).take(4) {
             window.observe(&[x], &artifact.features);
         }
         assert_eq!(window.psi(0, &artifact.features[0]), None, "4 instances");
+        assert_eq!(window.collecting(), Some((4, MIN_PSI_INSTANCES)));
         for &x in training.iter().step_by(5) {
             window.observe(&[x], &artifact.features);
         }
         let psi = window.psi(0, &artifact.features[0]).unwrap();
         assert!(psi < 0.1, "traffic like training: {psi}");
+        assert_eq!(window.collecting(), None);
     }
 
     #[test]
@@ -1342,7 +1369,7 @@ mod tests {
         let stats = artifact.features[0].stats;
         artifact.features[0].reference =
             Some(crate::model::Reference::of([0.5, 1.0, 2.0].iter(), &stats));
-        let window = DriftWindow::new(1, 100);
+        let window = DriftWindow::new(1, 100, MIN_PSI_INSTANCES);
         window.observe(&[f64::NAN], &artifact.features);
         assert_eq!(window.counts(0).iter().sum::<u64>(), 0);
         window.observe(&[1.0], &artifact.features);

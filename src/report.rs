@@ -95,6 +95,8 @@ pub struct Live {
     pub out_of_range: Vec<f64>,
     /// The live PSI per feature.
     pub psi: Vec<(String, f64)>,
+    /// While the live PSI waits for enough instances: how many there are, of how many.
+    pub drift_collecting: Option<(u64, u64)>,
     pub shadow: Option<ShadowTotals>,
 }
 
@@ -542,6 +544,12 @@ fn live_block(live: &Live) -> String {
         sparkline(&live.out_of_range, "#cf222e")
     );
     s.push_str("</div>");
+    if let Some((held, needed)) = live.drift_collecting {
+        let _ = write!(
+            s,
+            "<p class=\"muted\">live PSI: collecting ({held} of {needed} instances)</p>"
+        );
+    }
     if !live.psi.is_empty() {
         // The features that moved most, first.
         let mut psi: Vec<&(String, f64)> = live.psi.iter().collect();

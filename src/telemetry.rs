@@ -160,8 +160,29 @@ pub struct ModelMetrics {
     /// Per feature, in model order: inputs outside the training range.
     pub out_of_range: Vec<IntCounter>,
     /// Per feature, in model order: the live PSI against the training reference.
-    pub psi: Vec<Gauge>,
+    pub psi: Vec<PsiGauge>,
     series: Arc<VersionSeries>,
+}
+
+/// One feature's `limen_feature_psi` series, exported only while there is an estimate.
+#[derive(Debug, Clone)]
+pub struct PsiGauge {
+    vec: GaugeVec,
+    labels: [String; 2],
+}
+
+impl PsiGauge {
+    /// The estimate, or none yet: then the series is not exported at all (no NaN for an alert
+    /// rule to trip on or a dashboard to draw).
+    pub fn set(&self, psi: Option<f64>) {
+        let labels = [self.labels[0].as_str(), self.labels[1].as_str()];
+        match psi {
+            Some(v) => self.vec.with_label_values(&labels).set(v),
+            None => {
+                let _ = self.vec.remove_label_values(&labels);
+            }
+        }
+    }
 }
 
 /// The shadow series of a version scored as a candidate.
@@ -413,7 +434,10 @@ impl Metrics {
                 .collect(),
             psi: features
                 .iter()
-                .map(|f| self.psi.with_label_values(&[model, f]))
+                .map(|f| PsiGauge {
+                    vec: self.psi.clone(),
+                    labels: [model.to_owned(), f.clone()],
+                })
                 .collect(),
         }
     }

@@ -32,6 +32,8 @@ fn drift(store: &TestStore, log: &std::path::Path) -> (Option<i32>, serde_json::
         "--max-psi",
         "0.25",
         "--json",
+        "--min-samples",
+        "100",
     ]);
     let report = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stderr(&out)));
@@ -46,7 +48,15 @@ fn drift_of(
     instances: u64,
 ) -> (Option<i32>, serde_json::Value) {
     eventually(PATIENCE, "the log lines", || {
-        let out = store.limen(&["drift", "iris", "--log", log.to_str().unwrap(), "--json"]);
+        let out = store.limen(&[
+            "drift",
+            "iris",
+            "--log",
+            log.to_str().unwrap(),
+            "--json",
+            "--min-samples",
+            "0",
+        ]);
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         (report["instances"] == instances).then_some(())
     });
@@ -73,10 +83,15 @@ fn training_like_traffic_is_stable_and_shifted_traffic_is_drift() {
     let agent = http();
     let psi_series = r#"limen_feature_psi{feature="petal_width",model="iris"}"#;
 
-    // No traffic yet: no estimate (NaN, which no alert threshold passes), not "everything
-    // drifted" as an empty window would say.
-    let live = sample(&get(&agent, &server.url("/metrics")).body, psi_series).unwrap();
-    assert!(live.is_nan(), "live PSI before any traffic: {live}");
+    // No traffic yet: no estimate (no series, which no alert fires on), not "everything
+    // drifted" as an empty window would say; the page says it is collecting.
+    let metrics = get(&agent, &server.url("/metrics")).body;
+    assert_eq!(sample(&metrics, psi_series), None, "{metrics}");
+    let page = get(&agent, &server.url("/models/iris/report")).body;
+    assert!(
+        page.contains("live PSI: collecting (0 of 150 instances)"),
+        "{page}"
+    );
 
     // The training rows themselves, as a batch: the same distribution.
     let widths = training_widths();
@@ -93,6 +108,15 @@ fn training_like_traffic_is_stable_and_shifted_traffic_is_drift() {
     assert!(psi < 0.01, "{report}");
     assert_eq!(report["features"][0]["out_of_range"], 0.0);
     assert_eq!(code, Some(0));
+    // By default `limen drift` wants 200 instances before it gives a verdict.
+    let out = store.limen(&["drift", "iris", "--log", log.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("150 logged instance(s)")
+            && stderr(&out).contains("fewer than --min-samples 200"),
+        "{}",
+        stderr(&out)
+    );
 
     // Production now sees only wide petals, half of them wider than any in training.
     for i in 0..300 {

@@ -76,6 +76,8 @@ pub struct ServeConfig {
     pub log: Option<LogConfig>,
     /// How many recent instances the live PSI gauges cover; 0 turns them off.
     pub drift_window: u64,
+    /// Instances a feature's drift window holds before its live PSI is exported.
+    pub drift_min_samples: u64,
     /// The memory budget in bytes, and where the number came from (for the start-up log).
     pub memory_budget: (usize, String),
     /// The token files of the route groups that ask for a bearer token.
@@ -208,6 +210,7 @@ pub async fn run(
             revalidate_after: cfg.poll_interval,
             shadow: cfg.shadow.rate > 0.0,
             drift_window: cfg.drift_window,
+            drift_min_samples: cfg.drift_min_samples,
             budget: budget.clone(),
         },
         Arc::clone(&metrics),

@@ -106,6 +106,7 @@ fn live(state: &AppState, card: &Card) -> Live {
             .as_ref()
             .map(|p| p.psi())
             .unwrap_or_default(),
+        drift_collecting: card.production.as_ref().and_then(|p| p.drift_collecting()),
         shadow,
     }
 }

@@ -1020,6 +1020,7 @@ async fn serve_every_route(artifact: &serde_json::Value) -> Result<(), String> {
             log: log.path().to_owned(),
             since: Duration::from_secs(3600),
             max_psi: None,
+            min_samples: 0,
         };
         let catalog = Catalog::open(dir.path());
         let drift = std::panic::catch_unwind(|| crate::drift::measure(&catalog, &cfg).map(|_| ()));
