@@ -394,7 +394,13 @@ impl fmt::Display for ModelList {
         )?;
         for r in &self.0 {
             let last = r.last_promotion.as_ref().map_or("-".to_owned(), |e| {
-                format!("{} {:?} {} by {}", e.at, e.action, opt(e.version), e.user)
+                format!(
+                    "{} {} {} by {}",
+                    e.at,
+                    e.action.as_str(),
+                    opt(e.version),
+                    e.user
+                )
             });
             writeln!(
                 f,
@@ -409,19 +415,87 @@ impl fmt::Display for ModelList {
     }
 }
 
+/// The served version's metadata as a few lines of text (`--json` prints all of it): what it
+/// predicts, from what, and where it came from.
+fn write_summary(f: &mut fmt::Formatter<'_>, m: &serde_json::Value) -> fmt::Result {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    let num = |v: &serde_json::Value| v.as_f64().map_or("?".to_owned(), |x| format!("{x:.4}"));
+    let classes: Vec<String> = m["classes"]
+        .as_array()
+        .map(|c| c.iter().map(text).collect())
+        .unwrap_or_default();
+    let others = |positive: &str| {
+        classes
+            .iter()
+            .filter(|c| *c != positive)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let predicts = match (m["positive_class"].as_str(), m["threshold"].as_f64()) {
+        (Some(positive), Some(t)) => format!("{positive} (P ≥ {t}) against {}", others(positive)),
+        (Some(positive), None) => format!("{positive} against {}", others(positive)),
+        (None, _) => format!("one of {}", classes.join(", ")),
+    };
+    writeln!(
+        f,
+        "version     {} ({}, trained {})",
+        m["version"],
+        text(&m["kind"]),
+        text(&m["created_at"])
+    )?;
+    writeln!(
+        f,
+        "predicts    {predicts} (label column {})",
+        text(&m["label_column"])
+    )?;
+    let features = m["features"].as_array().map_or(&[][..], Vec::as_slice);
+    writeln!(
+        f,
+        "features    {:<20} {:>10} {:>10} {:>10} {:>10}",
+        "", "min", "max", "mean", "std"
+    )?;
+    for feature in features {
+        writeln!(
+            f,
+            "  {:<30} {:>10} {:>10} {:>10} {:>10}",
+            text(&feature["name"]),
+            num(&feature["min"]),
+            num(&feature["max"]),
+            num(&feature["mean"]),
+            num(&feature["std"])
+        )?;
+    }
+    let p = &m["provenance"];
+    let holdout = match p["holdout"]["rows"].as_u64() {
+        Some(rows) => format!(
+            ", {rows} held out: {}, share {}",
+            p["holdout"]["method"].as_str().unwrap_or("?"),
+            p["holdout"]["share"]
+        ),
+        None => ", none held out".to_owned(),
+    };
+    writeln!(
+        f,
+        "trained on  {} ({} rows{holdout}) by {}",
+        text(&p["data_path"]),
+        p["rows"],
+        text(&p["trainer"])
+    )
+}
+
 impl fmt::Display for ModelReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "model       {}", self.name)?;
         writeln!(f, "production  {}", opt(self.production))?;
         writeln!(f, "candidate   {}", opt(self.candidate))?;
         writeln!(f, "versions    {}", joined(&self.versions))?;
+        if let Some(m) = &self.model {
+            write_summary(f, m)?;
+        }
         if let Some(metrics) = &self.metrics {
             writeln!(f, "metrics")?;
             write!(f, "{metrics}")?;
-        }
-        if let Some(m) = &self.model {
-            let pretty = serde_json::to_string_pretty(m).expect("a JSON value always serializes");
-            writeln!(f, "metadata    {pretty}")?;
         }
         if let Some(e) = &self.model_error {
             writeln!(f, "error       {e}")?;
@@ -438,9 +512,9 @@ impl fmt::Display for ModelReport {
         for e in &self.history {
             writeln!(
                 f,
-                "  {} {:?} {} (was {}) by {}@{}: {}",
+                "  {} {} {} (was {}) by {}@{}: {}",
                 e.at,
-                e.action,
+                e.action.as_str(),
                 opt(e.version),
                 opt(e.previous),
                 e.user,
@@ -657,7 +731,11 @@ mod tests {
         assert_eq!(report.history.len(), 1);
         let text = report.to_string();
         assert!(
-            text.contains("production  ") && text.contains("Promote"),
+            text.contains("production  ")
+                && text.contains(" promote ")
+                && text
+                    .contains("predicts    virginica against not_virginica (label column species)")
+                && !text.contains('{'),
             "{text}"
         );
         assert!(matches!(

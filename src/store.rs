@@ -286,6 +286,17 @@ pub enum Action {
     Gc,
 }
 
+impl Action {
+    /// The word `history.jsonl` writes for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Promote => "promote",
+            Action::Rollback => "rollback",
+            Action::Gc => "gc",
+        }
+    }
+}
+
 /// One line of `history.jsonl`: who changed the model, when, how and to what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {

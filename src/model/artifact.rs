@@ -381,6 +381,8 @@ pub struct ModelMetadata<'a> {
     pub classes: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub positive_class: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
     pub metrics: &'a Metrics,
     pub provenance: &'a Provenance,
 }

@@ -252,6 +252,7 @@ impl Model {
             label_column: &a.label_column,
             classes: &a.classes,
             positive_class: a.positive_class.as_deref(),
+            threshold: a.threshold,
             metrics: &a.metrics,
             provenance: &a.provenance,
         }
