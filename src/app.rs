@@ -370,7 +370,13 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
         }
     };
     let started = std::time::Instant::now();
-    let mut trained = train::train_holding_out(&data, params, split.as_ref())?;
+    // What the output names of the data, kept: training takes the table itself.
+    let (rows, shown, feature_list) = (
+        data.rows(),
+        data.path.display().to_string(),
+        data.feature_names.join(", "),
+    );
+    let mut trained = train::train_holding_out(data, params, split.as_ref())?;
     trained.set_log(log);
     let m = trained.metrics();
     let created_at = now_rfc3339();
@@ -391,7 +397,7 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
     tracing::info!(
         model = %name,
         version = version.get(),
-        rows = data.rows(),
+        rows = rows,
         train_accuracy = m.train_accuracy,
         cv_accuracy = m.cv_accuracy,
         fit_ms = started.elapsed().as_millis() as u64,
@@ -408,18 +414,16 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
     match &split {
         Some(split) => println!(
             "trained {name} on {} of the {} rows of {}, holding out {} ({}) (features: {})",
-            data.rows() - split.held_out.len(),
-            data.rows(),
-            data.path.display(),
+            rows - split.held_out.len(),
+            rows,
+            shown,
             split.held_out.len(),
             split.record.describe(),
-            data.feature_names.join(", ")
+            feature_list
         ),
         None => println!(
             "trained {name} on every one of the {} rows of {}, holding out none (features: {})",
-            data.rows(),
-            data.path.display(),
-            data.feature_names.join(", ")
+            rows, shown, feature_list
         ),
     }
     print!("{m}");

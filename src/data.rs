@@ -395,6 +395,50 @@ impl Dataset {
         }
     }
 
+    /// Splits the dataset in two: the rows not in `held` (ascending) and those in it, each in
+    /// file order. The kept rows are moved up in place inside the matrix's own buffer, so the
+    /// peak is the dataset plus the held rows, not two copies of it.
+    pub fn split_off(self, held: &[usize]) -> (Self, Self) {
+        let held_out = self.subset(held);
+        if !self.x.is_standard_layout() {
+            let kept = crate::data::complement_rows(self.rows(), held);
+            return (self.subset(&kept), held_out);
+        }
+        let (rows, width) = self.x.dim();
+        let (mut values, offset) = self.x.into_raw_vec_and_offset();
+        let start = offset.unwrap_or(0);
+        let mut labels = self.labels;
+        let mut write = 0;
+        let mut next = held.iter().peekable();
+        for row in 0..rows {
+            if next.peek() == Some(&&row) {
+                next.next();
+                continue;
+            }
+            if write != row {
+                let from = start + row * width;
+                values.copy_within(from..from + width, start + write * width);
+                labels[write] = labels[row];
+            }
+            write += 1;
+        }
+        values.drain(..start);
+        values.truncate(write * width);
+        labels.truncate(write);
+        let x = Array2::from_shape_vec((write, width), values)
+            .unwrap_or_else(|_| Array2::zeros((0, width)));
+        let kept = Self {
+            path: self.path,
+            sha256: self.sha256,
+            feature_names: self.feature_names,
+            label_column: self.label_column,
+            x,
+            label_names: self.label_names,
+            labels,
+        };
+        (kept, held_out)
+    }
+
     /// The label of row `row`.
     pub fn label(&self, row: usize) -> &str {
         &self.label_names[self.labels[row] as usize]
@@ -855,6 +899,20 @@ pub fn log_feature_names(source: &str, model: &str) -> Result<Vec<String>, DataE
     })
 }
 
+/// The rows of `0..n` not in `held` (ascending).
+pub fn complement_rows(n: usize, held: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(n.saturating_sub(held.len()));
+    let mut next = held.iter().peekable();
+    for row in 0..n {
+        if next.peek() == Some(&&row) {
+            next.next();
+        } else {
+            out.push(row);
+        }
+    }
+    out
+}
+
 /// A logged instance's key (`request_id` or `request_id#index`) as a place in `[0, 2⁶⁴)`: the
 /// first 8 bytes of its SHA-256, the same in every build.
 pub fn request_key(key: &str) -> u64 {
@@ -876,6 +934,24 @@ mod tests {
     fn parse(text: &str, features: &[&str]) -> Result<Dataset, DataError> {
         let features: Vec<String> = features.iter().map(|s| s.to_string()).collect();
         Dataset::parse(Path::new("t.csv"), text.as_bytes(), &features, "species")
+    }
+
+    #[test]
+    fn split_off_in_place_equals_two_subsets() {
+        let text = "a,b,species\n1,10,x\n2,20,y\n3,30,x\n4,40,y\n5,50,x\n";
+        let data = parse(text, &["a", "b"]).unwrap();
+        for held in [vec![], vec![0], vec![1, 3], vec![4], vec![0, 1, 2, 3]] {
+            let kept_rows = complement_rows(5, &held);
+            let (kept, out) = data.clone().split_off(&held);
+            assert_eq!(kept.x, data.subset(&kept_rows).x, "{held:?}");
+            assert_eq!(kept.labels, data.subset(&kept_rows).labels, "{held:?}");
+            assert_eq!(out.x, data.subset(&held).x, "{held:?}");
+        }
+        // A matrix not in row-major order (a transposed view made owned) takes the copy path.
+        let mut odd = data.clone();
+        odd.x = odd.x.t().to_owned().reversed_axes();
+        let (kept, _) = odd.split_off(&[2]);
+        assert_eq!(kept.x, data.subset(&[0, 1, 3, 4]).x);
     }
 
     #[test]

@@ -153,16 +153,7 @@ pub fn digest(rows: &[usize]) -> String {
 
 /// The rows of `0..n` not in `held` (ascending).
 pub fn complement(n: usize, held: &[usize]) -> Vec<usize> {
-    let mut out = Vec::with_capacity(n - held.len().min(n));
-    let mut next = held.iter().peekable();
-    for row in 0..n {
-        if next.peek() == Some(&&row) {
-            next.next();
-        } else {
-            out.push(row);
-        }
-    }
-    out
+    crate::data::complement_rows(n, held)
 }
 
 /// A hold-out chosen for one table: its rows and the record the artifact keeps of them.

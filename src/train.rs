@@ -16,7 +16,7 @@ use ndarray::{Array1, Array2, ArrayView2};
 use crate::data::Dataset;
 use crate::evaluate::{self, Evaluation, Tally};
 use crate::forest::{self, ForestError};
-use crate::holdout::{self, Split};
+use crate::holdout::Split;
 use crate::model::tree::TreeEnsemble;
 use crate::model::{
     Feature, ForestParams, Hyperparameters, LogTraining, Metrics, Model, ModelArtifact, ModelKind,
@@ -566,20 +566,22 @@ pub fn train(data: &Dataset, params: &TrainParams) -> Result<TrainedModel, Train
 /// `None` fits on every row. The fit, its feature statistics and drift reference, and the
 /// cross-validation never see a held-out row.
 pub fn train_holding_out(
-    data: &Dataset,
+    data: Dataset,
     params: &TrainParams,
     split: Option<&Split>,
 ) -> Result<TrainedModel, TrainError> {
     let Some(split) = split else {
-        return fit_and_measure(data, params);
+        return fit_and_measure(&data, params);
     };
-    let fitted_rows = holdout::complement(data.rows(), &split.held_out);
-    let mut trained = fit_and_measure(&data.subset(&fitted_rows), params)?;
-    let held_out = data.subset(&split.held_out);
+    let rows = data.rows();
+    // The fit's rows are moved up inside the table's own buffer: no second copy of it.
+    let (fitted, held_out) = data.split_off(&split.held_out);
+    let mut trained = fit_and_measure(&fitted, params)?;
+    drop(fitted);
     let eval = trained.evaluate(&held_out)?;
     trained.metrics.holdout_accuracy = Some(eval.accuracy);
     trained.metrics.holdout = Some(eval.report);
-    trained.provenance.rows = data.rows();
+    trained.provenance.rows = rows;
     trained.provenance.holdout = Some(split.record.clone());
     Ok(trained)
 }
