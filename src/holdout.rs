@@ -151,11 +151,6 @@ pub fn digest(rows: &[usize]) -> String {
     format!("{:x}", hasher.finalize())
 }
 
-/// The rows of `0..n` not in `held` (ascending).
-pub fn complement(n: usize, held: &[usize]) -> Vec<usize> {
-    crate::data::complement_rows(n, held)
-}
-
 /// A hold-out chosen for one table: its rows and the record the artifact keeps of them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
@@ -496,7 +491,10 @@ mod tests {
         );
         // Spread through the file, not its first or last rows.
         assert!(held[0] < 30 && *held.last().unwrap() > 120, "{held:?}");
-        assert_eq!(held.len() + complement(151, &held).len(), 151);
+        assert_eq!(
+            held.len() + crate::data::complement_rows(151, &held).len(),
+            151
+        );
     }
 
     #[test]

@@ -386,19 +386,24 @@ fn the_next_training_set_is_production_traffic_joined_with_its_labels() {
 
     // The default hold-out: a fifth of the requests, by request id. The gate finds them again
     // in the log, with --data and --labels or from the candidate's own record.
-    let out = store.ok(&[
-        "train",
-        "--model",
-        "iris-next",
-        "--log-model",
-        "iris",
-        "--data",
-        &folder,
-        "--labels",
-        labels,
-        "--cv-folds",
-        "0",
-    ]);
+    let train_next = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--model",
+            "iris-next",
+            "--log-model",
+            "iris",
+            "--data",
+            &folder,
+            "--labels",
+            labels,
+            "--cv-folds",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        store.ok(&args)
+    };
+    let out = train_next(&[]);
     let held: usize = out
         .split("holding out ")
         .nth(1)
@@ -420,21 +425,7 @@ fn the_next_training_set_is_production_traffic_joined_with_its_labels() {
         "{gate}"
     );
     // Explicitly (a new candidate, the same rows): --data LOG --labels FILE, like train.
-    store.ok(&[
-        "train",
-        "--model",
-        "iris-next",
-        "--log-model",
-        "iris",
-        "--data",
-        &folder,
-        "--labels",
-        labels,
-        "--cv-folds",
-        "0",
-        "--alpha",
-        "2",
-    ]);
+    train_next(&["--alpha", "2"]);
     let gate = store.ok(&[
         "validate",
         "--model",
