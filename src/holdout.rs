@@ -313,7 +313,10 @@ pub fn gate_rows(
             .log
             .as_ref()
             .map_or(candidate.name.clone(), |l| l.model.clone());
-        let trained_on_it = p.log.is_some() && (given.data.is_none() || source == p.data_path);
+        // Any log may hold the requests a log-trained candidate was fitted on (the same log
+        // by another path or glob, a copy, a later one): its hold-out is by request id, so it
+        // is applied whichever log is scored, and without one no log is taken as unseen.
+        let trained_on_it = p.log.is_some();
         let share = if trained_on_it { by_request } else { None };
         if trained_on_it && share.is_none() && !given.allow_training_rows {
             return Err(RowsError::FittedOnEveryRow {
@@ -337,7 +340,7 @@ pub fn gate_rows(
                 "the {n} labelled requests in {source} that version {version} held out (by request id)"
             ),
             None if trained_on_it => format!(
-                "the {n} labelled requests in {source}, which version {version} was fitted on (--allow-training-rows)"
+                "the {n} labelled requests in {source}, some of which version {version} may have been fitted on (--allow-training-rows)"
             ),
             None => format!("the {n} labelled requests in {source}"),
         };
@@ -424,7 +427,15 @@ impl GateRows {
                         _ => true,
                     }
             }
-            RowSource::Log { source, .. } => p.log.is_some() && p.data_path == *source,
+            // Held out by request id at a share at least these rows' own: none of them fitted.
+            RowSource::Log { share, .. } => {
+                let own = p
+                    .holdout
+                    .as_ref()
+                    .filter(|h| h.method == HoldoutMethod::RequestId)
+                    .map(|h| h.share);
+                p.log.is_some() && !matches!((own, share), (Some(own), Some(s)) if own >= *s)
+            }
         }
     }
 
@@ -549,6 +560,55 @@ mod tests {
         let spec = HoldoutSpec::new(0.2, None).unwrap();
         let msg = check_not_empty(&spec, &[], 2).unwrap_err().to_string();
         assert!(msg.contains("--holdout 0"), "{msg}");
+    }
+
+    #[test]
+    fn a_log_trained_candidate_is_filtered_by_request_id_whatever_log_path_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("iris/2026-12-01");
+        std::fs::create_dir_all(&day).unwrap();
+        let mut lines = String::new();
+        let mut labels = String::from("request_id,species\n");
+        for i in 0..400 {
+            let w = f64::from(i % 25) / 10.0;
+            lines.push_str(&format!(
+                "{{\"ts\":\"2026-12-01T00:00:00.000Z\",\"model\":\"iris\",\"version\":\"1\",\"request_id\":\"r{i}\",\"route\":\"/predict\",\"status\":200,\"features\":{{\"petal_width\":{w}}}}}\n"
+            ));
+            let class = if w > 1.6 { "virginica" } else { "setosa" };
+            labels.push_str(&format!("r{i},{class}\n"));
+        }
+        std::fs::write(day.join("pod-0.jsonl"), lines).unwrap();
+        let labels_file = dir.path().join("labels.csv");
+        std::fs::write(&labels_file, labels).unwrap();
+        let mut a = crate::model::tests::binary_artifact();
+        a.provenance.data_path = dir.path().display().to_string();
+        a.provenance.log = Some(crate::model::LogTraining {
+            labels: labels_file.display().to_string(),
+            model: "iris".into(),
+        });
+        a.provenance.holdout = Some(Holdout {
+            share: 0.2,
+            method: HoldoutMethod::RequestId,
+            split_by: None,
+            rows: 80,
+            rows_sha256: None,
+        });
+        let own = gate_rows(&a, &GateData::default()).unwrap().1.rows();
+        assert!((40..=120).contains(&own), "{own}");
+        // The same log by a glob: the same held-out requests, not all 400.
+        let glob = format!("{}/iris/*/*.jsonl", dir.path().display());
+        let given = GateData {
+            data: Some(Path::new(&glob)),
+            labels: Some(&labels_file),
+            allow_training_rows: false,
+        };
+        let (rows, by_glob) = gate_rows(&a, &given).unwrap();
+        assert_eq!(by_glob.rows(), own);
+        assert!(!rows.fitted_by(&a), "its own hold-out was not fitted on");
+        // Without a hold-out, no log counts as unseen.
+        a.provenance.holdout = None;
+        let err = gate_rows(&a, &given).unwrap_err();
+        assert!(matches!(err, RowsError::FittedOnEveryRow { .. }), "{err}");
     }
 
     #[test]
