@@ -15,6 +15,12 @@ Also OUT_DIR/sklearn_forest_cv.json: scikit-learn's `RandomForestClassifier(n_es
 accuracy under `cross_val_score` with `StratifiedKFold(5)` (no shuffle: the folds limen's
 `--cv-folds 5` makes) on each table in data/, every column but the label a feature, averaged over
 random_state 0-4; `tests/forest.rs` holds `limen train --kind random-forest` within 0.02 of it.
+
+And OUT_DIR/class_weight/<case>/: `train.csv` (an imbalanced table: binary churn-like, 8 % positive,
+or three classes 70/22/8 %), `test.csv` (held-out rows, same columns) and `expected.json`:
+`make_pipeline(StandardScaler(), LogisticRegression(C=1, class_weight="balanced"))` fully
+converged (tol 1e-10), its classes and probabilities on the held-out rows;
+`tests/class_weight.rs` holds `limen train --standardize --class-weight balanced` to 1e-3.
 """
 import csv
 import json
@@ -55,6 +61,55 @@ def forest_cv(out):
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "sklearn_forest_cv.json"), "w") as f:
         json.dump(result, f, indent=1)
+
+
+def class_weight(out):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    import sklearn
+
+    rng = np.random.default_rng(11)
+    names = ["tenure", "monthly_charges", "support_calls", "discount"]
+    cases = {}
+    # Binary: churn against stay, 9 % positive, overlapping.
+    n = 2400
+    X = np.column_stack([rng.gamma(2.0, 12.0, n), rng.normal(70, 20, n), rng.poisson(1.5, n),
+                         rng.uniform(0, 0.3, n)])
+    z = -2.3 - 0.04 * (X[:, 0] - 24) + 0.02 * (X[:, 1] - 70) + 0.5 * (X[:, 2] - 1.5) - 3 * X[:, 3]
+    y = np.where(rng.uniform(size=n) < 1 / (1 + np.exp(-z)), "churn", "stay")
+    cases["binary"] = (X, y, "outcome")
+    # Three classes, 70/22/8 %.
+    X3 = rng.normal(size=(n, 4)) * [1.0, 2.0, 0.5, 3.0] + [0, 5, 1, -2]
+    u = rng.uniform(size=n)
+    y3 = np.where(u < 0.70, "basic", np.where(u < 0.92, "plus", "premium"))
+    X3[y3 == "plus", 0] += 1.0
+    X3[y3 == "premium", 1] += 2.5
+    X3[y3 == "premium", 2] -= 0.4
+    cases["multiclass"] = (X3, y3, "plan")
+    for case, (X, y, label) in cases.items():
+        folder = os.path.join(out, "class_weight", case)
+        os.makedirs(folder, exist_ok=True)
+        train, test = slice(0, 2000), slice(2000, None)
+        model = make_pipeline(StandardScaler(), LogisticRegression(
+            C=1.0, class_weight="balanced", tol=1e-10, max_iter=100_000)).fit(X[train], y[train])
+        for part, rows in [("train", train), ("test", test)]:
+            with open(os.path.join(folder, f"{part}.csv"), "w") as f:
+                f.write(",".join(names + [label]) + "\n")
+                for row, value in zip(X[rows], y[rows]):
+                    f.write(",".join(repr(float(v)) for v in row) + f",{value}\n")
+        counts = {str(c): int((y[train] == c).sum()) for c in np.unique(y[train])}
+        with open(os.path.join(folder, "expected.json"), "w") as f:
+            json.dump({
+                "source": f"scikit-learn {sklearn.__version__} make_pipeline(StandardScaler(), "
+                          "LogisticRegression(C=1, class_weight='balanced', tol=1e-10))",
+                "label": label, "features": names, "counts": counts,
+                "classes": [str(c) for c in model.classes_],
+                "predict_proba": model.predict_proba(X[test]).tolist(),
+                "unweighted_predict_proba": make_pipeline(StandardScaler(), LogisticRegression(
+                    C=1.0, tol=1e-10, max_iter=100_000)).fit(X[train], y[train])
+                .predict_proba(X[test]).tolist(),
+            }, f, indent=1)
 
 
 def dump(folder, library, names, classes, X_train, y_train, X_test, proba, margin, contribs):
@@ -213,6 +268,7 @@ def main():
                                       "min_data_per_group": 10, "cat_smooth": 1}, 40,
              X_train, y_train, cat_names, ["low", "mid", "high"], X_test, categorical=[0, 1])
     forest_cv(out)
+    class_weight(out)
     print(f"tree fixtures written to {out} (xgboost {xgb.__version__}, lightgbm {lgb.__version__})")
 
 

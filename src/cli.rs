@@ -443,8 +443,8 @@ pub struct TrainArgs {
     #[arg(long, env = "LIMEN_STANDARDIZE")]
     pub standardize: bool,
 
-    /// What to fit: a logistic regression (linfa-logistic; --alpha, --max-iter,
-    /// --gradient-tolerance, --standardize apply), or a random forest (linfa-trees; --trees,
+    /// What to fit: a logistic regression (L-BFGS, as linfa-logistic; --alpha, --max-iter,
+    /// --gradient-tolerance, --standardize, --class-weight apply), or a random forest (linfa-trees; --trees,
     /// --max-depth, --max-features, --seed apply), served and explained as a tree ensemble.
     #[arg(long, env = "LIMEN_KIND", value_enum, default_value_t = TrainKind::Logistic)]
     pub kind: TrainKind,
@@ -479,10 +479,25 @@ pub struct TrainArgs {
     #[arg(long, env = "LIMEN_THRESHOLD")]
     pub threshold: Option<f64>,
 
+    /// Weight each row by its class in a logistic fit: `balanced` (scikit-learn's
+    /// class_weight="balanced": a row of class c weighs rows / (classes × rows of c), so a rare
+    /// class counts as much as a common one), or `none`.
+    #[arg(long, env = "LIMEN_CLASS_WEIGHT", value_enum, default_value_t = ClassWeightArg::None)]
+    pub class_weight: ClassWeightArg,
+
     /// Hold out the newest rows instead: those last in this column's order (numbers, or text
     /// such as ISO 8601 times), for a table whose rows are events in time.
     #[arg(long, env = "LIMEN_SPLIT_BY", value_name = "COLUMN")]
     pub split_by: Option<String>,
+}
+
+/// `--class-weight`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClassWeightArg {
+    /// Every row weighs 1.
+    None,
+    /// scikit-learn's "balanced".
+    Balanced,
 }
 
 /// What `limen train` fits.
@@ -561,7 +576,11 @@ impl TryFrom<TrainArgs> for TrainConfig {
             args.cv_folds,
         )?
         .standardized(args.standardize)
-        .with_threshold(args.threshold)?;
+        .with_threshold(args.threshold)?
+        .with_class_weight(match args.class_weight {
+            ClassWeightArg::None => None,
+            ClassWeightArg::Balanced => Some(crate::model::ClassWeight::Balanced),
+        });
         let params = match args.kind {
             TrainKind::Logistic => {
                 let forest_only = [

@@ -20,7 +20,8 @@
 //!  train api oip  fitting with linfa; the /predict and Open Inference Protocol wire formats
 //!  columns        which columns a training run uses: flags checked against the table
 //!  evaluate holdout  a model's quality on labelled rows; the rows a fit never sees
-//!  forest         random forests fitted with linfa-trees, as tree ensembles
+//!  forest logistic  random forests fitted with linfa-trees, as tree ensembles; the logistic
+//!                 objective (sample weights) minimised by argmin's L-BFGS
 //!  model          model.json: schema, checksum, prediction
 //!  data input telemetry   CSV → features; what bad input is; logs and metrics
 //!  budget         the process's memory budget: reservations that give back on drop
@@ -47,6 +48,7 @@ pub mod holdout;
 pub mod import;
 pub mod inference_log;
 pub mod input;
+pub mod logistic;
 pub mod model;
 pub mod oip;
 pub mod ops;

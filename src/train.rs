@@ -1,26 +1,20 @@
-//! Fitting: linfa-logistic on a [`Dataset`] (optionally standardized), a record of whether the
-//! fit converged, or a random forest ([`crate::forest`]); stratified k-fold cross-validation, and
-//! the resulting [`ModelArtifact`]. Pure computation: writing the artifact is the store's job.
-//!
-//! linfa-logistic 0.8 returns the fitted weights and nothing of the solver's state, so the
-//! convergence record is measured from the outside: the gradient norm is computed at the
-//! returned weights on the same objective linfa minimises (`Σ −log P(yᵢ) + α/2 ‖w‖²`, the
-//! intercept unpenalised), and the iterations are the fewest `max_iterations` that reproduce
-//! the fit exactly (L-BFGS is deterministic; found by bisection, only when the fit stopped early).
+//! Fitting: a logistic regression ([`crate::logistic`]: linfa-logistic's objective and solver,
+//! with class weights) on a [`Dataset`] (optionally standardized), with the solver's own record
+//! of whether it converged, or a random forest ([`crate::forest`]); stratified k-fold
+//! cross-validation, and the resulting [`ModelArtifact`]. Pure computation: writing the artifact
+//! is the store's job.
 
-use linfa::traits::Fit;
-use linfa::DatasetBase;
-use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2};
 
 use crate::data::Dataset;
 use crate::evaluate::{self, Evaluation, Tally};
 use crate::forest::{self, ForestError};
 use crate::holdout::Split;
+use crate::logistic::{self, FitError, Problem};
 use crate::model::tree::TreeEnsemble;
 use crate::model::{
-    Feature, ForestParams, Hyperparameters, LogTraining, Metrics, Model, ModelArtifact, ModelKind,
-    Provenance, Reference, Scaler, FORMAT,
+    ClassWeight, Feature, ForestParams, Hyperparameters, LogTraining, Metrics, Model,
+    ModelArtifact, ModelKind, Provenance, Reference, Scaler, FORMAT,
 };
 
 /// The linfa version limen is built against, recorded in every artifact's provenance.
@@ -66,6 +60,8 @@ pub struct TrainParams {
     forest: Option<ForestParams>,
     /// A binary model's decision threshold (`--threshold`).
     threshold: Option<f64>,
+    /// Per-class row weights in the fit (`--class-weight`).
+    class_weight: Option<ClassWeight>,
 }
 
 /// Why a model could not be trained.
@@ -88,7 +84,7 @@ pub enum TrainError {
         count: usize,
     },
     #[error("fitting failed")]
-    Fit(#[from] linfa_logistic::error::Error),
+    Fit(#[from] FitError),
     #[error("fitting the forest failed")]
     Forest(#[from] ForestError),
     #[error("the fitted model is unusable: {0}")]
@@ -152,6 +148,7 @@ impl TrainParams {
             standardize: false,
             forest: None,
             threshold: None,
+            class_weight: None,
         })
     }
 
@@ -168,6 +165,11 @@ impl TrainParams {
         if self.standardize {
             return Err(TrainError::InvalidParams(
                 "--standardize is for logistic models; a random forest's splits do not depend on a feature's scale, leave it out".into(),
+            ));
+        }
+        if self.class_weight.is_some() {
+            return Err(TrainError::InvalidParams(
+                "--class-weight weights a logistic fit's rows; limen's random forests take no row weights: leave it out, or set --threshold to trade precision for recall".into(),
             ));
         }
         self.forest = Some(forest);
@@ -196,6 +198,13 @@ impl TrainParams {
         Ok(self)
     }
 
+    /// The same parameters weighting each row by its class as `class_weight` says (`None`: all
+    /// alike).
+    pub fn with_class_weight(mut self, class_weight: Option<ClassWeight>) -> Self {
+        self.class_weight = class_weight;
+        self
+    }
+
     /// The same parameters learning `objective` instead.
     pub fn with_objective(mut self, objective: Objective) -> Self {
         self.objective = objective;
@@ -208,6 +217,7 @@ impl TrainParams {
             max_iter: self.max_iter,
             gradient_tolerance: self.gradient_tolerance,
             standardize: self.standardize,
+            class_weight: self.class_weight,
         }
     }
 }
@@ -345,145 +355,28 @@ fn encode_labels(
     })
 }
 
-/// Fits weights on `x`/`y` (class indices `0..n_classes`) with at most `max_iter` iterations.
-fn fit_weights(
-    params: &TrainParams,
-    max_iter: u64,
-    x: &ArrayView2<f64>,
-    y: &[usize],
-    n_classes: usize,
-) -> Result<Weights, TrainError> {
-    match params.objective {
-        Objective::OneVsRest { .. } => {
-            let targets: Array1<bool> = y.iter().map(|&c| c == 1).collect();
-            let dataset = DatasetBase::new(*x, targets);
-            let fitted = LogisticRegression::default()
-                .alpha(params.alpha)
-                .max_iterations(max_iter)
-                .gradient_tolerance(params.gradient_tolerance)
-                .fit(&dataset)?;
-            // linfa picks its own "positive" label (the larger class); orient the weights so the
-            // logit is always the log-odds of our positive class.
-            let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
-            Ok(Weights {
-                coefficients: vec![fitted.params().iter().map(|w| sign * w).collect()],
-                intercepts: vec![sign * fitted.intercept()],
-            })
-        }
-        Objective::Multiclass | Objective::Auto => {
-            let targets: Array1<usize> = y.iter().copied().collect();
-            let dataset = DatasetBase::new(*x, targets);
-            let fitted = MultiLogisticRegression::default()
-                .alpha(params.alpha)
-                .max_iterations(max_iter)
-                .gradient_tolerance(params.gradient_tolerance)
-                .fit(&dataset)?;
-            // Columns of `params()` follow `classes()`, the sorted distinct indices seen.
-            let mut coefficients = vec![vec![0.0; x.ncols()]; n_classes];
-            let mut intercepts = vec![0.0; n_classes];
-            for (col, &class) in fitted.classes().iter().enumerate() {
-                coefficients[class] = fitted.params().column(col).to_vec();
-                intercepts[class] = fitted.intercept()[col];
-            }
-            Ok(Weights {
-                coefficients,
-                intercepts,
-            })
-        }
-    }
-}
-
-/// Fits on `x`/`y` and records whether, and in how many iterations, the fit converged.
+/// Fits on `x`/`y` (class indices `0..n_classes`): the weights, in limen's orientation (binary:
+/// the log-odds of class 1, the positive), and what the solver did. One solver run.
 fn fit(
     params: &TrainParams,
     x: &ArrayView2<f64>,
     y: &[usize],
     n_classes: usize,
 ) -> Result<Fitted, TrainError> {
-    let weights = fit_weights(params, params.max_iter, x, y, n_classes)?;
-    let gradient_norm = gradient_norm(params.alpha, x, y, &weights);
-    // L-BFGS stops when the gradient norm falls below the tolerance or the cost stops moving;
-    // a fit that used every iteration converged only if its gradient is that small.
-    let iterations = iterations_used(params, x, y, n_classes, &weights)?;
-    let converged = iterations < params.max_iter || gradient_norm <= params.gradient_tolerance;
+    let weights = params
+        .class_weight
+        .map(|ClassWeight::Balanced| logistic::balanced_weights(y, n_classes));
+    let fit = Problem::new(x.view(), y, n_classes, params.alpha, weights.as_deref())?
+        .fit(params.max_iter, params.gradient_tolerance)?;
     Ok(Fitted {
-        weights,
-        converged,
-        iterations,
-        gradient_norm,
+        weights: Weights {
+            coefficients: fit.coefficients,
+            intercepts: fit.intercepts,
+        },
+        converged: fit.converged,
+        iterations: fit.iterations,
+        gradient_norm: fit.gradient_norm,
     })
-}
-
-/// The fewest iterations that reproduce `full` exactly: `max_iter` when the full fit used them
-/// all, else found by bisection (L-BFGS is deterministic, so the fit stopped after K iterations
-/// equals every fit allowed K or more, and no fit allowed fewer).
-fn iterations_used(
-    params: &TrainParams,
-    x: &ArrayView2<f64>,
-    y: &[usize],
-    n_classes: usize,
-    full: &Weights,
-) -> Result<u64, TrainError> {
-    let max = params.max_iter;
-    if max == 1 || fit_weights(params, max - 1, x, y, n_classes)? != *full {
-        return Ok(max);
-    }
-    // Invariant: a fit allowed `hi` iterations reproduces `full`; one allowed `lo` does not.
-    let (mut lo, mut hi) = (0u64, max - 1);
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if fit_weights(params, mid, x, y, n_classes)? == *full {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    Ok(hi)
-}
-
-/// The Euclidean norm of the gradient, at `weights`, of the objective linfa-logistic minimises:
-/// `Σᵢ −log P(yᵢ | xᵢ) + α/2 ‖W‖²` with unpenalised intercepts (binary: one logit; else softmax).
-fn gradient_norm(alpha: f64, x: &ArrayView2<f64>, y: &[usize], weights: &Weights) -> f64 {
-    let n_logits = weights.intercepts.len();
-    let n_features = x.ncols();
-    // Row-major gradient: per logit, its feature weights then its intercept.
-    let mut grad = vec![0.0; n_logits * (n_features + 1)];
-    let mut logits = vec![0.0; n_logits];
-    for (row, &class) in x.rows().into_iter().zip(y) {
-        for (z, (w, b)) in logits
-            .iter_mut()
-            .zip(weights.coefficients.iter().zip(&weights.intercepts))
-        {
-            *z = b + w.iter().zip(row.iter()).map(|(w, x)| w * x).sum::<f64>();
-        }
-        // d(−log P(y))/dz: binary σ(z) − [y = 1]; multinomial softmax(z) − onehot(y).
-        if n_logits == 1 {
-            logits[0] = 1.0 / (1.0 + (-logits[0]).exp()) - if class == 1 { 1.0 } else { 0.0 };
-        } else {
-            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let mut sum = 0.0;
-            for z in logits.iter_mut() {
-                *z = (*z - max).exp();
-                sum += *z;
-            }
-            for (k, z) in logits.iter_mut().enumerate() {
-                *z = *z / sum - if k == class { 1.0 } else { 0.0 };
-            }
-        }
-        for (k, d) in logits.iter().enumerate() {
-            let g = &mut grad[k * (n_features + 1)..(k + 1) * (n_features + 1)];
-            for (gj, xj) in g.iter_mut().zip(row.iter()) {
-                *gj += d * xj;
-            }
-            g[n_features] += d;
-        }
-    }
-    for (k, w) in weights.coefficients.iter().enumerate() {
-        for (j, wj) in w.iter().enumerate() {
-            grad[k * (n_features + 1) + j] += alpha * wj;
-        }
-    }
-    grad.iter().map(|g| g * g).sum::<f64>().sqrt()
 }
 
 /// scikit-learn's `StandardScaler` fitted on `x`: column means and population standard
@@ -752,17 +645,15 @@ fn cross_validate(
             None if params.standardize => {
                 let scaler = fit_scaler(&train_part.x);
                 let x = standardize(&train_part.x, &scaler);
-                let w = fit_weights(params, params.max_iter, &x.view(), &y_train, classes.len())?;
                 Learned::Linear {
-                    weights: w,
+                    weights: fit(params, &x.view(), &y_train, classes.len())?.weights,
                     scaler: Some(scaler),
                 }
             }
             None => {
                 let x = train_part.x.view();
-                let w = fit_weights(params, params.max_iter, &x, &y_train, classes.len())?;
                 Learned::Linear {
-                    weights: w,
+                    weights: fit(params, &x, &y_train, classes.len())?.weights,
                     scaler: None,
                 }
             }
@@ -903,16 +794,10 @@ mod tests {
             .iter()
             .map(|&l| usize::from(data.label_names[l as usize] == "virginica"))
             .collect();
-        let at_optimum = Weights {
-            coefficients: vec![vec![4.333_079_4]],
-            intercepts: vec![-7.194_701],
-        };
-        assert!(gradient_norm(1.0, &data.x.view(), &y, &at_optimum) < 1e-3);
-        let away = Weights {
-            coefficients: vec![vec![1.0]],
-            intercepts: vec![0.0],
-        };
-        assert!(gradient_norm(1.0, &data.x.view(), &y, &away) > 10.0);
+        // scikit-learn's exact C=1 optimum (tol=1e-12) on Iris, virginica against the rest.
+        let problem = Problem::new(data.x.view(), &y, 2, 1.0, None).unwrap();
+        assert!(problem.gradient_norm(&[vec![4.333_079_4]], &[-7.194_701]) < 1e-3);
+        assert!(problem.gradient_norm(&[vec![1.0]], &[0.0]) > 10.0);
     }
 
     #[test]

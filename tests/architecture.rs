@@ -9,7 +9,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["budget"],
     &["input", "telemetry", "model"],
-    &["data", "forest"],
+    &["data", "forest", "logistic"],
     &["evaluate", "holdout"],
     &["train", "import", "api", "oip", "columns"],
     &["store"],

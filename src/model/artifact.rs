@@ -217,6 +217,17 @@ pub struct Hyperparameters {
     /// Whether the features were standardized before the fit (the artifact's `scaler`).
     #[serde(default)]
     pub standardize: bool,
+    /// How rows were weighted by class in the fit (`--class-weight`); absent: all alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weight: Option<ClassWeight>,
+}
+
+/// A fit's per-class row weights (scikit-learn's `class_weight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassWeight {
+    /// Row of class `c` weighs `n / (k · n_c)`: every class counts as much as the others.
+    Balanced,
 }
 
 /// Where a model came from: enough to reproduce it.

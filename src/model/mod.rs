@@ -15,9 +15,9 @@ pub mod tree;
 #[cfg(test)]
 pub(crate) use artifact::sign;
 pub use artifact::{
-    ClassReport, ClassScores, Feature, ForestParams, Holdout, HoldoutMethod, Hyperparameters,
-    Imported, LogTraining, Metrics, ModelArtifact, ModelError, ModelKind, ModelMetadata,
-    Provenance, Scaler, FORMAT, MAX_FEATURES, READABLE_FORMATS,
+    ClassReport, ClassScores, ClassWeight, Feature, ForestParams, Holdout, HoldoutMethod,
+    Hyperparameters, Imported, LogTraining, Metrics, ModelArtifact, ModelError, ModelKind,
+    ModelMetadata, Provenance, Scaler, FORMAT, MAX_FEATURES, READABLE_FORMATS,
 };
 pub use reference::{FeatureStats, Reference, DRIFT_BINS};
 
@@ -507,6 +507,7 @@ pub(crate) mod tests {
                     max_iter: 100,
                     gradient_tolerance: 1e-4,
                     standardize: false,
+                    class_weight: None,
                 }),
                 trainer: "limen test".into(),
                 linfa_version: "0.8.1".into(),

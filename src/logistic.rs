@@ -1,0 +1,413 @@
+//! The logistic-regression fit: minimises
+//! `Σᵢ sᵢ · (−log P(yᵢ | xᵢ)) + α/2 ‖W‖²` (intercepts unpenalised; two classes: one logit, the
+//! log-odds of class 1; more: one logit per class under a softmax) with argmin's L-BFGS (memory
+//! 10) and a More–Thuente line search from zero weights, stopping when the gradient norm falls
+//! below the tolerance, the cost stops moving, or the iterations run out.
+//!
+//! That is the solver, the settings and the objective linfa-logistic 0.8 uses (a unit test
+//! holds the two to the same weights); it is run here because linfa-logistic takes no sample
+//! weights (scikit-learn's `class_weight`, `sᵢ` above) and returns nothing of the solver's state,
+//! so that counting the iterations used to cost several refits. Here one fit reports them.
+//!
+//! With every `sᵢ = 1` and `α = 1/C` this is scikit-learn's `LogisticRegression(C)` objective
+//! (scikit-learn divides both terms by `Σ sᵢ`, which moves no optimum); with `sᵢ` the balanced
+//! class weight of `yᵢ` it is `class_weight="balanced"`.
+
+use argmin::core::{CostFunction, Executor, Gradient, State, TerminationReason};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
+use ndarray::{Array1, ArrayView2};
+
+/// L-BFGS history length, as linfa-logistic.
+const MEMORY: usize = 10;
+
+/// What to fit: rows `x`, their class indices `y` (`0..classes`), optional per-row weights.
+#[derive(Debug, Clone, Copy)]
+pub struct Problem<'a> {
+    x: ArrayView2<'a, f64>,
+    y: &'a [usize],
+    weights: Option<&'a [f64]>,
+    classes: usize,
+    alpha: f64,
+}
+
+/// Fitted weights (per logit: coefficients and intercept) and what the solver did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fit {
+    /// One row per logit: one for two classes (class 1's log-odds), else one per class.
+    pub coefficients: Vec<Vec<f64>>,
+    pub intercepts: Vec<f64>,
+    /// L-BFGS iterations the solver ran.
+    pub iterations: u64,
+    /// The objective's gradient norm at the returned weights.
+    pub gradient_norm: f64,
+    /// Whether the solver stopped on its own (gradient small or cost still) rather than at the
+    /// iteration cap, or reached the gradient tolerance on the last allowed iteration.
+    pub converged: bool,
+}
+
+/// Why a fit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    #[error("{0}")]
+    Shape(String),
+    #[error("the L-BFGS solver stopped with an error: {0}")]
+    Solver(String),
+}
+
+impl<'a> Problem<'a> {
+    /// `x` rows with class indices `y` in `0..classes` (`classes` ≥ 2), L2 strength `alpha`,
+    /// and optional per-row `weights` (finite, ≥ 0).
+    pub fn new(
+        x: ArrayView2<'a, f64>,
+        y: &'a [usize],
+        classes: usize,
+        alpha: f64,
+        weights: Option<&'a [f64]>,
+    ) -> Result<Self, FitError> {
+        if x.nrows() != y.len() {
+            return Err(FitError::Shape(format!(
+                "{} rows of features but {} labels",
+                x.nrows(),
+                y.len()
+            )));
+        }
+        if classes < 2 || y.iter().any(|&c| c >= classes) {
+            return Err(FitError::Shape(format!(
+                "labels must be class indices below {classes} (at least 2 classes)"
+            )));
+        }
+        if let Some(w) = weights {
+            if w.len() != y.len() || w.iter().any(|s| !s.is_finite() || *s < 0.0) {
+                return Err(FitError::Shape(format!(
+                    "{} sample weights for {} rows, each finite and ≥ 0",
+                    w.len(),
+                    y.len()
+                )));
+            }
+        }
+        Ok(Problem {
+            x,
+            y,
+            weights,
+            classes,
+            alpha,
+        })
+    }
+
+    fn logits(&self) -> usize {
+        if self.classes == 2 {
+            1
+        } else {
+            self.classes
+        }
+    }
+
+    /// Parameters per logit: the coefficients, then the intercept.
+    fn stride(&self) -> usize {
+        self.x.ncols() + 1
+    }
+
+    /// The objective at `param`, and its gradient into `grad` when given (one pass over the
+    /// rows for both).
+    fn evaluate(&self, param: &Array1<f64>, mut grad: Option<&mut Array1<f64>>) -> f64 {
+        let (n_logits, stride, n_features) = (self.logits(), self.stride(), self.x.ncols());
+        let param = param.as_slice().unwrap_or(&[]);
+        if let Some(g) = grad.as_deref_mut() {
+            g.fill(0.0);
+        }
+        let mut z = vec![0.0; n_logits];
+        let mut cost = 0.0;
+        for (i, row) in self.x.rows().into_iter().enumerate() {
+            let class = self.y[i];
+            let s = self.weights.map_or(1.0, |w| w[i]);
+            for (k, zk) in z.iter_mut().enumerate() {
+                let p = &param[k * stride..(k + 1) * stride];
+                *zk = p[n_features] + p.iter().zip(row.iter()).map(|(w, x)| w * x).sum::<f64>();
+            }
+            // Loss and d(loss)/dz in place of z: binary softplus(z) − [y = 1]·z, σ(z) − [y = 1];
+            // multinomial logsumexp(z) − z_y, softmax(z) − onehot(y).
+            if n_logits == 1 {
+                let (zi, target) = (z[0], f64::from(u8::from(class == 1)));
+                let softplus = if zi > 0.0 {
+                    zi + (-zi).exp().ln_1p()
+                } else {
+                    zi.exp().ln_1p()
+                };
+                cost += s * (softplus - target * zi);
+                z[0] = 1.0 / (1.0 + (-zi).exp()) - target;
+            } else {
+                let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let mut sum = 0.0;
+                let z_class = z[class];
+                for zk in z.iter_mut() {
+                    *zk = (*zk - max).exp();
+                    sum += *zk;
+                }
+                cost += s * (max + sum.ln() - z_class);
+                for (k, zk) in z.iter_mut().enumerate() {
+                    *zk = *zk / sum - f64::from(u8::from(k == class));
+                }
+            }
+            if let Some(g) = grad.as_deref_mut() {
+                let g = g.as_slice_mut().unwrap_or(&mut []);
+                for (k, d) in z.iter().enumerate() {
+                    let gk = &mut g[k * stride..(k + 1) * stride];
+                    for (gj, xj) in gk.iter_mut().zip(row.iter()) {
+                        *gj += s * d * xj;
+                    }
+                    gk[n_features] += s * d;
+                }
+            }
+        }
+        for k in 0..n_logits {
+            for j in 0..n_features {
+                let w = param[k * stride + j];
+                cost += 0.5 * self.alpha * w * w;
+                if let Some(g) = grad.as_deref_mut() {
+                    g[k * stride + j] += self.alpha * w;
+                }
+            }
+        }
+        cost
+    }
+
+    /// The objective's gradient norm at `coefficients`/`intercepts` (one row per logit).
+    pub fn gradient_norm(&self, coefficients: &[Vec<f64>], intercepts: &[f64]) -> f64 {
+        let mut param = Vec::with_capacity(self.logits() * self.stride());
+        for (w, b) in coefficients.iter().zip(intercepts) {
+            param.extend_from_slice(w);
+            param.push(*b);
+        }
+        let param = Array1::from(param);
+        let mut grad = Array1::zeros(param.len());
+        self.evaluate(&param, Some(&mut grad));
+        grad.dot(&grad).sqrt()
+    }
+
+    /// Minimises the objective with at most `max_iter` L-BFGS iterations, stopping early when
+    /// the gradient norm is below `tolerance` (> 0).
+    pub fn fit(&self, max_iter: u64, tolerance: f64) -> Result<Fit, FitError> {
+        let width = self.logits() * self.stride();
+        let solver = LBFGS::new(MoreThuenteLineSearch::new(), MEMORY)
+            .with_tolerance_grad(tolerance)
+            .map_err(|e| FitError::Solver(e.to_string()))?;
+        let result = Executor::new(*self, solver)
+            .configure(|state| state.param(Array1::zeros(width)).max_iters(max_iter))
+            .run()
+            .map_err(|e| FitError::Solver(e.to_string()))?;
+        let state = result.state();
+        let iterations = state.get_iter();
+        let stopped_early = !matches!(
+            state.get_termination_reason(),
+            Some(TerminationReason::MaxItersReached) | None
+        );
+        let param = state
+            .get_best_param()
+            .cloned()
+            .unwrap_or_else(|| Array1::zeros(width));
+        let flat = param.to_vec();
+        let (coefficients, intercepts) = flat
+            .chunks(self.stride())
+            .map(|p| (p[..p.len() - 1].to_vec(), p[p.len() - 1]))
+            .unzip::<_, _, Vec<_>, Vec<_>>();
+        let gradient_norm = self.gradient_norm(&coefficients, &intercepts);
+        Ok(Fit {
+            converged: stopped_early || gradient_norm <= tolerance,
+            coefficients,
+            intercepts,
+            iterations,
+            gradient_norm,
+        })
+    }
+}
+
+impl CostFunction for Problem<'_> {
+    type Param = Array1<f64>;
+    type Output = f64;
+
+    fn cost(&self, param: &Self::Param) -> Result<Self::Output, argmin::core::Error> {
+        Ok(self.evaluate(param, None))
+    }
+}
+
+impl Gradient for Problem<'_> {
+    type Param = Array1<f64>;
+    type Gradient = Array1<f64>;
+
+    fn gradient(&self, param: &Self::Param) -> Result<Self::Gradient, argmin::core::Error> {
+        let mut grad = Array1::zeros(param.len());
+        self.evaluate(param, Some(&mut grad));
+        Ok(grad)
+    }
+}
+
+/// scikit-learn's `class_weight="balanced"`: row `i` weighs `n / (k · n_{yᵢ})`, with `n` rows,
+/// `k` classes present in `y` and `n_c` rows of class `c` (the weights sum to `n`).
+pub fn balanced_weights(y: &[usize], classes: usize) -> Vec<f64> {
+    let mut counts = vec![0usize; classes];
+    for &c in y {
+        if let Some(n) = counts.get_mut(c) {
+            *n += 1;
+        }
+    }
+    let present = counts.iter().filter(|&&n| n > 0).count().max(1) as f64;
+    let n = y.len() as f64;
+    y.iter()
+        .map(|&c| n / (present * counts.get(c).copied().unwrap_or(1).max(1) as f64))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linfa::traits::Fit as _;
+    use linfa::DatasetBase;
+    use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
+    use ndarray::Array2;
+
+    /// A small noisy three-class table: two features, classes overlapping.
+    fn table() -> (Array2<f64>, Vec<usize>) {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut x = Array2::zeros((120, 2));
+        let mut y = Vec::with_capacity(120);
+        for i in 0..120 {
+            let class = i % 3;
+            x[[i, 0]] = class as f64 + rng.f64() * 1.5;
+            x[[i, 1]] = (2 - class) as f64 * 0.5 + rng.f64();
+            y.push(class);
+        }
+        (x, y)
+    }
+
+    fn largest_gap(a: &[f64], b: &[f64]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// Our fit and linfa-logistic's on the same rows, both with `max_iter` and `tolerance`:
+    /// the largest difference of any weight (linfa's oriented to our class 1).
+    fn gap_from_linfa(x: &Array2<f64>, y: &[usize], classes: usize, tolerance: f64) -> f64 {
+        let ours = Problem::new(x.view(), y, classes, 1.0, None)
+            .unwrap()
+            .fit(1000, tolerance)
+            .unwrap();
+        assert!(ours.converged, "{ours:?}");
+        let mut theirs_flat = Vec::new();
+        if classes == 2 {
+            let targets: ndarray::Array1<bool> = y.iter().map(|&c| c == 1).collect();
+            let theirs = LogisticRegression::default()
+                .alpha(1.0)
+                .max_iterations(1000)
+                .gradient_tolerance(tolerance)
+                .fit(&DatasetBase::new(x.view(), targets))
+                .unwrap();
+            // linfa chooses which label is its positive one; ours is always class 1.
+            let sign = if theirs.labels().pos.class { 1.0 } else { -1.0 };
+            theirs_flat.extend(theirs.params().iter().map(|w| sign * w));
+            theirs_flat.push(sign * theirs.intercept());
+        } else {
+            let targets: ndarray::Array1<usize> = y.iter().copied().collect();
+            let theirs = MultiLogisticRegression::default()
+                .alpha(1.0)
+                .max_iterations(1000)
+                .gradient_tolerance(tolerance)
+                .fit(&DatasetBase::new(x.view(), targets))
+                .unwrap();
+            for k in 0..classes {
+                theirs_flat.extend(theirs.params().column(k).iter().copied());
+                theirs_flat.push(theirs.intercept()[k]);
+            }
+        }
+        let ours_flat: Vec<f64> = ours
+            .coefficients
+            .iter()
+            .zip(&ours.intercepts)
+            .flat_map(|(w, b)| w.iter().copied().chain([*b]))
+            .collect();
+        let gap = largest_gap(&ours_flat, &theirs_flat);
+        eprintln!(
+            "{classes} classes, tolerance {tolerance:e}: gap {gap:e}, ours {:?}",
+            ours.gradient_norm
+        );
+        gap
+    }
+
+    #[test]
+    fn unit_weights_give_linfa_logistics_fit() {
+        let (x, y) = table();
+        let binary: Vec<usize> = y.iter().map(|&c| usize::from(c == 2)).collect();
+        // Stopped at the default tolerance, the two land within it of each other (the sums run
+        // in different orders); run to the optimum, they agree to its precision.
+        assert!(gap_from_linfa(&x, &binary, 2, 1e-4) < 1e-4);
+        assert!(gap_from_linfa(&x, &binary, 2, 1e-10) < 1e-6);
+        assert!(gap_from_linfa(&x, &y, 3, 1e-4) < 1e-4);
+        assert!(gap_from_linfa(&x, &y, 3, 1e-10) < 1e-6);
+    }
+
+    #[test]
+    fn the_solver_reports_its_iterations_and_a_small_gradient() {
+        let (x, y) = table();
+        let problem = Problem::new(x.view(), &y, 3, 1.0, None).unwrap();
+        let fit = problem.fit(100, 1e-4).unwrap();
+        assert!(fit.converged && fit.gradient_norm <= 1e-4, "{fit:?}");
+        // Allowed one iteration fewer than it used, the solver stops at the cap, unconverged.
+        let short = problem.fit(fit.iterations - 1, 1e-4).unwrap();
+        assert_eq!(short.iterations, fit.iterations - 1);
+        assert!(!short.converged && short.gradient_norm > 1e-4, "{short:?}");
+        assert_ne!(short.coefficients, fit.coefficients);
+    }
+
+    #[test]
+    fn the_gradient_norm_is_zero_at_the_optimum_and_large_away_from_it() {
+        let (x, y) = table();
+        let problem = Problem::new(x.view(), &y, 3, 1.0, None).unwrap();
+        let fit = problem.fit(1000, 1e-10).unwrap();
+        assert!(problem.gradient_norm(&fit.coefficients, &fit.intercepts) < 1e-8);
+        let zeros = vec![vec![0.0; 2]; 3];
+        assert!(problem.gradient_norm(&zeros, &[0.0; 3]) > 1.0);
+    }
+
+    #[test]
+    fn a_weighted_fit_equals_a_fit_on_repeated_rows() {
+        // Weight 2 on a row is the row twice: the objective is the same function.
+        let (x, y) = table();
+        let weights: Vec<f64> = (0..y.len()).map(|i| 1.0 + (i % 2) as f64).collect();
+        let weighted = Problem::new(x.view(), &y, 3, 1.0, Some(&weights))
+            .unwrap()
+            .fit(1000, 1e-10)
+            .unwrap();
+        let repeated: Vec<usize> = (0..y.len()).flat_map(|i| vec![i; 1 + i % 2]).collect();
+        let xr = x.select(ndarray::Axis(0), &repeated);
+        let yr: Vec<usize> = repeated.iter().map(|&i| y[i]).collect();
+        let plain = Problem::new(xr.view(), &yr, 3, 1.0, None)
+            .unwrap()
+            .fit(1000, 1e-10)
+            .unwrap();
+        for k in 0..3 {
+            assert!(largest_gap(&weighted.coefficients[k], &plain.coefficients[k]) < 1e-6);
+        }
+    }
+
+    #[test]
+    fn balanced_weights_are_scikit_learns_formula() {
+        // 6 rows: 4 of class 0, 2 of class 1 → n / (k · n_c) = 6/8 and 6/4; they sum to n.
+        let w = balanced_weights(&[0, 0, 1, 0, 1, 0], 2);
+        assert_eq!(w, vec![0.75, 0.75, 1.5, 0.75, 1.5, 0.75]);
+        assert!((w.iter().sum::<f64>() - 6.0).abs() < 1e-12);
+        // A class absent from these rows does not count in k.
+        assert_eq!(balanced_weights(&[0, 2, 2], 3), vec![1.5, 0.75, 0.75]);
+    }
+
+    #[test]
+    fn bad_shapes_are_refused() {
+        let (x, y) = table();
+        assert!(Problem::new(x.view(), &y[1..], 3, 1.0, None).is_err());
+        assert!(Problem::new(x.view(), &y, 2, 1.0, None).is_err());
+        assert!(Problem::new(x.view(), &y, 3, 1.0, Some(&[1.0])).is_err());
+        let negative = vec![-1.0; y.len()];
+        assert!(Problem::new(x.view(), &y, 3, 1.0, Some(&negative)).is_err());
+    }
+}
