@@ -375,13 +375,16 @@ impl Cli {
 #[derive(Debug, Parser)]
 #[command(name = "train")]
 pub struct TrainArgs {
-    /// Training data: a CSV file with a header line; or, with --labels, an inference log folder
-    /// (searched for .jsonl files) or a glob pattern of its files.
+    /// Training data: a CSV file with a header line, or a Parquet file; or, with --labels, an
+    /// inference log folder (searched for .jsonl files) or a glob pattern of its files. Any of
+    /// them may be in S3: s3://BUCKET/KEY, a prefix (its .csv/.parquet parts, or .jsonl files),
+    /// or a glob; credentials from the AWS chain (environment, IRSA, AWS_PROFILE, instance).
     #[arg(long, env = "LIMEN_DATA", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
 
-    /// Ground truth for training on an inference log: a CSV with a `request_id` column and the
-    /// --label-column (`request_id#index` for an instance of a batch request).
+    /// Ground truth for training on an inference log: a CSV (a path or s3://BUCKET/KEY) with a
+    /// `request_id` column and the --label-column (`request_id#index` for an instance of a
+    /// batch request).
     #[arg(long, env = "LIMEN_LABELS", value_name = "FILE")]
     pub labels: Option<PathBuf>,
 
@@ -660,7 +663,8 @@ pub struct ValidateArgs {
     #[arg(long, env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
     pub model: ModelName,
 
-    /// Evaluation data: a CSV, or with --labels an inference log (folder or glob). Rows of it
+    /// Evaluation data: a CSV or Parquet table, or with --labels an inference log (folder or
+    /// glob); local or s3://. Rows of it
     /// the candidate was fitted on are left out. Defaults to the rows the candidate held out of
     /// its training data (`limen train --holdout`).
     #[arg(long, env = "LIMEN_EVAL_DATA")]

@@ -1,5 +1,9 @@
 //! Training data: a CSV file becomes a feature matrix, labels and per-feature statistics.
 //!
+//! A table may also be a Parquet file ([`crate::columnar`] renders it as CSV rows), and any
+//! table, labels file or inference log may be in S3 (`s3://…`, [`crate::remote`] stages it
+//! locally): the readers below see one local file, and name the location as the user wrote it.
+//!
 //! Owns every schema error a data file can raise, each naming the file, line and column, so a
 //! pipeline log tells the data team exactly which cell to fix. Knows nothing of models or stores.
 
@@ -70,6 +74,18 @@ pub enum DataError {
     },
     #[error("no feature columns were asked for; pass at least one name to --features")]
     NoFeatures,
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
+    #[error(transparent)]
+    Columnar(#[from] crate::columnar::ColumnarError),
+    #[error("the parts of table {location} do not share one header: {first} has {expected:?}, {other} has {found:?}")]
+    PartsDiffer {
+        location: String,
+        first: String,
+        expected: String,
+        other: String,
+        found: String,
+    },
     #[error("cannot read training rows from the inference log {place:?}: {why}")]
     LogSource { place: String, why: String },
     #[error("inference log {path}, line {line}: {why}")]
@@ -211,23 +227,15 @@ impl Dataset {
         label_column: &str,
         order_column: Option<&str>,
     ) -> Result<(Self, Vec<String>), DataError> {
-        let file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(IRIS_PATH) => {
-                tracing::info!(
-                    path = IRIS_PATH,
-                    "no such file here; using the Iris table built into limen"
-                );
-                return Self::read(path, IRIS_CSV, features, label_column, order_column);
-            }
-            Err(source) => {
-                return Err(DataError::Io {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-        };
-        Self::read(path, file, features, label_column, order_column)
+        if path == Path::new(IRIS_PATH) && !path.exists() {
+            tracing::info!(
+                path = IRIS_PATH,
+                "no such file here; using the Iris table built into limen"
+            );
+            return Self::read(path, IRIS_CSV, features, label_column, order_column);
+        }
+        let table = open_table(path)?;
+        Self::read(path, table, features, label_column, order_column)
     }
 
     /// Parses CSV `bytes` as if read from `path` (used in errors and provenance).
@@ -755,6 +763,9 @@ impl Dataset {
 
 /// The `.jsonl` files of `source`, sorted: every one under a folder, or those a glob matches.
 fn log_files(source: &str) -> Result<Vec<PathBuf>, DataError> {
+    if crate::remote::is_remote(source) {
+        return Ok(crate::remote::staged(source, &["jsonl"])?.files.clone());
+    }
     let path = Path::new(source);
     let mut files = Vec::new();
     if path.is_dir() {
@@ -788,13 +799,149 @@ fn log_files(source: &str) -> Result<Vec<PathBuf>, DataError> {
     Ok(files)
 }
 
+/// Object names a prefix or glob of a table in S3 selects.
+pub const TABLE_EXTENSIONS: &[&str] = &["csv", "parquet", "pq"];
+
+/// The CSV bytes of the table at `path`: a local CSV or Parquet file, or an S3 location (one
+/// object, or every CSV or Parquet object under a prefix or glob, joined under one header).
+fn open_table(path: &Path) -> Result<Box<dyn Read>, DataError> {
+    open_local(&local_table(path)?, path)
+}
+
+/// The local CSV or Parquet file at `path`, as CSV bytes; errors name it `shown` (the location
+/// the user wrote, for a staged copy).
+fn open_local(path: &Path, shown: &Path) -> Result<Box<dyn Read>, DataError> {
+    let io = |source| DataError::Io {
+        path: shown.to_owned(),
+        source,
+    };
+    if crate::columnar::is_parquet(path).map_err(io)? {
+        Ok(Box::new(crate::columnar::CsvRows::open(path, shown)?))
+    } else {
+        Ok(Box::new(std::fs::File::open(path).map_err(io)?))
+    }
+}
+
+/// `path` itself, or for an S3 location the local copy staged for this process: its one object,
+/// or its parts joined into one CSV (once; later reads reuse it).
+fn local_table(path: &Path) -> Result<PathBuf, DataError> {
+    let location = path.to_string_lossy();
+    if !crate::remote::is_remote(&location) {
+        return Ok(path.to_owned());
+    }
+    let staged = crate::remote::staged(&location, TABLE_EXTENSIONS)?;
+    match staged.files.as_slice() {
+        [one] => Ok(one.clone()),
+        parts => {
+            let joined = staged.dir.join("joined.csv");
+            if !joined.exists() {
+                join_parts(&location, parts, &joined)?;
+            }
+            Ok(joined)
+        }
+    }
+}
+
+/// Writes `parts` (CSV or Parquet) into one CSV at `to`: the first part's header once, then
+/// every part's rows. Parts whose header differs from the first's are refused.
+fn join_parts(location: &str, parts: &[PathBuf], to: &Path) -> Result<(), DataError> {
+    use std::io::{BufRead, BufReader, Write};
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| DataError::Io { path, source }
+    };
+    let partial = to.with_extension("partial");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io(&partial))?);
+    let mut first: Option<(String, &Path)> = None;
+    for part in parts {
+        let shown = PathBuf::from(format!(
+            "{}/{}",
+            location.trim_end_matches('/'),
+            file_name(part)
+        ));
+        let mut reader = BufReader::new(open_local(part, &shown)?);
+        let mut header = Vec::new();
+        reader.read_until(b'\n', &mut header).map_err(io(part))?;
+        let text = String::from_utf8_lossy(&header).trim().to_owned();
+        match &first {
+            None => {
+                out.write_all(text.as_bytes()).map_err(io(to))?;
+                out.write_all(b"\n").map_err(io(to))?;
+                first = Some((text, part));
+            }
+            Some((expected, first_part)) if *expected != text => {
+                return Err(DataError::PartsDiffer {
+                    location: location.to_owned(),
+                    first: file_name(first_part),
+                    expected: expected.clone(),
+                    other: file_name(part),
+                    found: text,
+                });
+            }
+            Some(_) => {}
+        }
+        // The part's rows, ending in a line break whether or not the part did.
+        let mut last = b'\n';
+        loop {
+            let chunk = reader.fill_buf().map_err(io(part))?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.write_all(chunk).map_err(io(to))?;
+            last = chunk[chunk.len() - 1];
+            let n = chunk.len();
+            reader.consume(n);
+        }
+        if last != b'\n' {
+            out.write_all(b"\n").map_err(io(to))?;
+        }
+    }
+    out.into_inner()
+        .map_err(|e| DataError::Io {
+            path: partial.clone(),
+            source: e.into_error(),
+        })?
+        .sync_all()
+        .map_err(io(&partial))?;
+    std::fs::rename(&partial, to).map_err(io(to))
+}
+
+/// A staged part's name as the user knows it (the key's last segment).
+fn file_name(part: &Path) -> String {
+    let name = part
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    // Staged files are named `NNNNN-<key's last segment>`.
+    name.split_once('-')
+        .map_or(name.clone(), |(_, rest)| rest.to_owned())
+}
+
+/// `path` itself, or the local copy of the one S3 object it names (a labels file).
+fn local_file(path: &Path) -> Result<PathBuf, DataError> {
+    let location = path.to_string_lossy();
+    if !crate::remote::is_remote(&location) {
+        return Ok(path.to_owned());
+    }
+    let staged = crate::remote::staged(&location, &["csv"])?;
+    match staged.files.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(DataError::LogSource {
+            place: location.into_owned(),
+            why: format!(
+                "it names {} objects; a labels file is one CSV object",
+                staged.files.len()
+            ),
+        }),
+    }
+}
+
 /// `request_id` → label from the labels CSV.
 fn read_labels(
     path: &Path,
     label_column: &str,
     hasher: &mut Sha256,
 ) -> Result<HashMap<String, String>, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+    let bytes = std::fs::read(local_file(path)?).map_err(|source| DataError::Io {
         path: path.to_owned(),
         source,
     })?;
@@ -838,16 +985,10 @@ fn read_labels(
 /// The header line of the CSV at `path` (the built-in Iris table's for its default path, as
 /// [`Dataset::load`] reads it), trimmed.
 pub fn csv_header(path: &Path) -> Result<Vec<String>, DataError> {
-    let io = |source| DataError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let file: Box<dyn Read> = match std::fs::File::open(path) {
-        Ok(file) => Box::new(file),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(IRIS_PATH) => {
-            Box::new(IRIS_CSV)
-        }
-        Err(e) => return Err(io(e)),
+    let file: Box<dyn Read> = if path == Path::new(IRIS_PATH) && !path.exists() {
+        Box::new(IRIS_CSV)
+    } else {
+        open_table(path)?
     };
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)

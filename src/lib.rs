@@ -24,6 +24,7 @@
 //!                 objective (sample weights) minimised by argmin's L-BFGS
 //!  model          model.json: schema, checksum, prediction
 //!  data input telemetry   CSV → features; what bad input is; logs and metrics
+//!  columnar remote  Parquet tables as CSV rows; S3 locations staged as local files
 //!  budget         the process's memory budget: reservations that give back on drop
 //! ```
 //!
@@ -36,6 +37,7 @@ pub mod app;
 pub mod budget;
 pub mod catalog;
 pub mod cli;
+pub mod columnar;
 pub mod columns;
 pub mod data;
 pub mod drift;
@@ -53,6 +55,7 @@ pub mod model;
 pub mod oip;
 pub mod ops;
 pub mod registry;
+pub mod remote;
 pub mod report;
 pub mod serve;
 pub mod shadow;

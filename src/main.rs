@@ -24,7 +24,10 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     limen::telemetry::init(cli.log_format, &cli.log_filter);
-    match limen::app::run(cli) {
+    let outcome = limen::app::run(cli);
+    // Copies of S3 data staged for this command: removed before the process ends.
+    limen::remote::clear_staged();
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Crate modules by layer, lowest first.
 const LAYERS: &[&[&str]] = &[
-    &["budget"],
+    &["budget", "columnar", "remote"],
     &["input", "telemetry", "model"],
     &["data", "forest", "logistic"],
     &["evaluate", "holdout"],
