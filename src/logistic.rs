@@ -16,20 +16,31 @@
 use argmin::core::{CostFunction, Executor, Gradient, State, TerminationReason};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
-use ndarray::{Array1, ArrayView2};
+use std::cell::RefCell;
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 
 /// L-BFGS history length, as linfa-logistic.
 const MEMORY: usize = 10;
 
+/// Rows per block of the objective's matrix products.
+const BLOCK: usize = 4096;
+
 /// What to fit: rows `x`, their class indices `y` (`0..classes`), optional per-row weights.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Problem<'a> {
     x: ArrayView2<'a, f64>,
     y: &'a [usize],
     weights: Option<&'a [f64]>,
     classes: usize,
     alpha: f64,
+    /// The last point evaluated.
+    last: RefCell<Option<Evaluated>>,
 }
+
+/// A point of the objective: where, the cost, the gradient.
+type Evaluated = (Array1<f64>, f64, Array1<f64>);
 
 /// Fitted weights (per logit: coefficients and intercept) and what the solver did.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +103,7 @@ impl<'a> Problem<'a> {
             weights,
             classes,
             alpha,
+            last: RefCell::new(None),
         })
     }
 
@@ -108,68 +120,81 @@ impl<'a> Problem<'a> {
         self.x.ncols() + 1
     }
 
-    /// The objective at `param`, and its gradient into `grad` when given (one pass over the
-    /// rows for both).
-    fn evaluate(&self, param: &Array1<f64>, mut grad: Option<&mut Array1<f64>>) -> f64 {
+    /// The objective and its gradient at `param`, in one pass over the rows. The rows go in
+    /// blocks of [`BLOCK`], so the products run as matrix operations (as linfa-logistic's do)
+    /// with no temporary the size of the table.
+    fn evaluate(&self, param: &Array1<f64>) -> (f64, Array1<f64>) {
         let (n_logits, stride, n_features) = (self.logits(), self.stride(), self.x.ncols());
-        let param = param.as_slice().unwrap_or(&[]);
-        if let Some(g) = grad.as_deref_mut() {
-            g.fill(0.0);
+        let flat = param.as_slice().unwrap_or(&[]);
+        // Per logit k: coefficients w[.., k] and intercept b[k].
+        let mut w = Array2::<f64>::zeros((n_features, n_logits));
+        let mut b = Array1::<f64>::zeros(n_logits);
+        for k in 0..n_logits {
+            let p = &flat[k * stride..(k + 1) * stride];
+            w.column_mut(k).assign(&ArrayView1::from(&p[..n_features]));
+            b[k] = p[n_features];
         }
-        let mut z = vec![0.0; n_logits];
+        let mut grad_w = Array2::<f64>::zeros((n_features, n_logits));
+        let mut grad_b = Array1::<f64>::zeros(n_logits);
         let mut cost = 0.0;
-        for (i, row) in self.x.rows().into_iter().enumerate() {
-            let class = self.y[i];
-            let s = self.weights.map_or(1.0, |w| w[i]);
-            for (k, zk) in z.iter_mut().enumerate() {
-                let p = &param[k * stride..(k + 1) * stride];
-                *zk = p[n_features] + p.iter().zip(row.iter()).map(|(w, x)| w * x).sum::<f64>();
-            }
-            // Loss and d(loss)/dz in place of z: binary softplus(z) − [y = 1]·z, σ(z) − [y = 1];
+        let n = self.x.nrows();
+        for start in (0..n).step_by(BLOCK) {
+            let end = (start + BLOCK).min(n);
+            let xb = self.x.slice(s![start..end, ..]);
+            let mut z = xb.dot(&w);
+            z += &b;
+            // Loss and s·d(loss)/dz in place of z: binary softplus(z) − [y = 1]·z, σ(z) − [y = 1];
             // multinomial logsumexp(z) − z_y, softmax(z) − onehot(y).
-            if n_logits == 1 {
-                let (zi, target) = (z[0], f64::from(u8::from(class == 1)));
-                let softplus = if zi > 0.0 {
-                    zi + (-zi).exp().ln_1p()
+            for (r, mut zr) in z.rows_mut().into_iter().enumerate() {
+                let i = start + r;
+                let class = self.y[i];
+                let s = self.weights.map_or(1.0, |w| w[i]);
+                if n_logits == 1 {
+                    let (zi, target) = (zr[0], f64::from(u8::from(class == 1)));
+                    let softplus = if zi > 0.0 {
+                        zi + (-zi).exp().ln_1p()
+                    } else {
+                        zi.exp().ln_1p()
+                    };
+                    cost += s * (softplus - target * zi);
+                    zr[0] = s * (1.0 / (1.0 + (-zi).exp()) - target);
                 } else {
-                    zi.exp().ln_1p()
-                };
-                cost += s * (softplus - target * zi);
-                z[0] = 1.0 / (1.0 + (-zi).exp()) - target;
-            } else {
-                let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let mut sum = 0.0;
-                let z_class = z[class];
-                for zk in z.iter_mut() {
-                    *zk = (*zk - max).exp();
-                    sum += *zk;
-                }
-                cost += s * (max + sum.ln() - z_class);
-                for (k, zk) in z.iter_mut().enumerate() {
-                    *zk = *zk / sum - f64::from(u8::from(k == class));
-                }
-            }
-            if let Some(g) = grad.as_deref_mut() {
-                let g = g.as_slice_mut().unwrap_or(&mut []);
-                for (k, d) in z.iter().enumerate() {
-                    let gk = &mut g[k * stride..(k + 1) * stride];
-                    for (gj, xj) in gk.iter_mut().zip(row.iter()) {
-                        *gj += s * d * xj;
+                    let max = zr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let z_class = zr[class];
+                    zr.mapv_inplace(|v| (v - max).exp());
+                    let sum = zr.sum();
+                    cost += s * (max + sum.ln() - z_class);
+                    for (k, zk) in zr.iter_mut().enumerate() {
+                        *zk = s * (*zk / sum - f64::from(u8::from(k == class)));
                     }
-                    gk[n_features] += s * d;
                 }
             }
+            general_mat_mul(1.0, &xb.t(), &z, 1.0, &mut grad_w);
+            grad_b += &z.sum_axis(Axis(0));
         }
+        cost += 0.5 * self.alpha * w.iter().map(|v| v * v).sum::<f64>();
+        grad_w.scaled_add(self.alpha, &w);
+        let mut grad = Array1::zeros(n_logits * stride);
         for k in 0..n_logits {
             for j in 0..n_features {
-                let w = param[k * stride + j];
-                cost += 0.5 * self.alpha * w * w;
-                if let Some(g) = grad.as_deref_mut() {
-                    g[k * stride + j] += self.alpha * w;
-                }
+                grad[k * stride + j] = grad_w[[j, k]];
+            }
+            grad[k * stride + n_features] = grad_b[k];
+        }
+        (cost, grad)
+    }
+
+    /// [`Problem::evaluate`], remembered for the last `param`: the solver asks for the cost and
+    /// then the gradient at the same point, and one pass serves both.
+    fn evaluate_cached(&self, param: &Array1<f64>) -> (f64, Array1<f64>) {
+        if let Some((at, cost, grad)) = self.last.borrow().as_ref() {
+            if at == param {
+                return (*cost, grad.clone());
             }
         }
-        cost
+        let (cost, grad) = self.evaluate(param);
+        *self.last.borrow_mut() = Some((param.clone(), cost, grad.clone()));
+        (cost, grad)
     }
 
     /// The objective's gradient norm at `coefficients`/`intercepts` (one row per logit).
@@ -179,9 +204,7 @@ impl<'a> Problem<'a> {
             param.extend_from_slice(w);
             param.push(*b);
         }
-        let param = Array1::from(param);
-        let mut grad = Array1::zeros(param.len());
-        self.evaluate(&param, Some(&mut grad));
+        let (_, grad) = self.evaluate(&Array1::from(param));
         grad.dot(&grad).sqrt()
     }
 
@@ -192,7 +215,7 @@ impl<'a> Problem<'a> {
         let solver = LBFGS::new(MoreThuenteLineSearch::new(), MEMORY)
             .with_tolerance_grad(tolerance)
             .map_err(|e| FitError::Solver(e.to_string()))?;
-        let result = Executor::new(*self, solver)
+        let result = Executor::new(self.clone(), solver)
             .configure(|state| state.param(Array1::zeros(width)).max_iters(max_iter))
             .run()
             .map_err(|e| FitError::Solver(e.to_string()))?;
@@ -227,7 +250,7 @@ impl CostFunction for Problem<'_> {
     type Output = f64;
 
     fn cost(&self, param: &Self::Param) -> Result<Self::Output, argmin::core::Error> {
-        Ok(self.evaluate(param, None))
+        Ok(self.evaluate_cached(param).0)
     }
 }
 
@@ -236,9 +259,7 @@ impl Gradient for Problem<'_> {
     type Gradient = Array1<f64>;
 
     fn gradient(&self, param: &Self::Param) -> Result<Self::Gradient, argmin::core::Error> {
-        let mut grad = Array1::zeros(param.len());
-        self.evaluate(param, Some(&mut grad));
-        Ok(grad)
+        Ok(self.evaluate_cached(param).1)
     }
 }
 
