@@ -41,6 +41,9 @@ RUN groupadd --gid 10001 limen \
     && mkdir -p /mnt/models /app/data \
     && chown 10001:10001 /mnt/models
 COPY --from=build /src/target/release/limen /usr/local/bin/limen
+# The CA certificates limen verifies S3's and STS's TLS with (`--data s3://…`, IRSA), from the
+# build stage's ca-certificates package: copied, so this stage still installs nothing.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY data/iris.csv /app/data/iris.csv
 WORKDIR /app
 # MOUNT_PATH, not LIMEN_STORE: the store flag's precedence is --store, LIMEN_STORE, MOUNT_PATH,

@@ -384,9 +384,15 @@ fn classify(location: &str, e: object_store::Error) -> RemoteError {
             location: location.to_owned(),
         };
     }
+    // reqwest cannot build a TLS client without a root certificate to trust.
+    let why = if lower.contains("builder error") {
+        format!("{text} (is there a CA certificate store? install ca-certificates, or point SSL_CERT_FILE at a bundle)")
+    } else {
+        text
+    };
     RemoteError::S3 {
         location: location.to_owned(),
-        why: text,
+        why,
     }
 }
 
