@@ -4,8 +4,9 @@
 //! value an empty cell. Streamed by record batches of [`BATCH_ROWS`] rows, so memory is one
 //! decoded row group's pages plus one batch's text, whatever the table's size.
 //!
-//! A file is Parquet when it starts with the magic bytes `PAR1`, whatever its name. Columns of a
-//! type that is not a table cell (lists, structs, maps, binary) are refused by name.
+//! A file is Parquet when it starts with the magic bytes `PAR1`, whatever its name; pages
+//! compressed with snappy, zstd, gzip or lz4, or not at all, are read. Columns of a type that is
+//! not a table cell (lists, structs, maps, binary) are refused by name.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};

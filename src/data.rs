@@ -66,6 +66,8 @@ pub enum DataError {
         line: u64,
         column: String,
     },
+    #[error("cannot read data file {path}: {why}")]
+    Read { path: PathBuf, why: String },
     #[error("data file {path} is not valid CSV")]
     Csv {
         path: PathBuf,
@@ -260,10 +262,7 @@ impl Dataset {
         if features.is_empty() {
             return Err(DataError::NoFeatures);
         }
-        let csv_err = |source| DataError::Csv {
-            path: path.to_owned(),
-            source,
-        };
+        let csv_err = |source| csv_error(path, source);
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .buffer_capacity(256 * 1024)
@@ -797,6 +796,21 @@ fn log_files(source: &str) -> Result<Vec<PathBuf>, DataError> {
         });
     }
     Ok(files)
+}
+
+/// A CSV reader's error: failing to read the bytes (a Parquet file that cannot be decoded, a
+/// disk error) is not the CSV being invalid, and says so.
+fn csv_error(path: &Path, source: csv::Error) -> DataError {
+    match source.kind() {
+        csv::ErrorKind::Io(e) => DataError::Read {
+            path: path.to_owned(),
+            why: e.to_string(),
+        },
+        _ => DataError::Csv {
+            path: path.to_owned(),
+            source,
+        },
+    }
 }
 
 /// Object names a prefix or glob of a table in S3 selects.

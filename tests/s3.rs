@@ -234,6 +234,37 @@ fn a_parquet_table_in_s3_trains_the_same_model_as_its_csv_on_disk_and_gates_on_i
 }
 
 #[test]
+fn parquet_in_every_common_codec_reads_as_the_same_rows() {
+    let Some(s3) = S3::start() else { return };
+    let store = TestStore::new();
+    let coefficients = |file: &str| {
+        let data = s3.table(file);
+        let version = last_line(&store.ok(&[
+            "train",
+            "--model",
+            "codecs",
+            "--data",
+            data.to_str().unwrap(),
+            "--label-column",
+            "churned",
+            "--features",
+            FEATURES,
+            "--cv-folds",
+            "0",
+        ]));
+        artifact(&store, "codecs", &version)["coefficients"].clone()
+    };
+    let csv = coefficients("churn.csv");
+    for codec in ["snappy", "zstd", "gzip", "lz4", "none"] {
+        let file = match codec {
+            "snappy" => "churn.parquet".to_owned(),
+            other => format!("churn.{other}.parquet"),
+        };
+        assert_eq!(coefficients(&file), csv, "{codec}");
+    }
+}
+
+#[test]
 fn a_prefix_or_glob_of_parts_reads_as_one_table() {
     let Some(s3) = S3::start() else { return };
     s3.upload_all(&[

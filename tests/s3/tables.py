@@ -6,7 +6,8 @@
 OUT_DIR/churn.parquet and OUT_DIR/churn.csv: the same ROWS rows (default 2,000; seeded): four
 numeric features (one with a missing value in no row), a text label `churned` (yes/no), and a
 `signup` timestamp column; the CSV written by pyarrow's CSV writer from the same table.
-OUT_DIR/parts/part-0.parquet, part-1.parquet: the table split in two (Spark's layout).
+OUT_DIR/churn.<codec>.parquet: the same table compressed with zstd (polars' default), gzip, lz4
+and none. OUT_DIR/parts/part-0.parquet, part-1.parquet: the table split in two (Spark's layout).
 OUT_DIR/nested.parquet: a table with a list column, which limen must refuse by name.
 """
 import os
@@ -37,6 +38,8 @@ table = pa.table({
     "signup": pa.array(signup, pa.timestamp("s")),
 })
 pq.write_table(table, os.path.join(out, "churn.parquet"))  # snappy, pyarrow's default
+for codec in ["zstd", "gzip", "lz4", "none"]:
+    pq.write_table(table, os.path.join(out, f"churn.{codec}.parquet"), compression=codec)
 plain = table.set_column(4, "churned", table.column("churned").cast(pa.string()))
 pacsv.write_csv(plain, os.path.join(out, "churn.csv"))
 half = rows // 2
