@@ -85,18 +85,7 @@ fn logging_server_as(store: &TestStore, log: &Path, instance: &str) -> Server {
 }
 
 fn logging_server_with(store: &TestStore, log: &Path, instance: &str, extra: &[&str]) -> Server {
-    let mut cmd = limen_command();
-    cmd.arg("--store").arg(store.path()).args([
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-        "--instance",
-        instance,
-        "--shadow-rate",
-        "0",
-    ]);
-    cmd.arg("--inference-log").arg(log).args(extra);
-    Server::spawn(&mut cmd, "listening on http://").ready()
+    common::logging_server(store, log, instance, extra)
 }
 
 #[test]

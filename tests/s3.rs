@@ -132,6 +132,24 @@ impl S3 {
         cmd
     }
 
+    /// `limen train` of `model` on the churn table at `data` (its four features), with `extra`
+    /// flags; the version.
+    fn train(&self, store: &TestStore, model: &str, data: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "train",
+            "--model",
+            model,
+            "--data",
+            data,
+            "--label-column",
+            "churned",
+            "--features",
+            FEATURES,
+        ];
+        args.extend_from_slice(extra);
+        last_line(&self.ok(store, &args))
+    }
+
     fn ok(&self, store: &TestStore, args: &[&str]) -> String {
         let out = self.limen(store, args);
         assert!(
@@ -162,23 +180,12 @@ fn a_parquet_table_in_s3_trains_the_same_model_as_its_csv_on_disk_and_gates_on_i
     s3.upload("churn/churn.parquet", &s3.table("churn.parquet"));
     let store = TestStore::new();
     let train = |data: &str| {
-        last_line(&s3.ok(
+        s3.train(
             &store,
-            &[
-                "train",
-                "--model",
-                "churn",
-                "--data",
-                data,
-                "--label-column",
-                "churned",
-                "--features",
-                FEATURES,
-                "--standardize",
-                "--split-by",
-                "signup",
-            ],
-        ))
+            "churn",
+            data,
+            &["--standardize", "--split-by", "signup"],
+        )
     };
     let local_csv = s3.table("churn.csv");
     let from_disk = train(local_csv.to_str().unwrap());
@@ -239,19 +246,12 @@ fn parquet_in_every_common_codec_reads_as_the_same_rows() {
     let store = TestStore::new();
     let coefficients = |file: &str| {
         let data = s3.table(file);
-        let version = last_line(&store.ok(&[
-            "train",
-            "--model",
+        let version = s3.train(
+            &store,
             "codecs",
-            "--data",
             data.to_str().unwrap(),
-            "--label-column",
-            "churned",
-            "--features",
-            FEATURES,
-            "--cv-folds",
-            "0",
-        ]));
+            &["--cv-folds", "0"],
+        );
         artifact(&store, "codecs", &version)["coefficients"].clone()
     };
     let csv = coefficients("churn.csv");
@@ -279,24 +279,12 @@ fn a_prefix_or_glob_of_parts_reads_as_one_table() {
         "s3://tables/parts",
         "s3://tables/parts/part-*.parquet",
     ] {
-        let version = last_line(&s3.ok(
+        let version = s3.train(
             &store,
-            &[
-                "train",
-                "--model",
-                "parts",
-                "--data",
-                data,
-                "--label-column",
-                "churned",
-                "--features",
-                FEATURES,
-                "--holdout",
-                "0",
-                "--cv-folds",
-                "0",
-            ],
-        ));
+            "parts",
+            data,
+            &["--holdout", "0", "--cv-folds", "0"],
+        );
         let a = artifact(&store, "parts", &version);
         assert_eq!(a["provenance"]["rows"], 2000, "{data}");
         assert_eq!(a["provenance"]["data_path"], data);
@@ -374,17 +362,7 @@ fn a_model_trains_from_an_inference_log_and_labels_in_s3_and_validates_on_them()
     store.promote_iris();
     let log = tempfile::tempdir().unwrap();
     {
-        let mut cmd = limen_command();
-        cmd.arg("--store").arg(store.path()).args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--shadow-rate",
-            "0",
-            "--inference-log",
-        ]);
-        cmd.arg(log.path());
-        let mut server = common::Server::spawn(&mut cmd, "listening on http://").ready();
+        let mut server = common::logging_server(&store, log.path(), "pod-a", &[]);
         let agent = http();
         let mut labels = String::from("request_id,species\n");
         for i in 0..150u32 {

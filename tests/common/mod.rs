@@ -427,6 +427,22 @@ pub fn tree_fixtures() -> Option<PathBuf> {
     None
 }
 
+/// `limen serve` as `instance`, logging every request to `log` (no shadow scoring), ready.
+pub fn logging_server(store: &TestStore, log: &Path, instance: &str, extra: &[&str]) -> Server {
+    let mut cmd = limen_command();
+    cmd.arg("--store").arg(store.path()).args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--instance",
+        instance,
+        "--shadow-rate",
+        "0",
+    ]);
+    cmd.arg("--inference-log").arg(log).args(extra);
+    Server::spawn(&mut cmd, "listening on http://").ready()
+}
+
 /// `limen serve` writing evidence to `evidence` as `instance`, shadowing every request.
 pub fn evidence_server(store: &TestStore, evidence: &Path, instance: &str) -> Server {
     let mut cmd = limen_command();
