@@ -193,7 +193,8 @@ pub struct DriftArgs {
     /// Model whose production version to check.
     pub name: ModelName,
 
-    /// The inference log folder (as `limen serve --inference-log`).
+    /// The inference log folder (as `limen serve --inference-log`), or its copy in S3
+    /// (s3://BUCKET/PREFIX: only the model's day folders since --since are read).
     #[arg(long, env = "LIMEN_INFERENCE_LOG", value_name = "DIR")]
     pub log: PathBuf,
 

@@ -45,6 +45,8 @@ pub enum DriftError {
     Store(#[from] StoreError),
     #[error("model {0:?} has no production version to compare with")]
     NoProduction(String),
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     #[error("cannot load {name}/{version}")]
     Load {
         name: String,
@@ -152,7 +154,25 @@ pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, Drif
         exceeded: Vec::new(),
     };
     let version_text = version.to_string();
-    for file in log_files(&cfg.log, name, cutoff) {
+    // An inference log in S3: the model's day folders from the cutoff's day on, staged.
+    let root = cfg.log.to_string_lossy();
+    let staged;
+    let files = if crate::remote::is_remote(&root) {
+        let first_day = rfc3339_millis(cutoff).get(..10).unwrap_or("").to_owned();
+        let prefix = format!("{}/{}/", root.trim_end_matches('/'), name.as_str());
+        let day_at = prefix.splitn(4, '/').nth(3).unwrap_or("").len();
+        staged = crate::remote::stage_matching(&prefix, &|key: &str| {
+            key.get(day_at..)
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(day, file)| {
+                    is_day(day) && day >= first_day.as_str() && file.ends_with(".jsonl")
+                })
+        })?;
+        staged.files.clone()
+    } else {
+        log_files(&cfg.log, name, cutoff)
+    };
+    for file in files {
         report.files += 1;
         let Ok(opened) = File::open(&file) else {
             continue;
@@ -239,6 +259,11 @@ pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, Drif
     Ok(report)
 }
 
+/// Whether `name` is a log day folder's name (`YYYY-MM-DD`).
+fn is_day(name: &str) -> bool {
+    name.len() == 10 && name.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+}
+
 /// The `.jsonl` files of `model` in the day folders from `cutoff`'s day to today (UTC).
 fn log_files(root: &Path, model: &ModelName, cutoff: SystemTime) -> Vec<PathBuf> {
     let first_day = rfc3339_millis(cutoff);
@@ -249,9 +274,10 @@ fn log_files(root: &Path, model: &ModelName, cutoff: SystemTime) -> Vec<PathBuf>
     };
     for day in days.flatten() {
         let day_name = day.file_name().to_string_lossy().into_owned();
-        let is_day =
-            day_name.len() == 10 && day_name.bytes().all(|b| b.is_ascii_digit() || b == b'-');
-        if !is_day || day_name.as_str() < first_day || !day.file_type().is_ok_and(|t| t.is_dir()) {
+        if !is_day(&day_name)
+            || day_name.as_str() < first_day
+            || !day.file_type().is_ok_and(|t| t.is_dir())
+        {
             continue;
         }
         for file in std::fs::read_dir(day.path())

@@ -132,6 +132,36 @@ pub fn clear_staged() {
 /// folder, keeping only keys ending in one of `extensions` when a prefix or glob selects them
 /// (empty: any).
 pub fn stage(location: &str, extensions: &[&str]) -> Result<Staged, RemoteError> {
+    stage_keys(location, extensions, None)
+}
+
+/// Copies every object under the prefix `location` whose key `keep` accepts (the inference log's
+/// day folders from a date on, say); an empty selection is an empty [`Staged`], not an error.
+pub fn stage_matching(location: &str, keep: &dyn Fn(&str) -> bool) -> Result<Staged, RemoteError> {
+    match stage_keys(location, &[], Some(keep)) {
+        Err(RemoteError::NotFound { hint, .. }) if !hint.contains("bucket") => {
+            let guard = tempfile::Builder::new()
+                .prefix("limen-s3-")
+                .tempdir()
+                .map_err(|source| RemoteError::Local {
+                    location: location.to_owned(),
+                    source,
+                })?;
+            Ok(Staged {
+                files: Vec::new(),
+                dir: guard.path().to_owned(),
+                _guard: guard,
+            })
+        }
+        other => other,
+    }
+}
+
+fn stage_keys(
+    location: &str,
+    extensions: &[&str],
+    keep: Option<&dyn Fn(&str) -> bool>,
+) -> Result<Staged, RemoteError> {
     let parsed = Location::parse(location)?;
     let s3_err = |e: object_store::Error| classify(location, e);
     let store = client(location, &parsed.bucket)?;
@@ -148,7 +178,7 @@ pub fn stage(location: &str, extensions: &[&str]) -> Result<Staged, RemoteError>
         .build()
         .map_err(local)?;
     let files = runtime.block_on(async {
-        let keys = keys(&store, &parsed, extensions, location)
+        let keys = keys(&store, &parsed, extensions, keep, location)
             .await
             .map_err(|e| match e {
                 Fetch::S3(e) => s3_err(e),
@@ -189,10 +219,13 @@ async fn keys(
     store: &Arc<dyn ObjectStore>,
     location: &Location,
     extensions: &[&str],
+    keep: Option<&dyn Fn(&str) -> bool>,
     shown: &str,
 ) -> Result<Vec<ObjectPath>, Fetch> {
-    let exact =
-        location.pattern.is_none() && !location.key.is_empty() && !location.key.ends_with('/');
+    let exact = keep.is_none()
+        && location.pattern.is_none()
+        && !location.key.is_empty()
+        && !location.key.ends_with('/');
     if exact {
         let key = ObjectPath::from(location.key.as_str());
         match store.head(&key).await {
@@ -207,9 +240,10 @@ async fn keys(
     let mut keys = Vec::new();
     while let Some(meta) = listed.next().await {
         let key = meta?.location;
-        let wanted = match &location.pattern {
-            Some(pattern) => pattern.matches(key.as_ref()),
-            None => {
+        let wanted = match (&location.pattern, keep) {
+            (_, Some(keep)) => keep(key.as_ref()),
+            (Some(pattern), None) => pattern.matches(key.as_ref()),
+            (None, None) => {
                 extensions.is_empty()
                     || key
                         .extension()

@@ -429,4 +429,30 @@ fn a_model_trains_from_an_inference_log_and_labels_in_s3_and_validates_on_them()
     // The gate re-reads the log and labels from S3 and scores the request ids held out.
     let out = s3.ok(&store, &["validate", "--model", "iris-next"]);
     assert!(out.contains("s3://tables/logs/"), "{out}");
+
+    // `limen drift --log` reads the same log from S3 as from its folder.
+    let drift = |log: &str| -> serde_json::Value {
+        let out = s3.ok(
+            &store,
+            &[
+                "drift",
+                "iris",
+                "--log",
+                log,
+                "--min-samples",
+                "1",
+                "--json",
+            ],
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let local = drift(log.path().to_str().unwrap());
+    let remote = drift("s3://tables/logs");
+    assert_eq!(local["instances"], 150, "{local}");
+    assert_eq!(remote["instances"], local["instances"]);
+    assert_eq!(remote["features"], local["features"]);
+    // A model with no log there is no data (exit 2), not an S3 failure.
+    let out = s3.limen(&store, &["drift", "iris", "--log", "s3://tables/elsewhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no data"), "{}", stderr(&out));
 }
