@@ -98,15 +98,16 @@ impl Location {
     }
 }
 
-/// What this process staged, by location: a command that reads a location twice (its header,
-/// then its rows) downloads it once. Emptied by [`clear_staged`].
+/// What this process staged, by location and the names it selected: a command that reads a
+/// location twice (its header, then its rows) downloads it once. Emptied by [`clear_staged`].
 static STAGED: std::sync::Mutex<Vec<(String, Arc<Staged>)>> = std::sync::Mutex::new(Vec::new());
 
-/// [`stage`], once per location per process (until [`clear_staged`]).
+/// [`stage`], once per location and selection per process (until [`clear_staged`]).
 pub fn staged(location: &str, extensions: &[&str]) -> Result<Arc<Staged>, RemoteError> {
+    let key = format!("{location}\n{}", extensions.join(","));
     let cached = |list: &Vec<(String, Arc<Staged>)>| {
         list.iter()
-            .find(|(l, _)| l == location)
+            .find(|(l, _)| *l == key)
             .map(|(_, s)| Arc::clone(s))
     };
     if let Some(found) = cached(&STAGED.lock().unwrap_or_else(|e| e.into_inner())) {
@@ -118,7 +119,7 @@ pub fn staged(location: &str, extensions: &[&str]) -> Result<Arc<Staged>, Remote
     if let Some(found) = cached(&list) {
         return Ok(found);
     }
-    list.push((location.to_owned(), Arc::clone(&fresh)));
+    list.push((key, Arc::clone(&fresh)));
     Ok(fresh)
 }
 
