@@ -80,6 +80,8 @@ pub enum DataError {
     Remote(#[from] crate::remote::RemoteError),
     #[error(transparent)]
     Columnar(#[from] crate::columnar::ColumnarError),
+    #[error("{location} names {count} objects; a labels file is one CSV object: name its key")]
+    NotOneObject { location: String, count: usize },
     #[error("the parts of table {location} do not share one header: {first} has {expected:?}, {other} has {found:?}")]
     PartsDiffer {
         location: String,
@@ -846,19 +848,19 @@ fn local_table(path: &Path) -> Result<PathBuf, DataError> {
     let staged = crate::remote::staged(&location, TABLE_EXTENSIONS)?;
     match staged.files.as_slice() {
         [one] => Ok(one.clone()),
-        parts => {
+        _ => {
             let joined = staged.dir.join("joined.csv");
             if !joined.exists() {
-                join_parts(&location, parts, &joined)?;
+                join_parts(&location, &staged, &joined)?;
             }
             Ok(joined)
         }
     }
 }
 
-/// Writes `parts` (CSV or Parquet) into one CSV at `to`: the first part's header once, then
-/// every part's rows. Parts whose header differs from the first's are refused.
-fn join_parts(location: &str, parts: &[PathBuf], to: &Path) -> Result<(), DataError> {
+/// Writes the staged parts (CSV or Parquet) into one CSV at `to`: the first part's header once,
+/// then every part's rows. Parts whose header differs from the first's are refused.
+fn join_parts(location: &str, staged: &crate::remote::Staged, to: &Path) -> Result<(), DataError> {
     use std::io::{BufRead, BufReader, Write};
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -866,29 +868,25 @@ fn join_parts(location: &str, parts: &[PathBuf], to: &Path) -> Result<(), DataEr
     };
     let partial = to.with_extension("partial");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io(&partial))?);
-    let mut first: Option<(String, &Path)> = None;
-    for part in parts {
-        let shown = PathBuf::from(format!(
-            "{}/{}",
-            location.trim_end_matches('/'),
-            file_name(part)
-        ));
-        let mut reader = BufReader::new(open_local(part, &shown)?);
+    let mut first: Option<(String, &str)> = None;
+    for (part, object) in staged.files.iter().zip(&staged.objects) {
+        let shown = Path::new(object);
+        let mut reader = BufReader::new(open_local(part, shown)?);
         let mut header = Vec::new();
-        reader.read_until(b'\n', &mut header).map_err(io(part))?;
+        reader.read_until(b'\n', &mut header).map_err(io(shown))?;
         let text = String::from_utf8_lossy(&header).trim().to_owned();
         match &first {
             None => {
                 out.write_all(text.as_bytes()).map_err(io(to))?;
                 out.write_all(b"\n").map_err(io(to))?;
-                first = Some((text, part));
+                first = Some((text, object));
             }
-            Some((expected, first_part)) if *expected != text => {
+            Some((expected, first_object)) if *expected != text => {
                 return Err(DataError::PartsDiffer {
                     location: location.to_owned(),
-                    first: file_name(first_part),
+                    first: (*first_object).to_owned(),
                     expected: expected.clone(),
-                    other: file_name(part),
+                    other: object.clone(),
                     found: text,
                 });
             }
@@ -897,7 +895,7 @@ fn join_parts(location: &str, parts: &[PathBuf], to: &Path) -> Result<(), DataEr
         // The part's rows, ending in a line break whether or not the part did.
         let mut last = b'\n';
         loop {
-            let chunk = reader.fill_buf().map_err(io(part))?;
+            let chunk = reader.fill_buf().map_err(io(shown))?;
             if chunk.is_empty() {
                 break;
             }
@@ -920,16 +918,6 @@ fn join_parts(location: &str, parts: &[PathBuf], to: &Path) -> Result<(), DataEr
     std::fs::rename(&partial, to).map_err(io(to))
 }
 
-/// A staged part's name as the user knows it (the key's last segment).
-fn file_name(part: &Path) -> String {
-    let name = part
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    // Staged files are named `NNNNN-<key's last segment>`.
-    name.split_once('-')
-        .map_or(name.clone(), |(_, rest)| rest.to_owned())
-}
-
 /// `path` itself, or the local copy of the one S3 object it names (a labels file).
 fn local_file(path: &Path) -> Result<PathBuf, DataError> {
     let location = path.to_string_lossy();
@@ -939,12 +927,9 @@ fn local_file(path: &Path) -> Result<PathBuf, DataError> {
     let staged = crate::remote::staged(&location, &["csv"])?;
     match staged.files.as_slice() {
         [one] => Ok(one.clone()),
-        _ => Err(DataError::LogSource {
-            place: location.into_owned(),
-            why: format!(
-                "it names {} objects; a labels file is one CSV object",
-                staged.files.len()
-            ),
+        _ => Err(DataError::NotOneObject {
+            location: location.into_owned(),
+            count: staged.files.len(),
         }),
     }
 }

@@ -160,13 +160,11 @@ pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, Drif
     let files = if crate::remote::is_remote(&root) {
         let first_day = rfc3339_millis(cutoff).get(..10).unwrap_or("").to_owned();
         let prefix = format!("{}/{}/", root.trim_end_matches('/'), name.as_str());
-        let day_at = prefix.splitn(4, '/').nth(3).unwrap_or("").len();
+        // Keys under the prefix: `<day>/<file>.jsonl`.
         staged = crate::remote::stage_matching(&prefix, &|key: &str| {
-            key.get(day_at..)
-                .and_then(|rest| rest.split_once('/'))
-                .is_some_and(|(day, file)| {
-                    is_day(day) && day >= first_day.as_str() && file.ends_with(".jsonl")
-                })
+            key.split_once('/').is_some_and(|(day, file)| {
+                is_day(day) && day >= first_day.as_str() && file.ends_with(".jsonl")
+            })
         })?;
         staged.files.clone()
     } else {

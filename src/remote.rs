@@ -57,6 +57,8 @@ pub enum RemoteError {
 pub struct Staged {
     /// The local copies, in key order (file names keep the keys' last segment and extension).
     pub files: Vec<PathBuf>,
+    /// Each copy's object, as `s3://bucket/key` (for messages: the name the user knows).
+    pub objects: Vec<String>,
     /// The folder holding them.
     pub dir: PathBuf,
     _guard: tempfile::TempDir,
@@ -66,7 +68,7 @@ pub struct Staged {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Location {
     bucket: String,
-    /// The key, or the prefix when `exact` is false.
+    /// The key, or the prefix a listing starts from (ending in `/` when it names a folder).
     key: String,
     /// The glob the keys under `key` must match, if the location had one.
     pattern: Option<glob::Pattern>,
@@ -130,32 +132,17 @@ pub fn clear_staged() {
 
 /// Copies every object `location` names (one key; every key under a prefix ending in `/`, or
 /// under `KEY/` when no object is named KEY; or every key matching a glob) to a new temporary
-/// folder, keeping only keys ending in one of `extensions` when a prefix or glob selects them
-/// (empty: any).
+/// folder. Under a prefix, only keys ending in one of `extensions` (empty: any); a glob selects
+/// by itself.
 pub fn stage(location: &str, extensions: &[&str]) -> Result<Staged, RemoteError> {
     stage_keys(location, extensions, None)
 }
 
-/// Copies every object under the prefix `location` whose key `keep` accepts (the inference log's
-/// day folders from a date on, say); an empty selection is an empty [`Staged`], not an error.
+/// Copies every object under the prefix `location` whose key, relative to that prefix, `keep`
+/// accepts (the inference log's day folders from a date on, say); an empty selection is an empty
+/// [`Staged`], not an error (a missing bucket still is).
 pub fn stage_matching(location: &str, keep: &dyn Fn(&str) -> bool) -> Result<Staged, RemoteError> {
-    match stage_keys(location, &[], Some(keep)) {
-        Err(RemoteError::NotFound { hint, .. }) if !hint.contains("bucket") => {
-            let guard = tempfile::Builder::new()
-                .prefix("limen-s3-")
-                .tempdir()
-                .map_err(|source| RemoteError::Local {
-                    location: location.to_owned(),
-                    source,
-                })?;
-            Ok(Staged {
-                files: Vec::new(),
-                dir: guard.path().to_owned(),
-                _guard: guard,
-            })
-        }
-        other => other,
-    }
+    stage_keys(location, &[], Some(keep))
 }
 
 fn stage_keys(
@@ -178,27 +165,28 @@ fn stage_keys(
         .enable_all()
         .build()
         .map_err(local)?;
-    let files = runtime.block_on(async {
-        let keys = keys(&store, &parsed, extensions, keep, location)
-            .await
-            .map_err(|e| match e {
-                Fetch::S3(e) => s3_err(e),
-                Fetch::Other(e) => e,
-            })?;
-        let mut files = Vec::with_capacity(keys.len());
-        for (i, key) in keys.iter().enumerate() {
-            let name = key.filename().unwrap_or("object");
-            let file = guard.path().join(format!("{i:05}-{name}"));
-            download(&store, key, &file).await.map_err(|e| match e {
-                Fetch::S3(e) => s3_err(e),
-                Fetch::Other(e) => e,
-            })?;
-            files.push(file);
-        }
-        Ok::<_, RemoteError>(files)
-    })?;
+    let fail = |e: Fetch| match e {
+        Fetch::S3(e) => s3_err(e),
+        Fetch::Other(e) => e,
+    };
+    let keys = runtime
+        .block_on(keys(&store, &parsed, extensions, keep, location))
+        .map_err(fail)?;
+    let mut files = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let name = key.filename().unwrap_or("object");
+        let file = guard.path().join(format!("{i:05}-{name}"));
+        runtime
+            .block_on(download(&store, key, &file))
+            .map_err(fail)?;
+        files.push(file);
+    }
     Ok(Staged {
         files,
+        objects: keys
+            .iter()
+            .map(|key| format!("{SCHEME}{}/{key}", parsed.bucket))
+            .collect(),
         dir: guard.path().to_owned(),
         _guard: guard,
     })
@@ -242,7 +230,12 @@ async fn keys(
     while let Some(meta) = listed.next().await {
         let key = meta?.location;
         let wanted = match (&location.pattern, keep) {
-            (_, Some(keep)) => keep(key.as_ref()),
+            (_, Some(keep)) => keep(
+                key.as_ref()
+                    .strip_prefix(location.key.as_str())
+                    .unwrap_or(key.as_ref())
+                    .trim_start_matches('/'),
+            ),
             (Some(pattern), None) => pattern.matches(key.as_ref()),
             (None, None) => {
                 extensions.is_empty()
@@ -260,7 +253,7 @@ async fn keys(
             }
         }
     }
-    if keys.is_empty() {
+    if keys.is_empty() && keep.is_none() {
         let hint = match (&location.pattern, exact) {
             (Some(_), _) => String::new(),
             (None, true) => format!(
