@@ -229,12 +229,14 @@ impl<'a> Problem<'a> {
             .get_best_param()
             .cloned()
             .unwrap_or_else(|| Array1::zeros(width));
-        let flat = param.to_vec();
-        let (coefficients, intercepts) = flat
+        let (_, grad) = self.evaluate_cached(&param);
+        let gradient_norm = grad.dot(&grad).sqrt();
+        let (coefficients, intercepts) = param
+            .as_slice()
+            .unwrap_or(&[])
             .chunks(self.stride())
             .map(|p| (p[..p.len() - 1].to_vec(), p[p.len() - 1]))
             .unzip::<_, _, Vec<_>, Vec<_>>();
-        let gradient_norm = self.gradient_norm(&coefficients, &intercepts);
         Ok(Fit {
             converged: stopped_early || gradient_norm <= tolerance,
             coefficients,

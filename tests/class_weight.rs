@@ -42,9 +42,18 @@ fn largest_difference(case: &str, extra: &[&str], key: &str) -> Option<(f64, ser
         .collect();
     assert_eq!(model.classes(), classes.as_slice());
     let test = std::fs::read_to_string(dir.join("test.csv")).unwrap();
+    let theirs_rows = expected[key].as_array().unwrap();
+    // Every held-out row is compared: none left out by a short file or a short answer.
+    assert_eq!(test.lines().skip(1).count(), theirs_rows.len());
+    assert!(
+        theirs_rows.len() >= 100,
+        "{} held-out rows",
+        theirs_rows.len()
+    );
     let mut worst = 0.0f64;
-    for (line, theirs) in test.lines().skip(1).zip(expected[key].as_array().unwrap()) {
+    for (line, theirs) in test.lines().skip(1).zip(theirs_rows) {
         let cells: Vec<f64> = line.split(',').map_while(|c| c.parse().ok()).collect();
+        assert_eq!(cells.len(), 4, "{line}");
         let ours = model.predict(&cells).unwrap().probabilities;
         for (p, q) in ours.iter().zip(theirs.as_array().unwrap()) {
             worst = worst.max((p - q.as_f64().unwrap()).abs());
