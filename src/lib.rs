@@ -17,7 +17,7 @@
 //!  fleet          every server's heartbeat in the store: what it serves, read as untrusted
 //!  catalog        the store protocol: names, versions, load_verified, moves under a typed lock
 //!  store          bytes on disk: atomic files and folders, the lock file, listing
-//!  train api oip  fitting with linfa; the /predict and Open Inference Protocol wire formats
+//!  train api oip  fitting and cross-validation; the /predict and Open Inference Protocol wire formats
 //!  columns        which columns a training run uses: flags checked against the table
 //!  evaluate holdout  a model's quality on labelled rows; the rows a fit never sees
 //!  forest logistic  random forests fitted with linfa-trees, as tree ensembles; the logistic
