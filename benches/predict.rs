@@ -131,7 +131,7 @@ fn bench_inference_log(c: &mut Criterion) {
     let metrics = limen::telemetry::Metrics::new();
     let mut group = c.benchmark_group("inference_log");
     for (name, model) in models() {
-        let handles = metrics.model_handles("bench", "1", model.feature_names());
+        let handles = metrics.model_handles("bench", "1", model.feature_names(), &[]);
         let version = limen::store::VersionId::try_from(1).expect("1 is a version");
         let loaded = Arc::new(LoadedModel::new(model, version, handles, None));
         let row: Vec<f64> = loaded
@@ -156,6 +156,7 @@ fn bench_inference_log(c: &mut Criterion) {
                     request_id: "0123456789abcdef0123456789abcdef".to_owned(),
                     route: "/predict",
                     rows: row.clone(),
+                    unseen: Vec::new(),
                     batch: false,
                     status: 200,
                     error: None,

@@ -112,6 +112,79 @@ def class_weight(out):
             }, f, indent=1)
 
 
+def mixed(out):
+    """Tables of numbers and text with 5-20 % missing cells, and categories in the held-out rows
+    that training never saw: scikit-learn's ColumnTransformer pipeline (median imputer and scaler
+    on the numbers, OneHotEncoder(handle_unknown="ignore") on the text) fitted on them."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    import sklearn
+
+    rng = np.random.default_rng(26)
+    num = ["age", "income", "score", "tenure"]
+    cat = ["plan", "region", "device"]
+    n_train, n_test = 3000, 600
+    n = n_train + n_test
+    for case, classes in [("binary", ["no", "yes"]), ("multiclass", ["basic", "plus", "premium"])]:
+        X_num = rng.normal(size=(n, 4)) * [12.0, 20_000.0, 1.0, 30.0] + [40.0, 60_000.0, 0.0, 24.0]
+        codes = rng.integers(0, 20, size=(n, 3))
+        effects = rng.normal(size=(3, 20, len(classes)))
+        weights = rng.normal(size=(4, len(classes))) / np.array([12.0, 20_000.0, 1.0, 30.0])[:, None]
+        z = (X_num - X_num.mean(axis=0)) @ weights
+        for j in range(3):
+            z += effects[j][codes[:, j]]
+        z += rng.gumbel(size=z.shape)
+        y = np.array(classes)[z.argmax(axis=1)]
+        text = np.array([[f"{c}_{v:02d}" for c, v in zip(cat, row)] for row in codes], dtype=object)
+        # Held-out rows: a category training never saw in about 10 % of each text cell.
+        unseen = rng.random(size=(n_test, 3)) < 0.1
+        text[n_train:][unseen] = np.array([f"{c}_new" for c in cat], dtype=object)[
+            np.nonzero(unseen)[1]]
+        X = np.empty((n, 7), dtype=object)
+        X[:, :4] = X_num
+        X[:, 4:] = text
+        # Missing cells: 5 to 20 % per column.
+        for j, share in enumerate([0.05, 0.1, 0.15, 0.2, 0.05, 0.12, 0.2]):
+            X[rng.random(n) < share, j] = np.nan
+        model = make_pipeline(
+            ColumnTransformer([
+                ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), [0, 1, 2, 3]),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), [4, 5, 6]),
+            ]),
+            LogisticRegression(C=1.0, tol=1e-10, max_iter=100_000),
+        ).fit(X[:n_train], y[:n_train])
+        folder = os.path.join(out, "mixed", case)
+        os.makedirs(folder, exist_ok=True)
+
+        def cell(v):
+            if isinstance(v, float) and np.isnan(v):
+                return ""
+            return repr(float(v)) if isinstance(v, float) else str(v)
+
+        for part, rows in [("train", slice(0, n_train)), ("test", slice(n_train, n))]:
+            with open(os.path.join(folder, f"{part}.csv"), "w") as f:
+                f.write(",".join(num + cat + ["label"]) + "\n")
+                for row, value in zip(X[rows], y[rows]):
+                    f.write(",".join(cell(v) for v in row) + f",{value}\n")
+        imputer = model[0].named_transformers_["num"][0]
+        encoder = model[0].named_transformers_["cat"]
+        with open(os.path.join(folder, "expected.json"), "w") as f:
+            json.dump({
+                "source": f"scikit-learn {sklearn.__version__} make_pipeline(ColumnTransformer(["
+                          "SimpleImputer(median)+StandardScaler on numbers, "
+                          "OneHotEncoder(handle_unknown='ignore') on text]), LogisticRegression(C=1))",
+                "label": "label", "numeric": num, "categorical": cat,
+                "classes": [str(c) for c in model.classes_],
+                "imputed": [float(v) for v in imputer.statistics_],
+                "categories": [[None if isinstance(v, float) else str(v) for v in c]
+                               for c in encoder.categories_],
+                "predict_proba": model.predict_proba(X[n_train:]).tolist(),
+            }, f, indent=1)
+
+
 def dump(folder, library, names, classes, X_train, y_train, X_test, proba, margin, contribs):
     """Writes data.csv and expected.json; proba/margin/contribs are the library's, any shape."""
     n = len(X_test)
@@ -269,6 +342,7 @@ def main():
              X_train, y_train, cat_names, ["low", "mid", "high"], X_test, categorical=[0, 1])
     forest_cv(out)
     class_weight(out)
+    mixed(out)
     print(f"tree fixtures written to {out} (xgboost {xgb.__version__}, lightgbm {lgb.__version__})")
 
 

@@ -10,6 +10,7 @@
 //! always wins over a bad value found earlier in the same body.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 use axum::http::HeaderValue;
@@ -39,6 +40,10 @@ pub struct Template {
     keys: Vec<Vec<u8>>,
     /// Per feature: `"…":` (the inference log's lines name the features they were asked).
     features: Vec<Vec<u8>>,
+    /// Per feature: for a category, each name as JSON (codes index it), for the log's lines.
+    names: Vec<Option<Vec<Vec<u8>>>>,
+    /// Whether some feature takes text (a body's unseen texts are then kept).
+    categorical: bool,
     /// Binary models also answer `result`, the probability of the positive class.
     binary: bool,
     /// Whether an explanation decomposes one logit (a binary logistic model's, a binary tree
@@ -79,6 +84,23 @@ impl Template {
                 .iter()
                 .map(|f| format!("{}:", json(f)).into_bytes())
                 .collect(),
+            names: (0..model.feature_names().len())
+                .map(|i| match model.preprocessing().and_then(|c| c.get(i)) {
+                    Some(crate::model::Column::Categorical {
+                        categories, other, ..
+                    }) => Some(
+                        categories
+                            .iter()
+                            .chain(other)
+                            .map(|c| json(c).into_bytes())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect(),
+            categorical: model
+                .preprocessing()
+                .is_some_and(|c| c.iter().any(|c| c.is_categorical())),
             binary: model.positive_probability_index().is_some(),
             single_logit: model.logits() == 1,
             row_bytes: 0,
@@ -114,6 +136,37 @@ impl Template {
         out.push(b'}');
     }
 
+    /// `{"name":value,…}` for the model's features and a decoded `row`, in feature order: a
+    /// category by its name (an unseen one by the text sent, from `unseen`), a missing value
+    /// as `null`. What the inference log's lines carry, and training from it reads back.
+    pub fn write_inputs(&self, out: &mut Vec<u8>, row: &[f64], unseen: &[String]) {
+        out.push(b'{');
+        for (i, (key, &v)) in self.features.iter().zip(row).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(key);
+            match self.names.get(i).and_then(Option::as_ref) {
+                None => write_f64(out, v),
+                Some(_) if v.is_nan() => out.extend_from_slice(b"null"),
+                Some(names) => {
+                    let name = match unseen_index(v) {
+                        Some(k) => unseen
+                            .get(k)
+                            .map(|t| serde_json::to_vec(t).unwrap_or_default()),
+                        None if v >= 0.0 && v.fract() == 0.0 => names.get(v as usize).cloned(),
+                        None => None,
+                    };
+                    match name {
+                        Some(name) => out.extend_from_slice(&name),
+                        None => out.extend_from_slice(b"null"),
+                    }
+                }
+            }
+        }
+        out.push(b'}');
+    }
+
     fn with_row_bytes(mut self) -> Self {
         // The longest f64 serde_json writes is 24 bytes (-2.2250738585072014e-308).
         const FLOAT: usize = 24;
@@ -141,8 +194,16 @@ impl Template {
     pub fn decode_bytes(&self, len: usize) -> usize {
         let features = self.features.len();
         let rows = len / self.min_instance_bytes.max(1) + 1;
+        // Unseen category texts are kept: each at most its own text in the body, in a String
+        // (24 bytes) of a vector grown by doubling.
+        let unseen = if self.categorical {
+            len.saturating_add(MAX_UNSEEN_KEPT * 48)
+        } else {
+            0
+        };
         len.saturating_add(rows.saturating_mul(features).saturating_mul(16))
             .saturating_add(features * 64)
+            .saturating_add(unseen)
     }
 
     /// The most bytes the answer to `rows` instances can take (allocated at this size at once).
@@ -283,6 +344,7 @@ fn unscorable(e: PredictError) -> InputError {
         PredictError::Width { .. } | PredictError::NonFinite => {
             InputError::new(InputErrorKind::Unscorable, e.to_string())
         }
+        PredictError::Text { .. } => InputError::new(InputErrorKind::InvalidValue, e.to_string()),
     }
 }
 
@@ -340,8 +402,29 @@ pub struct Decoded {
     /// Whether the body was a batch (`instances`).
     pub batch: bool,
     pub rows: usize,
+    /// Numbers, NaN for a missing value; for a category, its code ([`unseen_code`] for text the
+    /// model never saw).
     pub values: Vec<f64>,
+    /// The text of each unseen category, which [`unseen_code`] indexes: kept so the inference
+    /// log records what was sent (a model retrained from the log learns it).
+    pub unseen: Vec<String>,
 }
+
+/// The code of the `k`th unseen category of a request: negative, so it scores as unseen.
+pub fn unseen_code(k: usize) -> f64 {
+    -1.0 - k as f64
+}
+
+/// The index into [`Decoded::unseen`] of an unseen code, if `code` is one.
+pub fn unseen_index(code: f64) -> Option<usize> {
+    (code <= -1.0 && code.fract() == 0.0).then(|| (-code - 1.0) as usize)
+}
+
+/// Unseen category texts one request keeps for the inference log; past it (or past
+/// [`MAX_CATEGORY_BYTES`] a text) they still score as unseen, and are logged as unseen.
+pub const MAX_UNSEEN_KEPT: usize = 4096;
+
+use crate::model::encoding::MAX_CATEGORY_BYTES;
 
 /// Decodes a `/predict` body for a model of `schema`.
 pub fn decode(body: &[u8], schema: Schema<'_>) -> Result<Decoded, InputError> {
@@ -350,9 +433,13 @@ pub fn decode(body: &[u8], schema: Schema<'_>) -> Result<Decoded, InputError> {
         InputError::malformed(format!("the body is not valid JSON (it is not UTF-8: {e})"))
     })?;
     let mut de = serde_json::Deserializer::from_str(body);
-    let parsed = TopLevel { schema }
-        .deserialize(&mut de)
-        .and_then(|decoded| de.end().map(|()| decoded));
+    let unseen = RefCell::new(Vec::new());
+    let parsed = TopLevel {
+        schema,
+        unseen: &unseen,
+    }
+    .deserialize(&mut de)
+    .and_then(|decoded| de.end().map(|()| decoded));
     match parsed {
         Ok(decoded) => decoded,
         Err(e) => {
@@ -401,9 +488,13 @@ fn looks_form_encoded(body: &str) -> bool {
 /// What a feature's value decoded to: deferred, so a syntax error later in the body still wins.
 type Slot = Option<Result<f64, InputError>>;
 
+/// Where a request's unseen category texts are kept while it is decoded.
+type Unseen = RefCell<Vec<String>>;
+
 /// The top-level object: a single instance, or a batch under `instances`.
 struct TopLevel<'f> {
     schema: Schema<'f>,
+    unseen: &'f Unseen,
 }
 
 impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
@@ -430,9 +521,10 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
                 batches += 1;
                 batch = Some(map.next_value_seed(Instances {
                     schema: self.schema,
+                    unseen: self.unseen,
                 })?);
             } else {
-                read_field(&mut map, &key, self.schema, &mut slots)?;
+                read_field(&mut map, &key, self.schema, &mut slots, self.unseen)?;
             }
         }
         // Which instance would be meant is a guess: refuse rather than pick one.
@@ -446,19 +538,22 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
                 "the body has both \"instances\" and top-level features; send one instance or a batch, not both",
             )));
         }
+        let unseen = self.unseen.take();
         Ok(match batch {
             Some(Ok((rows, values))) => Ok(Decoded {
                 batch: true,
                 rows,
                 values,
+                unseen,
             }),
             Some(Err(e)) => Err(e),
             None => {
                 let mut values = Vec::with_capacity(self.schema.features.len());
-                collect_row(slots, self.schema.features, &mut values).map(|()| Decoded {
+                collect_row(slots, self.schema, &mut values).map(|()| Decoded {
                     batch: false,
                     rows: 1,
                     values,
+                    unseen,
                 })
             }
         })
@@ -471,6 +566,7 @@ fn read_field<'de, A: MapAccess<'de>>(
     key: &str,
     schema: Schema<'_>,
     slots: &mut [Slot],
+    unseen: &Unseen,
 ) -> Result<(), A::Error> {
     let raw: &RawValue = map.next_value()?;
     if let Some(i) = schema.features.iter().position(|f| f == key) {
@@ -479,21 +575,78 @@ fn read_field<'de, A: MapAccess<'de>>(
             Some(_) => Err(InputError::malformed(format!(
                 "feature {key:?} appears twice; send each feature once"
             ))),
-            None => decode_number(key, raw, schema.missing),
+            None => match schema.encoder {
+                Some(encoder) if encoder.is_categorical(i) => {
+                    decode_category(key, raw, |text| match encoder.code(i, text) {
+                        code if code >= 0.0 => code,
+                        _ => {
+                            let mut kept = unseen.borrow_mut();
+                            if kept.len() < MAX_UNSEEN_KEPT && text.len() <= MAX_CATEGORY_BYTES {
+                                kept.push(text.to_owned());
+                                unseen_code(kept.len() - 1)
+                            } else {
+                                crate::model::encoding::UNSEEN
+                            }
+                        }
+                    })
+                }
+                _ => decode_number(key, raw, schema.missing),
+            },
         });
     }
     Ok(())
 }
 
-/// The feature values of one instance in model order, or the first problem with them.
-fn collect_row(
-    slots: Vec<Slot>,
-    features: &[String],
-    out: &mut Vec<f64>,
-) -> Result<(), InputError> {
+/// A category: text (or a number, known by the text it prints as) through `code`; `null` is a
+/// missing value.
+fn decode_category(
+    name: &str,
+    raw: &RawValue,
+    code: impl FnOnce(&str) -> f64,
+) -> Result<f64, InputError> {
+    let text = raw.get();
+    let bad = |why: String| {
+        Err(InputError::new(
+            InputErrorKind::InvalidValue,
+            format!("feature {name:?}: {why}"),
+        ))
+    };
+    match text.as_bytes().first() {
+        Some(b'"') => {
+            let s: Cow<str> = serde_json::from_str(text)
+                .map_err(|e| InputError::malformed(format!("feature {name:?}: {e}")))?;
+            Ok(code(s.trim()))
+        }
+        Some(b'-' | b'0'..=b'9') => match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(code(&format!("{v}"))),
+            _ => bad(format!("{} is not a finite number", truncate(text))),
+        },
+        Some(b'n') => Ok(f64::NAN),
+        Some(b't' | b'f') => bad(format!(
+            "{text} is a boolean; this feature takes a category (text)"
+        )),
+        _ => bad("this feature takes a category (text), a number or null".to_owned()),
+    }
+}
+
+/// The feature values of one instance in model order, or the first problem with them. For a
+/// model with preprocessing an absent feature is a missing value, but an instance carrying
+/// none of the model's features is refused (every key misspelt, say).
+fn collect_row(slots: Vec<Slot>, schema: Schema<'_>, out: &mut Vec<f64>) -> Result<(), InputError> {
+    let features = schema.features;
+    if schema.encoder.is_some() && slots.iter().all(Option::is_none) {
+        return Err(InputError::new(
+            InputErrorKind::MissingFeature,
+            format!(
+                "the instance has none of this model's features: {}",
+                features.join(", ")
+            ),
+        ));
+    }
     for (slot, name) in slots.into_iter().zip(features) {
         match slot {
             Some(value) => out.push(value?),
+            None if schema.encoder.is_some() => out.push(f64::NAN),
             None => {
                 return Err(InputError::new(
                     InputErrorKind::MissingFeature,
@@ -511,6 +664,7 @@ fn collect_row(
 /// The `instances` array: objects, each read like a single instance.
 struct Instances<'f> {
     schema: Schema<'f>,
+    unseen: &'f Unseen,
 }
 
 impl<'de> DeserializeSeed<'de> for Instances<'_> {
@@ -535,6 +689,7 @@ impl<'de> Visitor<'de> for Instances<'_> {
         while let Some(row) = seq.next_element_seed(Instance {
             schema: self.schema,
             out: &mut values,
+            unseen: self.unseen,
         })? {
             if let (Err(e), None) = (row, &first_error) {
                 first_error = Some(e.context(format_args!("instance {rows}")));
@@ -552,6 +707,7 @@ impl<'de> Visitor<'de> for Instances<'_> {
 struct Instance<'f, 'o> {
     schema: Schema<'f>,
     out: &'o mut Vec<f64>,
+    unseen: &'f Unseen,
 }
 
 impl<'de> DeserializeSeed<'de> for Instance<'_, '_> {
@@ -572,10 +728,10 @@ impl<'de> Visitor<'de> for Instance<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut slots: Vec<Slot> = vec![None; self.schema.features.len()];
         while let Some(Key(key)) = map.next_key()? {
-            read_field(&mut map, &key, self.schema, &mut slots)?;
+            read_field(&mut map, &key, self.schema, &mut slots, self.unseen)?;
         }
         // A row that fails fails the whole request, so its partial values do not matter.
-        Ok(collect_row(slots, self.schema.features, self.out))
+        Ok(collect_row(slots, self.schema, self.out))
     }
 }
 
@@ -658,6 +814,7 @@ mod tests {
         let schema = Schema {
             features: &features,
             missing: false,
+            encoder: None,
         };
         let example = r#"{"bill_length": 1.0, "island code": 1.0}"#;
         for (body, says) in [

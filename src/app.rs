@@ -333,8 +333,13 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
     let (features, label_column) = (&columns.features, &columns.label_column);
     let (data, split, log) = match &cfg.labels {
         None => {
-            let (data, order) =
-                Dataset::load_ordered(&cfg.data, features, label_column, cfg.holdout.split_by())?;
+            let (data, order) = Dataset::load_ordered(
+                &cfg.data,
+                features,
+                label_column,
+                cfg.holdout.split_by(),
+                &cfg.read,
+            )?;
             train::check_labels(&data, params)?;
             let split = holdout::split_table(&cfg.holdout, &data, &order)?;
             (data, split, None)
@@ -347,6 +352,7 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
                 labels,
                 features,
                 label_column,
+                &cfg.read,
             )?;
             println!(
                 "read {source} for model {} with labels from {}: {found}",

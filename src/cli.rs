@@ -493,6 +493,49 @@ pub struct TrainArgs {
     /// such as ISO 8601 times), for a table whose rows are events in time.
     #[arg(long, env = "LIMEN_SPLIT_BY", value_name = "COLUMN")]
     pub split_by: Option<String>,
+
+    /// Feature columns to read as categories even when every cell is a number (a code, a zip).
+    /// A column with any cell that is not a number is one already.
+    #[arg(
+        long,
+        env = "LIMEN_CATEGORICAL",
+        value_delimiter = ',',
+        value_name = "COLS"
+    )]
+    pub categorical: Vec<String>,
+
+    /// Cells read as missing values, comma-separated (an empty entry: the empty cell)
+    /// [default: empty, NA, N/A, NaN, nan, null, NULL, None].
+    #[arg(
+        long,
+        env = "LIMEN_MISSING_VALUES",
+        value_delimiter = ',',
+        value_name = "LIST"
+    )]
+    pub missing_values: Option<Vec<String>>,
+
+    /// How a missing number is filled in, in training and in every request: the column's
+    /// training median, mean, or zero. Given, a model imputes even when its table had no
+    /// missing cell.
+    #[arg(long, env = "LIMEN_IMPUTE", value_enum)]
+    pub impute: Option<ImputeArg>,
+
+    /// Categories with fewer training rows than this are folded into one "other" indicator.
+    #[arg(long, env = "LIMEN_MIN_CATEGORY_COUNT", default_value_t = 1)]
+    pub min_category_count: u64,
+
+    /// The most distinct values a column of categories may have: more is refused by name (an
+    /// identifier passed as a feature by mistake would make the model that wide).
+    #[arg(long, env = "LIMEN_MAX_CATEGORIES", default_value_t = crate::data::DEFAULT_MAX_CATEGORIES)]
+    pub max_categories: usize,
+}
+
+/// `--impute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImputeArg {
+    Median,
+    Mean,
+    Zero,
 }
 
 /// `--class-weight`.
@@ -528,6 +571,8 @@ pub struct TrainConfig {
     pub params: TrainParams,
     /// The rows kept out of the fit.
     pub holdout: HoldoutSpec,
+    /// How the table's cells are read (missing values, categories).
+    pub read: crate::data::ReadOptions,
 }
 
 impl TrainConfig {
@@ -544,6 +589,7 @@ impl TrainConfig {
             label_column: None,
             params: TrainParams::defaults(Objective::Auto)?,
             holdout: HoldoutSpec::new(crate::holdout::DEFAULT_SHARE, None)?,
+            read: crate::data::ReadOptions::default(),
         })
     }
 }
@@ -617,7 +663,49 @@ impl TryFrom<TrainArgs> for TrainConfig {
             );
         }
         let holdout = HoldoutSpec::new(args.holdout, args.split_by)?;
+        anyhow::ensure!(
+            args.min_category_count >= 1,
+            "--min-category-count must be at least 1 (1 folds no category)"
+        );
+        anyhow::ensure!(
+            args.max_categories >= 1,
+            "--max-categories must be at least 1"
+        );
+        let mut read = crate::data::ReadOptions {
+            categorical: args
+                .categorical
+                .iter()
+                .map(|c| c.trim().to_owned())
+                .collect(),
+            max_categories: args.max_categories,
+            ..crate::data::ReadOptions::default()
+        };
+        let missing_values = args.missing_values.map(|m| {
+            m.into_iter()
+                .map(|v| v.trim().to_owned())
+                .collect::<Vec<_>>()
+        });
+        if let Some(missing) = &missing_values {
+            read.missing = missing.clone();
+        }
+        let impute = match args.impute {
+            None | Some(ImputeArg::Median) => crate::model::Impute::Median,
+            Some(ImputeArg::Mean) => crate::model::Impute::Mean,
+            Some(ImputeArg::Zero) => crate::model::Impute::Zero,
+        };
+        let prep = crate::preprocess::PrepParams {
+            impute,
+            min_category_count: args.min_category_count,
+            max_categories: args.max_categories,
+        };
+        if params.is_forest() && (args.impute.is_some() || !args.categorical.is_empty()) {
+            anyhow::bail!(
+                "--impute and --categorical are a logistic model's preprocessing; limen's random forests take complete numbers: leave them out, or leave out --kind"
+            );
+        }
+        let params = params.with_preprocessing(prep, args.impute.is_some(), missing_values);
         Ok(Self {
+            read,
             holdout,
             data: args.data,
             labels: args.labels,

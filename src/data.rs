@@ -40,13 +40,6 @@ pub enum DataError {
     },
     #[error("data file {path} names column {column:?} twice in its header")]
     DuplicateColumn { path: PathBuf, column: String },
-    #[error("data file {path}, line {line}, column {column:?}: {value:?} is not a number")]
-    NotNumeric {
-        path: PathBuf,
-        line: u64,
-        column: String,
-        value: String,
-    },
     #[error("data file {path}, line {line}, column {column:?}: {value:?} is not a finite number")]
     NotFinite {
         path: PathBuf,
@@ -54,7 +47,7 @@ pub enum DataError {
         column: String,
         value: String,
     },
-    #[error("data file {path}, line {line}, column {column:?}: the label is empty")]
+    #[error("data file {path}, line {line}, column {column:?}: the label is missing (empty, or a --missing-values cell such as NA); every row needs one")]
     EmptyLabel {
         path: PathBuf,
         line: u64,
@@ -90,6 +83,13 @@ pub enum DataError {
         other: String,
         found: String,
     },
+    #[error("data file {path}, column {column:?}: more than {max} distinct values (the {}th at line {line}); a column of categories that many looks like an identifier: leave it out of --features, or raise --max-categories", max + 1)]
+    TooManyCategories {
+        path: PathBuf,
+        column: String,
+        max: usize,
+        line: u64,
+    },
     #[error("cannot read training rows from the inference log {place:?}: {why}")]
     LogSource { place: String, why: String },
     #[error("inference log {path}, line {line}: {why}")]
@@ -115,8 +115,13 @@ pub struct Dataset {
     pub sha256: String,
     pub feature_names: Vec<String>,
     pub label_column: String,
-    /// One row per data row, one column per entry of `feature_names`.
+    /// One row per data row, one column per entry of `feature_names`: a number (NaN when the
+    /// cell is missing), or for a column of text the index of its value in `vocab` (NaN when
+    /// missing).
     pub x: Array2<f64>,
+    /// Per feature: `None` for a column of numbers, else its distinct values (each
+    /// [`category_key`]) in order of first appearance, which its codes index.
+    pub vocab: Vec<Option<Vec<String>>>,
     /// The distinct labels of the file, sorted.
     pub label_names: Vec<String>,
     /// Per row, its label as an index into `label_names`: 8 million rows cost 32 MB, not a
@@ -131,9 +136,101 @@ struct Rows {
     labels: Vec<u32>,
     /// Label → index in order of first appearance; sorted once at the end.
     distinct: HashMap<String, u32>,
+    /// Per feature: `None` while it is a column of numbers, else its categories so far.
+    vocab: Vec<Option<Vocab>>,
 }
 
+/// A column's distinct values in order of first appearance.
+#[derive(Default)]
+struct Vocab {
+    codes: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+/// One cell of a feature, as read.
+#[derive(Clone, Copy)]
+enum Cell<'a> {
+    Missing,
+    Number(f64),
+    Text(&'a str),
+}
+
+/// How a table's cells are read: which cells are missing, which columns are text whatever they
+/// hold, and how many distinct values a column of text may have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Cells (trimmed) that are missing values, in features and labels alike.
+    pub missing: Vec<String>,
+    /// Columns read as categories even when every cell is a number (`--categorical`).
+    pub categorical: Vec<String>,
+    /// The most distinct values a column of text may have (`--max-categories`).
+    pub max_categories: usize,
+}
+
+/// The cells read as missing unless told otherwise (`--missing-values`): pandas' most common
+/// defaults.
+pub const DEFAULT_MISSING: [&str; 8] = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"];
+
+/// The most distinct values of a column of text unless told otherwise (`--max-categories`).
+pub const DEFAULT_MAX_CATEGORIES: usize = 1_000;
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            missing: DEFAULT_MISSING.iter().map(|s| (*s).to_owned()).collect(),
+            categorical: Vec::new(),
+            max_categories: DEFAULT_MAX_CATEGORIES,
+        }
+    }
+}
+
+impl ReadOptions {
+    fn is_missing(&self, cell: &str) -> bool {
+        self.missing.iter().any(|m| m == cell)
+    }
+}
+
+pub use crate::model::encoding::category_key;
+
 impl Rows {
+    fn with_width(width: usize, forced: impl Iterator<Item = bool>) -> Self {
+        let mut vocab: Vec<Option<Vocab>> = forced.map(|f| f.then(Vocab::default)).collect();
+        vocab.resize_with(width, || None);
+        Self {
+            vocab,
+            ..Self::default()
+        }
+    }
+
+    /// Appends `cell` of feature `column` to the row being read. A column of numbers that meets
+    /// a cell of text becomes a column of categories: the numbers read so far become the
+    /// categories they print as ([`category_key`]). `Err` carries the column's category count
+    /// when it passes `max`.
+    fn push_cell(&mut self, column: usize, cell: Cell<'_>, max: usize) -> Result<(), ()> {
+        let width = self.vocab.len();
+        let value = match (cell, &mut self.vocab[column]) {
+            (Cell::Missing, _) => f64::NAN,
+            (Cell::Number(v), None) => v,
+            (Cell::Number(v), Some(vocab)) => vocab.code(&format!("{v}"), max)?,
+            (Cell::Text(text), Some(vocab)) => vocab.code(&category_key(text), max)?,
+            (Cell::Text(text), slot @ None) => {
+                let mut vocab = Vocab::default();
+                let done = self.labels.len();
+                for r in 0..done {
+                    let v = &mut self.values[r * width + column];
+                    if !v.is_nan() {
+                        *v = vocab.code(&format!("{v}"), max)?;
+                    }
+                }
+                let code = vocab.code(&category_key(text), max)?;
+                *slot = Some(vocab);
+                code
+            }
+        };
+        self.values.push(value);
+        Ok(())
+    }
+
     fn push_label(&mut self, label: &str) {
         let index = match self.distinct.get(label) {
             Some(&index) => index,
@@ -183,11 +280,28 @@ impl Rows {
             feature_names: features.to_vec(),
             label_column: label_column.to_owned(),
             x,
+            vocab: self.vocab.into_iter().map(|v| v.map(|v| v.names)).collect(),
             label_names,
             labels: self.labels,
         };
         data.check_stats()?;
         Ok(data)
+    }
+}
+
+impl Vocab {
+    /// The code of `key`, added when new; `Err` when that would pass `max` categories.
+    fn code(&mut self, key: &str, max: usize) -> Result<f64, ()> {
+        if let Some(&code) = self.codes.get(key) {
+            return Ok(f64::from(code));
+        }
+        if self.names.len() >= max {
+            return Err(());
+        }
+        let code = self.names.len() as u32;
+        self.codes.insert(key.to_owned(), code);
+        self.names.push(key.to_owned());
+        Ok(f64::from(code))
     }
 }
 
@@ -220,7 +334,7 @@ impl Dataset {
     /// no such file here (a downloaded binary, a container without the repository): the same
     /// bytes, so the same SHA-256 and provenance.
     pub fn load(path: &Path, features: &[String], label_column: &str) -> Result<Self, DataError> {
-        Ok(Self::load_ordered(path, features, label_column, None)?.0)
+        Ok(Self::load_ordered(path, features, label_column, None, &ReadOptions::default())?.0)
     }
 
     /// [`Dataset::load`], also keeping every row's cell of `order_column` (the column a
@@ -230,16 +344,23 @@ impl Dataset {
         features: &[String],
         label_column: &str,
         order_column: Option<&str>,
+        options: &ReadOptions,
     ) -> Result<(Self, Vec<String>), DataError> {
+        let columns = Wanted {
+            features,
+            label_column,
+            order_column,
+            options,
+        };
         if path == Path::new(IRIS_PATH) && !path.exists() {
             tracing::info!(
                 path = IRIS_PATH,
                 "no such file here; using the Iris table built into limen"
             );
-            return Self::read(path, IRIS_CSV, features, label_column, order_column);
+            return Self::read(path, IRIS_CSV, &columns);
         }
         let table = open_table(path)?;
-        Self::read(path, table, features, label_column, order_column)
+        Self::read(path, table, &columns)
     }
 
     /// Parses CSV `bytes` as if read from `path` (used in errors and provenance).
@@ -249,18 +370,28 @@ impl Dataset {
         features: &[String],
         label_column: &str,
     ) -> Result<Self, DataError> {
-        Ok(Self::read(path, bytes, features, label_column, None)?.0)
+        let columns = Wanted {
+            features,
+            label_column,
+            order_column: None,
+            options: &ReadOptions::default(),
+        };
+        Ok(Self::read(path, bytes, &columns)?.0)
     }
 
     /// Parses the CSV that `source` yields as if read from `path`, with each row's cell of
-    /// `order_column` when one is named.
+    /// the order column when one is named.
     fn read(
         path: &Path,
         source: impl Read,
-        features: &[String],
-        label_column: &str,
-        order_column: Option<&str>,
+        columns: &Wanted<'_>,
     ) -> Result<(Self, Vec<String>), DataError> {
+        let Wanted {
+            features,
+            label_column,
+            order_column,
+            options,
+        } = *columns;
         if features.is_empty() {
             return Err(DataError::NoFeatures);
         }
@@ -306,17 +437,36 @@ impl Dataset {
         let order_idx = order_column.map(column_index).transpose()?;
         let mut order = Vec::new();
 
-        let mut rows = Rows::default();
+        let mut rows = Rows::with_width(
+            features.len(),
+            features.iter().map(|f| options.categorical.contains(f)),
+        );
         // One record buffer, reused: no allocation per row.
         let mut record = csv::StringRecord::new();
         while reader.read_record(&mut record).map_err(csv_err)? {
             let line = record.position().map_or(0, |p| p.line());
-            for (&idx, name) in feature_idx.iter().zip(features) {
+            for (j, (&idx, name)) in feature_idx.iter().zip(features).enumerate() {
                 let cell = record.get(idx).unwrap_or_default();
-                rows.values.push(parse_cell(path, line, name, cell)?);
+                let cell = if options.is_missing(cell) {
+                    Cell::Missing
+                } else if rows.vocab[j].is_some() {
+                    Cell::Text(cell)
+                } else {
+                    match parse_number(path, line, name, cell)? {
+                        Some(v) => Cell::Number(v),
+                        None => Cell::Text(cell),
+                    }
+                };
+                rows.push_cell(j, cell, options.max_categories)
+                    .map_err(|()| DataError::TooManyCategories {
+                        path: path.to_owned(),
+                        column: name.clone(),
+                        max: options.max_categories,
+                        line,
+                    })?;
             }
             let label = record.get(label_idx).unwrap_or_default();
-            if label.is_empty() {
+            if options.is_missing(label) {
                 return Err(DataError::EmptyLabel {
                     path: path.to_owned(),
                     line,
@@ -372,23 +522,40 @@ impl Dataset {
         self.labels.len()
     }
 
-    /// Min, max, mean and population standard deviation of every feature column.
+    /// Min, max, mean and population standard deviation of every feature column, over its
+    /// present (not missing) cells; all 0 for a column with none.
     pub fn feature_stats(&self) -> Vec<FeatureStats> {
         self.x
             .columns()
             .into_iter()
             .map(|col| {
-                let n = col.len() as f64;
-                let mean = col.sum() / n;
-                let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+                let present = || col.iter().copied().filter(|v| !v.is_nan());
+                let n = present().count();
+                if n == 0 {
+                    return FeatureStats {
+                        min: 0.0,
+                        max: 0.0,
+                        mean: 0.0,
+                        std: 0.0,
+                    };
+                }
+                let n = n as f64;
+                let mean = present().sum::<f64>() / n;
+                let var = present().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
                 FeatureStats {
-                    min: col.iter().copied().fold(f64::INFINITY, f64::min),
-                    max: col.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    min: present().fold(f64::INFINITY, f64::min),
+                    max: present().fold(f64::NEG_INFINITY, f64::max),
                     mean,
                     std: var.sqrt(),
                 }
             })
             .collect()
+    }
+
+    /// Whether any feature is a column of text or has a missing cell: a fit on this table needs
+    /// preprocessing.
+    pub fn needs_preprocessing(&self) -> bool {
+        self.vocab.iter().any(Option::is_some) || self.x.iter().any(|v| v.is_nan())
     }
 
     /// A dataset of the given rows (in that order), for cross-validation folds.
@@ -399,6 +566,7 @@ impl Dataset {
             feature_names: self.feature_names.clone(),
             label_column: self.label_column.clone(),
             x: self.x.select(ndarray::Axis(0), rows),
+            vocab: self.vocab.clone(),
             label_names: self.label_names.clone(),
             labels: rows.iter().map(|&i| self.labels[i]).collect(),
         }
@@ -442,6 +610,7 @@ impl Dataset {
             feature_names: self.feature_names,
             label_column: self.label_column,
             x,
+            vocab: self.vocab,
             label_names: self.label_names,
             labels,
         };
@@ -468,13 +637,26 @@ impl Dataset {
     }
 }
 
-fn parse_cell(path: &Path, line: u64, column: &str, cell: &str) -> Result<f64, DataError> {
-    let value: f64 = cell.parse().map_err(|_| DataError::NotNumeric {
-        path: path.to_owned(),
-        line,
-        column: column.to_owned(),
-        value: cell.to_owned(),
-    })?;
+/// The columns one read keeps, and how it reads their cells.
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    features: &'a [String],
+    label_column: &'a str,
+    order_column: Option<&'a str>,
+    options: &'a ReadOptions,
+}
+
+/// A cell's number; `None` when it is text (not a number at all); an error when it is a number
+/// too large to be finite (`1e999`, `inf`), which no column may hold.
+fn parse_number(
+    path: &Path,
+    line: u64,
+    column: &str,
+    cell: &str,
+) -> Result<Option<f64>, DataError> {
+    let Ok(value) = cell.parse::<f64>() else {
+        return Ok(None);
+    };
     if !value.is_finite() {
         return Err(DataError::NotFinite {
             path: path.to_owned(),
@@ -483,7 +665,7 @@ fn parse_cell(path: &Path, line: u64, column: &str, cell: &str) -> Result<f64, D
             value: cell.to_owned(),
         });
     }
-    Ok(value)
+    Ok(Some(value))
 }
 
 /// The longest JSON line read from an inference log; a longer one is skipped (limen's lines are
@@ -646,6 +828,7 @@ impl Dataset {
         labels: &Path,
         features: &[String],
         label_column: &str,
+        options: &ReadOptions,
     ) -> Result<(Self, LogSource), DataError> {
         if features.is_empty() {
             return Err(DataError::NoFeatures);
@@ -673,7 +856,10 @@ impl Dataset {
                 }
             });
         }
-        let mut rows = Rows::default();
+        let mut rows = Rows::with_width(
+            features.len(),
+            features.iter().map(|f| options.categorical.contains(f)),
+        );
         let mut found = LogSource {
             files: files.len(),
             duplicate_keys: seen.values().filter(|n| **n > 1).count() as u64,
@@ -719,31 +905,44 @@ impl Dataset {
                     found.duplicate_lines += 1;
                     return;
                 }
-                for name in features {
-                    match values.get(name) {
-                        Some(v) => match v.as_f64().filter(|v| v.is_finite()) {
-                            Some(v) => rows.values.push(v),
-                            None => {
-                                problem = Some(DataError::LogLine {
-                                    path: file.clone(),
-                                    line: line_number,
-                                    why: format!("feature {name:?} is not a finite number"),
-                                });
-                                return;
-                            }
-                        },
+                for (j, name) in features.iter().enumerate() {
+                    use serde_json::Value;
+                    let cell = match values.get(name) {
+                        Some(Value::Null) => Ok(Cell::Missing),
+                        Some(Value::String(t)) if options.is_missing(t) => Ok(Cell::Missing),
+                        // A number sent as text stays a number while its column is one.
+                        Some(Value::String(t)) => Ok(match t.parse::<f64>() {
+                            Ok(v) if v.is_finite() && rows.vocab[j].is_none() => Cell::Number(v),
+                            _ => Cell::Text(t),
+                        }),
+                        Some(v) => v
+                            .as_f64()
+                            .filter(|v| v.is_finite())
+                            .map(Cell::Number)
+                            .ok_or_else(|| {
+                                format!(
+                                    "feature {name:?} is neither a finite number, text nor null"
+                                )
+                            }),
                         None => {
                             let logged: Vec<&str> = values.keys().map(String::as_str).collect();
-                            problem = Some(DataError::LogLine {
-                                path: file.clone(),
-                                line: line_number,
-                                why: format!(
-                                    "it has no feature {name:?}; the line has {}: pass them with --features",
-                                    logged.join(", ")
-                                ),
-                            });
-                            return;
+                            Err(format!(
+                                "it has no feature {name:?}; the line has {}: pass them with --features",
+                                logged.join(", ")
+                            ))
                         }
+                    };
+                    let pushed = cell.and_then(|cell| {
+                        rows.push_cell(j, cell, options.max_categories)
+                            .map_err(|()| too_many(name, options.max_categories))
+                    });
+                    if let Err(why) = pushed {
+                        problem = Some(DataError::LogLine {
+                            path: file.clone(),
+                            line: line_number,
+                            why,
+                        });
+                        return;
                     }
                 }
                 rows.push_label(label);
@@ -760,6 +959,13 @@ impl Dataset {
         let data = rows.finish(Path::new(source), sha256, features, label_column)?;
         Ok((data, found))
     }
+}
+
+/// Why a log line's category is refused: its feature has too many.
+fn too_many(name: &str, max: usize) -> String {
+    format!(
+        "feature {name:?} has more than {max} distinct values; a column of categories that many looks like an identifier: leave it out of --features, or raise --max-categories"
+    )
 }
 
 /// The `.jsonl` files of `source`, sorted: every one under a folder, or those a glob matches.
@@ -1136,6 +1342,7 @@ mod tests {
             &labels,
             &["petal_width".to_owned()],
             "species",
+            &ReadOptions::default(),
         )
         .unwrap();
         assert_eq!(data.rows(), 3, "a, b#0 and f");
@@ -1166,6 +1373,7 @@ mod tests {
             &labels,
             &["sepal_width".to_owned()],
             "species",
+            &ReadOptions::default(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("petal_width"), "{err}");
@@ -1192,19 +1400,78 @@ mod tests {
     }
 
     #[test]
-    fn a_non_numeric_cell_names_line_and_column() {
-        let err = parse("a,species\n1,x\nabc,y\n", &["a"]).unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            matches!(err, DataError::NotNumeric { line: 3, .. }),
-            "{msg}"
+    fn a_column_with_text_is_categories_and_missing_cells_are_nan() {
+        let data = parse(
+            "a,b,species\n1.50,1,x\nabc,,y\n007,NA,x\n1.5,2,y\n",
+            &["a", "b"],
+        )
+        .unwrap();
+        // The numbers read before the text became the categories they print as.
+        assert_eq!(
+            data.vocab[0].as_deref(),
+            Some(&["1.5".to_owned(), "abc".to_owned(), "7".to_owned()][..])
         );
-        assert!(msg.contains("line 3") && msg.contains("\"a\"") && msg.contains("abc"));
+        assert_eq!(data.x.column(0).to_vec(), vec![0.0, 1.0, 2.0, 0.0]);
+        assert_eq!(data.vocab[1], None);
+        let b = data.x.column(1).to_vec();
+        assert!(b[1].is_nan() && b[2].is_nan() && b[0] == 1.0 && b[3] == 2.0);
+        assert!(data.needs_preprocessing());
+        assert_eq!(data.feature_stats()[1].mean, 1.5, "over present cells");
+        // Forced, a column of numbers is categories too; a missing label is still refused.
+        let options = ReadOptions {
+            categorical: vec!["b".into()],
+            ..ReadOptions::default()
+        };
+        let columns = Wanted {
+            features: &["b".to_owned()],
+            label_column: "species",
+            order_column: None,
+            options: &options,
+        };
+        let (forced, _) =
+            Dataset::read(Path::new("t.csv"), &b"b,species\n2,x\n1,y\n"[..], &columns).unwrap();
+        assert_eq!(
+            forced.vocab[0].as_deref(),
+            Some(&["2".to_owned(), "1".to_owned()][..])
+        );
+        let err = parse("a,species\n1,x\n2,NA\n", &["a"]).unwrap_err();
+        assert!(
+            matches!(err, DataError::EmptyLabel { line: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_column_with_too_many_categories_is_refused_by_name() {
+        let options = ReadOptions {
+            max_categories: 2,
+            ..ReadOptions::default()
+        };
+        let columns = Wanted {
+            features: &["user".to_owned()],
+            label_column: "species",
+            order_column: None,
+            options: &options,
+        };
+        let text = &b"user,species\nu1,x\nu2,y\nu1,x\nu3,y\n"[..];
+        let err = Dataset::read(Path::new("t.csv"), text, &columns).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::TooManyCategories {
+                    line: 5,
+                    max: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("\"user\""), "{err}");
     }
 
     #[test]
     fn non_finite_cells_are_refused() {
-        for bad in ["NaN", "inf", "-inf", "1e999"] {
+        for bad in ["inf", "-inf", "1e999"] {
             let err = parse(&format!("a,species\n{bad},x\n"), &["a"]).unwrap_err();
             assert!(
                 matches!(err, DataError::NotFinite { line: 2, .. }),

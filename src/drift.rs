@@ -129,19 +129,19 @@ pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, Drif
             source,
         })?;
     let features = &model.artifact().features;
-    let references: Vec<_> = features
-        .iter()
-        .map(|f| f.reference.clone())
-        .collect::<Option<_>>()
-        .ok_or_else(|| DriftError::NoReference {
+    if !model.has_drift_reference() {
+        return Err(DriftError::NoReference {
             name: name.to_string(),
             version,
-        })?;
+        });
+    }
     let cutoff = SystemTime::now()
         .checked_sub(cfg.since)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let cutoff_ts = rfc3339_millis(cutoff);
-    let mut counts = vec![[0u64; DRIFT_BINS]; features.len()];
+    let mut counts: Vec<Vec<u64>> = (0..features.len())
+        .map(|i| vec![0u64; model.drift_bins(i)])
+        .collect();
     let mut report = DriftReport {
         model: name.to_string(),
         version,
@@ -191,18 +191,17 @@ pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, Drif
             let Some(values) = line.features else { return };
             let row: Option<Vec<f64>> = features
                 .iter()
-                .map(|f| values.get(&f.name).and_then(|v| v.as_f64()))
+                .enumerate()
+                .map(|(i, f)| model.value_of(i, values.get(&f.name)?))
                 .collect();
             let Some(row) = row else {
                 report.unreadable_lines += 1;
                 return;
             };
-            for ((count, reference), (value, feature)) in counts
-                .iter_mut()
-                .zip(&references)
-                .zip(row.iter().zip(features))
-            {
-                count[reference.bin(*value, &feature.stats)] += 1;
+            for (i, (count, value)) in counts.iter_mut().zip(&row).enumerate() {
+                if let Some(bin) = model.drift_bin(i, *value) {
+                    count[bin] += 1;
+                }
             }
             report.instances += 1;
         });
@@ -234,15 +233,23 @@ pub fn measure(catalog: &Catalog, cfg: &DriftConfig) -> Result<DriftReport, Drif
     }
     report.features = features
         .iter()
-        .zip(&references)
         .zip(&counts)
-        .map(|((feature, reference), count)| {
+        .enumerate()
+        .map(|(i, (feature, count))| {
             let total: u64 = count.iter().sum();
+            // Out of range: a number outside its training range (the outer bins); a
+            // category the model never saw (the last bin).
+            let outside = match model.preprocessing().and_then(|c| c.get(i)) {
+                Some(c) if c.is_categorical() => count.last().copied().unwrap_or(0),
+                _ => {
+                    count.first().copied().unwrap_or(0)
+                        + count.get(DRIFT_BINS - 1).copied().unwrap_or(0)
+                }
+            };
             FeatureDrift {
                 name: feature.name.clone(),
-                psi: reference.psi(count),
-                out_of_range: (total > 0)
-                    .then(|| (count[0] + count[DRIFT_BINS - 1]) as f64 / total as f64),
+                psi: model.drift_psi(i, count),
+                out_of_range: (total > 0).then(|| outside as f64 / total as f64),
             }
         })
         .collect();

@@ -26,10 +26,16 @@ pub fn mean_abs_contributions(model: &Model, data: &Dataset) -> Result<Vec<f64>,
         .map_or(0, |e| e.trees.iter().map(|t| t.left.len()).sum());
     let rows = (IMPORTANCE_NODES / nodes.max(1)).clamp(IMPORTANCE_MIN_ROWS, IMPORTANCE_ROWS);
     let take = n.min(rows);
+    let recoder = crate::preprocess::recoder_for(data, model)?;
     let mut row = Vec::with_capacity(width);
+    let mut recoded = Vec::with_capacity(width);
     for k in 0..take {
         row.clear();
         row.extend(data.x.row(k * n / take).iter().copied());
+        if let Some(recoder) = &recoder {
+            recoder.apply(&row, &mut recoded);
+            std::mem::swap(&mut row, &mut recoded);
+        }
         let e = model.explain(&row)?;
         let outputs = e.contributions.len().max(1) as f64;
         for parts in &e.contributions {
@@ -71,9 +77,10 @@ pub fn score_into(model: &Model, data: &Dataset, tally: &mut Tally) -> Result<()
             }
         })
         .collect();
-    let mut scratch = Vec::new();
+    let recoder = crate::preprocess::recoder_for(data, model)?;
+    let (mut scratch, mut recoded) = (Vec::new(), Vec::new());
     for (row, &label) in data.x.rows().into_iter().zip(&data.labels) {
-        let row = match row.as_slice() {
+        let mut row = match row.as_slice() {
             Some(row) => row,
             None => {
                 scratch.clear();
@@ -81,6 +88,10 @@ pub fn score_into(model: &Model, data: &Dataset, tally: &mut Tally) -> Result<()
                 &scratch
             }
         };
+        if let Some(recoder) = &recoder {
+            recoder.apply(row, &mut recoded);
+            row = &recoded;
+        }
         let predicted = model.predict_into(row, &mut probabilities)?;
         tally.add(truth_of[label as usize], predicted, &probabilities);
     }

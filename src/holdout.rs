@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use std::path::{Path, PathBuf};
 
-use crate::data::{DataError, Dataset};
+use crate::data::{DataError, Dataset, ReadOptions};
 use crate::model::{Holdout, HoldoutMethod, ModelArtifact};
 
 /// The share of rows `limen train` holds out unless told otherwise.
@@ -333,7 +333,7 @@ pub fn gate_rows(
             },
             description: String::new(),
         };
-        let data = rows.load(&features, label)?;
+        let data = rows.load(candidate)?;
         let n = data.rows();
         rows.description = match share {
             Some(_) => format!(
@@ -350,7 +350,13 @@ pub fn gate_rows(
         .data
         .map_or_else(|| PathBuf::from(&p.data_path), Path::to_owned);
     let split_by = p.holdout.as_ref().and_then(|h| h.split_by.clone());
-    let (data, order) = Dataset::load_ordered(&path, &features, label, split_by.as_deref())?;
+    let (data, order) = Dataset::load_ordered(
+        &path,
+        &features,
+        label,
+        split_by.as_deref(),
+        &read_options(candidate),
+    )?;
     let same_file = data.sha256 == p.data_sha256;
     let shown = path.display().to_string();
     if given.data.is_none() && !same_file && p.imported.is_none() {
@@ -413,6 +419,37 @@ pub fn gate_rows(
     Ok((rows, data))
 }
 
+/// The most distinct values a categorical column of gate rows may hold: rows the model never
+/// saw may bring many unseen values, but never unbounded memory.
+pub const GATE_MAX_CATEGORIES: usize = 100_000;
+
+/// How `model`'s rows are read: the missing-value cells it was trained with, and its categorical
+/// features as text whatever they hold.
+pub fn read_options(model: &ModelArtifact) -> ReadOptions {
+    let mut options = ReadOptions {
+        max_categories: GATE_MAX_CATEGORIES,
+        ..ReadOptions::default()
+    };
+    if let Some(missing) = model
+        .provenance
+        .hyperparameters
+        .as_ref()
+        .and_then(|h| h.missing_values.clone())
+    {
+        options.missing = missing;
+    }
+    if let Some(columns) = &model.preprocessing {
+        options.categorical = model
+            .features
+            .iter()
+            .zip(columns)
+            .filter(|(_, c)| c.is_categorical())
+            .map(|(f, _)| f.name.clone())
+            .collect();
+    }
+    options
+}
+
 impl GateRows {
     /// Whether `model` was fitted on some of these rows (as far as its record tells): it was
     /// trained on the same bytes and held out none of them, or other rows than these.
@@ -439,8 +476,12 @@ impl GateRows {
         }
     }
 
-    /// The same rows, with `features` and `label_column` (another model's).
-    pub fn load(&self, features: &[String], label_column: &str) -> Result<Dataset, RowsError> {
+    /// The same rows, with `model`'s features and label column, read as it reads them (its
+    /// missing-value cells; its categorical features as text).
+    pub fn load(&self, model: &ModelArtifact) -> Result<Dataset, RowsError> {
+        let features: Vec<String> = model.features.iter().map(|f| f.name.clone()).collect();
+        let (features, label_column) = (&features, model.label_column.as_str());
+        let options = read_options(model);
         match &self.source {
             RowSource::File {
                 path,
@@ -448,8 +489,13 @@ impl GateRows {
                 rows,
                 sha256,
             } => {
-                let (data, _) =
-                    Dataset::load_ordered(path, features, label_column, order_column.as_deref())?;
+                let (data, _) = Dataset::load_ordered(
+                    path,
+                    features,
+                    label_column,
+                    order_column.as_deref(),
+                    &options,
+                )?;
                 if data.sha256 != *sha256 {
                     return Err(RowsError::ChangedWhileRead {
                         path: path.display().to_string(),
@@ -466,8 +512,14 @@ impl GateRows {
                 model,
                 share,
             } => {
-                let (data, found) =
-                    Dataset::from_inference_log(source, model, labels, features, label_column)?;
+                let (data, found) = Dataset::from_inference_log(
+                    source,
+                    model,
+                    labels,
+                    features,
+                    label_column,
+                    &options,
+                )?;
                 Ok(match share {
                     Some(share) => data.subset(&by_request(&found.request_keys, *share)),
                     None => data,

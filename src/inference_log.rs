@@ -110,6 +110,8 @@ pub struct Record {
     pub route: &'static str,
     /// The decoded rows (row-major, model feature order); empty for a failed request.
     pub rows: Vec<f64>,
+    /// The texts of the rows' unseen categories ([`crate::api::Decoded::unseen`]).
+    pub unseen: Vec<String>,
     /// Whether the request was a batch (its lines are keyed `request_id#index` for labels).
     pub batch: bool,
     pub status: u16,
@@ -254,6 +256,11 @@ impl InferenceLog {
     pub fn submit(&self, record: Record) {
         let Some(sender) = &self.sender else { return };
         let bytes = record.rows.capacity() * std::mem::size_of::<f64>()
+            + record
+                .unseen
+                .iter()
+                .map(|t| t.capacity() + std::mem::size_of::<String>())
+                .sum::<usize>()
             + record.request_id.len()
             + record.error.as_ref().map_or(0, String::len)
             + RECORD_BYTES;
@@ -757,9 +764,10 @@ fn format_record(record: &Record, ts: &str, chunk: &mut Chunk, spill: &mut dyn F
     let mut shadow_p = Vec::new();
     let mut gathered = Vec::new();
     // The candidate is scored on the same values by feature name, as the shadow worker does.
-    let columns = record.candidate.as_ref().map(|candidate| {
-        crate::model::ColumnMap::new(model.feature_names(), candidate.model.feature_names())
-    });
+    let columns = record
+        .candidate
+        .as_ref()
+        .map(|candidate| crate::model::ColumnMap::between(model, &candidate.model));
     for (i, row) in record.rows.chunks_exact(width).enumerate() {
         let Ok(class) = model.predict_into(row, &mut probabilities) else {
             continue;
@@ -773,7 +781,7 @@ fn format_record(record: &Record, ts: &str, chunk: &mut Chunk, spill: &mut dyn F
         }
         rest(out);
         out.extend_from_slice(b",\"features\":");
-        template.write_features(out, row);
+        template.write_inputs(out, row, &record.unseen);
         out.push(b',');
         template.write_label(out, class, &probabilities);
         if let (Some(candidate), Some(columns)) = (&record.candidate, &columns) {
@@ -823,7 +831,8 @@ mod tests {
         artifact.intercepts = vec![intercept];
         let model = Model::new(artifact).unwrap();
         let metrics = Metrics::new();
-        let handles = metrics.model_handles("iris", &version.to_string(), model.feature_names());
+        let handles =
+            metrics.model_handles("iris", &version.to_string(), model.feature_names(), &[]);
         Arc::new(LoadedModel::new(
             model,
             VersionId::try_from(version).unwrap(),
@@ -1002,6 +1011,7 @@ mod tests {
             request_id: "r".into(),
             route: "/predict",
             rows: vec![1.0, 2.0],
+            unseen: Vec::new(),
             batch: true,
             status: 200,
             error: None,
@@ -1023,6 +1033,7 @@ mod tests {
             request_id: "r".into(),
             route: "/predict",
             rows: vec![1.0],
+            unseen: Vec::new(),
             batch: false,
             status: 200,
             error: None,
@@ -1048,6 +1059,7 @@ mod tests {
             request_id: "r".into(),
             route: "/predict",
             rows: vec![1.5; 20_000],
+            unseen: Vec::new(),
             batch: true,
             status: 200,
             error: None,
@@ -1079,6 +1091,7 @@ mod tests {
                 route: "/predict",
                 batch: rows.len() > 1,
                 rows: rows.clone(),
+                unseen: Vec::new(),
                 status: 200,
                 error: error.clone(),
                 at: SystemTime::UNIX_EPOCH,
@@ -1121,6 +1134,7 @@ mod tests {
             request_id: "req-1".into(),
             route: "/predict",
             rows: vec![2.1, 0.2],
+            unseen: Vec::new(),
             batch: true,
             status: 200,
             error: None,

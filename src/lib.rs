@@ -20,6 +20,7 @@
 //!  train api oip  fitting and cross-validation; the /predict and Open Inference Protocol wire formats
 //!  columns        which columns a training run uses: flags checked against the table
 //!  evaluate holdout  a model's quality on labelled rows; the rows a fit never sees
+//!  preprocess     imputation and categories fitted on training rows; a table's codes → a model's
 //!  forest logistic  random forests fitted with linfa-trees, as tree ensembles; the logistic
 //!                 objective (sample weights) minimised by argmin's L-BFGS
 //!  model          model.json: schema, checksum, prediction
@@ -54,6 +55,7 @@ pub mod logistic;
 pub mod model;
 pub mod oip;
 pub mod ops;
+pub mod preprocess;
 pub mod registry;
 pub mod remote;
 pub mod report;

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
 use crate::input::{check_answer_size, InputError, InputErrorKind};
-use crate::model::{ClassTally, Model, Schema};
+use crate::model::{ClassTally, Encoder, Model, Schema};
 
 /// The output tensors a model produces.
 pub const OUTPUT_LABEL: &str = "label";
@@ -300,14 +300,29 @@ impl<'a> InferRequest<'a> {
                     ));
                 }
                 let n = batch_size(n)?;
-                let data =
-                    decode_data(
+                if dtype == DataType::Bytes {
+                    return err(format!(
+                        "input {:?} is BYTES; text goes in one BYTES tensor [N] per categorical feature, beside one tensor [N] per numeric one",
+                        one.name
+                    ));
+                }
+                let mut data = decode_data(
                     one,
                     dtype,
                     element_count(&one.shape, &one.name)?,
                     binary[0],
                     schema.missing,
                 )?;
+                if let Some(encoder) = schema.encoder {
+                    // A category sent as a number is known by the text it prints as.
+                    for row in data.chunks_exact_mut(f) {
+                        for (i, v) in row.iter_mut().enumerate() {
+                            if encoder.is_categorical(i) {
+                                *v = by_text(encoder, i, *v);
+                            }
+                        }
+                    }
+                }
                 Ok((n, data))
             }
             inputs => {
@@ -342,13 +357,37 @@ impl<'a> InferRequest<'a> {
                     }
                     n = Some(rows);
                     let dtype = DataType::parse(&input.datatype, &input.name)?;
-                    columns[idx] = Some(decode_data(
-                        input,
-                        dtype,
-                        batch_size(rows)?,
-                        *bytes,
-                        schema.missing,
-                    )?);
+                    let categorical = schema.encoder.filter(|e| e.is_categorical(idx));
+                    let column = match (dtype, categorical) {
+                        (DataType::Bytes, Some(encoder)) => {
+                            decode_text(input, batch_size(rows)?, *bytes, encoder, idx)?
+                        }
+                        (DataType::Bytes, None) => {
+                            return Err(InputError::new(
+                                InputErrorKind::InvalidValue,
+                                format!(
+                                    "input {:?} is BYTES, but this feature takes numbers; send FP32 or FP64",
+                                    input.name
+                                ),
+                            ))
+                        }
+                        (_, encoder) => {
+                            let mut values = decode_data(
+                                input,
+                                dtype,
+                                batch_size(rows)?,
+                                *bytes,
+                                schema.missing,
+                            )?;
+                            if let Some(encoder) = encoder {
+                                for v in &mut values {
+                                    *v = by_text(encoder, idx, *v);
+                                }
+                            }
+                            values
+                        }
+                    };
+                    columns[idx] = Some(column);
                 }
                 let missing: Vec<&str> = features
                     .iter()
@@ -395,6 +434,9 @@ pub enum Output {
 enum DataType {
     Fp32,
     Fp64,
+    /// Text: a categorical feature's values (JSON strings, or in binary each a 4-byte
+    /// little-endian length and its UTF-8 bytes).
+    Bytes,
     /// An integer type: its inclusive range, its width in bytes, and whether it is signed.
     Int {
         lo: i128,
@@ -423,6 +465,7 @@ impl DataType {
         Ok(match name {
             "FP32" => Self::Fp32,
             "FP64" => Self::Fp64,
+            "BYTES" => Self::Bytes,
             "INT8" => int(1, true),
             "INT16" => int(2, true),
             "INT32" => int(4, true),
@@ -433,15 +476,16 @@ impl DataType {
             "UINT64" => int(8, false),
             other => {
                 return err(format!(
-                    "input {input:?} has datatype {other:?}; use FP32, FP64 or an INT/UINT type"
+                    "input {input:?} has datatype {other:?}; use FP32, FP64 or an INT/UINT type (BYTES for a categorical feature)"
                 ))
             }
         })
     }
 
+    /// Bytes per element in the binary section (for BYTES, the least: its length prefix).
     fn width(self) -> usize {
         match self {
-            Self::Fp32 => 4,
+            Self::Fp32 | Self::Bytes => 4,
             Self::Fp64 => 8,
             Self::Int { bytes, .. } => bytes,
         }
@@ -452,6 +496,7 @@ impl DataType {
         let mut buf = [0u8; 16];
         buf[..le.len()].copy_from_slice(le);
         match self {
+            Self::Bytes => f64::NAN,
             Self::Fp32 => f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as f64,
             Self::Fp64 => f64::from_le_bytes([
                 buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7],
@@ -546,6 +591,156 @@ fn decode_data(
         ));
     }
     finite(input, dtype, out, missing)
+}
+
+/// A category sent as a number, known by the text it prints as; NaN (missing) stays.
+fn by_text(encoder: &Encoder, i: usize, v: f64) -> f64 {
+    if v.is_nan() {
+        v
+    } else {
+        encoder.code(i, &format!("{v}"))
+    }
+}
+
+/// Exactly `expected` codes of feature `i`'s categories from a BYTES input: its binary data
+/// (each element a 4-byte little-endian length, then that many UTF-8 bytes) or its JSON `data`
+/// (strings, flat or nested; `null` is a missing value; a number is known by its text).
+fn decode_text(
+    input: &RequestInput,
+    expected: usize,
+    binary: Option<&[u8]>,
+    encoder: &Encoder,
+    i: usize,
+) -> Result<Vec<f64>, InputError> {
+    let mut out = Vec::with_capacity(expected.min(1 << 16));
+    if let Some(mut bytes) = binary {
+        if input.data.is_some() {
+            return err(format!(
+                "input {:?} has both \"data\" and binary data (binary_data_size); send one",
+                input.name
+            ));
+        }
+        while !bytes.is_empty() {
+            let bad = || {
+                InputError::malformed(format!(
+                    "input {:?}: its binary BYTES data is not a sequence of 4-byte lengths and UTF-8 texts",
+                    input.name
+                ))
+            };
+            let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(bad)?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let text = rest.get(..len).ok_or_else(bad)?;
+            let text = std::str::from_utf8(text).map_err(|_| bad())?;
+            if out.len() == expected {
+                return err(format!(
+                    "input {:?}: its binary data holds more than the {expected} values of shape {:?}",
+                    input.name, input.shape
+                ));
+            }
+            out.push(encoder.code(i, text));
+            bytes = &rest[len..];
+        }
+    } else {
+        let Some(data) = input.data else {
+            return err(format!(
+                "input {:?} has neither \"data\" nor a binary_data_size parameter",
+                input.name
+            ));
+        };
+        let seed = FlattenText {
+            out: &mut out,
+            encoder,
+            feature: i,
+            limit: expected,
+        };
+        let mut de = serde_json::Deserializer::from_str(data.get());
+        seed.deserialize(&mut de)
+            .map_err(|e| InputError::malformed(format!("input {:?}: {e}", input.name)))?;
+    }
+    if out.len() != expected {
+        return err(format!(
+            "input {:?}: shape {:?} needs {expected} values, data has {}",
+            input.name,
+            input.shape,
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// Pushes the code of every text of a (nested) JSON array onto `out`; stops with an error past
+/// `limit` values.
+struct FlattenText<'o> {
+    out: &'o mut Vec<f64>,
+    encoder: &'o Encoder,
+    feature: usize,
+    limit: usize,
+}
+
+impl FlattenText<'_> {
+    fn push<E: de::Error>(&mut self, code: f64) -> Result<(), E> {
+        if self.out.len() >= self.limit {
+            return Err(E::custom(format!(
+                "more values than its shape's {}",
+                self.limit
+            )));
+        }
+        self.out.push(code);
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for FlattenText<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FlattenText<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("texts, in a flat or nested array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq
+            .next_element_seed(FlattenText {
+                out: &mut *self.out,
+                encoder: self.encoder,
+                feature: self.feature,
+                limit: self.limit,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(mut self, v: &str) -> Result<(), E> {
+        let code = self.encoder.code(self.feature, v.trim());
+        self.push(code)
+    }
+
+    fn visit_u64<E: de::Error>(mut self, v: u64) -> Result<(), E> {
+        let code = by_text(self.encoder, self.feature, v as f64);
+        self.push(code)
+    }
+
+    fn visit_i64<E: de::Error>(mut self, v: i64) -> Result<(), E> {
+        let code = by_text(self.encoder, self.feature, v as f64);
+        self.push(code)
+    }
+
+    fn visit_f64<E: de::Error>(mut self, v: f64) -> Result<(), E> {
+        let code = by_text(self.encoder, self.feature, v);
+        self.push(code)
+    }
+
+    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+        self.push(f64::NAN)
+    }
 }
 
 /// `values`, unless one is not finite (NaN or infinite, sent as such or overflowing FP32): the
@@ -871,6 +1066,7 @@ mod tests {
         let schema = Schema {
             features: &features,
             missing: false,
+            encoder: None,
         };
         InferRequest::parse(body.as_bytes(), None)?.rows(schema)
     }
@@ -921,6 +1117,10 @@ mod tests {
             ),
             (
                 r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]}]}"#,
+                "one BYTES tensor [N] per categorical feature",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "STRING", "data": ["a", "b"]}]}"#,
                 "datatype",
             ),
             (

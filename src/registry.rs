@@ -20,7 +20,7 @@ use crate::api::Template;
 use crate::budget::Budget;
 use crate::catalog::{Catalog, LoadError};
 use crate::fleet::FleetSummary;
-use crate::model::{Model, DRIFT_BINS, LOAD_BYTES_PER_FILE_BYTE};
+use crate::model::{Model, LOAD_BYTES_PER_FILE_BYTE};
 use crate::oip::InferTemplate;
 use crate::store::{FileIdentity, ModelName, Pointer, StoreError, VersionId};
 use crate::telemetry::{error_chain, Metrics, ModelMetrics};
@@ -106,11 +106,27 @@ impl LoadedModel {
     pub fn observe_row(&self, row: &[f64]) {
         let features = &self.model.artifact().features;
         let mut outside = false;
-        for ((value, feature), counter) in row.iter().zip(features).zip(&self.metrics.out_of_range)
+        for (((value, feature), counter), unseen) in row
+            .iter()
+            .zip(features)
+            .zip(&self.metrics.out_of_range)
+            .zip(self.metrics.unseen.iter().chain(std::iter::repeat(&None)))
         {
-            if *value < feature.stats.min || *value > feature.stats.max {
-                counter.inc();
-                outside = true;
+            match unseen {
+                // A category: out of range is a value the model never saw (a negative code).
+                Some(unseen) => {
+                    if *value < 0.0 {
+                        unseen.inc();
+                        counter.inc();
+                        outside = true;
+                    }
+                }
+                None => {
+                    if *value < feature.stats.min || *value > feature.stats.max {
+                        counter.inc();
+                        outside = true;
+                    }
+                }
             }
         }
         if outside {
@@ -118,7 +134,7 @@ impl LoadedModel {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(drift) = &self.drift {
-            drift.observe(row, features);
+            drift.observe(row, &self.model);
         }
         self.metrics.predictions.inc();
     }
@@ -133,7 +149,7 @@ impl LoadedModel {
             .features
             .iter()
             .enumerate()
-            .filter_map(|(i, f)| Some((f.name.clone(), drift.psi(i, f)?)))
+            .filter_map(|(i, f)| Some((f.name.clone(), drift.psi(i, &self.model)?)))
             .collect()
     }
 
@@ -146,16 +162,9 @@ impl LoadedModel {
     /// read, not per request).
     pub fn publish_psi(&self) {
         let Some(drift) = &self.drift else { return };
-        for (i, (feature, gauge)) in self
-            .model
-            .artifact()
-            .features
-            .iter()
-            .zip(&self.metrics.psi)
-            .enumerate()
-        {
+        for (i, gauge) in self.metrics.psi.iter().enumerate() {
             // No estimate yet (a restart, a new version): no series, so no alert fires on it.
-            gauge.set(drift.psi(i, feature));
+            gauge.set(drift.psi(i, &self.model));
         }
     }
 }
@@ -174,6 +183,8 @@ pub const MIN_PSI_INSTANCES: u64 = 200;
 #[derive(Debug)]
 pub struct DriftWindow {
     generations: [Vec<std::sync::atomic::AtomicU64>; 2],
+    /// Per feature, its first bin; the last entry is the number of bins.
+    offsets: Vec<usize>,
     current: std::sync::atomic::AtomicUsize,
     seen: std::sync::atomic::AtomicU64,
     half: u64,
@@ -183,16 +194,23 @@ pub struct DriftWindow {
 }
 
 impl DriftWindow {
-    /// A window of about `window` instances that reports PSI from `min` on (at most half the
-    /// window, all a small window is sure to hold).
-    fn new(features: usize, window: u64, min: u64) -> Self {
+    /// A window over `model`'s features ([`Model::drift_bins`] each) of about `window`
+    /// instances that reports PSI from `min` on (at most half the window, all a small window is
+    /// sure to hold).
+    fn new(model: &Model, window: u64, min: u64) -> Self {
+        let mut offsets = vec![0];
+        for i in 0..model.feature_names().len() {
+            offsets.push(offsets[i] + model.drift_bins(i));
+        }
+        let bins = offsets.last().copied().unwrap_or(0);
         let generation = || {
-            (0..features * DRIFT_BINS)
+            (0..bins)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect()
         };
         Self {
             generations: [generation(), generation()],
+            offsets,
             current: std::sync::atomic::AtomicUsize::new(0),
             seen: std::sync::atomic::AtomicU64::new(0),
             half: (window / 2).max(1),
@@ -202,12 +220,12 @@ impl DriftWindow {
     }
 
     /// Feature `i`'s PSI against its training reference, once its window holds enough values.
-    fn psi(&self, i: usize, feature: &crate::model::Feature) -> Option<f64> {
+    fn psi(&self, i: usize, model: &Model) -> Option<f64> {
         let counts = self.counts(i);
         if counts.iter().sum::<u64>() < self.min {
             return None;
         }
-        feature.reference.as_ref()?.psi(&counts)
+        model.drift_psi(i, &counts)
     }
 
     /// While the first feature's window holds fewer values than PSI needs: how many it holds,
@@ -217,13 +235,14 @@ impl DriftWindow {
         (held < self.min).then_some((held, self.min))
     }
 
-    fn observe(&self, row: &[f64], features: &[crate::model::Feature]) {
+    fn observe(&self, row: &[f64], model: &Model) {
         use std::sync::atomic::Ordering::Relaxed;
         let generation = &self.generations[self.current.load(Relaxed) & 1];
-        for (i, (value, feature)) in row.iter().zip(features).enumerate() {
-            if let (Some(reference), false) = (&feature.reference, value.is_nan()) {
-                let bin = reference.bin(*value, &feature.stats);
-                generation[i * DRIFT_BINS + bin].fetch_add(1, Relaxed);
+        for (i, value) in row.iter().enumerate() {
+            if let (Some(bin), Some(first)) = (model.drift_bin(i, *value), self.offsets.get(i)) {
+                if let Some(counter) = generation.get(first + bin) {
+                    counter.fetch_add(1, Relaxed);
+                }
             }
         }
         let seen = self.seen.fetch_add(1, Relaxed) + 1;
@@ -239,14 +258,16 @@ impl DriftWindow {
     }
 
     /// Feature `i`'s bin counts over both generations.
-    fn counts(&self, i: usize) -> [u64; DRIFT_BINS] {
+    fn counts(&self, i: usize) -> Vec<u64> {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut counts = [0u64; DRIFT_BINS];
+        let (first, end) = match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&a), Some(&b)) => (a, b),
+            _ => return Vec::new(),
+        };
+        let mut counts = vec![0u64; end - first];
         for generation in &self.generations {
             for (bin, count) in counts.iter_mut().enumerate() {
-                *count += generation
-                    .get(i * DRIFT_BINS + bin)
-                    .map_or(0, |c| c.load(Relaxed));
+                *count += generation.get(first + bin).map_or(0, |c| c.load(Relaxed));
             }
         }
         counts
@@ -1113,17 +1134,19 @@ impl Registry {
         model
             .self_test()
             .map_err(|why| unservable(format!("it failed its warm-up: {why}")))?;
-        let metrics =
-            self.metrics
-                .model_handles(name.as_str(), &version.to_string(), model.feature_names());
-        let has_reference = model
-            .artifact()
-            .features
-            .iter()
-            .all(|f| f.reference.is_some());
-        let drift = (has_reference && self.config.drift_window > 0).then(|| {
+        let categorical: Vec<bool> = model
+            .preprocessing()
+            .map(|c| c.iter().map(|c| c.is_categorical()).collect())
+            .unwrap_or_default();
+        let metrics = self.metrics.model_handles(
+            name.as_str(),
+            &version.to_string(),
+            model.feature_names(),
+            &categorical,
+        );
+        let drift = (model.has_drift_reference() && self.config.drift_window > 0).then(|| {
             DriftWindow::new(
-                model.feature_names().len(),
+                &model,
                 self.config.drift_window,
                 self.config.drift_min_samples,
             )
@@ -1349,16 +1372,17 @@ mod tests {
             .map(|i| 0.1 + 2.4 * f64::from(i) / 1000.0)
             .collect();
         artifact.features[0].reference = Some(crate::model::Reference::of(training.iter(), &stats));
-        let window = DriftWindow::new(1, 10_000, MIN_PSI_INSTANCES);
+        let model = Model::new(artifact).unwrap();
+        let window = DriftWindow::new(&model, 10_000, MIN_PSI_INSTANCES);
         for &x in training.iter().step_by(10).take(4) {
-            window.observe(&[x], &artifact.features);
+            window.observe(&[x], &model);
         }
-        assert_eq!(window.psi(0, &artifact.features[0]), None, "4 instances");
+        assert_eq!(window.psi(0, &model), None, "4 instances");
         assert_eq!(window.collecting(), Some((4, MIN_PSI_INSTANCES)));
         for &x in training.iter().step_by(5) {
-            window.observe(&[x], &artifact.features);
+            window.observe(&[x], &model);
         }
-        let psi = window.psi(0, &artifact.features[0]).unwrap();
+        let psi = window.psi(0, &model).unwrap();
         assert!(psi < 0.1, "traffic like training: {psi}");
         assert_eq!(window.collecting(), None);
     }
@@ -1369,10 +1393,11 @@ mod tests {
         let stats = artifact.features[0].stats;
         artifact.features[0].reference =
             Some(crate::model::Reference::of([0.5, 1.0, 2.0].iter(), &stats));
-        let window = DriftWindow::new(1, 100, MIN_PSI_INSTANCES);
-        window.observe(&[f64::NAN], &artifact.features);
+        let model = Model::new(artifact).unwrap();
+        let window = DriftWindow::new(&model, 100, MIN_PSI_INSTANCES);
+        window.observe(&[f64::NAN], &model);
         assert_eq!(window.counts(0).iter().sum::<u64>(), 0);
-        window.observe(&[1.0], &artifact.features);
+        window.observe(&[1.0], &model);
         assert_eq!(window.counts(0).iter().sum::<u64>(), 1);
     }
 

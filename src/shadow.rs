@@ -239,10 +239,7 @@ fn work(receiver: Receiver<Job>, totals: &Mutex<HashMap<Key, Entry>>) {
             .as_ref()
             .is_none_or(|(v, _)| *v != production_version)
         {
-            let map = ColumnMap::new(
-                job.production.model.feature_names(),
-                job.candidate.model.feature_names(),
-            );
+            let map = ColumnMap::between(&job.production.model, &job.candidate.model);
             if let ColumnMap::Missing(feature) = &map {
                 tracing::warn!(model = %key.0, candidate = key.1.get(), production = production_version.get(), feature = %feature, "the candidate needs a feature production's requests do not carry; every shadowed row counts as a candidate error");
             }

@@ -73,6 +73,7 @@ pub struct Metrics {
     latency: HistogramVec,
     predictions: IntCounterVec,
     out_of_range: IntCounterVec,
+    unseen: IntCounterVec,
     loads: IntCounterVec,
     loaded: IntGaugeVec,
     model_error: IntGaugeVec,
@@ -159,6 +160,8 @@ pub struct ModelMetrics {
     pub predictions: IntCounter,
     /// Per feature, in model order: inputs outside the training range.
     pub out_of_range: Vec<IntCounter>,
+    /// Per feature, in model order: for a categorical one, values it never saw in training.
+    pub unseen: Vec<Option<IntCounter>>,
     /// Per feature, in model order: the live PSI against the training reference.
     pub psi: Vec<PsiGauge>,
     series: Arc<VersionSeries>,
@@ -304,6 +307,13 @@ impl Metrics {
                 ),
                 &["model", "feature"],
             ))),
+            unseen: register(&registry, fixed(IntCounterVec::new(
+                opts(
+                    "unseen_category_total",
+                    "Values of a categorical feature the model never saw in training (scored as all indicators 0), by model and feature.",
+                ),
+                &["model", "feature"],
+            ))),
             loads: register(&registry, fixed(IntCounterVec::new(
                 opts("model_loads_total", "Model version loads (verify + warm-up), by model and result (ok, failed)."),
                 &["model", "result"],
@@ -401,7 +411,14 @@ impl Metrics {
     }
 
     /// Counters for `model` at `version`, resolved once.
-    pub fn model_handles(&self, model: &str, version: &str, features: &[String]) -> ModelMetrics {
+    /// `categorical`: per feature, whether it takes a category (empty: none does).
+    pub fn model_handles(
+        &self,
+        model: &str,
+        version: &str,
+        features: &[String],
+        categorical: &[bool],
+    ) -> ModelMetrics {
         let series = {
             let key = (model.to_owned(), version.to_owned());
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -431,6 +448,17 @@ impl Metrics {
             out_of_range: features
                 .iter()
                 .map(|f| self.out_of_range.with_label_values(&[model, f]))
+                .collect(),
+            unseen: features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    categorical
+                        .get(i)
+                        .copied()
+                        .unwrap_or(false)
+                        .then(|| self.unseen.with_label_values(&[model, f]))
+                })
                 .collect(),
             psi: features
                 .iter()
@@ -528,8 +556,8 @@ mod tests {
     fn a_versions_series_live_while_anything_holds_it() {
         let metrics = Metrics::new();
         let features = ["petal_width".to_owned()];
-        let a = metrics.model_handles("iris", "7", &features);
-        let b = metrics.model_handles("iris", "7", &features);
+        let a = metrics.model_handles("iris", "7", &features, &[]);
+        let b = metrics.model_handles("iris", "7", &features, &[]);
         a.predictions.inc_by(2);
         a.shadow().samples.inc();
         let shown = |m: &Metrics| {
@@ -545,7 +573,7 @@ mod tests {
         drop(b);
         assert_eq!(shown(&metrics), (false, false));
         // Loaded again: the series start again.
-        let c = metrics.model_handles("iris", "7", &features);
+        let c = metrics.model_handles("iris", "7", &features, &[]);
         c.predictions.inc();
         assert!(metrics
             .render(None, true)
@@ -567,7 +595,7 @@ mod tests {
         route.record(1, 200, 0.002);
         route.record(0, 405, 0.001);
         route.record(1, 418, 0.001);
-        let handles = m.model_handles("iris", "7", &["petal_width".to_owned()]);
+        let handles = m.model_handles("iris", "7", &["petal_width".to_owned()], &[]);
         handles.predictions.inc_by(3);
         handles.out_of_range[0].inc();
         m.load("iris", true);

@@ -13,9 +13,10 @@ use crate::holdout::Split;
 use crate::logistic::{self, FitError, Problem};
 use crate::model::tree::TreeEnsemble;
 use crate::model::{
-    ClassWeight, Feature, ForestParams, Hyperparameters, LogTraining, Metrics, Model,
-    ModelArtifact, ModelKind, Provenance, Reference, Scaler, FORMAT,
+    ClassWeight, Column, Feature, ForestParams, Hyperparameters, LogTraining, Metrics, Model,
+    ModelArtifact, ModelKind, Provenance, Reference, Scaler, FORMAT, FORMAT_V3,
 };
+use crate::preprocess::{self, PrepError, PrepParams};
 
 /// The linfa version limen is built against, recorded in every artifact's provenance.
 pub const LINFA_VERSION: &str = "0.8.1";
@@ -62,6 +63,13 @@ pub struct TrainParams {
     threshold: Option<f64>,
     /// Per-class row weights in the fit (`--class-weight`).
     class_weight: Option<ClassWeight>,
+    /// How preprocessing is fitted when the table needs it (text, missing cells).
+    prep: PrepParams,
+    /// Fit preprocessing even on a table of complete numbers (`--impute` given), so the model
+    /// imputes missing values it is sent.
+    always_prep: bool,
+    /// The cells read as missing, when not the defaults: recorded for the gate.
+    missing_values: Option<Vec<String>>,
 }
 
 /// Why a model could not be trained.
@@ -87,6 +95,8 @@ pub enum TrainError {
     Fit(#[from] FitError),
     #[error("fitting the forest failed")]
     Forest(#[from] ForestError),
+    #[error(transparent)]
+    Prep(#[from] PrepError),
     #[error("the fitted model is unusable: {0}")]
     Unusable(String),
 }
@@ -149,7 +159,31 @@ impl TrainParams {
             forest: None,
             threshold: None,
             class_weight: None,
+            prep: PrepParams::default(),
+            always_prep: false,
+            missing_values: None,
         })
+    }
+
+    /// The same parameters with preprocessing fitted as `prep` says; `always` fits it even on
+    /// a table of complete numbers (`--impute` given). `missing_values`: the cells read as
+    /// missing, when not the defaults.
+    pub fn with_preprocessing(
+        mut self,
+        prep: PrepParams,
+        always: bool,
+        missing_values: Option<Vec<String>>,
+    ) -> Self {
+        self.prep = prep;
+        self.always_prep = always;
+        self.missing_values = missing_values;
+        self
+    }
+
+    /// Whether a fit on `data` carries preprocessing: a logistic fit on a table with text or
+    /// missing cells, or with `--impute` given.
+    fn preprocesses(&self, data: &Dataset) -> bool {
+        self.forest.is_none() && (self.always_prep || data.needs_preprocessing())
     }
 
     /// The same parameters, fitting on standardized features (`--standardize`).
@@ -174,6 +208,11 @@ impl TrainParams {
         }
         self.forest = Some(forest);
         Ok(self)
+    }
+
+    /// Whether this fits a random forest.
+    pub fn is_forest(&self) -> bool {
+        self.forest.is_some()
     }
 
     pub fn max_iter(&self) -> u64 {
@@ -211,13 +250,16 @@ impl TrainParams {
         self
     }
 
-    fn hyperparameters(&self) -> Hyperparameters {
+    fn hyperparameters(&self, preprocessed: bool) -> Hyperparameters {
         Hyperparameters {
             alpha: self.alpha,
             max_iter: self.max_iter,
             gradient_tolerance: self.gradient_tolerance,
             standardize: self.standardize,
             class_weight: self.class_weight,
+            impute: preprocessed.then_some(self.prep.impute),
+            min_category_count: preprocessed.then_some(self.prep.min_category_count),
+            missing_values: self.missing_values.clone(),
         }
     }
 }
@@ -244,6 +286,7 @@ enum Learned {
     Linear {
         weights: Weights,
         scaler: Option<Scaler>,
+        preprocessing: Option<Vec<Column>>,
     },
     Forest(TreeEnsemble),
 }
@@ -265,17 +308,29 @@ pub struct TrainedModel {
 impl TrainedModel {
     /// The artifact to publish as `name` version `version`, created at `created_at` (RFC 3339).
     pub fn artifact(&self, name: &str, version: u64, created_at: &str) -> ModelArtifact {
-        let (coefficients, intercepts, scaler, trees) = match &self.learned {
-            Learned::Linear { weights, scaler } => (
+        let (coefficients, intercepts, scaler, trees, preprocessing) = match &self.learned {
+            Learned::Linear {
+                weights,
+                scaler,
+                preprocessing,
+            } => (
                 weights.coefficients.clone(),
                 weights.intercepts.clone(),
                 scaler.clone(),
                 None,
+                preprocessing.clone(),
             ),
-            Learned::Forest(ensemble) => (Vec::new(), Vec::new(), None, Some(ensemble.clone())),
+            Learned::Forest(ensemble) => {
+                (Vec::new(), Vec::new(), None, Some(ensemble.clone()), None)
+            }
+        };
+        let format = if preprocessing.is_some() {
+            FORMAT_V3
+        } else {
+            FORMAT
         };
         ModelArtifact {
-            format: FORMAT.to_owned(),
+            format: format.to_owned(),
             name: name.to_owned(),
             version,
             created_at: created_at.to_owned(),
@@ -287,6 +342,7 @@ impl TrainedModel {
             coefficients,
             intercepts,
             trees,
+            preprocessing,
             scaler,
             threshold: self.threshold,
             metrics: self.metrics.clone(),
@@ -406,21 +462,51 @@ fn standardize(x: &Array2<f64>, scaler: &Scaler) -> Array2<f64> {
     out
 }
 
-/// Fits on `data` as `params` say: standardized first if asked (the scaler is fitted on these
-/// rows only, as a scikit-learn pipeline inside cross-validation does).
+/// Fits a logistic model on `data` as `params` say: its preprocessing fitted on these rows
+/// when the table needs it, then standardized if asked (the scaler fitted on these rows only,
+/// on the numbers alone, as a scikit-learn pipeline inside cross-validation does).
 fn fit_on(
     data: &Dataset,
     params: &TrainParams,
     y: &[usize],
     n_classes: usize,
-) -> Result<(Fitted, Option<Scaler>), TrainError> {
-    if params.standardize {
-        let scaler = fit_scaler(&data.x);
-        let x = standardize(&data.x, &scaler);
-        Ok((fit(params, &x.view(), y, n_classes)?, Some(scaler)))
+) -> Result<(Fitted, Learned), TrainError> {
+    let preprocessing = if params.preprocesses(data) {
+        Some(preprocess::fit(data, &params.prep)?)
     } else {
-        Ok((fit(params, &data.x.view(), y, n_classes)?, None))
-    }
+        None
+    };
+    let design;
+    let x = match &preprocessing {
+        Some(columns) => {
+            let recoded = preprocess::recode(data, columns)
+                .map_err(|e| TrainError::Unusable(e.to_string()))?;
+            design = preprocess::design(&recoded, columns);
+            &design
+        }
+        None => &data.x,
+    };
+    let (fitted, scaler) = if params.standardize {
+        let mut scaler = fit_scaler(x);
+        if let Some(columns) = &preprocessing {
+            let numeric = preprocess::numeric_inputs(columns);
+            for ((m, s), number) in scaler.mean.iter_mut().zip(&mut scaler.scale).zip(numeric) {
+                if !number {
+                    (*m, *s) = (0.0, 1.0);
+                }
+            }
+        }
+        let x = standardize(x, &scaler);
+        (fit(params, &x.view(), y, n_classes)?, Some(scaler))
+    } else {
+        (fit(params, &x.view(), y, n_classes)?, None)
+    };
+    let learned = Learned::Linear {
+        weights: fitted.weights.clone(),
+        scaler,
+        preprocessing,
+    };
+    Ok((fitted, learned))
 }
 
 /// Row indices of each of `k` stratified folds, as scikit-learn's `StratifiedKFold` without
@@ -498,22 +584,43 @@ fn fit_and_measure(data: &Dataset, params: &TrainParams) -> Result<TrainedModel,
     // A logistic fit's convergence record; a forest has none.
     let (learned, fitted) = match &params.forest {
         None => {
-            let (fitted, scaler) = fit_on(data, params, &y, classes.len())?;
-            let learned = Learned::Linear {
-                weights: fitted.weights.clone(),
-                scaler,
-            };
+            let (fitted, learned) = fit_on(data, params, &y, classes.len())?;
             (learned, Some(fitted))
+        }
+        Some(_) if data.needs_preprocessing() => {
+            return Err(TrainError::InvalidParams(
+                "limen's random forests take complete numbers only, and this table has text or missing cells: train a logistic model (leave out --kind), or fill them in first".into(),
+            ))
         }
         Some(forest) => {
             let ensemble = forest::fit(data.x.view(), &y, classes.len(), forest)?;
             (Learned::Forest(ensemble), None)
         }
     };
+    // The rows in the model's own codes: what its statistics and evaluation read.
+    let recoded = match &learned {
+        Learned::Linear {
+            preprocessing: Some(columns),
+            ..
+        } => Some(
+            preprocess::recode(data, columns).map_err(|e| TrainError::Unusable(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let data = recoded.as_ref().unwrap_or(data);
     let mut trained = TrainedModel::assemble(data, params, classes, learned);
-    // The drift reference of each feature (only the final model needs it, not the folds').
-    for (feature, column) in trained.features.iter_mut().zip(data.x.columns()) {
-        feature.reference = Some(Reference::of(column.iter(), &feature.stats));
+    // The drift reference of each column of numbers, over its present values (only the final
+    // model needs it, not the folds'); a category's is its preprocessing's shares.
+    for ((feature, column), vocab) in trained
+        .features
+        .iter_mut()
+        .zip(data.x.columns())
+        .zip(&data.vocab)
+    {
+        if vocab.is_none() {
+            let present = column.iter().filter(|v| !v.is_nan());
+            feature.reference = Some(Reference::of(present, &feature.stats));
+        }
     }
     let eval = trained.evaluate(data)?;
     if matches!(trained.learned, Learned::Forest(_)) {
@@ -557,6 +664,13 @@ impl TrainedModel {
             Learned::Linear { .. } => kind,
             Learned::Forest(_) => ModelKind::TreeEnsemble,
         };
+        let preprocessed = matches!(
+            learned,
+            Learned::Linear {
+                preprocessing: Some(_),
+                ..
+            }
+        );
         let features = data
             .feature_names
             .iter()
@@ -584,7 +698,10 @@ impl TrainedModel {
                 data_path: data.path.display().to_string(),
                 data_sha256: data.sha256.clone(),
                 rows: data.rows(),
-                hyperparameters: params.forest.is_none().then(|| params.hyperparameters()),
+                hyperparameters: params
+                    .forest
+                    .is_none()
+                    .then(|| params.hyperparameters(preprocessed)),
                 trainer: format!("limen {}", env!("CARGO_PKG_VERSION")),
                 linfa_version: LINFA_VERSION.to_owned(),
                 imported: None,
@@ -642,21 +759,7 @@ fn cross_validate(
                 classes.len(),
                 forest,
             )?),
-            None if params.standardize => {
-                let scaler = fit_scaler(&train_part.x);
-                let x = standardize(&train_part.x, &scaler);
-                Learned::Linear {
-                    weights: fit(params, &x.view(), &y_train, classes.len())?.weights,
-                    scaler: Some(scaler),
-                }
-            }
-            None => {
-                let x = train_part.x.view();
-                Learned::Linear {
-                    weights: fit(params, &x, &y_train, classes.len())?.weights,
-                    scaler: None,
-                }
-            }
+            None => fit_on(&train_part, params, &y_train, classes.len())?.1,
         };
         drop(train_part);
         let fold_model = TrainedModel::assemble(data, params, classes.to_vec(), learned).model()?;

@@ -662,9 +662,7 @@ fn champion_check(
         .map_err(|e| e.to_string())
         .and_then(|prod| {
             fitted = rows.fitted_by(prod.artifact());
-            let data = rows
-                .load(prod.feature_names(), &prod.artifact().label_column)
-                .map_err(|e| e.to_string())?;
+            let data = rows.load(prod.artifact()).map_err(|e| e.to_string())?;
             evaluate::evaluate(&prod, &data).map_err(|e| e.to_string())
         });
     match evaluated {

@@ -10,6 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["budget", "columnar", "remote"],
     &["input", "telemetry", "model"],
     &["data", "forest", "logistic"],
+    &["preprocess"],
     &["evaluate", "holdout"],
     &["train", "import", "api", "oip", "columns"],
     &["store"],

@@ -271,10 +271,15 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         "text.csv",
         "petal_width,species\n0.2,setosa\nwide,virginica\n",
     );
-    let nan_cell = write(
-        "nan.csv",
-        "petal_width,species\n0.2,setosa\nNaN,virginica\n",
+    let inf_cell = write(
+        "inf.csv",
+        "petal_width,species\n0.2,setosa\ninf,virginica\n",
     );
+    let all_missing = write(
+        "missing.csv",
+        "petal_width,colour,species\n,red,setosa\nNA,blue,virginica\n",
+    );
+    let no_label = write("nolabel.csv", "petal_width,species\n0.2,setosa\n0.3,NA\n");
     let one_class = write("one.csv", "petal_width,species\n0.2,setosa\n0.3,setosa\n");
     let huge = write(
         "huge.csv",
@@ -304,12 +309,38 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
             "is empty",
         ),
         (
-            vec!["train", "--data", &text_cell, "--label", "species"],
-            "line 3, column \"petal_width\": \"wide\" is not a number",
+            vec!["train", "--data", &inf_cell, "--label", "species"],
+            "line 3, column \"petal_width\": \"inf\" is not a finite number",
         ),
         (
-            vec!["train", "--data", &nan_cell, "--label", "species"],
-            "line 3, column \"petal_width\": \"NaN\" is not a finite number",
+            vec![
+                "train",
+                "--data",
+                &all_missing,
+                "--label",
+                "species",
+                "--holdout",
+                "0",
+                "--cv-folds",
+                "0",
+            ],
+            "column \"petal_width\" is missing in every training row",
+        ),
+        (
+            vec![
+                "train",
+                "--data",
+                &text_cell,
+                "--label",
+                "species",
+                "--max-categories",
+                "1",
+            ],
+            "column \"petal_width\": more than 1 distinct values",
+        ),
+        (
+            vec!["train", "--data", &no_label, "--label", "species"],
+            "line 3, column \"species\": the label is missing",
         ),
         (
             vec![

@@ -172,6 +172,7 @@ pub fn import(
         coefficients: Vec::new(),
         intercepts: Vec::new(),
         trees: Some(ensemble),
+        preprocessing: None,
         scaler: None,
         threshold: None,
         metrics: Metrics::default(),

@@ -8,10 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use super::reference::{FeatureStats, Reference, DRIFT_BINS};
 
-/// The `format` tag this build writes.
+/// The `format` tag this build writes for a model without `preprocessing`.
 pub const FORMAT: &str = "limen.model/v2";
-/// Every `format` tag this build reads: v1 (limen 0.1: no scaler, no convergence record) and v2.
-pub const READABLE_FORMATS: [&str; 2] = ["limen.model/v1", FORMAT];
+/// The tag of a model with `preprocessing` (text categories, imputed values): a build that
+/// reads only v2 would ignore it and score codes as numbers, so it must refuse the file.
+pub const FORMAT_V3: &str = "limen.model/v3";
+/// Every `format` tag this build reads: v1 (limen 0.1: no scaler, no convergence record), v2
+/// and v3.
+pub const READABLE_FORMATS: [&str; 3] = ["limen.model/v1", FORMAT, FORMAT_V3];
 
 /// Which linear model the weights describe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +224,29 @@ pub struct Hyperparameters {
     /// How rows were weighted by class in the fit (`--class-weight`); absent: all alike.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_weight: Option<ClassWeight>,
+    /// A fit with preprocessing: how missing numbers were imputed (`--impute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impute: Option<Impute>,
+    /// A fit with preprocessing: categories with fewer training rows were folded into one
+    /// (`--min-category-count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_category_count: Option<u64>,
+    /// The cells read as missing, when not the defaults (`--missing-values`): the gate reads
+    /// its rows the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_values: Option<Vec<String>>,
+}
+
+/// How a missing number is filled in (scikit-learn's `SimpleImputer` strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Impute {
+    /// The median of the column's training values (scikit-learn's `strategy="median"`).
+    Median,
+    /// Their mean.
+    Mean,
+    /// Zero (scikit-learn's `strategy="constant"`, `fill_value=0`).
+    Zero,
 }
 
 /// A fit's per-class row weights (scikit-learn's `class_weight`).
@@ -366,8 +393,13 @@ pub struct ModelArtifact {
     /// Tree kinds: the trees and how their outputs combine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trees: Option<super::tree::TreeEnsemble>,
-    /// Present when the model was trained with `--standardize`: inputs are centred and scaled
-    /// by it before the weights apply. Clients always send raw values.
+    /// v3: how each feature's raw value becomes model inputs (imputation, one-hot categories),
+    /// one entry per feature; absent: every feature is one number, never missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Vec<super::encoding::Column>>,
+    /// Present when the model was trained with `--standardize`: model inputs (after
+    /// `preprocessing`) are centred and scaled by it before the weights apply. Clients always
+    /// send raw values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaler: Option<Scaler>,
     /// A binary model's decision threshold (`limen train --threshold`): the label is the
@@ -415,7 +447,9 @@ pub enum ModelError {
     MissingChecksum,
     #[error("model.json checksum mismatch (its content hashes to {actual}, not to the checksum it holds): the file is corrupt or was edited; publish a new version")]
     ChecksumMismatch { actual: String },
-    #[error("model.json has {found}; this limen reads \"limen.model/v1\" and {FORMAT:?}")]
+    #[error(
+        "model.json has {found}; this limen reads \"limen.model/v1\", {FORMAT:?} and {FORMAT_V3:?}"
+    )]
     UnsupportedFormat { found: String },
     #[error("model.json does not match the limen.model/v1 schema: {0}")]
     Schema(String),
@@ -657,6 +691,9 @@ pub fn check_common(artifact: &ModelArtifact) -> Result<(), ModelError> {
         if n_classes != 2 || artifact.positive_class.is_none() {
             return schema("a threshold on a model that is not binary".into());
         }
+    }
+    if artifact.preprocessing.is_some() && artifact.format != FORMAT_V3 {
+        return schema(format!("\"preprocessing\" needs format {FORMAT_V3:?}"));
     }
     check_features(&artifact.features)?;
     check_metrics(&artifact.metrics, &artifact.classes)

@@ -4,15 +4,33 @@
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut1};
 
+use super::encoding::Column;
 use super::{Explanation, ModelArtifact, ModelError, ModelKind, PredictError, Prediction};
 
 /// A linear model's prediction table.
 #[derive(Debug, Clone)]
 pub struct Linear {
     kind: ModelKind,
-    /// `n_logits × n_features`, row-major, for fast dot products.
+    /// `n_logits × n_inputs`, row-major, for fast dot products (model inputs: one per feature
+    /// without preprocessing, else the expanded numbers and indicators).
     weights: Array2<f64>,
     intercepts: Array1<f64>,
+    /// A model with preprocessing: how each raw feature reaches its weights.
+    mixed: Option<Mixed>,
+}
+
+/// A model with preprocessing, laid out for scoring raw rows without expanding them: each
+/// feature's weights by input, logit-major within an input (`by_input[j · L + l]`), so a
+/// number costs one multiply-add per logit and a category one lookup.
+#[derive(Debug, Clone)]
+struct Mixed {
+    columns: Vec<Column>,
+    /// Per feature, its first model input.
+    starts: Vec<usize>,
+    by_input: Vec<f64>,
+    /// Per feature and logit, the expected contribution of a categorical feature under its
+    /// training shares (Σ_j w_j · share_j): where its explanation starts from.
+    expected: Vec<f64>,
 }
 
 impl Linear {
@@ -21,7 +39,10 @@ impl Linear {
     /// the table.
     pub fn new(artifact: &ModelArtifact) -> Result<Self, ModelError> {
         let schema = |msg: String| Err(ModelError::Schema(msg));
-        let n_features = artifact.features.len();
+        let n_features = match &artifact.preprocessing {
+            Some(columns) => columns.iter().map(Column::width).sum(),
+            None => artifact.features.len(),
+        };
         let n_classes = artifact.classes.len();
         let n_logits = match artifact.kind {
             ModelKind::BinaryLogistic => {
@@ -52,7 +73,7 @@ impl Linear {
         }
         if let Some(row) = artifact.coefficients.iter().find(|r| r.len() != n_features) {
             return schema(format!(
-                "a coefficient row has {} entries for {n_features} features",
+                "a coefficient row has {} entries for {n_features} model inputs",
                 row.len()
             ));
         }
@@ -98,18 +119,67 @@ impl Linear {
                 return schema("the scaled weights are not finite numbers".into());
             }
         }
+        let mixed = artifact
+            .preprocessing
+            .as_ref()
+            .map(|columns| Mixed::new(columns, &weights));
         Ok(Self {
             kind: artifact.kind,
             weights,
             intercepts,
+            mixed,
         })
+    }
+
+    /// The logits of raw `row` appended to `out`.
+    fn logits_append(&self, row: &[f64], out: &mut Vec<f64>) {
+        let Some(mixed) = &self.mixed else {
+            let n_inputs = self.weights.ncols();
+            // Plain slices, not ndarray's row iterators, which cost more than the arithmetic
+            // at these sizes. `Linear::new` builds the table row-major with at least one
+            // feature, so it is one slice of `n_inputs`-long rows.
+            let weights = self
+                .weights
+                .as_slice()
+                .expect("Linear::new builds the weight table row-major");
+            out.extend(
+                weights
+                    .chunks_exact(n_inputs)
+                    .zip(&self.intercepts)
+                    .map(|(w, b)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b),
+            );
+            return;
+        };
+        let start = out.len();
+        let n_logits = self.intercepts.len();
+        out.extend(self.intercepts.iter());
+        let z = &mut out[start..];
+        for ((column, &first), &x) in mixed.columns.iter().zip(&mixed.starts).zip(row) {
+            match column {
+                Column::Numeric { impute } => {
+                    let x = if x.is_nan() { *impute } else { x };
+                    let w = &mixed.by_input[first * n_logits..(first + 1) * n_logits];
+                    for (z, w) in z.iter_mut().zip(w) {
+                        *z += w * x;
+                    }
+                }
+                Column::Categorical { .. } => {
+                    if let Some(j) = column.indicator(x) {
+                        let at = (first + j) * n_logits;
+                        for (z, w) in z.iter_mut().zip(&mixed.by_input[at..at + n_logits]) {
+                            *z += w;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The row's class probabilities appended to `out` (so
     /// a batch's probabilities are written in place, one row after another). On an error,
     /// whatever was appended for the row may remain.
     pub fn predict_append(&self, row: &[f64], out: &mut Vec<f64>) -> Result<usize, PredictError> {
-        let n_features = self.weights.ncols();
+        let n_features = self.features();
         if row.len() != n_features {
             return Err(PredictError::Width {
                 expected: n_features,
@@ -117,19 +187,7 @@ impl Linear {
             });
         }
         let start = out.len();
-        // Plain slices, not ndarray's row iterators, which cost more than the arithmetic at
-        // these sizes. `Linear::new` builds the table row-major with at least one feature, so it
-        // is one slice of `n_features`-long rows.
-        let weights = self
-            .weights
-            .as_slice()
-            .expect("Linear::new builds the weight table row-major");
-        out.extend(
-            weights
-                .chunks_exact(n_features)
-                .zip(&self.intercepts)
-                .map(|(w, b)| w.iter().zip(row).map(|(w, x)| w * x).sum::<f64>() + b),
-        );
+        self.logits_append(row, out);
         if out[start..].iter().any(|z| z.is_nan()) {
             return Err(PredictError::NonFinite);
         }
@@ -152,14 +210,27 @@ impl Linear {
     /// Rows whose arithmetic overflows come back as NaN; callers that need a per-row error use
     /// [`Linear::predict_append`].
     pub fn predict_batch(&self, rows: ArrayView2<f64>) -> Result<Array2<f64>, PredictError> {
-        let n_features = self.weights.ncols();
+        let n_features = self.features();
         if rows.ncols() != n_features {
             return Err(PredictError::Width {
                 expected: n_features,
                 got: rows.ncols(),
             });
         }
-        let mut logits = rows.dot(&self.weights.t()) + &self.intercepts;
+        let mut logits = if self.mixed.is_some() {
+            let n_logits = self.intercepts.len();
+            let mut flat = Vec::with_capacity(rows.nrows() * n_logits);
+            let mut row = Vec::with_capacity(n_features);
+            for r in rows.rows() {
+                row.clear();
+                row.extend(r.iter().copied());
+                self.logits_append(&row, &mut flat);
+            }
+            Array2::from_shape_vec((rows.nrows(), n_logits), flat)
+                .map_err(|_| PredictError::NonFinite)?
+        } else {
+            rows.dot(&self.weights.t()) + &self.intercepts
+        };
         Ok(if self.kind == ModelKind::BinaryLogistic {
             let p = logits.column(0).mapv(sigmoid);
             let mut out = Array2::zeros((rows.nrows(), 2));
@@ -174,14 +245,27 @@ impl Linear {
         })
     }
 
+    /// How many raw values a row holds.
+    fn features(&self) -> usize {
+        self.mixed
+            .as_ref()
+            .map_or(self.weights.ncols(), |m| m.columns.len())
+    }
+
     /// `prediction` (this model's, for `row`) with each logit decomposed exactly: the logit at
-    /// the training `means` plus, per feature, weight × (x − mean) (see [`Explanation`]).
+    /// the training `means` plus, per feature, weight × (x − mean) (see [`Explanation`]). With
+    /// preprocessing, a number's contribution is taken after imputation, and a category's is its
+    /// indicators' weights summed (the one set, minus their expectation under the training
+    /// shares): one contribution per original column.
     pub fn explain(
         &self,
         row: &[f64],
         means: &[f64],
         prediction: Prediction,
     ) -> Result<Explanation, PredictError> {
+        if let Some(mixed) = &self.mixed {
+            return self.explain_mixed(mixed, row, means, prediction);
+        }
         let mut baseline = Vec::with_capacity(self.intercepts.len());
         let mut logits = Vec::with_capacity(self.intercepts.len());
         let mut contributions = Vec::with_capacity(self.intercepts.len());
@@ -205,6 +289,89 @@ impl Linear {
             logits,
             contributions,
         })
+    }
+}
+
+impl Linear {
+    fn explain_mixed(
+        &self,
+        mixed: &Mixed,
+        row: &[f64],
+        means: &[f64],
+        prediction: Prediction,
+    ) -> Result<Explanation, PredictError> {
+        let n_logits = self.intercepts.len();
+        let mut baseline = Vec::with_capacity(n_logits);
+        let mut logits = Vec::with_capacity(n_logits);
+        let mut contributions = Vec::with_capacity(n_logits);
+        for (l, b) in self.intercepts.iter().enumerate() {
+            let mut at_mean = *b;
+            let mut parts = Vec::with_capacity(row.len());
+            for (f, (column, &first)) in mixed.columns.iter().zip(&mixed.starts).enumerate() {
+                let x = row.get(f).copied().unwrap_or(f64::NAN);
+                match column {
+                    Column::Numeric { impute } => {
+                        let w = mixed.by_input[first * n_logits + l];
+                        let x = if x.is_nan() { *impute } else { x };
+                        let m = means.get(f).copied().unwrap_or(0.0);
+                        at_mean += w * m;
+                        parts.push(w * (x - m));
+                    }
+                    Column::Categorical { .. } => {
+                        let expected = mixed.expected[f * n_logits + l];
+                        let set = column
+                            .indicator(x)
+                            .map_or(0.0, |j| mixed.by_input[(first + j) * n_logits + l]);
+                        at_mean += expected;
+                        parts.push(set - expected);
+                    }
+                }
+            }
+            logits.push(at_mean + parts.iter().sum::<f64>());
+            baseline.push(at_mean);
+            contributions.push(parts);
+        }
+        if logits.iter().chain(&baseline).any(|v| !v.is_finite()) {
+            return Err(PredictError::NonFinite);
+        }
+        Ok(Explanation {
+            prediction,
+            baseline,
+            logits,
+            contributions,
+        })
+    }
+}
+
+impl Mixed {
+    /// The scoring layout of `weights` (`n_logits × n_inputs`, scaler already folded in) for
+    /// `columns`, whose widths `encoding::check` matched to the inputs.
+    fn new(columns: &[Column], weights: &Array2<f64>) -> Self {
+        let n_logits = weights.nrows();
+        let mut starts = Vec::with_capacity(columns.len());
+        let mut expected = Vec::with_capacity(columns.len() * n_logits);
+        let mut first = 0;
+        for column in columns {
+            starts.push(first);
+            for l in 0..n_logits {
+                expected.push(match column {
+                    Column::Numeric { .. } => 0.0,
+                    Column::Categorical { shares, .. } => shares
+                        .iter()
+                        .enumerate()
+                        .map(|(j, s)| weights[[l, first + j]] * s)
+                        .sum(),
+                });
+            }
+            first += column.width();
+        }
+        let by_input = weights.t().iter().copied().collect();
+        Self {
+            columns: columns.to_vec(),
+            starts,
+            by_input,
+            expected,
+        }
     }
 }
 

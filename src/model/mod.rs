@@ -7,6 +7,7 @@
 
 mod artifact;
 mod checksum;
+pub mod encoding;
 mod flat;
 mod linear;
 mod reference;
@@ -16,9 +17,10 @@ pub mod tree;
 pub(crate) use artifact::sign;
 pub use artifact::{
     ClassReport, ClassScores, ClassWeight, Feature, ForestParams, Holdout, HoldoutMethod,
-    Hyperparameters, Imported, LogTraining, Metrics, ModelArtifact, ModelError, ModelKind,
-    ModelMetadata, Provenance, Scaler, FORMAT, MAX_FEATURES, READABLE_FORMATS,
+    Hyperparameters, Imported, Impute, LogTraining, Metrics, ModelArtifact, ModelError, ModelKind,
+    ModelMetadata, Provenance, Scaler, FORMAT, FORMAT_V3, MAX_FEATURES, READABLE_FORMATS,
 };
+pub use encoding::{Column, Encoder};
 pub use reference::{FeatureStats, Reference, DRIFT_BINS};
 
 use ndarray::{Array2, ArrayView2};
@@ -59,6 +61,8 @@ pub enum PredictError {
         "the input values are too large to score: the model's output is not a finite probability"
     )]
     NonFinite,
+    #[error("feature {feature:?} holds text in these rows, but the model takes numbers there")]
+    Text { feature: String },
 }
 
 /// Why a row got its answer, exactly: each logit is `baseline` plus the sum of `contributions`,
@@ -87,12 +91,18 @@ pub struct Prediction {
 /// How to lay out a row given in one model's feature order (`source`) for another model
 /// (`target`): features are matched by name, never by position, so a candidate that takes the
 /// same features in another order is scored on the same values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ColumnMap {
     /// Same names in the same order: rows pass through.
     Identity,
     /// `target`'s feature `i` is `source`'s column `columns[i]`.
     Gather(Vec<usize>),
+    /// As `Gather`, and a category's code translated where the models' categories differ:
+    /// `codes[i]` maps `source`'s codes of that column to `target`'s (by name).
+    Recode {
+        columns: Vec<usize>,
+        codes: Vec<Option<Vec<f64>>>,
+    },
     /// `target` needs a feature `source`'s rows do not carry (its name).
     Missing(String),
 }
@@ -117,10 +127,71 @@ impl ColumnMap {
         Self::Gather(columns)
     }
 
+    /// The map between two models' raw rows: by feature name, and for a feature both take as
+    /// a category, by category name (a category `target` never saw is unseen to it). A feature
+    /// one model takes as text and the other as a number cannot be carried over: `Missing`.
+    pub fn between(source: &Model, target: &Model) -> Self {
+        let names = Self::new(source.feature_names(), target.feature_names());
+        if source.encoder.is_none() && target.encoder.is_none() {
+            return names;
+        }
+        let columns: Vec<usize> = match names {
+            Self::Missing(_) => return names,
+            Self::Identity => (0..target.feature_names().len()).collect(),
+            Self::Gather(columns) => columns,
+            Self::Recode { columns, .. } => columns,
+        };
+        let (from, to) = (source.preprocessing(), target.preprocessing());
+        let mut codes = Vec::with_capacity(columns.len());
+        for (i, &j) in columns.iter().enumerate() {
+            let source_column = from.and_then(|c| c.get(j));
+            let target_column = to.and_then(|c| c.get(i));
+            let text = |c: Option<&Column>| c.is_some_and(Column::is_categorical);
+            match (source_column, target_column) {
+                (
+                    Some(Column::Categorical {
+                        categories, other, ..
+                    }),
+                    Some(_),
+                ) if text(target_column) => {
+                    let encoder = target.encoder.as_ref();
+                    codes.push(Some(
+                        categories
+                            .iter()
+                            .chain(other)
+                            .map(|name| encoder.map_or(encoding::UNSEEN, |e| e.code(i, name)))
+                            .collect(),
+                    ));
+                }
+                (s, t) if text(s) == text(t) => codes.push(None),
+                _ => return Self::Missing(target.feature_names()[i].clone()),
+            }
+        }
+        Self::Recode { columns, codes }
+    }
+
     /// `row` (in source order) in target order: the row itself, or gathered into `buf`; `None`
     /// when the target needs a feature the source lacks.
     pub fn apply<'a>(&self, row: &'a [f64], buf: &'a mut Vec<f64>) -> Option<&'a [f64]> {
         match self {
+            Self::Recode { columns, codes } => {
+                buf.clear();
+                buf.extend(columns.iter().zip(codes).map(|(&j, codes)| {
+                    let v = row.get(j).copied().unwrap_or(f64::NAN);
+                    match codes {
+                        Some(codes) if !v.is_nan() => {
+                            let valid = v >= 0.0 && v.fract() == 0.0 && (v as usize) < codes.len();
+                            if valid {
+                                codes[v as usize]
+                            } else {
+                                encoding::UNSEEN
+                            }
+                        }
+                        _ => v,
+                    }
+                }));
+                Some(buf)
+            }
             Self::Identity => Some(row),
             Self::Gather(columns) => {
                 buf.clear();
@@ -166,15 +237,28 @@ pub struct Model {
     means: Vec<f64>,
     /// A binary model's positive index and decision threshold, when it has one.
     threshold: Option<(usize, f64)>,
+    /// A model with preprocessing: its category names to codes.
+    encoder: Option<Encoder>,
 }
 
-/// What decoding a request needs to know of its model: its features in order, and whether it
+/// What decoding a request needs to know of its model: its features in order, whether it
 /// scores a missing value (JSON `null`, or NaN in a binary tensor: a tree model sends it down
-/// each split's default side).
+/// each split's default side, a model with preprocessing imputes it), and which features take
+/// text.
 #[derive(Debug, Clone, Copy)]
 pub struct Schema<'f> {
     pub features: &'f [String],
     pub missing: bool,
+    /// A model with preprocessing: text to codes, and which features take text. An absent key
+    /// is a missing value too for such a model.
+    pub encoder: Option<&'f Encoder>,
+}
+
+impl Schema<'_> {
+    /// Whether feature `i` takes text (a category) rather than a number.
+    pub fn is_categorical(&self, i: usize) -> bool {
+        self.encoder.is_some_and(|e| e.is_categorical(i))
+    }
 }
 
 /// Bytes of memory that loading a `model.json` holds at its peak, per byte of the file: the file,
@@ -194,6 +278,15 @@ impl Model {
     /// its kind's scoring tables.
     pub fn new(artifact: ModelArtifact) -> Result<Self, ModelError> {
         artifact::check_common(&artifact)?;
+        if let Some(columns) = &artifact.preprocessing {
+            if artifact.trees.is_some() {
+                return Err(ModelError::Schema(
+                    "a tree_ensemble takes no \"preprocessing\"".into(),
+                ));
+            }
+            let inputs = artifact.coefficients.first().map_or(0, Vec::len);
+            encoding::check(columns, artifact.features.len(), inputs)?;
+        }
         let scorer = match (artifact.kind, &artifact.trees) {
             (ModelKind::BinaryLogistic | ModelKind::MultinomialLogistic, None) => {
                 Scorer::Linear(Linear::new(&artifact)?)
@@ -214,12 +307,14 @@ impl Model {
         };
         let feature_names = artifact.features.iter().map(|f| f.name.clone()).collect();
         let means = artifact.features.iter().map(|f| f.stats.mean).collect();
+        let encoder = artifact.preprocessing.as_deref().map(Encoder::new);
         let mut model = Self {
             artifact,
             scorer,
             feature_names,
             means,
             threshold: None,
+            encoder,
         };
         model.threshold = model
             .positive_probability_index()
@@ -298,7 +393,12 @@ impl Model {
     /// Whether a row may hold missing values (NaN): a tree model sends them down each split's
     /// default side; a linear model cannot score them.
     pub fn accepts_missing(&self) -> bool {
-        matches!(self.scorer, Scorer::Trees(_))
+        matches!(self.scorer, Scorer::Trees(_)) || self.encoder.is_some()
+    }
+
+    /// How each feature's raw value becomes model inputs, for a model that has preprocessing.
+    pub fn preprocessing(&self) -> Option<&[Column]> {
+        self.artifact.preprocessing.as_deref()
     }
 
     /// What decoding a request needs to know of this model.
@@ -306,7 +406,78 @@ impl Model {
         Schema {
             features: self.feature_names(),
             missing: self.accepts_missing(),
+            encoder: self.encoder.as_ref(),
         }
+    }
+
+    /// How many drift bins feature `i` has: a number's [`DRIFT_BINS`] (when it has a drift
+    /// reference), a category's indicators and one for values unseen in training; 0 without a
+    /// reference.
+    pub fn drift_bins(&self, i: usize) -> usize {
+        match self.preprocessing().and_then(|c| c.get(i)) {
+            Some(c @ Column::Categorical { .. }) => c.width() + 1,
+            _ if self
+                .artifact
+                .features
+                .get(i)
+                .is_some_and(|f| f.reference.is_some()) =>
+            {
+                DRIFT_BINS
+            }
+            _ => 0,
+        }
+    }
+
+    /// The drift bin of feature `i`'s raw `value`: `None` for a missing number (in no bin).
+    /// A category's missing value has its indicator's bin, or the unseen bin when training
+    /// had none.
+    pub fn drift_bin(&self, i: usize, value: f64) -> Option<usize> {
+        match self.preprocessing().and_then(|c| c.get(i)) {
+            Some(c @ Column::Categorical { .. }) => Some(c.indicator(value).unwrap_or(c.width())),
+            _ if value.is_nan() => None,
+            _ => {
+                let feature = self.artifact.features.get(i)?;
+                Some(feature.reference.as_ref()?.bin(value, &feature.stats))
+            }
+        }
+    }
+
+    /// Feature `i`'s PSI for bin `counts` (see [`Model::drift_bins`]); `None` without
+    /// observations or a reference.
+    pub fn drift_psi(&self, i: usize, counts: &[u64]) -> Option<f64> {
+        match self.preprocessing().and_then(|c| c.get(i)) {
+            Some(Column::Categorical { shares, .. }) => {
+                let expected: Vec<f64> = shares.iter().copied().chain([0.0]).collect();
+                reference::psi(&expected, counts)
+            }
+            _ => self
+                .artifact
+                .features
+                .get(i)?
+                .reference
+                .as_ref()?
+                .psi(counts),
+        }
+    }
+
+    /// Feature `i`'s raw value from a JSON value as the inference log writes it: a number; for a
+    /// category, its name (a number printed as its text) to its code, unseen text to
+    /// [`encoding::UNSEEN`]; `null` missing. `None` for anything else.
+    pub fn value_of(&self, i: usize, value: &serde_json::Value) -> Option<f64> {
+        use serde_json::Value;
+        let encoder = self.encoder.as_ref().filter(|e| e.is_categorical(i));
+        match (value, encoder) {
+            (Value::Null, _) => Some(f64::NAN),
+            (Value::String(text), Some(e)) => Some(e.code(i, text)),
+            (Value::Number(n), Some(e)) => Some(e.code(i, &format!("{}", n.as_f64()?))),
+            (Value::Number(n), None) => n.as_f64(),
+            _ => None,
+        }
+    }
+
+    /// Whether every feature has a drift reference (a categorical one, its training shares).
+    pub fn has_drift_reference(&self) -> bool {
+        (0..self.feature_names.len()).all(|i| self.drift_bins(i) > 0)
     }
 
     /// How many outputs an explanation decomposes: one logit for a binary logistic model (or
@@ -435,6 +606,15 @@ impl Model {
         };
         let mut row = means.clone();
         check(&row, &|| "the probe at the training means".to_owned())?;
+        if self.encoder.is_some() {
+            // Every value missing (imputed), and every category unseen.
+            check(&vec![f64::NAN; features.len()], &|| {
+                "the all-missing probe".to_owned()
+            })?;
+            check(&vec![encoding::UNSEEN; features.len()], &|| {
+                "the all-unseen probe".to_owned()
+            })?;
+        }
         check(&vec![0.0; features.len()], &|| {
             "the all-zero probe".to_owned()
         })?;
@@ -483,6 +663,7 @@ pub(crate) mod tests {
             coefficients: vec![vec![4.332519744450365]],
             intercepts: vec![-7.193421057651488],
             trees: None,
+            preprocessing: None,
             scaler: None,
             threshold: None,
             metrics: Metrics {
@@ -508,6 +689,9 @@ pub(crate) mod tests {
                     gradient_tolerance: 1e-4,
                     standardize: false,
                     class_weight: None,
+                    impute: None,
+                    min_category_count: None,
+                    missing_values: None,
                 }),
                 trainer: "limen test".into(),
                 linfa_version: "0.8.1".into(),
@@ -654,7 +838,7 @@ pub(crate) mod tests {
         a.intercepts.pop();
         assert!(matches!(Model::new(a), Err(ModelError::Schema(_))));
         let mut a = binary_artifact();
-        a.format = "limen.model/v3".into();
+        a.format = "limen.model/v4".into();
         assert!(matches!(
             Model::from_json_bytes(&a.to_json_bytes()),
             Err(ModelError::UnsupportedFormat { .. })

@@ -84,20 +84,27 @@ impl Reference {
     /// infinite. Under 0.1 is usually read as stable, over 0.25 as a shift. `None` without
     /// observations.
     pub fn psi(&self, counts: &[u64]) -> Option<f64> {
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        const FLOOR: f64 = 1e-4;
-        Some(
-            self.shares
-                .iter()
-                .zip(counts)
-                .map(|(e, c)| {
-                    let (a, e) = ((*c as f64 / total as f64).max(FLOOR), e.max(FLOOR));
-                    (a - e) * (a / e).ln()
-                })
-                .sum(),
-        )
+        psi(&self.shares, counts)
     }
+}
+
+/// The population stability index of observed bin `counts` against expected `shares` (see
+/// [`Reference::psi`]); a categorical feature's bins are its indicators and one for unseen
+/// values.
+pub fn psi(shares: &[f64], counts: &[u64]) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    const FLOOR: f64 = 1e-4;
+    Some(
+        shares
+            .iter()
+            .zip(counts)
+            .map(|(e, c)| {
+                let (a, e) = ((*c as f64 / total as f64).max(FLOOR), e.max(FLOOR));
+                (a - e) * (a / e).ln()
+            })
+            .sum(),
+    )
 }

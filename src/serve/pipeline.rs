@@ -53,6 +53,8 @@ struct Scored {
     answer: Vec<u8>,
     /// The decoded rows, row-major in the model's feature order.
     rows: Vec<f64>,
+    /// The texts of their unseen categories, for the inference log.
+    unseen: Vec<String>,
     /// Whether the request was a batch.
     batch: bool,
     /// The JSON part's length when binary tensor data follows it.
@@ -118,6 +120,7 @@ pub async fn score(
                     request_id: id,
                     route: origin.route,
                     rows: Vec::new(),
+                    unseen: Vec::new(),
                     batch: false,
                     status: e.status().as_u16(),
                     error: Some(e.message.clone()),
@@ -135,6 +138,7 @@ pub async fn score(
     let Scored {
         answer,
         rows,
+        unseen,
         batch,
         json_length,
     } = scored;
@@ -145,7 +149,7 @@ pub async fn score(
         logged,
         request_id,
         origin.route,
-        rows,
+        (rows, unseen),
         batch,
     );
 
@@ -180,7 +184,7 @@ fn hand_on(
     logged: bool,
     request_id: Option<String>,
     route: &'static str,
-    rows: Vec<f64>,
+    (rows, unseen): (Vec<f64>, Vec<String>),
     batch: bool,
 ) {
     let request_id = request_id.filter(|_| logged);
@@ -202,6 +206,7 @@ fn hand_on(
             request_id: id,
             route,
             rows,
+            unseen,
             batch,
             status: 200,
             error: None,
@@ -249,6 +254,7 @@ fn run(
                 answer,
                 batch: decoded.batch,
                 rows: decoded.values,
+                unseen: decoded.unseen,
                 json_length: None,
             }
         }
@@ -280,6 +286,7 @@ fn run(
             Scored {
                 answer: answer.body,
                 rows,
+                unseen: Vec::new(),
                 batch: true,
                 json_length: answer.json_length,
             }
