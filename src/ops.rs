@@ -455,16 +455,53 @@ fn write_summary(f: &mut fmt::Formatter<'_>, m: &serde_json::Value) -> fmt::Resu
         "features    {:<20} {:>10} {:>10} {:>10} {:>10}",
         "", "min", "max", "mean", "std"
     )?;
-    for feature in features {
-        writeln!(
-            f,
-            "  {:<30} {:>10} {:>10} {:>10} {:>10}",
-            text(&feature["name"]),
-            num(&feature["min"]),
-            num(&feature["max"]),
-            num(&feature["mean"]),
-            num(&feature["std"])
-        )?;
+    let prep = m["preprocessing"].as_array();
+    for (i, feature) in features.iter().enumerate() {
+        let column = prep.and_then(|c| c.get(i));
+        match column.filter(|c| c["type"] == "categorical") {
+            // A category's statistics are of its index: its categories say more.
+            Some(c) => {
+                let names: Vec<String> = c["categories"]
+                    .as_array()
+                    .map(|n| n.iter().map(text).collect())
+                    .unwrap_or_default();
+                let shown = if names.len() > 8 {
+                    format!("{}, … ({} in all)", names[..8].join(", "), names.len())
+                } else {
+                    names.join(", ")
+                };
+                let other = c["other"].as_array().map_or(0, Vec::len);
+                let other = if other > 0 {
+                    format!("; {other} rare ones as one \"other\"")
+                } else {
+                    String::new()
+                };
+                let missing = if c["missing"] == true {
+                    "; missing: its own indicator"
+                } else {
+                    "; missing: as unseen"
+                };
+                writeln!(
+                    f,
+                    "  {:<30} categories: {shown}{other}{missing}",
+                    text(&feature["name"])
+                )?;
+            }
+            None => {
+                let impute = column
+                    .and_then(|c| c["impute"].as_f64())
+                    .map_or(String::new(), |v| format!("   missing → {v:.4}"));
+                writeln!(
+                    f,
+                    "  {:<30} {:>10} {:>10} {:>10} {:>10}{impute}",
+                    text(&feature["name"]),
+                    num(&feature["min"]),
+                    num(&feature["max"]),
+                    num(&feature["mean"]),
+                    num(&feature["std"])
+                )?;
+            }
+        }
     }
     let p = &m["provenance"];
     let holdout = match p["holdout"]["rows"].as_u64() {

@@ -239,6 +239,86 @@ pub fn design(data: &Dataset, columns: &[Column]) -> Array2<f64> {
     Array2::from_shape_vec((data.rows(), width), flat).unwrap_or_else(|_| Array2::zeros((0, width)))
 }
 
+/// The model inputs of rows (already in the model's codes) laid out for the fit: the imputed
+/// numbers as a dense matrix, and per categorical feature which indicator each row sets. A
+/// design matrix of a table with text columns is mostly zeros: this is it without them.
+#[derive(Debug, Clone)]
+pub struct Structured {
+    /// `rows × numeric features`, imputed.
+    pub dense: Array2<f64>,
+    /// Row-major, one entry per categorical feature: the index of the indicator set among all
+    /// of them (`u32::MAX`: none).
+    pub set: Vec<u32>,
+    pub groups: usize,
+    /// Indicators in all.
+    pub width: usize,
+    /// Per model input (expanded order), its place in the fit's parameters: the dense columns
+    /// first, then the indicators.
+    pub layout: Vec<usize>,
+    /// Per model input, whether it is a number.
+    pub numeric: Vec<bool>,
+}
+
+/// `data` (in the model's codes, see [`recode`]) laid out for the fit.
+pub fn structured(data: &Dataset, columns: &[Column]) -> Structured {
+    let numbers: Vec<usize> = (0..columns.len())
+        .filter(|&j| !columns[j].is_categorical())
+        .collect();
+    let texts: Vec<usize> = (0..columns.len())
+        .filter(|&j| columns[j].is_categorical())
+        .collect();
+    let mut dense = Array2::zeros((data.rows(), numbers.len()));
+    for (k, &j) in numbers.iter().enumerate() {
+        let Column::Numeric { impute } = columns[j] else {
+            continue;
+        };
+        for (out, &v) in dense.column_mut(k).iter_mut().zip(data.x.column(j)) {
+            *out = if v.is_nan() { impute } else { v };
+        }
+    }
+    // Each categorical feature's first indicator among all of them.
+    let mut first = Vec::with_capacity(texts.len());
+    let mut width = 0usize;
+    for &j in &texts {
+        first.push(width);
+        width += columns[j].width();
+    }
+    let mut set = Vec::with_capacity(data.rows() * texts.len());
+    for row in data.x.rows() {
+        for (&j, &f) in texts.iter().zip(&first) {
+            set.push(
+                columns[j]
+                    .indicator(row[j])
+                    .map_or(u32::MAX, |k| (f + k) as u32),
+            );
+        }
+    }
+    let mut layout = Vec::new();
+    let mut numeric = Vec::new();
+    let (mut next_number, mut next_text) = (0, 0);
+    for column in columns {
+        if column.is_categorical() {
+            for k in 0..column.width() {
+                layout.push(numbers.len() + first[next_text] + k);
+                numeric.push(false);
+            }
+            next_text += 1;
+        } else {
+            layout.push(next_number);
+            numeric.push(true);
+            next_number += 1;
+        }
+    }
+    Structured {
+        dense,
+        set,
+        groups: texts.len(),
+        width,
+        layout,
+        numeric,
+    }
+}
+
 /// Which model inputs are numbers (scaled by `--standardize`); indicators are not, as in
 /// scikit-learn's `ColumnTransformer` with the scaler on the numeric columns only.
 pub fn numeric_inputs(columns: &[Column]) -> Vec<bool> {
@@ -287,6 +367,14 @@ mod tests {
         assert_eq!(x.row(1).to_vec(), vec![3.5, 1.0, 0.0, 0.0]);
         assert_eq!(x.row(2).to_vec(), vec![4.0, 0.0, 0.0, 1.0]);
         assert_eq!(numeric_inputs(&columns), vec![true, false, false, false]);
+        // The same inputs without their zeros: a number column, and the indicator each sets.
+        let s = structured(&recoded, &columns);
+        assert_eq!(s.dense.column(0).to_vec(), vec![1.0, 3.5, 4.0, 3.0, 10.0]);
+        assert_eq!(s.set, vec![1, 0, 2, 1, 0]);
+        assert_eq!(
+            (s.groups, s.width, s.layout.clone()),
+            (1, 3, vec![0, 1, 2, 3])
+        );
     }
 
     #[test]

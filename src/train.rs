@@ -10,7 +10,7 @@ use crate::data::Dataset;
 use crate::evaluate::{self, Evaluation, Tally};
 use crate::forest::{self, ForestError};
 use crate::holdout::Split;
-use crate::logistic::{self, FitError, Problem};
+use crate::logistic::{self, FitError, Indicators, Problem};
 use crate::model::tree::TreeEnsemble;
 use crate::model::{
     ClassWeight, Column, Feature, ForestParams, Hyperparameters, LogTraining, Metrics, Model,
@@ -411,19 +411,23 @@ fn encode_labels(
     })
 }
 
-/// Fits on `x`/`y` (class indices `0..n_classes`): the weights, in limen's orientation (binary:
+/// Fits on `x` (and `indicators` after its columns) / `y` (class indices `0..n_classes`): the weights, in limen's orientation (binary:
 /// the log-odds of class 1, the positive), and what the solver did. One solver run.
 fn fit(
     params: &TrainParams,
     x: &ArrayView2<f64>,
+    indicators: Option<Indicators<'_>>,
     y: &[usize],
     n_classes: usize,
 ) -> Result<Fitted, TrainError> {
     let weights = params
         .class_weight
         .map(|ClassWeight::Balanced| logistic::balanced_weights(y, n_classes));
-    let fit = Problem::new(x.view(), y, n_classes, params.alpha, weights.as_deref())?
-        .fit(params.max_iter, params.gradient_tolerance)?;
+    let mut problem = Problem::new(x.view(), y, n_classes, params.alpha, weights.as_deref())?;
+    if let Some(indicators) = indicators {
+        problem = problem.with_indicators(indicators)?;
+    }
+    let fit = problem.fit(params.max_iter, params.gradient_tolerance)?;
     Ok(Fitted {
         weights: Weights {
             coefficients: fit.coefficients,
@@ -471,40 +475,59 @@ fn fit_on(
     y: &[usize],
     n_classes: usize,
 ) -> Result<(Fitted, Learned), TrainError> {
-    let preprocessing = if params.preprocesses(data) {
-        Some(preprocess::fit(data, &params.prep)?)
-    } else {
-        None
+    if !params.preprocesses(data) {
+        let (fitted, scaler) = if params.standardize {
+            let scaler = fit_scaler(&data.x);
+            let x = standardize(&data.x, &scaler);
+            (fit(params, &x.view(), None, y, n_classes)?, Some(scaler))
+        } else {
+            (fit(params, &data.x.view(), None, y, n_classes)?, None)
+        };
+        let learned = Learned::Linear {
+            weights: fitted.weights.clone(),
+            scaler,
+            preprocessing: None,
+        };
+        return Ok((fitted, learned));
+    }
+    let columns = preprocess::fit(data, &params.prep)?;
+    let recoded =
+        preprocess::recode(data, &columns).map_err(|e| TrainError::Unusable(e.to_string()))?;
+    let st = preprocess::structured(&recoded, &columns);
+    drop(recoded);
+    let dense_scaler = params.standardize.then(|| fit_scaler(&st.dense));
+    let dense = match &dense_scaler {
+        Some(scaler) => standardize(&st.dense, scaler),
+        None => st.dense.clone(),
     };
-    let design;
-    let x = match &preprocessing {
-        Some(columns) => {
-            let recoded = preprocess::recode(data, columns)
-                .map_err(|e| TrainError::Unusable(e.to_string()))?;
-            design = preprocess::design(&recoded, columns);
-            &design
+    let indicators = (st.groups > 0).then_some(Indicators {
+        set: &st.set,
+        groups: st.groups,
+        width: st.width,
+    });
+    let mut fitted = fit(params, &dense.view(), indicators, y, n_classes)?;
+    // Back from the fit's layout (numbers, then indicators) to the model's inputs in feature
+    // order.
+    for row in &mut fitted.weights.coefficients {
+        *row = st.layout.iter().map(|&p| row[p]).collect();
+    }
+    let scaler = dense_scaler.map(|d| {
+        let (mut mean, mut scale) = (Vec::new(), Vec::new());
+        for (&p, &number) in st.layout.iter().zip(&st.numeric) {
+            let (m, s) = if number {
+                (d.mean[p], d.scale[p])
+            } else {
+                (0.0, 1.0)
+            };
+            mean.push(m);
+            scale.push(s);
         }
-        None => &data.x,
-    };
-    let (fitted, scaler) = if params.standardize {
-        let mut scaler = fit_scaler(x);
-        if let Some(columns) = &preprocessing {
-            let numeric = preprocess::numeric_inputs(columns);
-            for ((m, s), number) in scaler.mean.iter_mut().zip(&mut scaler.scale).zip(numeric) {
-                if !number {
-                    (*m, *s) = (0.0, 1.0);
-                }
-            }
-        }
-        let x = standardize(x, &scaler);
-        (fit(params, &x.view(), y, n_classes)?, Some(scaler))
-    } else {
-        (fit(params, &x.view(), y, n_classes)?, None)
-    };
+        Scaler { mean, scale }
+    });
     let learned = Learned::Linear {
         weights: fitted.weights.clone(),
         scaler,
-        preprocessing,
+        preprocessing: Some(columns),
     };
     Ok((fitted, learned))
 }
@@ -576,26 +599,37 @@ fn fit_and_measure(data: &Dataset, params: &TrainParams) -> Result<TrainedModel,
             classes.len()
         )));
     }
-    let cv = if params.cv_folds >= 2 {
-        Some(cross_validate(data, params, &classes, &y)?)
+    let folds = if params.cv_folds >= 2 {
+        check_folds(params.cv_folds, &classes, &y)?;
+        stratified_folds(&y, classes.len(), params.cv_folds)
     } else {
-        None
+        Vec::new()
     };
-    // A logistic fit's convergence record; a forest has none.
-    let (learned, fitted) = match &params.forest {
-        None => {
-            let (fitted, learned) = fit_on(data, params, &y, classes.len())?;
-            (learned, Some(fitted))
+    // The final fit and one per fold, independent of each other: run across the cores. Each
+    // fold's fit holds its own copy of its rows, so memory peaks at the table plus one fold
+    // per core.
+    let mut fits = in_parallel(folds.len() + 1, |job| match job.checked_sub(1) {
+        None => fit_learned(data, params, &y, classes.len()),
+        Some(f) => {
+            let train_rows = complement_of(&folds[f], y.len());
+            let train_part = data.subset(&train_rows);
+            let y_train: Vec<usize> = train_rows.iter().map(|&i| y[i]).collect();
+            fit_learned(&train_part, params, &y_train, classes.len())
         }
-        Some(_) if data.needs_preprocessing() => {
-            return Err(TrainError::InvalidParams(
-                "limen's random forests take complete numbers only, and this table has text or missing cells: train a logistic model (leave out --kind), or fill them in first".into(),
-            ))
-        }
-        Some(forest) => {
-            let ensemble = forest::fit(data.x.view(), &y, classes.len(), forest)?;
-            (Learned::Forest(ensemble), None)
-        }
+    })
+    .into_iter();
+    // A logistic fit's convergence record; a forest has none (nor have the folds': only the
+    // final fit's is recorded).
+    let (fitted, learned) = fits
+        .next()
+        .unwrap_or_else(|| Err(TrainError::InvalidParams("no fit ran".into())))?;
+    let fold_fits = fits
+        .map(|fit| fit.map(|(_, learned)| learned))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cv = if folds.is_empty() {
+        None
+    } else {
+        Some(cross_validate(data, params, &classes, &folds, fold_fits)?)
     };
     // The rows in the model's own codes: what its statistics and evaluation read.
     let recoded = match &learned {
@@ -724,15 +758,8 @@ impl TrainedModel {
     }
 }
 
-/// Mean held-out accuracy over stratified folds (scikit-learn's `cross_val_score` mean), and
-/// the evaluation of every row by the fold model that did not see it.
-fn cross_validate(
-    data: &Dataset,
-    params: &TrainParams,
-    classes: &[String],
-    y: &[usize],
-) -> Result<(f64, Evaluation), TrainError> {
-    let k = params.cv_folds;
+/// Refuses `k`-fold cross-validation when a class has fewer than `k` rows.
+fn check_folds(k: usize, classes: &[String], y: &[usize]) -> Result<(), TrainError> {
     for (class, name) in classes.iter().enumerate() {
         let count = y.iter().filter(|&&c| c == class).count();
         if count < k {
@@ -743,29 +770,88 @@ fn cross_validate(
             });
         }
     }
+    Ok(())
+}
+
+/// The rows `0..n` not in `held` (ascending).
+fn complement_of(held: &[usize], n: usize) -> Vec<usize> {
+    (0..n).filter(|i| held.binary_search(i).is_err()).collect()
+}
+
+/// Fits the model `params` describe on `data`: a logistic regression (with its convergence
+/// record) or a random forest.
+fn fit_learned(
+    data: &Dataset,
+    params: &TrainParams,
+    y: &[usize],
+    n_classes: usize,
+) -> Result<(Option<Fitted>, Learned), TrainError> {
+    match &params.forest {
+        None => fit_on(data, params, y, n_classes).map(|(fitted, learned)| (Some(fitted), learned)),
+        Some(_) if data.needs_preprocessing() => Err(TrainError::InvalidParams(
+            "limen's random forests take complete numbers only, and this table has text or missing cells: train a logistic model (leave out --kind), or fill them in first".into(),
+        )),
+        Some(forest) => {
+            let ensemble = forest::fit(data.x.view(), y, n_classes, forest)?;
+            Ok((None, Learned::Forest(ensemble)))
+        }
+    }
+}
+
+/// `job(0)`, …, `job(jobs − 1)` on up to as many threads as the machine has cores, their
+/// results in job order.
+fn in_parallel<T: Send>(jobs: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs);
+    if threads <= 1 {
+        return (0..jobs).map(job).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if j >= jobs {
+                            return mine;
+                        }
+                        mine.push((j, job(j)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    done.sort_by_key(|(j, _)| *j);
+    done.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Mean held-out accuracy over the stratified `folds` (scikit-learn's `cross_val_score`
+/// mean), and the evaluation of every row by the fold model that did not see it; `learned`
+/// holds each fold's fit, on the rows outside it.
+fn cross_validate(
+    data: &Dataset,
+    params: &TrainParams,
+    classes: &[String],
+    folds: &[Vec<usize>],
+    learned: Vec<Learned>,
+) -> Result<(f64, Evaluation), TrainError> {
     let mut total = 0.0;
     let mut held_out: Option<Tally> = None;
-    for test_rows in stratified_folds(y, classes.len(), k) {
-        let train_rows: Vec<usize> = (0..y.len())
-            .filter(|i| test_rows.binary_search(i).is_err())
-            .collect();
-        let train_part = data.subset(&train_rows);
-        let y_train: Vec<usize> = train_rows.iter().map(|&i| y[i]).collect();
-        // Folds only need the weights: the convergence record is the final fit's.
-        let learned = match &params.forest {
-            Some(forest) => Learned::Forest(forest::fit(
-                train_part.x.view(),
-                &y_train,
-                classes.len(),
-                forest,
-            )?),
-            None => fit_on(&train_part, params, &y_train, classes.len())?.1,
-        };
-        drop(train_part);
+    for (test_rows, learned) in folds.iter().zip(learned) {
         let fold_model = TrainedModel::assemble(data, params, classes.to_vec(), learned).model()?;
         let tally = held_out.get_or_insert_with(|| Tally::new(&fold_model));
         let mut fold = Tally::new(&fold_model);
-        let test_part = data.subset(&test_rows);
+        let test_part = data.subset(test_rows);
         let unusable = |e: crate::model::PredictError| TrainError::Unusable(e.to_string());
         evaluate::score_into(&fold_model, &test_part, &mut fold).map_err(unusable)?;
         evaluate::score_into(&fold_model, &test_part, tally).map_err(unusable)?;
@@ -774,7 +860,7 @@ fn cross_validate(
     let held_out = held_out.map(|t| t.finish()).ok_or_else(|| {
         TrainError::InvalidParams("cross-validation needs at least two folds".into())
     })?;
-    Ok((total / k as f64, held_out))
+    Ok((total / folds.len() as f64, held_out))
 }
 
 #[cfg(test)]

@@ -420,6 +420,9 @@ pub struct ModelMetadata<'a> {
     pub kind: ModelKind,
     /// Input features in order, with their training ranges and moments.
     pub features: &'a [Feature],
+    /// How each feature's raw value becomes model inputs (imputed values, categories).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<&'a [super::encoding::Column]>,
     pub label_column: &'a str,
     pub classes: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]

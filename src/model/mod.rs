@@ -344,6 +344,7 @@ impl Model {
             created_at: &a.created_at,
             kind: a.kind,
             features: &a.features,
+            preprocessing: a.preprocessing.as_deref(),
             label_column: &a.label_column,
             classes: &a.classes,
             positive_class: a.positive_class.as_deref(),
