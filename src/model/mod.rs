@@ -961,4 +961,106 @@ pub(crate) mod tests {
         m.threshold = Some(0.5);
         assert!(Model::new(m).is_err(), "a threshold needs a binary model");
     }
+
+    /// A binary model of one number and one category (`island`: Biscoe, Dream; missing its own
+    /// indicator), standardized.
+    fn mixed_artifact() -> ModelArtifact {
+        let mut a = binary_artifact();
+        a.format = FORMAT_V3.into();
+        a.features.push(Feature {
+            name: "island".into(),
+            stats: FeatureStats {
+                min: 0.0,
+                max: 1.0,
+                mean: 0.5,
+                std: 0.5,
+            },
+            reference: None,
+            mean_abs_contribution: None,
+        });
+        a.preprocessing = Some(vec![
+            Column::Numeric { impute: 1.3 },
+            Column::Categorical {
+                categories: vec!["Biscoe".into(), "Dream".into()],
+                other: vec![],
+                missing: true,
+                shares: vec![0.5, 0.4, 0.1],
+            },
+        ]);
+        a.coefficients = vec![vec![4.0, 1.0, -2.0, 0.5]];
+        a.scaler = Some(Scaler {
+            mean: vec![1.2, 0.0, 0.0, 0.0],
+            scale: vec![0.8, 1.0, 1.0, 1.0],
+        });
+        a
+    }
+
+    #[test]
+    fn a_mixed_model_scores_raw_rows_as_their_expanded_inputs() {
+        let model = Model::new(mixed_artifact()).unwrap();
+        assert!(model.accepts_missing() && model.schema().is_categorical(1));
+        let expanded = |x: f64, onehot: [f64; 3]| {
+            let z = -7.193421057651488
+                + 4.0 * (x - 1.2) / 0.8
+                + onehot
+                    .iter()
+                    .zip([1.0, -2.0, 0.5])
+                    .map(|(v, w)| v * w)
+                    .sum::<f64>();
+            1.0 / (1.0 + (-z).exp())
+        };
+        let encoder = model.schema().encoder.unwrap();
+        for (row, want) in [
+            (
+                [2.0, encoder.code(1, "Dream")],
+                expanded(2.0, [0.0, 1.0, 0.0]),
+            ),
+            ([f64::NAN, 0.0], expanded(1.3, [1.0, 0.0, 0.0])),
+            ([2.0, f64::NAN], expanded(2.0, [0.0, 0.0, 1.0])),
+            ([2.0, encoding::UNSEEN], expanded(2.0, [0.0, 0.0, 0.0])),
+            ([2.0, -7.0], expanded(2.0, [0.0, 0.0, 0.0])),
+        ] {
+            let p = model.predict(&row).unwrap().probabilities[1];
+            assert!((p - want).abs() < 1e-12, "{row:?}: {p} vs {want}");
+            // One contribution per column, summing with the baseline to the logit.
+            let e = model.explain(&row).unwrap();
+            assert_eq!(e.contributions[0].len(), 2);
+            let sum: f64 = e.contributions[0].iter().sum();
+            assert!((e.baseline[0] + sum - e.logits[0]).abs() < 1e-12);
+        }
+        assert!(model.self_test().is_ok());
+        // Drift: an indicator's bin, or the last one for a value training never saw.
+        assert_eq!(model.drift_bins(1), 4);
+        assert_eq!(model.drift_bin(1, 1.0), Some(1));
+        assert_eq!(model.drift_bin(1, f64::NAN), Some(2));
+        assert_eq!(model.drift_bin(1, encoding::UNSEEN), Some(3));
+        assert!(model.drift_psi(1, &[50, 40, 10, 0]).unwrap() < 1e-9);
+        assert!(model.drift_psi(1, &[0, 0, 0, 100]).unwrap() > 5.0);
+    }
+
+    #[test]
+    fn preprocessing_that_does_not_fit_its_weights_or_format_is_refused() {
+        let mut wide = mixed_artifact();
+        wide.coefficients = vec![vec![4.0, 1.0, -2.0]];
+        assert!(matches!(Model::new(wide), Err(ModelError::Schema(_))));
+        let mut v2 = mixed_artifact();
+        v2.format = FORMAT.into();
+        assert!(matches!(Model::new(v2), Err(ModelError::Schema(_))));
+        let mut short = mixed_artifact();
+        short.scaler = Some(Scaler {
+            mean: vec![1.2],
+            scale: vec![0.8],
+        });
+        assert!(matches!(Model::new(short), Err(ModelError::Schema(_))));
+        let mut trees = mixed_artifact();
+        trees.kind = ModelKind::TreeEnsemble;
+        trees.trees = crate::model::tree::tests::one_tree_artifact().trees;
+        assert!(Model::new(trees).is_err());
+        // The round trip through model.json keeps every bit of it.
+        let bytes = mixed_artifact().to_json_bytes();
+        assert_eq!(
+            Model::from_json_bytes(&bytes).unwrap().artifact(),
+            &mixed_artifact()
+        );
+    }
 }
