@@ -202,9 +202,10 @@ impl Recoder {
 pub fn recode(data: &Dataset, columns: &[Column]) -> Result<Dataset, PredictError> {
     let mut out = data.clone();
     if let Some(recoder) = Recoder::new(data, Some(columns))? {
-        let mut buf = Vec::with_capacity(data.feature_names.len());
+        let (mut raw, mut buf) = (Vec::new(), Vec::new());
         for mut row in out.x.rows_mut() {
-            let raw: Vec<f64> = row.iter().copied().collect();
+            raw.clear();
+            raw.extend(row.iter().copied());
             recoder.apply(&raw, &mut buf);
             for (v, r) in row.iter_mut().zip(&buf) {
                 *v = *r;

@@ -8,7 +8,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    eventually, get, http, limen_command, post, unprivileged, Server, TestStore, PATIENCE,
+    eventually, get, http, limen_command, log_files, post, unprivileged, Server, TestStore,
+    PATIENCE,
 };
 
 /// Every whole line of every `.jsonl` file under `dir`, parsed (a line that does not parse
@@ -40,24 +41,7 @@ fn lines(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 fn files(dir: &Path) -> usize {
-    walk(dir).len()
-}
-
-/// The log files under `dir` (not the instance's lock file).
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "jsonl") {
-                out.push(p);
-            }
-        }
-    }
-    out
+    log_files(dir).len()
 }
 
 /// `limen_inference_log_dropped_total{reason="…"}` in `metrics`.
@@ -199,7 +183,7 @@ fn files_rotate_by_size_and_every_line_stays_whole() {
         n >= 5,
         "2,000 lines of ~280 bytes in 64 KiB files: {n} files"
     );
-    for file in walk(log.path()) {
+    for file in log_files(log.path()) {
         let size = std::fs::metadata(&file).unwrap().len();
         assert!(size <= 65536, "{} is {size} bytes", file.display());
         let text = std::fs::read(&file).unwrap();
@@ -249,7 +233,7 @@ fn a_disk_that_refuses_writes_drops_lines_not_answers() {
     });
     // The day's folder turns read-only: no new file can be created once this one is full
     // (batches of 10 instances, ~2.8 KB each, fill 64 KiB within 25 requests).
-    let day = walk(log.path())[0].parent().unwrap().to_owned();
+    let day = log_files(log.path())[0].parent().unwrap().to_owned();
     std::fs::set_permissions(&day, std::fs::Permissions::from_mode(0o555)).unwrap();
     for _ in 0..100 {
         assert_eq!(
@@ -262,7 +246,7 @@ fn a_disk_that_refuses_writes_drops_lines_not_answers() {
         Some(dropped(&metrics, "write_failed")).filter(|d| *d > 0.0)
     });
     assert_eq!(
-        walk(&day)
+        log_files(&day)
             .iter()
             .filter(|f| std::fs::metadata(f).unwrap().len() == 0)
             .count(),
@@ -551,7 +535,7 @@ fn a_logging_server_killed_under_load_leaves_only_whole_lines_to_its_readers() {
         })
         .collect();
     eventually(PATIENCE, "lines under load", || {
-        (walk(log.path())
+        (log_files(log.path())
             .iter()
             .map(|f| std::fs::metadata(f).unwrap().len())
             .sum::<u64>()
@@ -567,7 +551,7 @@ fn a_logging_server_killed_under_load_leaves_only_whole_lines_to_its_readers() {
     // Every line but perhaps a file's last one (a write the kill cut) is whole JSON.
     let mut whole = 0u64;
     let mut cut = 0;
-    for file in walk(log.path()) {
+    for file in log_files(log.path()) {
         let text = std::fs::read(&file).unwrap();
         let ends_whole = text.last() == Some(&b'\n');
         let lines: Vec<&[u8]> = text

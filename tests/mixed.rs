@@ -363,7 +363,7 @@ fn categories_and_missing_values_go_round_the_log_drift_explain_and_oip() {
     assert!(server.wait_exit(common::PATIENCE).success());
 
     // The log kept what was sent.
-    let lines: Vec<Value> = walk(log.path())
+    let lines: Vec<Value> = common::log_files(log.path())
         .iter()
         .flat_map(|f| {
             std::fs::read_to_string(f)
@@ -433,20 +433,4 @@ fn categories_and_missing_values_go_round_the_log_drift_explain_and_oip() {
     let colour = &artifact["preprocessing"][at("colour")];
     assert_eq!(colour["categories"], json!(["purple", "red"]), "{colour}");
     assert_eq!(artifact["preprocessing"][at("size")]["type"], "numeric");
-}
-
-/// Every file under `dir`.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else {
-                files.push(entry.path());
-            }
-        }
-    }
-    files
 }

@@ -280,15 +280,7 @@ impl Linear {
             baseline.push(at_mean);
             contributions.push(parts);
         }
-        if logits.iter().chain(&baseline).any(|v| !v.is_finite()) {
-            return Err(PredictError::NonFinite);
-        }
-        Ok(Explanation {
-            prediction,
-            baseline,
-            logits,
-            contributions,
-        })
+        Explanation::checked(prediction, baseline, logits, contributions)
     }
 }
 
@@ -331,15 +323,7 @@ impl Linear {
             baseline.push(at_mean);
             contributions.push(parts);
         }
-        if logits.iter().chain(&baseline).any(|v| !v.is_finite()) {
-            return Err(PredictError::NonFinite);
-        }
-        Ok(Explanation {
-            prediction,
-            baseline,
-            logits,
-            contributions,
-        })
+        Explanation::checked(prediction, baseline, logits, contributions)
     }
 }
 

@@ -81,6 +81,32 @@ pub struct Explanation {
     pub contributions: Vec<Vec<f64>>,
 }
 
+impl Explanation {
+    /// The explanation of `prediction`, unless a number of it is not finite (the row's values
+    /// overflow the model's arithmetic).
+    fn checked(
+        prediction: Prediction,
+        baseline: Vec<f64>,
+        logits: Vec<f64>,
+        contributions: Vec<Vec<f64>>,
+    ) -> Result<Self, PredictError> {
+        let finite = logits
+            .iter()
+            .chain(&baseline)
+            .chain(contributions.iter().flatten())
+            .all(|v| v.is_finite());
+        if !finite {
+            return Err(PredictError::NonFinite);
+        }
+        Ok(Self {
+            prediction,
+            baseline,
+            logits,
+            contributions,
+        })
+    }
+}
+
 /// One scored row: the index of the predicted class in [`Model::classes`] and every probability.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {

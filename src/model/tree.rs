@@ -416,20 +416,7 @@ impl TreeEnsemble {
         }
         let mut logits = Vec::with_capacity(outputs);
         self.margins(row, &mut logits);
-        if logits
-            .iter()
-            .chain(&baseline)
-            .chain(contributions.iter().flatten())
-            .any(|v| !v.is_finite())
-        {
-            return Err(PredictError::NonFinite);
-        }
-        Ok(Explanation {
-            prediction,
-            baseline,
-            logits,
-            contributions,
-        })
+        Explanation::checked(prediction, baseline, logits, contributions)
     }
 }
 

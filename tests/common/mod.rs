@@ -460,3 +460,20 @@ pub fn evidence_server(store: &TestStore, evidence: &Path, instance: &str) -> Se
     cmd.arg("--evidence").arg(evidence);
     Server::spawn(&mut cmd, "listening on http://").ready()
 }
+
+/// The inference log's files under `dir` (`.jsonl`; not an instance's lock file).
+pub fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "jsonl") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
