@@ -331,15 +331,8 @@ fn importance_svg(model: &Model) -> Option<String> {
 fn bars_svg(model: &Model) -> String {
     let artifact = model.artifact();
     let features = &artifact.features;
-    // Effects in logit units for one training standard deviation of each feature. The stored
-    // weights are per raw unit, or per standard deviation when the model has a scaler.
-    let effect = |logit: usize, j: usize| {
-        let w = artifact.coefficients[logit][j];
-        match &artifact.scaler {
-            Some(scaler) => w * features[j].stats.std / scaler.scale[j].max(f64::MIN_POSITIVE),
-            None => w * features[j].stats.std,
-        }
-    };
+    // Effects in logit units for a typical move of each feature (see `Model::typical_effect`).
+    let effect = |logit: usize, j: usize| model.typical_effect(logit, j);
     // One bar per feature and logit: of a model with many classes, the first few.
     let all_logits = artifact.coefficients.len();
     let logits = all_logits.min(CLASSES_SHOWN.min(8));

@@ -245,6 +245,37 @@ impl Linear {
         })
     }
 
+    /// Logit `logit`'s typical move from feature `j`, signed: a number's weight (in raw units)
+    /// times its training std; a category's spread of its indicators' weights under the
+    /// training shares (their standard deviation, signed by the most common category's side).
+    pub fn typical_effect(&self, logit: usize, j: usize, std: f64) -> f64 {
+        let n_logits = self.intercepts.len();
+        let Some(mixed) = &self.mixed else {
+            return self.weights.get([logit, j]).map_or(0.0, |w| w * std);
+        };
+        let (Some(column), Some(&first)) = (mixed.columns.get(j), mixed.starts.get(j)) else {
+            return 0.0;
+        };
+        let weight = |k: usize| mixed.by_input[(first + k) * n_logits + logit];
+        match column {
+            Column::Numeric { .. } => weight(0) * std,
+            Column::Categorical { shares, .. } => {
+                let mean: f64 = shares.iter().enumerate().map(|(k, s)| s * weight(k)).sum();
+                let var: f64 = shares
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| s * (weight(k) - mean).powi(2))
+                    .sum();
+                let top = shares
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(k, _)| k);
+                var.sqrt().copysign(weight(top) - mean)
+            }
+        }
+    }
+
     /// How many raw values a row holds.
     fn features(&self) -> usize {
         self.mixed

@@ -437,6 +437,19 @@ impl Model {
         }
     }
 
+    /// For a linear model, logit `logit`'s typical move (logit units) from feature `j`: a
+    /// number's weight times its training std, a category's spread of its indicators' weights
+    /// under the training shares. 0 for a tree model (its pages draw mean |contributions|).
+    pub fn typical_effect(&self, logit: usize, j: usize) -> f64 {
+        match &self.scorer {
+            Scorer::Linear(linear) => {
+                let std = self.artifact.features.get(j).map_or(0.0, |f| f.stats.std);
+                linear.typical_effect(logit, j, std)
+            }
+            Scorer::Trees(_) => 0.0,
+        }
+    }
+
     /// How many drift bins feature `i` has: a number's [`DRIFT_BINS`] (when it has a drift
     /// reference), a category's indicators and one for values unseen in training; 0 without a
     /// reference.
@@ -1055,6 +1068,10 @@ pub(crate) mod tests {
             assert!((e.baseline[0] + sum - e.logits[0]).abs() < 1e-12);
         }
         assert!(model.self_test().is_ok());
+        // A typical move: the number's raw weight × its std; the category's spread of weights
+        // under its shares, on the side of its most common category.
+        assert!((model.typical_effect(0, 0) - 4.0 / 0.8 * 0.759_326).abs() < 1e-12);
+        assert!((model.typical_effect(0, 1) - 2.0625f64.sqrt()).abs() < 1e-12);
         // Drift: an indicator's bin, or the last one for a value training never saw.
         assert_eq!(model.drift_bins(1), 4);
         assert_eq!(model.drift_bin(1, 1.0), Some(1));
