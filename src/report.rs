@@ -139,6 +139,7 @@ pub fn model_section(view: &ModelView, id: &str) -> String {
     .collect();
     if !models.is_empty() {
         s.push_str(&chart_svg(&models));
+        s.push_str(&preprocessing_table(models[0].1));
         s.push_str(&metrics_table(&models));
         s.push_str(&confusion_tables(&models));
     }
@@ -171,6 +172,53 @@ pub fn chart_svg(models: &[(&str, &Model)]) -> String {
     } else {
         bars_svg(first)
     }
+}
+
+/// For a model with preprocessing, how each feature's raw value becomes model inputs: a
+/// number's imputed value, a category's categories (the first few) and its missing value.
+fn preprocessing_table(model: &Model) -> String {
+    let Some(columns) = model.preprocessing() else {
+        return String::new();
+    };
+    let mut s = String::from(
+        "<h3>Preprocessing</h3><table><tr><th>feature</th><th>a raw value becomes</th></tr>",
+    );
+    for (feature, column) in model.feature_names().iter().zip(columns) {
+        let how = match column {
+            crate::model::Column::Numeric { impute } => {
+                format!("a number; missing: {impute:.4}")
+            }
+            crate::model::Column::Categorical {
+                categories,
+                other,
+                missing,
+                ..
+            } => {
+                const SHOWN: usize = 8;
+                let mut names: Vec<String> = categories
+                    .iter()
+                    .take(SHOWN)
+                    .map(|c| esc_short(c, 24))
+                    .collect();
+                if categories.len() > SHOWN {
+                    names.push(format!("… ({} in all)", categories.len()));
+                }
+                let other = if other.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} rare ones as “other”", other.len())
+                };
+                let missing = if *missing { "its own" } else { "as unseen" };
+                format!(
+                    "one of {}{other}; unseen: all indicators 0; missing: {missing}",
+                    names.join(", ")
+                )
+            }
+        };
+        let _ = write!(s, "<tr><td>{}</td><td>{how}</td></tr>", name(feature));
+    }
+    s.push_str("</table>");
+    s
 }
 
 const W: f64 = 560.0;
@@ -689,6 +737,34 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("&lt;b&gt;width&lt;/b&gt;"));
         assert!(!html.contains("<script"), "no script at all");
+    }
+
+    #[test]
+    fn a_models_categories_and_imputed_values_are_listed_escaped() {
+        let mut a = binary_artifact();
+        a.format = crate::model::FORMAT_V3.into();
+        let mut island = a.features[0].clone();
+        island.name = "island".into();
+        a.features.push(island);
+        a.preprocessing = Some(vec![
+            crate::model::Column::Numeric { impute: 1.25 },
+            crate::model::Column::Categorical {
+                categories: vec!["Biscoe".into(), "<script>x</script>".into()],
+                other: vec![],
+                missing: false,
+                shares: vec![0.5, 0.5],
+            },
+        ]);
+        a.coefficients = vec![vec![4.3, 0.5, -0.5]];
+        let model = Model::new(a).unwrap();
+        let table = preprocessing_table(&model);
+        assert!(table.contains("missing: 1.2500"), "{table}");
+        assert!(
+            table.contains("one of Biscoe, &lt;script&gt;x&lt;/script&gt;"),
+            "{table}"
+        );
+        assert!(!table.contains("<script"), "{table}");
+        assert!(preprocessing_table(&Model::new(binary_artifact()).unwrap()).is_empty());
     }
 
     #[test]
