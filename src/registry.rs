@@ -20,7 +20,7 @@ use crate::api::Template;
 use crate::budget::Budget;
 use crate::catalog::{Catalog, LoadError};
 use crate::fleet::FleetSummary;
-use crate::model::{Model, LOAD_BYTES_PER_FILE_BYTE};
+use crate::model::{Model, DRIFT_BINS, LOAD_BYTES_PER_FILE_BYTE};
 use crate::oip::InferTemplate;
 use crate::store::{FileIdentity, ModelName, Pointer, StoreError, VersionId};
 use crate::telemetry::{error_chain, Metrics, ModelMetrics};
@@ -106,26 +106,30 @@ impl LoadedModel {
     pub fn observe_row(&self, row: &[f64]) {
         let features = &self.model.artifact().features;
         let mut outside = false;
-        for (((value, feature), counter), unseen) in row
-            .iter()
-            .zip(features)
-            .zip(&self.metrics.out_of_range)
-            .zip(self.metrics.unseen.iter().chain(std::iter::repeat(&None)))
-        {
-            match unseen {
-                // A category: out of range is a value the model never saw (a negative code).
-                Some(unseen) => {
-                    if *value < 0.0 {
-                        unseen.inc();
-                        counter.inc();
-                        outside = true;
-                    }
+        let ranges = row.iter().zip(features).zip(&self.metrics.out_of_range);
+        if self.model.preprocessing().is_none() {
+            // Numbers only (the common case, kept to its few instructions).
+            for ((value, feature), counter) in ranges {
+                if *value < feature.stats.min || *value > feature.stats.max {
+                    counter.inc();
+                    outside = true;
                 }
-                None => {
-                    if *value < feature.stats.min || *value > feature.stats.max {
-                        counter.inc();
-                        outside = true;
+            }
+        } else {
+            let unseen = self.metrics.unseen.iter().chain(std::iter::repeat(&None));
+            for (((value, feature), counter), unseen) in ranges.zip(unseen) {
+                let out = match unseen {
+                    // A category: out of range is a value the model never saw (a negative code).
+                    Some(unseen) if *value < 0.0 => {
+                        unseen.inc();
+                        true
                     }
+                    Some(_) => false,
+                    None => *value < feature.stats.min || *value > feature.stats.max,
+                };
+                if out {
+                    counter.inc();
+                    outside = true;
                 }
             }
         }
@@ -238,10 +242,23 @@ impl DriftWindow {
     fn observe(&self, row: &[f64], model: &Model) {
         use std::sync::atomic::Ordering::Relaxed;
         let generation = &self.generations[self.current.load(Relaxed) & 1];
-        for (i, value) in row.iter().enumerate() {
-            if let (Some(bin), Some(first)) = (model.drift_bin(i, *value), self.offsets.get(i)) {
-                if let Some(counter) = generation.get(first + bin) {
-                    counter.fetch_add(1, Relaxed);
+        if model.preprocessing().is_none() {
+            // Numbers only: every feature's reference bins, DRIFT_BINS each.
+            for (i, (value, feature)) in row.iter().zip(&model.artifact().features).enumerate() {
+                if let (Some(reference), false) = (&feature.reference, value.is_nan()) {
+                    let bin = reference.bin(*value, &feature.stats);
+                    if let Some(counter) = generation.get(i * DRIFT_BINS + bin) {
+                        counter.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        } else {
+            for (i, value) in row.iter().enumerate() {
+                if let (Some(bin), Some(first)) = (model.drift_bin(i, *value), self.offsets.get(i))
+                {
+                    if let Some(counter) = generation.get(first + bin) {
+                        counter.fetch_add(1, Relaxed);
+                    }
                 }
             }
         }
