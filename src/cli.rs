@@ -817,6 +817,14 @@ pub struct ValidateArgs {
     #[arg(long, env = "LIMEN_MIN_SHADOW_AGREEMENT", default_value_t = GateConfig::DEFAULT_MIN_SHADOW_AGREEMENT)]
     pub min_shadow_agreement: f64,
 
+    /// With --evidence and a production version to shadow against: wait up to this long for
+    /// --min-shadow-samples before the gate reads the evidence (read again every 5 s; the wait
+    /// ends as soon as there are enough, or at once when a check has already failed). A first
+    /// production version has nothing to shadow: no wait. What replaces a pipeline's fixed
+    /// sleep between train and validate.
+    #[arg(long, env = "LIMEN_SHADOW_WAIT", default_value = "0s", value_parser = parse_duration, requires = "evidence")]
+    pub shadow_wait: std::time::Duration,
+
     #[command(flatten)]
     pub switch: SwitchArgs,
 }
@@ -902,6 +910,7 @@ impl TryFrom<ValidateArgs> for GateConfig {
             min_shadow_samples: args.min_shadow_samples,
             min_shadow_agreement: args.min_shadow_agreement,
             max_candidate_errors: args.max_candidate_errors,
+            shadow_wait: args.shadow_wait,
             switch: args.switch.options(),
         })
     }

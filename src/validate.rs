@@ -48,6 +48,8 @@ pub struct GateConfig {
     pub min_shadow_agreement: f64,
     /// The most shadowed rows the candidate may have failed to score.
     pub max_candidate_errors: u64,
+    /// With evidence and a production version: how long to wait for `min_shadow_samples`.
+    pub shadow_wait: std::time::Duration,
     /// How the promotion treats the fleet (waits for every live server to load the candidate).
     pub switch: crate::switch::SwitchOptions,
 }
@@ -78,6 +80,7 @@ impl GateConfig {
             min_shadow_samples: Self::DEFAULT_MIN_SHADOW_SAMPLES,
             min_shadow_agreement: Self::DEFAULT_MIN_SHADOW_AGREEMENT,
             max_candidate_errors: 0,
+            shadow_wait: std::time::Duration::ZERO,
             switch: crate::switch::SwitchOptions::default(),
         }
     }
@@ -343,7 +346,14 @@ pub fn run(catalog: &Catalog, cfg: &GateConfig) -> Result<GateReport, ValidateEr
     report.checks.extend(floor_checks(&evaluation.report, cfg));
     report.candidate_report = Some(evaluation.report);
     if let Some(root) = &cfg.evidence {
-        let evidence = evidence::read(root, name, candidate_version)?;
+        // Live traffic can only have scored the candidate beside a production version, and
+        // waiting on a candidate that failed already would only delay its refusal.
+        let wait = production_before.is_some() && report.checks.iter().all(|c| c.passed);
+        let evidence = if wait && !cfg.shadow_wait.is_zero() {
+            wait_for_evidence(root, name, candidate_version, cfg)?
+        } else {
+            evidence::read(root, name, candidate_version)?
+        };
         report
             .checks
             .push(shadow_check(&evidence, production_before, cfg));
@@ -539,6 +549,39 @@ fn floor_checks(report: &ClassReport, cfg: &GateConfig) -> Vec<Check> {
         });
     }
     checks
+}
+
+/// How often [`wait_for_evidence`] reads the evidence again.
+const EVIDENCE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The candidate's evidence once it holds `min_shadow_samples` samples, or holds a file that
+/// cannot be trusted, or `shadow_wait` has passed (then as it is, for the check to judge).
+fn wait_for_evidence(
+    root: &std::path::Path,
+    name: &ModelName,
+    candidate: VersionId,
+    cfg: &GateConfig,
+) -> Result<Evidence, StoreError> {
+    let deadline = std::time::Instant::now() + cfg.shadow_wait;
+    loop {
+        let evidence = evidence::read(root, name, candidate)?;
+        let now = std::time::Instant::now();
+        if !evidence.is_whole()
+            || evidence.totals.samples >= cfg.min_shadow_samples
+            || now >= deadline
+        {
+            return Ok(evidence);
+        }
+        tracing::info!(
+            model = %name,
+            candidate = candidate.get(),
+            samples = evidence.totals.samples,
+            needed = cfg.min_shadow_samples,
+            left_s = (deadline - now).as_secs(),
+            "waiting for live traffic to shadow-score the candidate"
+        );
+        std::thread::sleep(EVIDENCE_POLL.min(deadline - now));
+    }
 }
 
 /// What live traffic said about the candidate. Fails closed: a refused or uncounted evidence

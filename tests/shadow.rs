@@ -406,3 +406,88 @@ fn a_candidate_with_the_same_features_in_another_order_is_compared_by_name() {
     assert_eq!(shadow["candidate_errors"], 0, "{shadow}");
     assert!(shadow["max_abs_diff"].as_f64().unwrap() < 1e-3, "{shadow}");
 }
+
+/// Waits up to `limit` for `child` to exit; kills it and fails the test past it.
+fn exit_within(child: &mut std::process::Child, limit: std::time::Duration, what: &str) -> i32 {
+    let status = eventually(limit, what, || child.try_wait().ok().flatten());
+    status.code().unwrap_or(-1)
+}
+
+/// `limen validate --shadow-wait`: with a production version, the gate waits for live traffic
+/// to score the candidate and goes on as soon as the servers' evidence holds
+/// `--min-shadow-samples`; a first production version has nothing to shadow and waits for
+/// nothing (the pipelines' fixed sleep, gone).
+#[test]
+fn validate_waits_for_shadow_evidence_only_when_there_is_something_to_shadow() {
+    let evidence = tempfile::tempdir().unwrap();
+    let dir = evidence.path().to_str().unwrap();
+    let first = TestStore::new();
+    first.train(&["--cv-folds", "0", "--holdout", "0"]);
+    let mut gate = limen_command()
+        .arg("--store")
+        .arg(first.path())
+        .args([
+            "validate",
+            "--allow-training-rows",
+            "--evidence",
+            dir,
+            "--shadow-wait",
+            "10m",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        exit_within(&mut gate, PATIENCE, "a first version's gate"),
+        0
+    );
+    assert!(first.pointer("iris", "production").is_some());
+
+    let (store, _production, candidate) = store_with_a_different_candidate();
+    let server = evidence_server(&store, evidence.path(), "pod-a");
+    shadowing(&server, &candidate);
+    let needed = WIDTHS.len().to_string();
+    let mut gate = limen_command()
+        .arg("--store")
+        .arg(store.path())
+        .args([
+            "validate",
+            "--allow-training-rows",
+            "--min-accuracy",
+            "0.8",
+            "--tolerance",
+            "0.2",
+            "--evidence",
+            dir,
+            "--min-shadow-samples",
+            &needed,
+            "--min-shadow-agreement",
+            "0.5",
+            "--shadow-wait",
+            "10m",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // No traffic yet: the gate is waiting, production untouched.
+    assert!(gate.try_wait().unwrap().is_none());
+    assert_ne!(
+        store.pointer("iris", "production").as_deref(),
+        Some(candidate.as_str())
+    );
+    let agent = http();
+    for width in WIDTHS {
+        let body = format!(r#"{{"petal_width": {width}}}"#);
+        assert_eq!(post(&agent, &server.url("/predict"), &body).status, 200);
+    }
+    // Evidence is read again every 5 s: promoted within that of the traffic.
+    let limit = PATIENCE + std::time::Duration::from_secs(10);
+    assert_eq!(
+        exit_within(&mut gate, limit, "the gate after the traffic"),
+        0
+    );
+    assert_eq!(
+        store.pointer("iris", "production").as_deref(),
+        Some(candidate.as_str())
+    );
+}

@@ -1,10 +1,11 @@
 """limen's pipeline for teams on Airflow without Liminal (e.g. Amazon MWAA) running tasks on EKS.
 
 KubernetesPodOperator tasks in the limen image share the EFS model store (the `limen-models`
-claim from deploy/k8s): `limen train` publishes a candidate; `shadow` waits while the `limen
-serve` replicas score live traffic with it beside production and write their evidence to the
-`limen-evidence` claim; then `limen validate --evidence` promotes it only if it passes the quality
-gate, live-traffic agreement included. A rejected candidate exits 1 and fails the task, leaving
+claim from deploy/k8s): `limen train` publishes a candidate; `limen validate --evidence
+--shadow-wait` waits while the `limen serve` replicas score live traffic with it beside production
+and write their evidence to the `limen-evidence` claim (up to `limen_shadow_wait`, going on as soon
+as there are enough samples; no wait for a first production version), then promotes it only if
+it passes the quality gate, live-traffic agreement included. A rejected candidate exits 1 and fails the task, leaving
 production untouched. The replicas pick a promotion up by themselves.
 
 Set the Airflow Variables `limen_image`, `limen_namespace`, `limen_shadow_wait` (seconds, default
@@ -112,14 +113,15 @@ with DAG(
     tags=["limen"],
 ) as dag:
     train = limen_task("train", ["train", "--model", "iris", "--data", "data/iris.csv"])
-    # The candidate is in shadow on every replica within a poll interval; let traffic score it.
-    shadow = limen_task("shadow", [SHADOW_WAIT], cmds=("/bin/sleep",))
+    # The candidate is in shadow on every replica within a poll interval: the gate waits up to
+    # SHADOW_WAIT seconds for traffic to score it (none for a first production version).
     validate = limen_task(
         "validate",
-        ["validate", "--model", "iris", "--min-accuracy", "0.9", "--evidence", EVIDENCE],
+        ["validate", "--model", "iris", "--min-accuracy", "0.9", "--evidence", EVIDENCE,
+         "--shadow-wait", f"{SHADOW_WAIT}s"],
         env={"LIMEN_MIN_SHADOW_SAMPLES": MIN_SHADOW_SAMPLES},
     )
     # The new version's live counters across the fleet for 10 minutes; a tripped guardrail
     # rolls it back (reason in the history) and fails the task.
     watch = limen_task("watch", ["watch", "iris", "--for", "10m"])
-    train >> shadow >> validate >> watch
+    train >> validate >> watch

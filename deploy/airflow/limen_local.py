@@ -3,9 +3,10 @@ limen_eks.py, for a laptop, a single-node Airflow, or CI (`airflow dags test lim
 
 The worker needs `limen` on its PATH and, in its environment, the store (`LIMEN_STORE` or
 `MOUNT_PATH`) and the data (`LIMEN_DATA`, default data/iris.csv relative to the worker's
-directory). Between the two, `shadow` sleeps `LIMEN_SHADOW_WAIT` seconds (default 0) while any
-`limen serve --evidence` running on the store scores traffic with the candidate; `limen validate`
-then reads that evidence from `LIMEN_EVIDENCE` (default ./evidence). Once a production version
+directory). `limen validate` reads the evidence of any `limen serve --evidence` running on the
+store from `LIMEN_EVIDENCE` (default ./evidence), waiting up to `LIMEN_SHADOW_WAIT` (a duration
+such as `15m`; default none) for those servers to score traffic with the candidate (no wait when
+there is no production version to shadow). Once a production version
 exists, a candidate needs at least `LIMEN_MIN_SHADOW_SAMPLES` (default 1) instances scored by
 both versions: with no server scoring traffic it is refused (set it to 0 to promote on the
 offline checks alone). A rejected candidate makes
@@ -41,11 +42,6 @@ with DAG(
         env={"LIMEN_LOG_FORMAT": "json"},
         append_env=True,
     )
-    shadow = BashOperator(
-        task_id="shadow",
-        bash_command='sleep "${LIMEN_SHADOW_WAIT:-0}"',
-        append_env=True,
-    )
     validate = BashOperator(
         task_id="validate",
         bash_command='limen validate --model iris --evidence "${LIMEN_EVIDENCE:-evidence}"',
@@ -58,4 +54,4 @@ with DAG(
         env={"LIMEN_LOG_FORMAT": "json"},
         append_env=True,
     )
-    train >> shadow >> validate >> watch
+    train >> validate >> watch
