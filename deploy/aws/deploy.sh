@@ -238,8 +238,9 @@ patches:
     patch: '[{"op": "replace", "path": "/metadata/name", "value": "$namespace"}]'
 EOF
 run kubectl --context "$context" apply -k "$out"
-# The first model: one run of the nightly train-and-validate job (its 15-minute shadow wait
-# included), unless it already ran. The servers are ready once it is promoted.
+# The first model: one run of the nightly train-and-validate job (with no production version
+# yet, its gate waits for no shadow evidence), unless it already ran. The servers are ready once
+# it is promoted.
 if ! probe kubectl --context "$context" -n "$namespace" get job limen-first-model; then
   run kubectl --context "$context" -n "$namespace" create job limen-first-model --from=cronjob/limen-train-validate
 fi
@@ -311,6 +312,6 @@ Reach the server from this machine (leave this running):
 then:
   curl localhost:8080/healthcheck
   curl -X POST -d '{"petal_width": "2.1"}' localhost:8080/predict
-Airflow UI (DAG limen_eks, nightly train, shadow, validate): $airflow_url
+Airflow UI (DAG limen_eks, nightly train, validate, watch): $airflow_url
 Tear it all down: deploy/aws/deploy.sh --teardown --region $region --stack $stack
 EOF
