@@ -8,8 +8,8 @@ as there are enough samples; no wait for a first production version), then promo
 it passes the quality gate, live-traffic agreement included. A rejected candidate exits 1 and fails the task, leaving
 production untouched. The replicas pick a promotion up by themselves.
 
-Set the Airflow Variables `limen_image`, `limen_namespace`, `limen_shadow_wait` (seconds, default
-900) and `limen_min_shadow_samples` (default 200 instances scored by both versions; a first
+Set the Airflow Variables `limen_image`, `limen_namespace`, `limen_schedule` (a cron expression,
+default `0 3 * * *`: nightly at 03:00 UTC), `limen_shadow_wait` (seconds, default 900) and `limen_min_shadow_samples` (default 200 instances scored by both versions; a first
 production version needs none; a candidate that failed any shadowed row is refused), or edit the
 defaults below (deploy/aws/deploy.sh writes DEFAULT_IMAGE and DEFAULT_NAMESPACE for its stack).
 
@@ -46,6 +46,9 @@ IMAGE = variable("limen_image", DEFAULT_IMAGE)
 NAMESPACE = variable("limen_namespace", DEFAULT_NAMESPACE)
 SHADOW_WAIT = variable("limen_shadow_wait", "900")
 MIN_SHADOW_SAMPLES = variable("limen_min_shadow_samples", "200")
+# When the pipeline runs: a cron expression (Airflow Variable `limen_schedule`), nightly at 03:00
+# UTC unless set.
+SCHEDULE = variable("limen_schedule", "0 3 * * *")
 STORE = "/mnt/models"
 EVIDENCE = "/mnt/evidence"
 SERVICE_ACCOUNT = "limen"  # deploy/k8s/serviceaccount.yaml: no API rights, no token mounted
@@ -106,7 +109,7 @@ with DAG(
     dag_id="limen_eks",
     description="limen train, validate, then watch, on EKS with the EFS model store",
     start_date=datetime(2026, 1, 1),
-    schedule="0 3 * * *",
+    schedule=SCHEDULE,
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
