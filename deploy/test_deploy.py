@@ -154,7 +154,18 @@ def main():
     if shutil.which("kubectl"):
         out = subprocess.run(["kubectl", "kustomize", K8S], capture_output=True, text=True)
         kinds = sorted({d["kind"] for d in yaml.safe_load_all(out.stdout) if d}) if out.returncode == 0 else []
-        check(out.returncode == 0 and len(kinds) == 7, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
+        check(out.returncode == 0 and len(kinds) == 8, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
+        # The pipeline's steps name no model or table: they read them from the ConfigMap.
+        docs = [d for d in yaml.safe_load_all(out.stdout) if d] if out.returncode == 0 else []
+        config = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "limen-pipeline"), {})
+        steps = [c for d in docs if d["kind"] == "CronJob"
+                 for c in d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"]
+                 + d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]]
+        reads = all(any(e.get("configMapRef", {}).get("name") == "limen-pipeline" for e in c.get("envFrom", []))
+                    for c in steps)
+        named = [c["name"] for c in steps if {"iris", "--model", "--data"} & set(c.get("args", []))]
+        check(set(config.get("data", {})) >= {"LIMEN_MODEL", "LIMEN_DATA"} and reads and not named,
+              f"the CronJob's steps read the model and its data from ConfigMap limen-pipeline (steps naming them: {named})")
     else:
         print("skip  kubectl kustomize (no kubectl on this machine)")
 
@@ -205,6 +216,28 @@ def main():
           "Liminal keeps MOUNT_PATH (env_vars) on the train, validate and watch tasks")
     check([s["name"] for s in configs[0].get("services", [])] == ["my_datascience_server"],
           "Liminal reads the my_datascience_server service")
+    models = {tasks[t].get("env_vars", {}).get("LIMEN_MODEL") for t in ("train", "validate", "watch")}
+    check(len(models) == 1 and None not in models and "LIMEN_DATA" in tasks["train"].get("env_vars", {}),
+          f"Liminal's tasks take the model (one name: {models}) and the data from env_vars")
+
+    # The EKS DAG takes the model, the data, the labels and the schedule as Airflow Variables
+    # (read from AIRFLOW_VAR_* here), rendered into the pods' arguments.
+    variables = {"LIMEN_MODEL": "churn", "LIMEN_DATA": "s3://tables/churn/", "LIMEN_LABEL_COLUMN": "churned",
+                 "LIMEN_LABELS": "s3://tables/labels.csv", "LIMEN_SCHEDULE": "30 1 * * *"}
+    os.environ.update({f"AIRFLOW_VAR_{k}": v for k, v in variables.items()})
+    try:
+        eks = airflow_dagbag().dags["limen_eks"]
+    finally:
+        for k in variables:
+            os.environ.pop(f"AIRFLOW_VAR_{k}", None)
+    args = {t.task_id: list(t.arguments or []) for t in eks.tasks}
+    train = args.get("train", [])
+    pairs = {train[i]: train[i + 1] for i in range(len(train) - 1)}
+    check(pairs.get("--model") == "churn" and pairs.get("--data") == "s3://tables/churn/"
+          and pairs.get("--labels") == "s3://tables/labels.csv" and pairs.get("--label-column") == "churned"
+          and "churn" in args.get("watch", []) and "churn" in args.get("validate", [])
+          and str(getattr(eks, "schedule", None) or getattr(eks, "schedule_interval", None)) == "30 1 * * *",
+          f"limen_eks renders the model, data, labels and schedule Variables into its pods ({args})")
 
     # 4. Airflow runs the local DAG for real.
     airflow_home = tempfile.mkdtemp(prefix="airflow-home-")

@@ -191,6 +191,7 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct DriftArgs {
     /// Model whose production version to check.
+    #[arg(env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
     pub name: ModelName,
 
     /// The inference log folder (as `limen serve --inference-log`), or its copy in S3
@@ -218,7 +219,9 @@ pub struct DriftArgs {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Model whose production version to watch.
+    /// Model whose production version to watch (a pipeline sets LIMEN_MODEL once for all its
+    /// steps).
+    #[arg(env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
     pub name: ModelName,
 
     /// How long to watch, e.g. 10m.

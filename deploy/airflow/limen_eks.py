@@ -8,7 +8,10 @@ as there are enough samples; no wait for a first production version), then promo
 it passes the quality gate, live-traffic agreement included. A rejected candidate exits 1 and fails the task, leaving
 production untouched. The replicas pick a promotion up by themselves.
 
-Set the Airflow Variables `limen_image`, `limen_namespace`, `limen_schedule` (a cron expression,
+Set the Airflow Variables `limen_model` (default iris), `limen_data` (default data/iris.csv: a
+path in the image or on the store's volume, or s3://…), `limen_label_column`, `limen_labels`
+(set, the model is retrained from the inference log in `limen_data` joined with these labels),
+`limen_image`, `limen_namespace`, `limen_schedule` (a cron expression,
 default `0 3 * * *`: nightly at 03:00 UTC), `limen_shadow_wait` (seconds, default 900) and `limen_min_shadow_samples` (default 200 instances scored by both versions; a first
 production version needs none; a candidate that failed any shadowed row is refused), or edit the
 defaults below (deploy/aws/deploy.sh writes DEFAULT_IMAGE and DEFAULT_NAMESPACE for its stack).
@@ -49,6 +52,13 @@ MIN_SHADOW_SAMPLES = variable("limen_min_shadow_samples", "200")
 # When the pipeline runs: a cron expression (Airflow Variable `limen_schedule`), nightly at 03:00
 # UTC unless set.
 SCHEDULE = variable("limen_schedule", "0 3 * * *")
+# What it trains: the model, its table (a path in the image or on the store's volume, or
+# s3://…), its label column, and, to retrain from the inference log, the ground truth (then
+# `limen_data` is the log folder or its s3:// copy).
+MODEL = variable("limen_model", "iris")
+DATA = variable("limen_data", "data/iris.csv")
+LABEL_COLUMN = variable("limen_label_column", "")
+LABELS = variable("limen_labels", "")
 STORE = "/mnt/models"
 EVIDENCE = "/mnt/evidence"
 SERVICE_ACCOUNT = "limen"  # deploy/k8s/serviceaccount.yaml: no API rights, no token mounted
@@ -70,6 +80,12 @@ evidence_volume = k8s.V1Volume(
     persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name="limen-evidence"),
 )
 evidence_mount = k8s.V1VolumeMount(name="evidence", mount_path=EVIDENCE, read_only=True)
+# The root filesystem is read-only: a table or log read from S3 is staged in /tmp, so size this
+# above the largest one the pipeline reads.
+scratch_volume = k8s.V1Volume(
+    name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="2Gi")
+)
+scratch_mount = k8s.V1VolumeMount(name="scratch", mount_path="/tmp")
 security = k8s.V1SecurityContext(
     run_as_non_root=True,
     run_as_user=10001,
@@ -93,8 +109,8 @@ def limen_task(task_id: str, arguments: list[str], cmds=("limen",), env=None) ->
         cmds=list(cmds),
         arguments=arguments,
         env_vars={"MOUNT_PATH": STORE, "LIMEN_LOG_FORMAT": "json", **(env or {})},
-        volumes=[store_volume, evidence_volume],
-        volume_mounts=[store_mount, evidence_mount],
+        volumes=[store_volume, evidence_volume, scratch_volume],
+        volume_mounts=[store_mount, evidence_mount, scratch_mount],
         container_security_context=security,
         container_resources=k8s.V1ResourceRequirements(
             requests={"cpu": "250m", "memory": "64Mi"}, limits={"memory": "512Mi"}
@@ -115,16 +131,21 @@ with DAG(
     default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
     tags=["limen"],
 ) as dag:
-    train = limen_task("train", ["train", "--model", "iris", "--data", "data/iris.csv"])
+    train = limen_task(
+        "train",
+        ["train", "--model", MODEL, "--data", DATA]
+        + (["--label-column", LABEL_COLUMN] if LABEL_COLUMN else [])
+        + (["--labels", LABELS] if LABELS else []),
+    )
     # The candidate is in shadow on every replica within a poll interval: the gate waits up to
     # SHADOW_WAIT seconds for traffic to score it (none for a first production version).
     validate = limen_task(
         "validate",
-        ["validate", "--model", "iris", "--min-accuracy", "0.9", "--evidence", EVIDENCE,
+        ["validate", "--model", MODEL, "--min-accuracy", "0.9", "--evidence", EVIDENCE,
          "--shadow-wait", f"{SHADOW_WAIT}s"],
         env={"LIMEN_MIN_SHADOW_SAMPLES": MIN_SHADOW_SAMPLES},
     )
     # The new version's live counters across the fleet for 10 minutes; a tripped guardrail
     # rolls it back (reason in the history) and fails the task.
-    watch = limen_task("watch", ["watch", "iris", "--for", "10m"])
+    watch = limen_task("watch", ["watch", MODEL, "--for", "10m"])
     train >> validate >> watch

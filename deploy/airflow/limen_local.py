@@ -2,8 +2,9 @@
 limen_eks.py, for a laptop, a single-node Airflow, or CI (`airflow dags test limen_local`).
 
 The worker needs `limen` on its PATH and, in its environment, the store (`LIMEN_STORE` or
-`MOUNT_PATH`) and the data (`LIMEN_DATA`, default data/iris.csv relative to the worker's
-directory). `limen validate` reads the evidence of any `limen serve --evidence` running on the
+`MOUNT_PATH`), the model (`LIMEN_MODEL`, default iris) and its data (`LIMEN_DATA`, default
+data/iris.csv relative to the worker's directory; `LIMEN_LABEL_COLUMN`, and `LIMEN_LABELS` to
+retrain from the inference log). `limen validate` reads the evidence of any `limen serve --evidence` running on the
 store from `LIMEN_EVIDENCE` (default ./evidence), waiting up to `LIMEN_SHADOW_WAIT` (a duration
 such as `15m`; default none) for those servers to score traffic with the candidate (no wait when
 there is no production version to shadow). Once a production version
@@ -38,19 +39,19 @@ with DAG(
     # append_env: the worker's environment (PATH, LIMEN_STORE, …) reaches limen.
     train = BashOperator(
         task_id="train",
-        bash_command="limen train --model iris",
+        bash_command="limen train",
         env={"LIMEN_LOG_FORMAT": "json"},
         append_env=True,
     )
     validate = BashOperator(
         task_id="validate",
-        bash_command='limen validate --model iris --evidence "${LIMEN_EVIDENCE:-evidence}"',
+        bash_command='limen validate --evidence "${LIMEN_EVIDENCE:-evidence}"',
         env={"LIMEN_LOG_FORMAT": "json"},
         append_env=True,
     )
     watch = BashOperator(
         task_id="watch",
-        bash_command="limen watch iris",
+        bash_command="limen watch",
         env={"LIMEN_LOG_FORMAT": "json"},
         append_env=True,
     )

@@ -353,8 +353,12 @@ def check_names(params, rendered, dag_folder):
         check(task.service_account_name in accounts, f"{where} runs as service account {task.service_account_name}")
         check(task.config_file == os.path.join(dag_folder, "kube_config.yaml") and task.in_cluster is False,
               f"{where} reaches the cluster through the uploaded kube config")
-        vols = {v.name: v.persistent_volume_claim.claim_name for v in task.volumes}
+        vols = {v.name: v.persistent_volume_claim.claim_name for v in task.volumes if v.persistent_volume_claim}
         for m in task.volume_mounts:
+            if m.name not in vols:
+                # Not a claim: the pod's own scratch (an emptyDir for data staged from S3).
+                check(m.mount_path == "/tmp", f"{where} mounts its scratch at {m.mount_path}")
+                continue
             check(m.mount_path in mounts_by_claim.get(vols[m.name], set()),
                   f"{where} mounts {vols[m.name]} at {m.mount_path}, as the servers do")
         if task.security_context is None:
