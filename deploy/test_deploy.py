@@ -174,7 +174,7 @@ def main():
     check(len(commands) >= 7, f"found {len(commands)} limen commands in manifests, liminal.yml and DAGs")
     for where, argv in commands:
         out = subprocess.run([LIMEN, *argv, "--help"], capture_output=True, text=True)
-        check(out.returncode == 0 and argv[0] in ("serve", "train", "validate", "watch"),
+        check(out.returncode == 0 and argv[0] in ("serve", "train", "validate", "watch", "drift"),
               f"{where}: limen {' '.join(argv)} {out.stderr.strip()}")
     validates = [where for where, argv in commands if argv and argv[0] == "validate"]
     without = [where for where, argv in commands if argv and argv[0] == "validate" and "--evidence" not in argv]

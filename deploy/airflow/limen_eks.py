@@ -10,7 +10,10 @@ production untouched. The replicas pick a promotion up by themselves.
 
 Set the Airflow Variables `limen_model` (default iris), `limen_data` (default data/iris.csv: a
 path in the image or on the store's volume, or s3://…), `limen_label_column`, `limen_labels`
-(set, the model is retrained from the inference log in `limen_data` joined with these labels),
+(set, the model is retrained from the inference log in `limen_data`, e.g. /mnt/inference-log
+where every pod mounts the servers' log, joined with these labels), `limen_drift_schedule`
+(default `0 6 * * *`) and `limen_max_psi` (default 0.25) for the daily drift check (DAG
+`limen_eks_drift`: `limen drift` over the last day of the log, failing past the PSI),
 `limen_image`, `limen_namespace`, `limen_schedule` (a cron expression,
 default `0 3 * * *`: nightly at 03:00 UTC), `limen_shadow_wait` (seconds, default 900) and `limen_min_shadow_samples` (default 200 instances scored by both versions; a first
 production version needs none; a candidate that failed any shadowed row is refused), or edit the
@@ -59,6 +62,10 @@ MODEL = variable("limen_model", "iris")
 DATA = variable("limen_data", "data/iris.csv")
 LABEL_COLUMN = variable("limen_label_column", "")
 LABELS = variable("limen_labels", "")
+# The daily drift check (DAG limen_eks_drift): when, and the PSI past which it fails.
+DRIFT_SCHEDULE = variable("limen_drift_schedule", "0 6 * * *")
+MAX_PSI = variable("limen_max_psi", "0.25")
+INFERENCE_LOG = "/mnt/inference-log"
 STORE = "/mnt/models"
 EVIDENCE = "/mnt/evidence"
 SERVICE_ACCOUNT = "limen"  # deploy/k8s/serviceaccount.yaml: no API rights, no token mounted
@@ -86,6 +93,15 @@ scratch_volume = k8s.V1Volume(
     name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="2Gi")
 )
 scratch_mount = k8s.V1VolumeMount(name="scratch", mount_path="/tmp")
+# The servers' inference log (the AWS stack's limen-inference-log claim), read-only: what
+# `limen drift` reads, and `limen train --data /mnt/inference-log --labels …` retrains from.
+log_volume = k8s.V1Volume(
+    name="inference-log",
+    persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+        claim_name="limen-inference-log", read_only=True
+    ),
+)
+log_mount = k8s.V1VolumeMount(name="inference-log", mount_path=INFERENCE_LOG, read_only=True)
 security = k8s.V1SecurityContext(
     run_as_non_root=True,
     run_as_user=10001,
@@ -109,8 +125,8 @@ def limen_task(task_id: str, arguments: list[str], cmds=("limen",), env=None) ->
         cmds=list(cmds),
         arguments=arguments,
         env_vars={"MOUNT_PATH": STORE, "LIMEN_LOG_FORMAT": "json", **(env or {})},
-        volumes=[store_volume, evidence_volume, scratch_volume],
-        volume_mounts=[store_mount, evidence_mount, scratch_mount],
+        volumes=[store_volume, evidence_volume, scratch_volume, log_volume],
+        volume_mounts=[store_mount, evidence_mount, scratch_mount, log_mount],
         container_security_context=security,
         container_resources=k8s.V1ResourceRequirements(
             requests={"cpu": "250m", "memory": "64Mi"}, limits={"memory": "512Mi"}
@@ -149,3 +165,22 @@ with DAG(
     # rolls it back (reason in the history) and fails the task.
     watch = limen_task("watch", ["watch", MODEL, "--for", "10m"])
     train >> validate >> watch
+
+
+with DAG(
+    dag_id="limen_eks_drift",
+    description="limen drift: production's logged inputs against its training data, daily",
+    start_date=datetime(2026, 1, 1),
+    schedule=DRIFT_SCHEDULE,
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
+    tags=["limen"],
+) as drift_dag:
+    # PSI per feature over the last day of the servers' inference log: above limen_max_psi the
+    # task exits 1 and fails (retrain: set limen_labels and run limen_eks); too few logged
+    # instances exits 2 and fails too, since no data is not "no drift".
+    limen_task(
+        "drift",
+        ["drift", MODEL, "--log", INFERENCE_LOG, "--since", "24h", "--max-psi", MAX_PSI],
+    )
