@@ -1343,6 +1343,73 @@ mod tests {
     }
 
     #[test]
+    fn a_categorical_feature_takes_bytes_as_json_or_binary_and_numbers_by_their_text() {
+        let features = features(&["size", "colour"]);
+        let encoder = crate::model::Encoder::new(&[
+            crate::model::Column::Numeric { impute: 0.0 },
+            crate::model::Column::Categorical {
+                categories: vec!["7".into(), "blue".into(), "red".into()],
+                other: vec![],
+                missing: false,
+                shares: vec![0.2, 0.4, 0.4],
+            },
+        ]);
+        let schema = Schema {
+            features: &features,
+            missing: true,
+            encoder: Some(&encoder),
+        };
+        let unseen = crate::model::encoding::UNSEEN;
+        let json = r#"{"inputs": [{"name": "size", "shape": [3], "datatype": "FP64", "data": [1, null, 3]},
+                                   {"name": "colour", "shape": [3], "datatype": "BYTES", "data": ["red", "green", null]}]}"#;
+        let (n, rows) = InferRequest::parse(json.as_bytes(), None)
+            .unwrap()
+            .rows(schema)
+            .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!((rows[0], rows[1], rows[3]), (1.0, 2.0, unseen));
+        assert!(rows[2].is_nan() && rows[5].is_nan());
+        // Binary: each text a 4-byte little-endian length and its bytes ("blue", "x": 13 bytes).
+        let binary = |extra: &[u8]| {
+            let head = format!(
+                r#"{{"inputs": [{{"name": "size", "shape": [2], "datatype": "FP64", "data": [1, 2]}},
+                    {{"name": "colour", "shape": [2], "datatype": "BYTES", "parameters": {{"binary_data_size": {}}}}}]}}"#,
+                13 + extra.len()
+            );
+            let mut body = head.clone().into_bytes();
+            for text in ["blue", "x"] {
+                body.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                body.extend_from_slice(text.as_bytes());
+            }
+            body.extend_from_slice(extra);
+            (body, head.len())
+        };
+        let (body, head) = binary(&[]);
+        let request = InferRequest::parse(&body, Some(head)).unwrap();
+        assert_eq!(request.rows(schema).unwrap().1, vec![1.0, 1.0, 2.0, unseen]);
+        for extra in [&[0u8, 0, 0][..], &[1, 0, 0, 0, b'y'][..]] {
+            let (body, head) = binary(extra);
+            let request = InferRequest::parse(&body, Some(head)).unwrap();
+            assert!(
+                request.rows(schema).is_err(),
+                "{extra:?} past the shape's values"
+            );
+        }
+        // A number for a category is known by its text; BYTES for a number is refused.
+        let number = r#"{"inputs": [{"name": "size", "shape": [1], "datatype": "FP64", "data": [1]},
+                                     {"name": "colour", "shape": [1], "datatype": "INT32", "data": [7]}]}"#;
+        let request = InferRequest::parse(number.as_bytes(), None).unwrap();
+        assert_eq!(request.rows(schema).unwrap().1, vec![1.0, 0.0]);
+        let wrong = r#"{"inputs": [{"name": "size", "shape": [1], "datatype": "BYTES", "data": ["big"]},
+                                    {"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]}"#;
+        let err = InferRequest::parse(wrong.as_bytes(), None)
+            .unwrap()
+            .rows(schema)
+            .unwrap_err();
+        assert_eq!(err.kind, InputErrorKind::InvalidValue, "{}", err.message);
+    }
+
+    #[test]
     fn binary_tensor_data_is_read_and_written() {
         let model = Model::new(crate::model::tests::binary_artifact()).unwrap();
         let json = br#"{"inputs": [{"name": "input", "shape": [2, 1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}],
