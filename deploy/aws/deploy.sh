@@ -21,7 +21,10 @@ Usage: deploy/aws/deploy.sh [options]
   --cluster-name NAME        EKS cluster name (stack parameter ClusterName, default limen)
   --environment-name NAME    MWAA environment name (EnvironmentName, default limen-airflow)
   --node-instance-type TYPE  node instance type (NodeInstanceType, default t3.medium)
-  --api-access-cidr CIDR     who may reach the Kubernetes API (ApiAccessCidr, default 0.0.0.0/0)
+  --api-access-cidr CIDR     required: who may reach the Kubernetes API from the internet
+                             (ApiAccessCidr), e.g. your address: 203.0.113.7/32
+  --airflow-public-ui        open the Airflow UI to browsers anywhere (AirflowWebAccess
+                             PUBLIC_ONLY; default private to the VPC)
   --no-airflow               stop before the MWAA environment (the costliest part)
   --out DIR                  where rendered files go (default: deploy/aws/.rendered)
   --dry-run                  print every aws, docker and kubectl command without running any,
@@ -39,6 +42,7 @@ out="$here/.rendered"
 dry=0
 teardown=0
 airflow=1
+cidr=0
 params=()
 
 value() { # the value of option $1, which must be $2
@@ -59,7 +63,8 @@ while [ $# -gt 0 ]; do
     --cluster-name) params+=("ClusterName=$(value "$@")"); shift ;;
     --environment-name) params+=("EnvironmentName=$(value "$@")"); shift ;;
     --node-instance-type) params+=("NodeInstanceType=$(value "$@")"); shift ;;
-    --api-access-cidr) params+=("ApiAccessCidr=$(value "$@")"); shift ;;
+    --api-access-cidr) params+=("ApiAccessCidr=$(value "$@")"); cidr=1; shift ;;
+    --airflow-public-ui) params+=("AirflowWebAccess=PUBLIC_ONLY") ;;
     -h | --help) usage; exit 0 ;;
     *) echo "deploy.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -68,6 +73,10 @@ done
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 if [ -z "$region" ]; then
   echo "deploy.sh: no AWS region: pass --region or set AWS_REGION" >&2
+  exit 2
+fi
+if [ "$teardown" = 0 ] && [ "$cidr" = 0 ]; then
+  echo "deploy.sh: pass --api-access-cidr CIDR, the addresses that may reach the Kubernetes API (your own, e.g. \$(curl -s https://checkip.amazonaws.com)/32); nothing is opened to everyone by default" >&2
   exit 2
 fi
 for tool in aws docker kubectl git; do

@@ -170,7 +170,11 @@ class Sandbox:
         env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}", STUB_STATE=self.state, STUB_LOG=self.log)
         env.pop("AWS_REGION", None)
         proc = subprocess.run(
-            [os.path.join(HERE, "deploy.sh"), "--region", "eu-west-1", "--out", self.out, *args],
+            [os.path.join(HERE, "deploy.sh"), "--region", "eu-west-1", "--out", self.out,
+             *(a for a in args if a != "--no-cidr")]
+            # Every run states who may reach the API, but a teardown and the run that tests
+            # its absence.
+            + ([] if "--teardown" in args or "--no-cidr" in args else ["--api-access-cidr", "203.0.113.7/32"]),
             capture_output=True, text=True, env=env, cwd=self.dir, timeout=120,
         )
         with open(self.log) as f:
@@ -452,9 +456,19 @@ def main():
     check(down.returncode == 0 and none == []
           and ["aws", "--region", "eu-west-1", "cloudformation", "delete-stack", "--stack-name", "limen"] in printed,
           "--teardown --dry-run prints the stack's deletion and runs nothing")
-    for bad in (["--region"], ["--bogus"]):
+    # Nothing is open to everyone unless the deployer says so.
+    check("Default" not in params["ApiAccessCidr"], "ApiAccessCidr has no default: the deployer states it")
+    web = template["Resources"]
+    mwaa = next(r for r in web.values() if r["Type"] == "AWS::MWAA::Environment")["Properties"]
+    check(mwaa["WebserverAccessMode"] == {"Ref": "AirflowWebAccess"}
+          and params["AirflowWebAccess"]["Default"] == "PRIVATE_ONLY",
+          "the Airflow UI is private unless --airflow-public-ui")
+    check(any("ApiAccessCidr=203.0.113.7/32" in c for c in deploys[0]),
+          "the stack gets the CIDR given to deploy.sh")
+    for bad in (["--region"], ["--bogus"], ["--no-cidr"]):
         proc, none = fresh.run(*bad)
-        check(proc.returncode == 2 and "deploy.sh:" in proc.stderr and none == [],
+        said = "--api-access-cidr" in proc.stderr if bad == ["--no-cidr"] else True
+        check(proc.returncode == 2 and "deploy.sh:" in proc.stderr and none == [] and said,
               f"deploy.sh {' '.join(bad)}: exit 2 and says why ({proc.stderr.strip()})")
 
     if REAL_KUBECTL:
