@@ -433,6 +433,34 @@ pub fn train_and_publish(catalog: &Catalog, cfg: &TrainConfig) -> anyhow::Result
         ),
     }
     print!("{m}");
+    let artifact = trained.artifact(name.as_str(), version.get(), &created_at);
+    if let Some(columns) = &artifact.preprocessing {
+        // Which columns were read as categories, and what a missing number becomes: a column of
+        // numbers with one stray word is a category column, and should be seen to be.
+        let parts: Vec<String> = artifact
+            .features
+            .iter()
+            .map(|f| &f.name)
+            .zip(columns)
+            .map(|(feature, column)| match column {
+                crate::model::Column::Numeric { impute } => {
+                    format!("{feature} (missing → {impute})")
+                }
+                crate::model::Column::Categorical {
+                    categories, other, ..
+                } => format!(
+                    "{feature} (text: {} categories{})",
+                    categories.len(),
+                    if other.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} rare as other", other.len())
+                    }
+                ),
+            })
+            .collect();
+        println!("  preprocessing: {}", parts.join(", "));
+    }
     println!(
         "published {name}/{version} as candidate in {}",
         catalog.root().display()

@@ -274,7 +274,8 @@ fn categories_and_missing_values_go_round_the_log_drift_explain_and_oip() {
     let store = TestStore::new();
     let data = store.path().join("small.csv");
     std::fs::write(&data, small_table()).unwrap();
-    let version = store.train(&[
+    let trained = store.ok(&[
+        "train",
         "--model",
         "t",
         "--data",
@@ -286,6 +287,12 @@ fn categories_and_missing_values_go_round_the_log_drift_explain_and_oip() {
         "--cv-folds",
         "0",
     ]);
+    // The summary says which columns were read as text, and what a missing number becomes.
+    assert!(
+        trained.contains("preprocessing: size (missing → 2), colour (text: 3 categories)"),
+        "{trained}"
+    );
+    let version = trained.lines().last().unwrap().trim().to_owned();
     store.ok(&["models", "promote", "t", &version, "--no-wait"]);
     let log = tempfile::tempdir().unwrap();
     let mut server = common::logging_server(&store, log.path(), "pod-a", &["--model", "t"]);
