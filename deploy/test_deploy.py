@@ -154,7 +154,7 @@ def main():
     if shutil.which("kubectl"):
         out = subprocess.run(["kubectl", "kustomize", K8S], capture_output=True, text=True)
         kinds = sorted({d["kind"] for d in yaml.safe_load_all(out.stdout) if d}) if out.returncode == 0 else []
-        check(out.returncode == 0 and len(kinds) == 8, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
+        check(out.returncode == 0 and len(kinds) == 9, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
         # The pipeline's steps name no model or table: they read them from the ConfigMap.
         docs = [d for d in yaml.safe_load_all(out.stdout) if d] if out.returncode == 0 else []
         config = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "limen-pipeline"), {})
@@ -166,6 +166,23 @@ def main():
         named = [c["name"] for c in steps if {"iris", "--model", "--data"} & set(c.get("args", []))]
         check(set(config.get("data", {})) >= {"LIMEN_MODEL", "LIMEN_DATA"} and reads and not named,
               f"the CronJob's steps read the model and its data from ConfigMap limen-pipeline (steps naming them: {named})")
+        # Load decides the replicas: an HPA of 2 to 10 that scales down slowly, a PDB that still
+        # lets a node drain at its minimum, and no replicas in the Deployment to fight it.
+        hpa = next((d for d in docs if d["kind"] == "HorizontalPodAutoscaler"), {}).get("spec", {})
+        pdb = next((d for d in docs if d["kind"] == "PodDisruptionBudget"), {}).get("spec", {})
+        deployment = next((d for d in docs if d["kind"] == "Deployment"), {}).get("spec", {})
+        check(hpa.get("scaleTargetRef", {}).get("name") == "limen" and hpa.get("minReplicas") == 2
+              and hpa.get("maxReplicas") == 10
+              and hpa.get("behavior", {}).get("scaleDown", {}).get("stabilizationWindowSeconds", 0) >= 300
+              and pdb.get("minAvailable", 99) < hpa.get("minReplicas", 0) and "replicas" not in deployment,
+              "an HPA scales limen from 2 to 10 (slow down), the PDB fits its minimum, the Deployment leaves it the count")
+        with open(os.path.join(K8S, "keda", "scaledobject.yaml")) as f:
+            keda = yaml.safe_load(f)
+        trigger = keda["spec"]["triggers"][0]
+        check(keda["kind"] == "ScaledObject" and keda["spec"]["scaleTargetRef"]["name"] == "limen"
+              and "limen_http_requests_total" in trigger["metadata"]["query"]
+              and float(trigger["metadata"]["threshold"]) > 0,
+              "the KEDA recipe scales limen on its own request counter")
     else:
         print("skip  kubectl kustomize (no kubectl on this machine)")
 
