@@ -154,7 +154,7 @@ def main():
     if shutil.which("kubectl"):
         out = subprocess.run(["kubectl", "kustomize", K8S], capture_output=True, text=True)
         kinds = sorted({d["kind"] for d in yaml.safe_load_all(out.stdout) if d}) if out.returncode == 0 else []
-        check(out.returncode == 0 and len(kinds) == 9, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
+        check(out.returncode == 0 and len(kinds) == 10, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
         # The pipeline's steps name no model or table: they read them from the ConfigMap.
         docs = [d for d in yaml.safe_load_all(out.stdout) if d] if out.returncode == 0 else []
         config = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "limen-pipeline"), {})
