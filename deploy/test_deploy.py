@@ -154,18 +154,18 @@ def main():
     if shutil.which("kubectl"):
         out = subprocess.run(["kubectl", "kustomize", K8S], capture_output=True, text=True)
         kinds = sorted({d["kind"] for d in yaml.safe_load_all(out.stdout) if d}) if out.returncode == 0 else []
-        check(out.returncode == 0 and len(kinds) == 10, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
+        check(out.returncode == 0 and len(kinds) == 10 and sum(d["kind"] == "CronJob" for d in yaml.safe_load_all(out.stdout) if d) == 2, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
         # The pipeline's steps name no model or table: they read them from the ConfigMap.
         docs = [d for d in yaml.safe_load_all(out.stdout) if d] if out.returncode == 0 else []
         config = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "limen-pipeline"), {})
         steps = [c for d in docs if d["kind"] == "CronJob"
-                 for c in d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"]
+                 for c in d["spec"]["jobTemplate"]["spec"]["template"]["spec"].get("initContainers", [])
                  + d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]]
         reads = all(any(e.get("configMapRef", {}).get("name") == "limen-pipeline" for e in c.get("envFrom", []))
                     for c in steps)
         named = [c["name"] for c in steps if {"iris", "--model", "--data"} & set(c.get("args", []))]
         check(set(config.get("data", {})) >= {"LIMEN_MODEL", "LIMEN_DATA"} and reads and not named,
-              f"the CronJob's steps read the model and its data from ConfigMap limen-pipeline (steps naming them: {named})")
+              f"the CronJobs' steps read the model and its data from ConfigMap limen-pipeline (steps naming them: {named})")
         # Load decides the replicas: an HPA of 2 to 10 that scales down slowly, a PDB that still
         # lets a node drain at its minimum, and no replicas in the Deployment to fight it.
         hpa = next((d for d in docs if d["kind"] == "HorizontalPodAutoscaler"), {}).get("spec", {})
