@@ -8,7 +8,7 @@
 use ndarray::Array2;
 
 use crate::data::Dataset;
-use crate::model::encoding::{self, Encoder, UNSEEN};
+use crate::model::encoding::{Encoder, UNSEEN};
 use crate::model::{Column, Impute, Model, PredictError};
 
 /// How preprocessing is fitted (`--impute`, `--min-category-count`, `--max-categories`).
@@ -224,22 +224,6 @@ pub fn recode(data: &Dataset, columns: &[Column]) -> Result<Dataset, PredictErro
     Ok(out)
 }
 
-/// The model inputs of every row of `data` (already in the model's codes, see [`recode`]):
-/// imputed numbers and indicators, `rows × inputs`.
-pub fn design(data: &Dataset, columns: &[Column]) -> Array2<f64> {
-    let width: usize = columns.iter().map(Column::width).sum();
-    let mut flat = Vec::with_capacity(data.rows() * width);
-    let mut buf = Vec::with_capacity(width);
-    let mut raw = Vec::with_capacity(columns.len());
-    for row in data.x.rows() {
-        raw.clear();
-        raw.extend(row.iter().copied());
-        encoding::expand(columns, &raw, &mut buf);
-        flat.extend_from_slice(&buf);
-    }
-    Array2::from_shape_vec((data.rows(), width), flat).unwrap_or_else(|_| Array2::zeros((0, width)))
-}
-
 /// The model inputs of rows (already in the model's codes) laid out for the fit: the imputed
 /// numbers as a dense matrix, and per categorical feature which indicator each row sets. A
 /// design matrix of a table with text columns is mostly zeros: this is it without them.
@@ -320,15 +304,6 @@ pub fn structured(data: &Dataset, columns: &[Column]) -> Structured {
     }
 }
 
-/// Which model inputs are numbers (scaled by `--standardize`); indicators are not, as in
-/// scikit-learn's `ColumnTransformer` with the scaler on the numeric columns only.
-pub fn numeric_inputs(columns: &[Column]) -> Vec<bool> {
-    columns
-        .iter()
-        .flat_map(|c| std::iter::repeat_n(!c.is_categorical(), c.width()))
-        .collect()
-}
-
 /// The recoder of `data` for `model`, or `None` when rows pass as they are.
 pub fn recoder_for(data: &Dataset, model: &Model) -> Result<Option<Recoder>, PredictError> {
     Recoder::new(data, model.preprocessing())
@@ -363,11 +338,19 @@ mod tests {
             }
         );
         let recoded = recode(&data, &columns).unwrap();
-        let x = design(&recoded, &columns);
-        assert_eq!(x.row(0).to_vec(), vec![1.0, 0.0, 1.0, 0.0]);
-        assert_eq!(x.row(1).to_vec(), vec![3.5, 1.0, 0.0, 0.0]);
-        assert_eq!(x.row(2).to_vec(), vec![4.0, 0.0, 0.0, 1.0]);
-        assert_eq!(numeric_inputs(&columns), vec![true, false, false, false]);
+        let mut x = Vec::new();
+        for (i, want) in [
+            vec![1.0, 0.0, 1.0, 0.0],
+            vec![3.5, 1.0, 0.0, 0.0],
+            vec![4.0, 0.0, 0.0, 1.0],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let raw: Vec<f64> = recoded.x.row(i).to_vec();
+            crate::model::encoding::expand(&columns, &raw, &mut x);
+            assert_eq!(x, want, "row {i}");
+        }
         // The same inputs without their zeros: a number column, and the indicator each sets.
         let s = structured(&recoded, &columns);
         assert_eq!(s.dense.column(0).to_vec(), vec![1.0, 3.5, 4.0, 3.0, 10.0]);

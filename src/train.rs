@@ -611,7 +611,7 @@ fn fit_and_measure(data: &Dataset, params: &TrainParams) -> Result<TrainedModel,
     let mut fits = in_parallel(folds.len() + 1, |job| match job.checked_sub(1) {
         None => fit_learned(data, params, &y, classes.len()),
         Some(f) => {
-            let train_rows = complement_of(&folds[f], y.len());
+            let train_rows = crate::data::complement_rows(y.len(), &folds[f]);
             let train_part = data.subset(&train_rows);
             let y_train: Vec<usize> = train_rows.iter().map(|&i| y[i]).collect();
             fit_learned(&train_part, params, &y_train, classes.len())
@@ -771,11 +771,6 @@ fn check_folds(k: usize, classes: &[String], y: &[usize]) -> Result<(), TrainErr
         }
     }
     Ok(())
-}
-
-/// The rows `0..n` not in `held` (ascending).
-fn complement_of(held: &[usize], n: usize) -> Vec<usize> {
-    (0..n).filter(|i| held.binary_search(i).is_err()).collect()
 }
 
 /// Fits the model `params` describe on `data`: a logistic regression (with its convergence

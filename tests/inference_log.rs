@@ -16,25 +16,14 @@ use common::{
 /// fails); the unterminated end of a file a server is still writing is left for later.
 fn lines(dir: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "jsonl") {
-                let text = std::fs::read_to_string(&p).unwrap();
-                // A line still being written (no newline yet) is not a line yet.
-                let whole = text.rsplit_once('\n').map_or("", |(whole, _)| whole);
-                for line in whole.lines() {
-                    out.push(serde_json::from_str(line).unwrap_or_else(|e| {
-                        panic!("a partial or bad line in {} ({e}): {line}", p.display())
-                    }));
-                }
-            }
+    for p in log_files(dir) {
+        let text = std::fs::read_to_string(&p).unwrap();
+        // A line still being written (no newline yet) is not a line yet.
+        let whole = text.rsplit_once('\n').map_or("", |(whole, _)| whole);
+        for line in whole.lines() {
+            out.push(serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("a partial or bad line in {} ({e}): {line}", p.display())
+            }));
         }
     }
     out

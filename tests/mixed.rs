@@ -214,13 +214,20 @@ fn wrong_types_are_refused_by_feature_name() {
     let boolean = post(&agent, &url, r#"{"size": 1, "colour": true}"#);
     assert_eq!(boolean.status, 422, "{}", boolean.body);
     // `zone` 1 as a number and as text are one category; an absent key is a missing value.
-    let as_number = post(&agent, &url, r#"{"size": 1, "colour": "red", "zone": 1}"#).json();
+    let as_number = post(&agent, &url, r#"{"size": 1, "colour": "red", "zone": 1}"#);
     let as_text = post(
         &agent,
         &url,
         r#"{"size": 1, "colour": "red", "zone": "1.0"}"#,
-    )
-    .json();
+    );
+    assert_eq!(
+        (as_number.status, as_text.status),
+        (200, 200),
+        "{}",
+        as_text.body
+    );
+    let (as_number, as_text) = (as_number.json(), as_text.json());
+    assert!(as_number["probabilities"].is_object(), "{as_number}");
     assert_eq!(as_number["probabilities"], as_text["probabilities"]);
     let missing = post(&agent, &url, r#"{"colour": "red", "zone": null}"#);
     assert_eq!(missing.status, 200, "{}", missing.body);

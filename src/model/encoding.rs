@@ -220,10 +220,11 @@ pub fn check(columns: &[Column], features: usize, inputs: usize) -> Result<(), M
                 let fit = shares.len() == column.width()
                     && shares
                         .iter()
-                        .all(|s| s.is_finite() && (0.0..=1.0).contains(s));
+                        .all(|s| s.is_finite() && (0.0..=1.0).contains(s))
+                    && (shares.iter().sum::<f64>() - 1.0).abs() <= 1e-6;
                 if !fit {
                     return Err(at(&format!(
-                        "it needs {} indicator shares in [0, 1], has {}",
+                        "it needs {} indicator shares in [0, 1] summing to 1, has {}",
                         column.width(),
                         shares.len()
                     )));
@@ -327,6 +328,14 @@ mod tests {
             shares.pop();
         }
         assert!(check(&[bad], 1, 4).is_err(), "shares");
+        let mut forged = island();
+        if let Column::Categorical { shares, .. } = &mut forged {
+            shares[0] = 0.9;
+        }
+        assert!(
+            check(&[forged], 1, 4).is_err(),
+            "shares that do not sum to 1"
+        );
         let repeated = Column::Categorical {
             categories: vec!["a".into()],
             other: vec!["a".into()],
