@@ -195,9 +195,10 @@ impl Template {
         let features = self.features.len();
         let rows = len / self.min_instance_bytes.max(1) + 1;
         // Unseen category texts are kept: each at most its own text in the body, in a String
-        // (24 bytes) of a vector grown by doubling.
+        // (24 bytes) of a vector grown by doubling; a JSON string and its separator take 3
+        // bytes at least, so a body holds at most len / 3 of them.
         let unseen = if self.categorical {
-            len.saturating_add(MAX_UNSEEN_KEPT * 48)
+            len.saturating_add(MAX_UNSEEN_KEPT.min(len / 3 + 1) * 48)
         } else {
             0
         };
@@ -844,6 +845,28 @@ mod tests {
         let m = model();
         let bytes = answer(&m, &Template::new(&m), body.as_bytes())?;
         Ok(serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn unseen_texts_are_kept_up_to_their_cap_within_what_decoding_reserves() {
+        let model = Model::new(crate::model::tests::mixed_artifact()).unwrap();
+        let template = Template::new(&model);
+        for n in [1, 100, 3000, 6000] {
+            let instances: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"petal_width": 1, "island": "u{i}"}}"#))
+                .collect();
+            let body = format!(r#"{{"instances": [{}]}}"#, instances.join(","));
+            let decoded = decode(body.as_bytes(), model.schema()).unwrap();
+            assert_eq!(decoded.unseen.len(), n.min(MAX_UNSEEN_KEPT), "{n}");
+            let held = decoded.values.capacity() * 8
+                + decoded.unseen.capacity() * std::mem::size_of::<String>()
+                + decoded.unseen.iter().map(String::capacity).sum::<usize>();
+            assert!(
+                held <= template.decode_bytes(body.len()),
+                "{n}: {held} > {}",
+                template.decode_bytes(body.len())
+            );
+        }
     }
 
     #[test]

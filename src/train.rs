@@ -493,12 +493,14 @@ fn fit_on(
     let columns = preprocess::fit(data, &params.prep)?;
     let recoded =
         preprocess::recode(data, &columns).map_err(|e| TrainError::Unusable(e.to_string()))?;
-    let st = preprocess::structured(&recoded, &columns);
+    let mut st = preprocess::structured(&recoded, &columns);
     drop(recoded);
     let dense_scaler = params.standardize.then(|| fit_scaler(&st.dense));
+    // Taken out of `st` (whose indicators and layout are still read), not copied.
+    let unscaled = std::mem::replace(&mut st.dense, Array2::zeros((0, 0)));
     let dense = match &dense_scaler {
-        Some(scaler) => standardize(&st.dense, scaler),
-        None => st.dense.clone(),
+        Some(scaler) => standardize(&unscaled, scaler),
+        None => unscaled,
     };
     let indicators = (st.groups > 0).then_some(Indicators {
         set: &st.set,

@@ -1003,7 +1003,7 @@ pub(crate) mod tests {
 
     /// A binary model of one number and one category (`island`: Biscoe, Dream; missing its own
     /// indicator), standardized.
-    fn mixed_artifact() -> ModelArtifact {
+    pub(crate) fn mixed_artifact() -> ModelArtifact {
         let mut a = binary_artifact();
         a.format = FORMAT_V3.into();
         a.features.push(Feature {
