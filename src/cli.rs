@@ -991,9 +991,17 @@ pub struct ServeArgs {
 /// Serving settings shared by `serve` and `quickstart`.
 #[derive(Debug, Args)]
 pub struct ServeOptions {
-    /// The model that /predict, /ready and /version answer for.
-    #[arg(long, env = "LIMEN_MODEL", default_value = DEFAULT_MODEL)]
-    pub model: ModelName,
+    /// Serve only these models, e.g. iris,churn (comma-separated or repeated): /ready then waits
+    /// for each one's production version. Default: every model in the store, and /ready waits
+    /// for each production version found. The first is /predict's model unless
+    /// --default-model says otherwise. `quickstart` trains the first if it has no production.
+    #[arg(long = "model", env = "LIMEN_MODEL", value_delimiter = ',')]
+    pub models: Vec<ModelName>,
+
+    /// The model /predict, /explain and /version answer for (the others answer at
+    /// /models/{name}/predict). [default: the first --model, else iris]
+    #[arg(long, env = "LIMEN_DEFAULT_MODEL")]
+    pub default_model: Option<ModelName>,
 
     /// How store changes are noticed: inotify events and polling (auto), or only one of them.
     /// Polling is what sees writes by other NFS/EFS clients.
@@ -1127,6 +1135,24 @@ impl ServeOptions {
             self.max_concurrent_requests > 0,
             "--max-concurrent-requests must be at least 1"
         );
+        let mut models = Vec::with_capacity(self.models.len());
+        for name in &self.models {
+            if !models.contains(name) {
+                models.push(name.clone());
+            }
+        }
+        let default_model = match (&self.default_model, models.first()) {
+            (Some(default), _) => {
+                anyhow::ensure!(
+                    models.is_empty() || models.contains(default),
+                    "--default-model {default} is not among the models served (--model {}): add it to the list or choose one of them",
+                    models.iter().map(ModelName::as_str).collect::<Vec<_>>().join(",")
+                );
+                default.clone()
+            }
+            (None, Some(first)) => first.clone(),
+            (None, None) => DEFAULT_MODEL.parse()?,
+        };
         let memory_budget = match self.memory_budget {
             Some(bytes) => {
                 anyhow::ensure!(
@@ -1180,7 +1206,8 @@ impl ServeOptions {
                 instance,
             },
             addr,
-            default_model: self.model.clone(),
+            default_model,
+            models,
             watch: self.watch,
             poll_interval: self.poll_interval,
             limits: Limits {
@@ -1332,6 +1359,32 @@ mod tests {
         assert_eq!(args.common.poll_interval, Duration::from_secs(1));
         assert!(parse(&["serve", "--poll-interval", "soon"]).is_err());
         assert!(parse(&["serve", "--max-body", "lots"]).is_err());
+    }
+
+    #[test]
+    fn serve_models_narrow_serving_and_the_first_is_the_default() {
+        let config = |args: &[&str]| {
+            let Command::Serve(a) = parse(&[&["serve"], args].concat()).unwrap().command else {
+                panic!()
+            };
+            a.common.config(a.addr)
+        };
+        let names = |cfg: &ServeConfig| -> Vec<String> {
+            cfg.models.iter().map(|m| m.to_string()).collect()
+        };
+        let all = config(&[]).unwrap();
+        assert!(all.models.is_empty(), "no --model serves every model");
+        assert_eq!(all.default_model.as_str(), DEFAULT_MODEL);
+        let two = config(&["--model", "churn,iris", "--model", "churn"]).unwrap();
+        assert_eq!(names(&two), ["churn", "iris"]);
+        assert_eq!(two.default_model.as_str(), "churn");
+        let chosen = config(&["--model", "churn,iris", "--default-model", "iris"]).unwrap();
+        assert_eq!(chosen.default_model.as_str(), "iris");
+        let err = config(&["--model", "churn", "--default-model", "iris"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--default-model iris is not among"), "{err}");
+        assert!(parse(&["serve", "--model", "a,../b"]).is_err());
     }
 
     #[test]

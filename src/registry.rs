@@ -8,7 +8,7 @@
 //! request never waits on a lock that is held across file I/O. No sockets and no JSON here:
 //! statuses are plain data that `serve` renders.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -421,6 +421,27 @@ const REMEMBERED_FAILURES: usize = 1024;
 /// The longest wait before a failed version whose file has not changed is read again.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// Where the server stands on the models it must serve before it takes traffic (`/ready`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Models whose production version is loaded, with it.
+    pub loaded: Vec<(String, VersionId)>,
+    /// Models whose production version was read and refused (why): no replica of a shared store
+    /// can load that file, so waiting for it would only take every other model down with it.
+    /// Named models (`--model`) are never here: they wait.
+    pub refused: Vec<(String, String)>,
+    /// Models still to load: with a production pointer and nothing served yet, or named by
+    /// `--model` and not served.
+    pub waiting: Vec<String>,
+}
+
+impl Readiness {
+    /// Ready: nothing left to load and at least one model served.
+    pub fn ready(&self) -> bool {
+        self.waiting.is_empty() && !self.loaded.is_empty()
+    }
+}
+
 /// Settings of a [`Registry`].
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -438,6 +459,8 @@ pub struct RegistryConfig {
     /// What a load reserves its peak memory from ([`LOAD_BYTES_PER_FILE_BYTE`] per byte of the
     /// file) before reading it: a load that does not fit fails and is retried after its backoff.
     pub budget: Budget,
+    /// The models served (`limen serve --model a,b`); `None` serves every model in the store.
+    pub only: Option<BTreeSet<ModelName>>,
 }
 
 impl Default for RegistryConfig {
@@ -449,6 +472,7 @@ impl Default for RegistryConfig {
             drift_window: 10_000,
             drift_min_samples: MIN_PSI_INSTANCES,
             budget: Budget::unlimited(),
+            only: None,
         }
     }
 }
@@ -522,17 +546,45 @@ impl Registry {
         self.catalog.root()
     }
 
-    /// Whether the server is ready as the Open Inference Protocol means it: at least one model is
-    /// served, and every model with a production pointer has a version loaded.
-    pub fn all_ready(&self) -> bool {
+    /// What `/ready` waits for: each model named by `--model`, else every model whose production
+    /// pointer the last scan read, loaded; a refused version counts as settled unless named.
+    /// Never touches a file.
+    pub fn readiness(&self) -> Readiness {
         let serving = self.serving.load();
-        !serving.is_empty()
-            && self
-                .book
-                .load()
+        let book = self.book.load();
+        let mut readiness = Readiness::default();
+        let mut settle = |name: &str, named: bool| {
+            if let Some(loaded) = serving.get(name) {
+                readiness.loaded.push((name.to_owned(), loaded.version));
+                return;
+            }
+            match book.models.get(name).and_then(|s| s.last_error.clone()) {
+                Some(why) if !named => readiness.refused.push((name.to_owned(), why)),
+                _ => readiness.waiting.push(name.to_owned()),
+            }
+        };
+        match &self.config.only {
+            Some(only) => only.iter().for_each(|name| settle(name.as_str(), true)),
+            None => book
                 .models
                 .values()
-                .all(|s| s.production.is_none() || serving.contains_key(s.name.as_str()))
+                .filter(|s| s.production.is_some())
+                .for_each(|s| settle(&s.name, false)),
+        }
+        readiness
+    }
+
+    /// Whether this server serves `name`: every model, or one named by `--model`.
+    pub fn serves(&self, name: &str) -> bool {
+        self.config
+            .only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|n| n.as_str() == name))
+    }
+
+    /// The models `--model` narrowed serving to, if it did.
+    pub fn only(&self) -> Option<&BTreeSet<ModelName>> {
+        self.config.only.as_ref()
     }
 
     /// Complete versions of `name` on disk. Blocking.
@@ -734,7 +786,10 @@ impl Registry {
     /// run it off the async threads. Only one scan runs at a time ([`Registry::run`]).
     pub fn scan(&self) -> ScanOutcome {
         let names = match self.catalog.models() {
-            Ok(names) => names,
+            Ok(names) => names
+                .into_iter()
+                .filter(|name| self.serves(name.as_str()))
+                .collect::<Vec<_>>(),
             Err(e) => {
                 self.note_store_error(&e);
                 return ScanOutcome::default();

@@ -419,6 +419,57 @@ mod tests {
     }
 
     #[test]
+    fn a_server_that_joins_during_a_switch_does_not_hold_it_up() {
+        let (dir, catalog, first, second) = store();
+        let serving_first = Served {
+            serving: Some(first.get()),
+            ..Served::default()
+        };
+        beat(&catalog, "pod-a", serving_first.clone());
+        let root = dir.path().to_owned();
+        let promoter = std::thread::spawn(move || {
+            let catalog = Catalog::open(&root);
+            let guard = catalog.lock(&iris()).unwrap();
+            let options = SwitchOptions {
+                timeout: Duration::from_secs(60),
+                ..quick()
+            };
+            move_production(
+                &guard,
+                Move::Promote,
+                second,
+                serde_json::json!({}),
+                options,
+            )
+        });
+        // The record is out: the fleet is being waited for. A replica starts (the autoscaler, a
+        // rolling update) and heartbeats before it has loaded anything of the switch.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while catalog.switch_record(&iris()).unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no switch record within 30 s");
+            std::thread::yield_now();
+        }
+        beat(&catalog, "pod-new", serving_first);
+        beat(
+            &catalog,
+            "pod-a",
+            Served {
+                serving: Some(first.get()),
+                switch_to: Some(second.get()),
+                switch_ready: true,
+                ..Served::default()
+            },
+        );
+        let switched = promoter.join().unwrap().unwrap();
+        assert_eq!(
+            switched.replicas,
+            ["pod-a"],
+            "only the replica live at the start"
+        );
+        assert_eq!(production(&catalog), Some(second));
+    }
+
+    #[test]
     fn a_server_that_cannot_load_it_refuses_at_once_with_its_reason() {
         let (_dir, catalog, first, second) = store();
         beat(

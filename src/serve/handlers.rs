@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::body::{RawBody, RequestId};
 use super::error::{ApiError, ErrorKind};
-use super::lookup::{loaded_default, loaded_production, loaded_version, model_name, unknown_model};
+use super::lookup::{
+    loaded_default, loaded_production, loaded_version, model_name, not_loaded, unknown_model,
+};
 use super::pipeline::{self, Origin, Wire};
 use super::reply;
 use super::state::AppState;
@@ -22,17 +24,60 @@ pub async fn healthcheck(_body: RawBody) -> Response {
     reply::text("Server is up!")
 }
 
-/// `GET /ready`: 200 once the default model's production version is loaded, else 503.
+/// `GET /ready`: 200 once every production model this server serves is loaded (a version the
+/// store holds but nobody can load is listed as refused instead of holding the replica out of
+/// the Service; a model named by `--model` always waits), else 503 naming what is missing.
 pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let loaded = loaded_default(&state)?;
+    let readiness = state.registry.readiness();
+    if !readiness.ready() {
+        return Err(not_ready(&state, &readiness));
+    }
+    let loaded: serde_json::Map<String, serde_json::Value> = readiness
+        .loaded
+        .iter()
+        .map(|(name, version)| (name.clone(), version.to_string().into()))
+        .collect();
+    let refused: serde_json::Map<String, serde_json::Value> = readiness
+        .refused
+        .into_iter()
+        .map(|(name, why)| (name, why.into()))
+        .collect();
     Ok(reply::json(
         StatusCode::OK,
-        &serde_json::json!({
-            "status": "ready",
-            "model": loaded.model.name(),
-            "version": loaded.version.to_string(),
-        }),
+        &serde_json::json!({ "status": "ready", "models": loaded, "refused": refused }),
     ))
+}
+
+/// Why the server is not ready: each model still waited for (the first few), or why there is
+/// nothing to serve at all.
+fn not_ready(state: &AppState, readiness: &crate::registry::Readiness) -> ApiError {
+    const NAMED: usize = 5;
+    if readiness.waiting.is_empty() {
+        let why = match state.registry.store_status().error {
+            Some(e) => format!("the store cannot be read: {e}"),
+            None if readiness.refused.is_empty() => {
+                "the store holds no production model yet: run `limen train` and `limen validate`"
+                    .to_owned()
+            }
+            None => {
+                "no production version in the store can be loaded; GET /models says why".to_owned()
+            }
+        };
+        return ApiError::new(ErrorKind::NotLoaded, format!("not ready: {why}"));
+    }
+    let mut reasons: Vec<String> = readiness
+        .waiting
+        .iter()
+        .take(NAMED)
+        .map(|name| not_loaded(state, name).message)
+        .collect();
+    if readiness.waiting.len() > NAMED {
+        reasons.push(format!("and {} more", readiness.waiting.len() - NAMED));
+    }
+    ApiError::new(
+        ErrorKind::NotLoaded,
+        format!("not ready: {}", reasons.join("; ")),
+    )
 }
 
 /// `POST /predict`: score with the default model's production version.
@@ -139,7 +184,7 @@ pub async fn model_detail(
     let detail = state
         .read_store(move |registry| registry.detail(&lookup))
         .await?
-        .ok_or_else(|| unknown_model(&name))?
+        .ok_or_else(|| unknown_model(&state, &name))?
         .map_err(|e| {
             ApiError::new(
                 ErrorKind::StoreUnavailable,

@@ -28,7 +28,22 @@ fn path_error(e: PathRejection) -> ApiError {
     ApiError::new(ErrorKind::InvalidPath, format!("invalid path: {e}"))
 }
 
-pub fn unknown_model(name: &ModelName) -> ApiError {
+/// A 404 for a model this server does not serve: not in the store, or not in its `--model` list.
+pub fn unknown_model(state: &AppState, name: &ModelName) -> ApiError {
+    if let Some(only) = state
+        .registry
+        .only()
+        .filter(|_| !state.registry.serves(name.as_str()))
+    {
+        let served: Vec<&str> = only.iter().map(ModelName::as_str).collect();
+        return ApiError::new(
+            ErrorKind::UnknownModel,
+            format!(
+                "this server serves only {} (its --model list), not \"{name}\"",
+                served.join(", ")
+            ),
+        );
+    }
     ApiError::new(
         ErrorKind::UnknownModel,
         format!("no model named \"{name}\" in the store; GET /models lists them"),
@@ -51,7 +66,7 @@ pub fn loaded_production(state: &AppState, name: &ModelName) -> Result<Arc<Loade
         return Ok(loaded);
     }
     if !state.registry.knows(name.as_str()) && state.registry.store_readable() {
-        return Err(unknown_model(name));
+        return Err(unknown_model(state, name));
     }
     Err(not_loaded(state, name.as_str()))
 }
@@ -70,7 +85,7 @@ pub async fn loaded_version(
         return Ok(loaded);
     }
     if !state.registry.knows(name.as_str()) {
-        return Err(unknown_model(&name));
+        return Err(unknown_model(state, &name));
     }
     state
         .read_store(move |registry| registry.load_version(&name, version))
@@ -85,7 +100,7 @@ pub async fn loaded_version(
 }
 
 /// A 503 that says why `name` is not loaded.
-fn not_loaded(state: &AppState, name: &str) -> ApiError {
+pub fn not_loaded(state: &AppState, name: &str) -> ApiError {
     let status = state.registry.status(name);
     let why = match (status, state.registry.store_status().error) {
         (_, Some(store_error)) => format!("the store cannot be read: {store_error}"),

@@ -54,8 +54,10 @@ use track::{RouteLayer, Track};
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub addr: SocketAddr,
-    /// The model `/predict`, `/ready` and `/version` answer for.
+    /// The model `/predict`, `/explain` and `/version` answer for.
     pub default_model: ModelName,
+    /// The models served (`--model`); empty serves every model in the store.
+    pub models: Vec<ModelName>,
     pub watch: WatchMode,
     pub poll_interval: Duration,
     /// How often to rewrite this server's heartbeat in the store; `None` writes none.
@@ -212,6 +214,7 @@ pub async fn run(
             drift_window: cfg.drift_window,
             drift_min_samples: cfg.drift_min_samples,
             budget: budget.clone(),
+            only: (!cfg.models.is_empty()).then(|| cfg.models.iter().cloned().collect()),
         },
         Arc::clone(&metrics),
     ));
@@ -270,7 +273,12 @@ pub async fn run(
     tracing::info!(
         %addr,
         store = %root.display(),
-        model = %cfg.default_model,
+        default_model = %cfg.default_model,
+        models = %if cfg.models.is_empty() {
+            "every model in the store".to_owned()
+        } else {
+            cfg.models.iter().map(ModelName::as_str).collect::<Vec<_>>().join(",")
+        },
         watch = ?cfg.watch,
         poll_interval = %humantime::format_duration(cfg.poll_interval),
         memory_budget_mib = cfg.memory_budget.0 >> 20,

@@ -264,7 +264,7 @@ pub async fn model_page(
 ) -> Result<Response, ApiError> {
     let name = model_name(path)?;
     let Some(status) = state.registry.status(name.as_str()) else {
-        return Err(unknown_model(&name));
+        return Err(unknown_model(&state, &name));
     };
     let (held, _) = reserve_page(&state, MODEL_HISTORY * HISTORY_LINE)?;
     let lookup = name.clone();

@@ -28,12 +28,18 @@ fn app_over(catalog: Catalog) -> Router {
 
 /// The router over `catalog` with `limits` and `budget`.
 fn app_with(catalog: Catalog, limits: Limits, budget: Budget) -> Router {
+    app_configured(catalog, limits, budget, RegistryConfig::default())
+}
+
+/// The router over `catalog` with `limits`, `budget` and the registry's `config`.
+fn app_configured(
+    catalog: Catalog,
+    limits: Limits,
+    budget: Budget,
+    config: RegistryConfig,
+) -> Router {
     let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(Registry::new(
-        catalog,
-        RegistryConfig::default(),
-        Arc::clone(&metrics),
-    ));
+    let registry = Arc::new(Registry::new(catalog, config, Arc::clone(&metrics)));
     registry.scan();
     let shadow = Shadow::start(
         ShadowConfig {
@@ -402,6 +408,91 @@ async fn an_empty_store_answers_liveness_and_explains_why_it_is_not_ready() {
             "an absent store says so: {json}"
         );
     }
+}
+
+/// Publishes `bytes` as a new version of `name` and promotes it, unchecked (as another host
+/// writing the shared store could).
+fn promote_bytes(catalog: &Catalog, name: &str, bytes: Vec<u8>) {
+    let name: ModelName = name.parse().unwrap();
+    let version = catalog.publish_candidate(&name, |_| bytes.clone()).unwrap();
+    catalog
+        .lock(&name)
+        .unwrap()
+        .move_production(Move::Promote, version, serde_json::Value::Null)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ready_waits_for_each_production_model_served_and_names_what_it_lacks() {
+    let (_dir, catalog, version) = served_catalog();
+    // A production file nobody can load, and a model with only a candidate.
+    promote_bytes(&catalog, "broken", b"{\"not\": \"a model\"}".to_vec());
+    let draft: ModelName = "draft".parse().unwrap();
+    catalog
+        .publish_candidate(&draft, |v| {
+            let mut a = binary_artifact();
+            a.version = v.get();
+            a.to_json_bytes()
+        })
+        .unwrap();
+    let serving = |only: Option<&[&str]>| {
+        let config = RegistryConfig {
+            only: only.map(|names| names.iter().map(|n| n.parse().unwrap()).collect()),
+            ..RegistryConfig::default()
+        };
+        app_configured(
+            Catalog::open(catalog.root()),
+            Limits::with_max_body(4096),
+            Budget::unlimited(),
+            config,
+        )
+    };
+
+    // Every model: iris is loaded, the unloadable one is listed as refused instead of holding
+    // the replica (and iris with it) out of the Service, the draft is not waited for.
+    let all = serving(None);
+    let ready = call(&all, "GET", "/ready", "").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    let ready = ready.json();
+    assert_eq!(
+        ready["models"],
+        serde_json::json!({"iris": version.to_string()})
+    );
+    assert!(ready["refused"]["broken"].is_string(), "{ready}");
+    assert_eq!(
+        call(&all, "GET", "/v2/health/ready", "").await.status,
+        StatusCode::OK
+    );
+
+    // A named model always waits: the replica is not ready without it, and says which.
+    let named = serving(Some(&["iris", "broken"]));
+    let ready = call(&named, "GET", "/ready", "").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let error = ready.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("\"broken\" is not loaded"), "{error}");
+    assert!(!error.contains("iris"), "{error}");
+    assert_ne!(
+        call(&named, "GET", "/v2/health/ready", "").await.status,
+        StatusCode::OK
+    );
+
+    // A narrowed server serves nothing else, and says why.
+    let narrowed = serving(Some(&["iris"]));
+    assert_eq!(
+        call(&narrowed, "GET", "/ready", "").await.status,
+        StatusCode::OK
+    );
+    let other = call(&narrowed, "POST", "/models/draft/predict", "{}").await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert!(other.text.contains("serves only iris"), "{}", other.text);
+    let models = call(&narrowed, "GET", "/models", "").await.json();
+    assert_eq!(models["models"].as_array().unwrap().len(), 1, "{models}");
+
+    // Nothing loadable at all: not ready, and it says so.
+    let none = serving(Some(&["nosuch"]));
+    let ready = call(&none, "GET", "/ready", "").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text.contains("no such model yet"), "{}", ready.text);
 }
 
 #[tokio::test]

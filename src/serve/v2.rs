@@ -37,7 +37,7 @@ pub async fn live() -> StatusCode {
 
 /// `GET /v2/health/ready`: every model with a production version has one loaded.
 pub async fn ready(State(state): State<AppState>) -> StatusCode {
-    health(state.registry.all_ready())
+    health(state.registry.readiness().ready())
 }
 
 /// `GET /v2/models/{name}/ready`.
