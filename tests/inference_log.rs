@@ -612,7 +612,7 @@ fn three_hundred_models_logged_under_a_limit_of_100_descriptors_keep_the_server_
             "127.0.0.1:0",
             "--instance",
             "pod-a",
-            "--model",
+            "--default-model",
             "m000",
         ])
         .arg("--inference-log")
