@@ -154,7 +154,7 @@ def main():
     if shutil.which("kubectl"):
         out = subprocess.run(["kubectl", "kustomize", K8S], capture_output=True, text=True)
         kinds = sorted({d["kind"] for d in yaml.safe_load_all(out.stdout) if d}) if out.returncode == 0 else []
-        check(out.returncode == 0 and len(kinds) == 10 and sum(d["kind"] == "CronJob" for d in yaml.safe_load_all(out.stdout) if d) == 2, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
+        check(out.returncode == 0 and len(kinds) == 11 and sum(d["kind"] == "CronJob" for d in yaml.safe_load_all(out.stdout) if d) == 3, f"kubectl kustomize deploy/k8s renders {kinds} {out.stderr.strip()}")
         # The pipeline's steps name no model or table: they read them from the ConfigMap.
         docs = [d for d in yaml.safe_load_all(out.stdout) if d] if out.returncode == 0 else []
         config = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "limen-pipeline"), {})
@@ -166,6 +166,19 @@ def main():
         named = [c["name"] for c in steps if {"iris", "--model", "--data"} & set(c.get("args", []))]
         check(set(config.get("data", {})) >= {"LIMEN_MODEL", "LIMEN_DATA"} and reads and not named,
               f"the CronJobs' steps read the model and its data from ConfigMap limen-pipeline (steps naming them: {named})")
+        # Retraining from the log: its own CronJob, suspended until there are labels, its train
+        # step reading the servers' log (mounted read-only) and the labels the ConfigMap names.
+        retrain = next((d for d in docs if d["metadata"]["name"] == "limen-retrain-from-log"), {})
+        pod = retrain.get("spec", {}).get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {})
+        first = (pod.get("initContainers") or [{}])[0]
+        env = {e["name"]: e for e in first.get("env", [])}
+        logs = {v["name"] for v in pod.get("volumes", []) if v.get("persistentVolumeClaim", {}).get("claimName") == "limen-inference-log"}
+        mounted = {m["mountPath"] for m in first.get("volumeMounts", []) if m["name"] in logs and m.get("readOnly")}
+        check(retrain.get("spec", {}).get("suspend") is True and first.get("args") == ["train"]
+              and env.get("LIMEN_DATA", {}).get("value") in mounted
+              and env.get("LIMEN_LABELS", {}).get("valueFrom", {}).get("configMapKeyRef", {}).get("key") in config.get("data", {})
+              and [c["args"][0] for c in pod.get("initContainers", []) + pod.get("containers", [])] == ["train", "validate", "watch"],
+              "limen-retrain-from-log trains on the mounted inference log and the ConfigMap's labels, then validates and watches")
         # Load decides the replicas: an HPA of 2 to 10 that scales down slowly, a PDB that still
         # lets a node drain at its minimum, and no replicas in the Deployment to fight it.
         hpa = next((d for d in docs if d["kind"] == "HorizontalPodAutoscaler"), {}).get("spec", {})
@@ -183,6 +196,45 @@ def main():
               and "limen_http_requests_total" in trigger["metadata"]["query"]
               and float(trigger["metadata"]["threshold"]) > 0,
               "the KEDA recipe scales limen on its own request counter")
+        # Locked down: only labelled namespaces and pods reach the servers, on their one port.
+        policy = next((d for d in docs if d["kind"] == "NetworkPolicy"), {}).get("spec", {})
+        server = deployment.get("template", {}).get("metadata", {}).get("labels", {})
+        namespace = next((d for d in docs if d["kind"] == "Namespace"), {})
+        sources = [src for rule in policy.get("ingress", []) for src in rule.get("from", [])]
+        check(policy.get("podSelector", {}).get("matchLabels") == server and policy.get("policyTypes") == ["Ingress"]
+              and sources and all(set(src) <= {"namespaceSelector", "podSelector"} for src in sources)
+              and namespace.get("metadata", {}).get("labels", {}).get("limen.io/client") == "true",
+              "a NetworkPolicy admits only namespaces and pods labelled limen.io/client to the servers")
+        container = deployment["template"]["spec"]["containers"][0] if deployment else {}
+        check("--model" not in container.get("args", [])
+              and any(e["name"] == "LIMEN_DEFAULT_MODEL" for e in container.get("env", [])),
+              "the servers serve every model in the store; plain /predict answers for the pipeline's model")
+        # The HTTPS overlay: the base, an ALB Ingress with TLS, the load balancer admitted, tokens on.
+        out = subprocess.run(["kubectl", "kustomize", os.path.join(ROOT, "deploy", "ingress")], capture_output=True, text=True)
+        shown = [d for d in yaml.safe_load_all(out.stdout) if d] if out.returncode == 0 else []
+        path = os.path.join(tempfile.mkdtemp(prefix="limen-ingress-"), "rendered.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump_all(shown, f)
+        valid = subprocess.run([validate, "--strict", path], capture_output=True, text=True)
+        check(out.returncode == 0 and valid.returncode == 0 and len(shown) == len(docs) + 2,
+              f"kubectl kustomize deploy/ingress renders and validates strictly {out.stderr.strip()}{valid.stdout}")
+        ingress = next((d for d in shown if d["kind"] == "Ingress"), {})
+        notes = ingress.get("metadata", {}).get("annotations", {})
+        check(ingress.get("spec", {}).get("ingressClassName") == "alb" and ingress["spec"].get("tls")
+              and notes.get("alb.ingress.kubernetes.io/certificate-arn", "").startswith("arn:aws:acm:")
+              and notes.get("alb.ingress.kubernetes.io/listen-ports") == '[{"HTTPS": 443}]'
+              and notes.get("alb.ingress.kubernetes.io/healthcheck-path") == "/ready",
+              "the Ingress is HTTPS only, with an ACM certificate, and checks /ready")
+        served = next((d for d in shown if d["kind"] == "Deployment"), {})
+        spec = served.get("spec", {}).get("template", {}).get("spec", {})
+        env = {e["name"]: e.get("value", "") for e in spec.get("containers", [{}])[0].get("env", [])}
+        secret = next((v["secret"] for v in spec.get("volumes", []) if "secret" in v), {})
+        groups = {g.split("=", 1)[0] for g in env.get("LIMEN_AUTH_TOKEN_FILE", "").split(",") if g}
+        check(groups == {"inference", "metadata", "metrics"} and secret.get("optional") is False
+              and len(env) == len(container.get("env", [])) + 1,
+              "behind the load balancer every route group asks for a token from Secret limen-auth, which must exist")
+    elif os.environ.get("LIMEN_REQUIRE_KUBECTL"):
+        check(False, "kubectl is required to render the manifests (LIMEN_REQUIRE_KUBECTL)")
     else:
         print("skip  kubectl kustomize (no kubectl on this machine)")
 
@@ -236,25 +288,52 @@ def main():
     models = {tasks[t].get("env_vars", {}).get("LIMEN_MODEL") for t in ("train", "validate", "watch")}
     check(len(models) == 1 and None not in models and "LIMEN_DATA" in tasks["train"].get("env_vars", {}),
           f"Liminal's tasks take the model (one name: {models}) and the data from env_vars")
+    pipelines = {p["pipeline"]: {t["task"]: t for t in p["tasks"]} for p in configs[0]["pipelines"]}
+    retrain, drift = pipelines.get("limen_retrain_from_log", {}), pipelines.get("limen_drift", {})
+    every = [t for tasks_ in pipelines.values() for t in tasks_.values()]
+    check(list(retrain) == ["train", "validate", "watch"] and "--data /mnt/inference-log" in retrain["train"]["cmd"]
+          and retrain["train"]["env_vars"].get("LIMEN_LABELS")
+          and any(m["path"] == "/mnt/inference-log" for m in retrain["train"].get("mounts", []))
+          and list(drift) == ["drift"] and "--max-psi" in drift["drift"]["cmd"]
+          and {t["env_vars"].get("LIMEN_MODEL") for t in every} == models,
+          "liminal.yml has a retrain-from-log pipeline and a daily drift check, of the same model")
 
     # The EKS DAG takes the model, the data, the labels and the schedule as Airflow Variables
     # (read from AIRFLOW_VAR_* here), rendered into the pods' arguments.
+    def schedule(dag):
+        when = getattr(dag, "schedule", None) or getattr(dag, "schedule_interval", None)
+        return None if when is None else str(when)
+
+    def dags_with(variables):
+        os.environ.update({f"AIRFLOW_VAR_{k}": v for k, v in variables.items()})
+        try:
+            return airflow_dagbag().dags
+        finally:
+            for k in variables:
+                os.environ.pop(f"AIRFLOW_VAR_{k}", None)
+
+    def arguments(dag):
+        args = {t.task_id: list(t.arguments or []) for t in dag.tasks}
+        train = args.get("train", [])
+        return args, {train[i]: train[i + 1] for i in range(len(train) - 1)}
+
     variables = {"LIMEN_MODEL": "churn", "LIMEN_DATA": "s3://tables/churn/", "LIMEN_LABEL_COLUMN": "churned",
-                 "LIMEN_LABELS": "s3://tables/labels.csv", "LIMEN_SCHEDULE": "30 1 * * *"}
-    os.environ.update({f"AIRFLOW_VAR_{k}": v for k, v in variables.items()})
-    try:
-        eks = airflow_dagbag().dags["limen_eks"]
-    finally:
-        for k in variables:
-            os.environ.pop(f"AIRFLOW_VAR_{k}", None)
-    args = {t.task_id: list(t.arguments or []) for t in eks.tasks}
-    train = args.get("train", [])
-    pairs = {train[i]: train[i + 1] for i in range(len(train) - 1)}
+                 "LIMEN_SCHEDULE": "30 1 * * *", "LIMEN_RETRAIN_LABELS": "s3://tables/labels.csv",
+                 "LIMEN_RETRAIN_SCHEDULE": "0 5 * * 1"}
+    dags = dags_with(variables)
+    args, pairs = arguments(dags["limen_eks"])
     check(pairs.get("--model") == "churn" and pairs.get("--data") == "s3://tables/churn/"
-          and pairs.get("--labels") == "s3://tables/labels.csv" and pairs.get("--label-column") == "churned"
+          and pairs.get("--label-column") == "churned" and "--labels" not in pairs
           and "churn" in args.get("watch", []) and "churn" in args.get("validate", [])
-          and str(getattr(eks, "schedule", None) or getattr(eks, "schedule_interval", None)) == "30 1 * * *",
-          f"limen_eks renders the model, data, labels and schedule Variables into its pods ({args})")
+          and schedule(dags["limen_eks"]) == "30 1 * * *",
+          f"limen_eks renders the model, data, label column and schedule Variables into its pods ({args})")
+    args, pairs = arguments(dags["limen_eks_retrain"])
+    check(pairs.get("--model") == "churn" and pairs.get("--data") == "/mnt/inference-log"
+          and pairs.get("--labels") == "s3://tables/labels.csv" and list(args) == ["train", "validate", "watch"]
+          and "churn" in args["watch"] and schedule(dags["limen_eks_retrain"]) == "0 5 * * 1",
+          f"limen_eks_retrain trains the model on the inference log and its labels, then validates and watches ({args})")
+    unlabelled = dags_with({"LIMEN_MODEL": "churn"})["limen_eks_retrain"]
+    check(schedule(unlabelled) is None, "without labels the retrain DAG has no schedule (it would only fail)")
 
     # 4. Airflow runs the local DAG for real.
     airflow_home = tempfile.mkdtemp(prefix="airflow-home-")

@@ -9,15 +9,22 @@ it passes the quality gate, live-traffic agreement included. A rejected candidat
 production untouched. The replicas pick a promotion up by themselves.
 
 Set the Airflow Variables `limen_model` (default iris), `limen_data` (default data/iris.csv: a
-path in the image or on the store's volume, or s3://…), `limen_label_column`, `limen_labels`
-(set, the model is retrained from the inference log in `limen_data`, e.g. /mnt/inference-log
-where every pod mounts the servers' log, joined with these labels), `limen_drift_schedule`
-(default `0 6 * * *`) and `limen_max_psi` (default 0.25) for the daily drift check (DAG
-`limen_eks_drift`: `limen drift` over the last day of the log, failing past the PSI),
-`limen_image`, `limen_namespace`, `limen_schedule` (a cron expression,
-default `0 3 * * *`: nightly at 03:00 UTC), `limen_shadow_wait` (seconds, default 900) and `limen_min_shadow_samples` (default 200 instances scored by both versions; a first
-production version needs none; a candidate that failed any shadowed row is refused), or edit the
-defaults below (deploy/aws/deploy.sh writes DEFAULT_IMAGE and DEFAULT_NAMESPACE for its stack).
+path in the image or on the store's volume, or s3://…), `limen_label_column`, `limen_image`,
+`limen_namespace`, `limen_schedule` (a cron expression, default `0 3 * * *`: nightly at 03:00
+UTC), `limen_shadow_wait` (seconds, default 900) and `limen_min_shadow_samples` (default 200
+instances scored by both versions; a first production version needs none; a candidate that
+failed any shadowed row is refused), or edit the defaults below (deploy/aws/deploy.sh writes
+DEFAULT_IMAGE and DEFAULT_NAMESPACE for its stack).
+
+Beside it, two DAGs of the same model:
+- `limen_eks_retrain` retrains from production traffic: the servers' inference log
+  (`limen_retrain_log`, default /mnt/inference-log where every pod mounts it, or its s3:// copy)
+  joined with the ground truth in `limen_retrain_labels` (a CSV of request_id and the label
+  column), then the same validate and watch. It runs on `limen_retrain_schedule` (default
+  `0 4 * * 0`, Sundays 04:00 UTC) once `limen_retrain_labels` is set, and only when triggered
+  before that;
+- `limen_eks_drift` checks drift daily (`limen_drift_schedule`, default `0 6 * * *`): `limen
+  drift` over the last day of the log fails its task past `limen_max_psi` (default 0.25).
 
 On Amazon MWAA the pods are launched through `kube_config.yaml` next to this file (deploy.sh
 uploads it): the execution role's token, mapped by the stack's access entry to the
@@ -61,7 +68,11 @@ SCHEDULE = variable("limen_schedule", "0 3 * * *")
 MODEL = variable("limen_model", "iris")
 DATA = variable("limen_data", "data/iris.csv")
 LABEL_COLUMN = variable("limen_label_column", "")
-LABELS = variable("limen_labels", "")
+# Retraining from the inference log (DAG limen_eks_retrain): the log, the ground truth, and when
+# (no schedule until there are labels: a run without them would only fail).
+RETRAIN_LOG = variable("limen_retrain_log", "/mnt/inference-log")
+RETRAIN_LABELS = variable("limen_retrain_labels", "")
+RETRAIN_SCHEDULE = variable("limen_retrain_schedule", "0 4 * * 0") if RETRAIN_LABELS else None
 # The daily drift check (DAG limen_eks_drift): when, and the PSI past which it fails.
 DRIFT_SCHEDULE = variable("limen_drift_schedule", "0 6 * * *")
 MAX_PSI = variable("limen_max_psi", "0.25")
@@ -137,22 +148,8 @@ def limen_task(task_id: str, arguments: list[str], cmds=("limen",), env=None) ->
     )
 
 
-with DAG(
-    dag_id="limen_eks",
-    description="limen train, validate, then watch, on EKS with the EFS model store",
-    start_date=datetime(2026, 1, 1),
-    schedule=SCHEDULE,
-    catchup=False,
-    max_active_runs=1,
-    default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
-    tags=["limen"],
-) as dag:
-    train = limen_task(
-        "train",
-        ["train", "--model", MODEL, "--data", DATA]
-        + (["--label-column", LABEL_COLUMN] if LABEL_COLUMN else [])
-        + (["--labels", LABELS] if LABELS else []),
-    )
+def promote_and_watch(train: KubernetesPodOperator) -> None:
+    """`train`, then the gate and the watch every flow of the model shares."""
     # The candidate is in shadow on every replica within a poll interval: the gate waits up to
     # SHADOW_WAIT seconds for traffic to score it (none for a first production version).
     validate = limen_task(
@@ -168,6 +165,46 @@ with DAG(
 
 
 with DAG(
+    dag_id="limen_eks",
+    description="limen train, validate, then watch, on EKS with the EFS model store",
+    start_date=datetime(2026, 1, 1),
+    schedule=SCHEDULE,
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
+    tags=["limen"],
+) as dag:
+    promote_and_watch(
+        limen_task(
+            "train",
+            ["train", "--model", MODEL, "--data", DATA]
+            + (["--label-column", LABEL_COLUMN] if LABEL_COLUMN else []),
+        )
+    )
+
+
+with DAG(
+    dag_id="limen_eks_retrain",
+    description="limen train on the inference log and its labels, validate, then watch",
+    start_date=datetime(2026, 1, 1),
+    schedule=RETRAIN_SCHEDULE,
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
+    tags=["limen"],
+) as retrain_dag:
+    # The model's logged requests joined with their labels by request_id; without labels the
+    # task fails and says so (limen train needs --labels to read a log).
+    promote_and_watch(
+        limen_task(
+            "train",
+            ["train", "--model", MODEL, "--data", RETRAIN_LOG]
+            + (["--labels", RETRAIN_LABELS] if RETRAIN_LABELS else []),
+        )
+    )
+
+
+with DAG(
     dag_id="limen_eks_drift",
     description="limen drift: production's logged inputs against its training data, daily",
     start_date=datetime(2026, 1, 1),
@@ -178,7 +215,7 @@ with DAG(
     tags=["limen"],
 ) as drift_dag:
     # PSI per feature over the last day of the servers' inference log: above limen_max_psi the
-    # task exits 1 and fails (retrain: set limen_labels and run limen_eks); too few logged
+    # task exits 1 and fails (retrain: DAG limen_eks_retrain); too few logged
     # instances exits 2 and fails too, since no data is not "no drift".
     limen_task(
         "drift",

@@ -49,6 +49,7 @@ AIRFLOW_OUTPUTS = {
     "AirflowEnvironmentName": "limen-airflow",
     "AirflowUiUrl": "https://0123abcd-4567-89ef.c2.eu-west-1.airflow.amazonaws.com",
 }
+ISSUER = "https://oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF0123456789ABCDEF"
 # Which access point backs which claim, as the template's outputs describe them.
 CLAIMS = {
     "limen-models": "ModelsAccessPointId",
@@ -59,13 +60,16 @@ CLAIMS = {
 # One script stands in for aws, kubectl and docker (by the name it is called as).
 STUB = r'''#!PYTHON
 import json, os, sys
+POINTS = {"ModelsAccessPointId": "/models", "EvidenceAccessPointId": "/evidence",
+          "InferenceLogAccessPointId": "/inference-log"}
 tool, argv = os.path.basename(sys.argv[0]), sys.argv[1:]
 with open(os.environ["STUB_LOG"], "a") as log:
     log.write(json.dumps([tool] + argv) + "\n")
-path = os.environ["STUB_STATE"]
-state = json.load(open(path))
+STATE = os.environ["STUB_STATE"]
+state = json.load(open(STATE))
 def save():
-    json.dump(state, open(path, "w"))
+    with open(STATE, "w") as f:
+        json.dump(state, f)
 def flag(name):
     return argv[argv.index(name) + 1]
 def fail(message, code=254):
@@ -75,14 +79,62 @@ if tool == "aws":
     if argv[:1] == ["--region"]:
         argv = argv[2:]
     cmd = argv[:2]
+    stacks = state.setdefault("stacks", {})
     if cmd == ["cloudformation", "deploy"]:
         if "DeployAirflow=true" in argv:
             state["airflow"] = True
-            save()
+        name = flag("--stack-name")
+        params = dict(p.split("=", 1) for p in argv[argv.index("--parameter-overrides") + 1:]) \
+            if "--parameter-overrides" in argv else {}
+        if flag("--template-file") == "deploy/aws/existing.yaml":
+            if stacks.get(name) == params:
+                state["unchanged"] = state.get("unchanged", 0) + 1
+                print(f"No changes to deploy. Stack {name} is up to date")
+            # What the stack holds shows up in the account, as in AWS.
+            issuer = params["OidcIssuer"].split("//", 1)[1]
+            if params["CreateOidcProvider"] == "true" and not any(a.endswith(issuer) for a in state["providers"]):
+                state["providers"].append(f"arn:aws:iam::210987654321:oidc-provider/{issuer}")
+            if params["CreateEfsCsiDriver"] == "true" and "efs.csi.aws.com" not in state["csidrivers"]:
+                state["csidrivers"].append("efs.csi.aws.com")
+            for key, root in POINTS.items():
+                if params[key] == "" and root not in dict(state["access_points"]):
+                    state["access_points"].append([root, "fsap-stack" + root.replace("/", "-")])
+            if params["CreateRepository"] == "true" and params["RepositoryName"] not in state["repositories"]:
+                state["repositories"].append(params["RepositoryName"])
+        stacks[name] = params
+        save()
     elif cmd == ["cloudformation", "describe-stacks"]:
-        outputs = dict(state["outputs"], **(state["airflow_outputs"] if state.get("airflow") else {}))
+        name = flag("--stack-name")
+        if "Parameters" in flag("--query"):
+            if name not in stacks:
+                fail(f"An error occurred (ValidationError) when calling the DescribeStacks operation: Stack with id {name} does not exist")
+            for key, value in stacks[name].items():
+                print(f"{key}\t{value}")
+            save()
+            sys.exit(0)
+        if stacks.get(name, {}).get("FileSystemId"):
+            params, made = stacks[name], dict(state["access_points"])
+            outputs = {"ClusterName": params["ClusterName"], "PipelineNamespace": params["PipelineNamespace"],
+                       "FileSystemId": params["FileSystemId"],
+                       "RepositoryUri": f"210987654321.dkr.ecr.eu-west-1.amazonaws.com/{params['RepositoryName']}",
+                       **{key: params[key] or made[root] for key, root in POINTS.items()}}
+        else:
+            outputs = dict(state["outputs"], **(state["airflow_outputs"] if state.get("airflow") else {}))
         for key, value in outputs.items():
             print(f"{key}\t{value}")
+    elif cmd == ["eks", "describe-cluster"]:
+        print(state["issuer"])
+    elif cmd == ["efs", "describe-mount-targets"]:
+        print(state.get("mount_targets", 2))
+    elif cmd == ["efs", "describe-access-points"]:
+        for root, ident in state["access_points"]:
+            print(f"{root}\t{ident}")
+    elif cmd == ["iam", "list-open-id-connect-providers"]:
+        print("\t".join(state["providers"]))
+    elif cmd == ["ecr", "describe-repositories"]:
+        if flag("--repository-names") not in state["repositories"]:
+            fail("An error occurred (RepositoryNotFoundException) when calling the DescribeRepositories operation")
+        print("{}")
     elif cmd == ["ecr", "describe-images"]:
         tag = flag("--image-ids").split("=", 1)[1]
         if tag not in state["images"]:
@@ -109,7 +161,10 @@ elif tool == "docker":
         state["images"].append(argv[1].rsplit(":", 1)[1])
         save()
 elif tool == "kubectl":
-    if "get" in argv and "job" in argv:
+    if "get" in argv and "csidriver" in argv:
+        if argv[-1] not in state["csidrivers"]:
+            fail(f'Error from server (NotFound): csidrivers.storage.k8s.io "{argv[-1]}" not found', 1)
+    elif "get" in argv and "job" in argv:
         if argv[-1] not in state["jobs"]:
             fail(f'Error from server (NotFound): jobs.batch "{argv[-1]}" not found', 1)
     elif "create" in argv and "job" in argv:
@@ -149,7 +204,7 @@ def load_template():
 class Sandbox:
     """A temp dir with the stub tools first on PATH, a state file and a call log."""
 
-    def __init__(self):
+    def __init__(self, **state):
         self.dir = tempfile.mkdtemp(prefix="limen-aws-")
         self.bin = os.path.join(self.dir, "bin")
         os.mkdir(self.bin)
@@ -163,23 +218,44 @@ class Sandbox:
         self.log = os.path.join(self.dir, "calls.jsonl")
         self.out = os.path.join(self.dir, "rendered")
         with open(self.state, "w") as f:
-            json.dump({"outputs": OUTPUTS, "airflow_outputs": AIRFLOW_OUTPUTS, "images": [], "jobs": []}, f)
+            json.dump({"outputs": OUTPUTS, "airflow_outputs": AIRFLOW_OUTPUTS, "images": [], "jobs": [],
+                       "issuer": ISSUER, "providers": [], "csidrivers": [], "access_points": [],
+                       "repositories": [], **state}, f)
 
-    def run(self, *args):
+    def state_now(self):
+        with open(self.state) as f:
+            return json.load(f)
+
+    def run(self, *args, tools=True):
         open(self.log, "w").close()
-        env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}", STUB_STATE=self.state, STUB_LOG=self.log)
+        path = f"{self.bin}:{os.environ['PATH']}" if tools else self.without_tools()
+        env = dict(os.environ, PATH=path, STUB_STATE=self.state, STUB_LOG=self.log)
         env.pop("AWS_REGION", None)
         proc = subprocess.run(
             [os.path.join(HERE, "deploy.sh"), "--region", "eu-west-1", "--out", self.out,
              *(a for a in args if a != "--no-cidr")]
             # Every run states who may reach the API, but a teardown and the run that tests
             # its absence.
-            + ([] if "--teardown" in args or "--no-cidr" in args else ["--api-access-cidr", "203.0.113.7/32"]),
+            + ([] if {"--teardown", "--no-cidr", "--cluster"} & set(args) else ["--api-access-cidr", "203.0.113.7/32"]),
             capture_output=True, text=True, env=env, cwd=self.dir, timeout=120,
         )
         with open(self.log) as f:
             calls = [json.loads(line) for line in f]
         return proc, calls
+
+    def without_tools(self):
+        """A PATH of this machine's programs but aws, kubectl, docker and git (and the stubs)."""
+        farm = os.path.join(self.dir, "no-tools")
+        if not os.path.isdir(farm):
+            os.mkdir(farm)
+            for folder in os.environ["PATH"].split(os.pathsep):
+                if folder == self.bin or not os.path.isdir(folder):
+                    continue
+                for name in os.listdir(folder):
+                    target = os.path.join(farm, name)
+                    if name not in ("aws", "kubectl", "docker", "git") and not os.path.lexists(target):
+                        os.symlink(os.path.join(folder, name), target)
+        return farm
 
 
 def printed_commands(stdout):
@@ -398,6 +474,99 @@ def check_names(params, rendered, dag_folder):
                   f"{where}: --evidence is the evidence claim's mount")
 
 
+FS = "fs-0a1b2c3d4e5f60718"
+EXISTING = ("--cluster", "prod_eks", "--file-system", FS, "--namespace", "churn-team")
+
+
+def rendered_handles(box):
+    """The volume handles and namespace deploy.sh rendered into box's kustomization."""
+    with open(os.path.join(box.out, "kustomization.yaml")) as f:
+        kust = yaml.safe_load(f)
+    handles = {}
+    for patch in kust["patches"]:
+        op = json.loads(patch["patch"])[0]
+        if patch["target"]["kind"] == "PersistentVolume":
+            handles[patch["target"]["name"]] = op["value"]
+    return kust, handles
+
+
+def check_existing():
+    """deploy.sh --cluster: checks, creates only what is missing, a second run creates nothing,
+    a dry run needs none of the tools; returns the sandbox of the first case (for rendering)."""
+    bare = Sandbox()
+    first, calls = bare.run(*EXISTING)
+    calls = in_pipeline_order(calls)
+    check(first.returncode == 0, f"deploy.sh --cluster into a bare cluster exits 0\n{first.stderr[-2000:]}")
+    deploys = [c for c in calls if c[3:5] == ["cloudformation", "deploy"]]
+    params = dict(p.split("=", 1) for p in deploys[0][deploys[0].index("--parameter-overrides") + 1:]) if deploys else {}
+    check(len(deploys) == 1 and "deploy/aws/existing.yaml" in deploys[0] and "limen-prod-eks" in deploys[0]
+          and params.get("OidcIssuer") == ISSUER and params.get("PipelineNamespace") == "churn-team"
+          and {k: params.get(k) for k in ("CreateOidcProvider", "CreateEfsCsiDriver", "CreateRepository")}
+          == dict.fromkeys(("CreateOidcProvider", "CreateEfsCsiDriver", "CreateRepository"), "true")
+          and all(params.get(k) == "" for k in CLAIMS.values()),
+          f"a bare cluster gets its own stack (limen-prod-eks) with every missing piece: {params}")
+    check(not any(c[3:4] in (["s3"], ["s3api"]) for c in calls) and not any("ApiAccessCidr" in " ".join(c) for c in calls),
+          "the existing-cluster path touches no MWAA bucket and no API access")
+    kust, handles = rendered_handles(bare)
+    check(kust["namespace"] == "churn-team" and kust["resources"][0].endswith("deploy/k8s")
+          and handles == {"limen-models": f"{FS}::fsap-stack-models", "limen-evidence": f"{FS}::fsap-stack-evidence",
+                          "limen-inference-log": f"{FS}::fsap-stack-inference-log"},
+          f"the base manifests go to namespace churn-team on the stack's access points: {handles}")
+    check(any(c[:2] == ["docker", "push"] for c in calls) and ["kubectl", "--context", "prod_eks", "apply", "-k", bare.out] in calls
+          and any("create" in c and "limen-first-model" in c for c in calls),
+          "it pushes the image, applies the manifests and starts the first model")
+
+    again, calls2 = bare.run(*EXISTING)
+    deploys2 = [c for c in calls2 if c[3:5] == ["cloudformation", "deploy"]]
+    check(again.returncode == 0 and deploys2 == deploys[:1] and bare.state_now().get("unchanged") == 1
+          and not any(c[:2] in (["docker", "build"], ["docker", "push"]) for c in calls2)
+          and not any("create" in c and "job" in c for c in calls2),
+          f"a second run creates nothing: the same stack parameters (a no-op change set), no build, no job "
+          f"{again.stderr[-500:] if again.returncode else ''}")
+
+    # Everything there already: the stack holds nothing but its anchor, the manifests use the
+    # account's own access points.
+    points = [["/models", "fsap-team-models"], ["/evidence", "fsap-team-evidence"], ["/inference-log", "fsap-team-log"]]
+    full = Sandbox(providers=[f"arn:aws:iam::210987654321:oidc-provider/{ISSUER[8:]}"], csidrivers=["efs.csi.aws.com"],
+                   access_points=points, repositories=["limen"])
+    done, calls3 = full.run(*EXISTING)
+    deploys3 = [c for c in calls3 if c[3:5] == ["cloudformation", "deploy"]]
+    params3 = dict(p.split("=", 1) for p in deploys3[0][deploys3[0].index("--parameter-overrides") + 1:]) if deploys3 else {}
+    _, handles3 = rendered_handles(full) if done.returncode == 0 else ({}, {})
+    check(done.returncode == 0 and "the stack creates nothing" in done.stdout
+          and [params3.get(k) for k in ("CreateOidcProvider", "CreateEfsCsiDriver", "CreateRepository")] == ["false"] * 3
+          and [params3.get(k) for k in ("ModelsAccessPointId", "EvidenceAccessPointId", "InferenceLogAccessPointId")]
+          == [p[1] for p in points]
+          and handles3.get("limen-inference-log") == f"{FS}::fsap-team-log",
+          f"a cluster that has every piece: nothing created, its access points used ({params3})")
+
+    # A dry run on a machine with none of the tools prints what the first real run ran.
+    fresh = Sandbox()
+    dry, none = fresh.run(*EXISTING, "--dry-run", tools=False)
+    printed = [[t.replace(fresh.dir, bare.dir) for t in argv] for argv in printed_commands(dry.stdout)]
+    check(dry.returncode == 0 and none == [] and not os.path.exists(fresh.out),
+          f"--cluster --dry-run runs with no aws, kubectl, docker or git installed, and writes nothing {dry.stderr.strip()}")
+    check(len(printed) == len(calls) and all(same_command(p, c) for p, c in zip(printed, calls)),
+          f"--cluster --dry-run prints the {len(calls)} commands the real run ran, in order "
+          f"({len(printed)} printed; first difference: "
+          f"{next(((p, c) for p, c in zip(printed, calls) if not same_command(p, c)), None)})")
+    proc, _ = fresh.run("--dry-run", tools=False)
+    check(proc.returncode == 0, f"the new-cluster --dry-run runs with none of the tools too {proc.stderr.strip()}")
+
+    for bad, code, said in ((("--cluster", "prod_eks"), 2, "--file-system"),
+                            (EXISTING + ("--api-access-cidr", "203.0.113.7/32"), 2, "new-cluster"),
+                            (("--cluster", "prod_eks", "--file-system", "nfs-1"), 2, "fs-"),
+                            (EXISTING, 1, "no mount targets")):
+        box = Sandbox(mount_targets=0) if code == 1 else fresh
+        proc, ran = box.run(*bad)
+        check(proc.returncode == code and said in proc.stderr
+              and not any(c[3:5] == ["cloudformation", "deploy"] for c in ran),
+              f"deploy.sh {' '.join(bad)}: exit {code}, says why, deploys nothing ({proc.stderr.strip()[-300:]})")
+    shutil.rmtree(full.dir, ignore_errors=True)
+    shutil.rmtree(fresh.dir, ignore_errors=True)
+    return bare
+
+
 def main():
     template = load_template()
     params = check_template(template)
@@ -471,12 +640,21 @@ def main():
         check(proc.returncode == 2 and "deploy.sh:" in proc.stderr and none == [] and said,
               f"deploy.sh {' '.join(bad)}: exit 2 and says why ({proc.stderr.strip()})")
 
+    existing = check_existing()
     if REAL_KUBECTL:
         rendered = kustomize(box.out)
         validate(rendered, box.dir)
         check_names(params, rendered, os.path.join(box.out, "dags"))
+        mine = kustomize(existing.out)
+        validate(mine, existing.dir)
+        check({d["metadata"].get("namespace", "churn-team") for d in mine if d["kind"] != "PersistentVolume"} == {"churn-team"}
+              and not any(d["kind"] in ("Role", "RoleBinding") for d in mine),
+              "the existing-cluster render: everything in namespace churn-team, no MWAA RBAC")
+    elif os.environ.get("LIMEN_REQUIRE_KUBECTL"):
+        check(False, "kubectl is required to render the overlays (LIMEN_REQUIRE_KUBECTL)")
     else:
         print("skip  rendering the overlay and the name checks on it (no kubectl on this machine)")
+    shutil.rmtree(existing.dir, ignore_errors=True)
 
     shutil.rmtree(box.dir, ignore_errors=True)
     shutil.rmtree(fresh.dir, ignore_errors=True)
