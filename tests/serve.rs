@@ -245,6 +245,40 @@ fn the_server_starts_without_a_store_and_becomes_ready_when_a_model_appears() {
 }
 
 /// Promotes a new version and waits for /predict to answer with it.
+#[test]
+fn every_model_in_the_store_is_served_and_ready_waits_for_each() {
+    let store = TestStore::new();
+    let iris = store.promote_iris();
+    let species = store.promote_species();
+    let server = Server::serve(store.path(), &["--poll-interval", "200ms"]).ready();
+    let agent = http();
+    let ready = get(&agent, &server.url("/ready")).json();
+    assert_eq!(
+        ready["models"],
+        serde_json::json!({"iris": iris, "iris-species": species})
+    );
+    // A model promoted later is served without a restart, and /ready names it once loaded.
+    let next = store.promote("iris-next", &[]);
+    eventually(PATIENCE, "iris-next in /ready", || {
+        let ready = get(&agent, &server.url("/ready")).json();
+        (ready["models"]["iris-next"] == next.as_str()).then_some(())
+    });
+    let url = server.url("/models/iris-next/predict");
+    assert_eq!(post(&agent, &url, SEED_BODY).status, 200);
+    assert_eq!(get(&agent, &server.url("/version")).body, iris);
+
+    // --model narrows: only the models named are served, and the first is /predict's.
+    let narrowed = Server::serve(store.path(), &["--model", "iris-species"]).ready();
+    let ready = get(&agent, &narrowed.url("/ready")).json();
+    assert_eq!(
+        ready["models"],
+        serde_json::json!({"iris-species": species})
+    );
+    let other = post(&agent, &narrowed.url("/models/iris/predict"), SEED_BODY);
+    assert_eq!(other.status, 404, "{}", other.body);
+    assert_eq!(get(&agent, &narrowed.url("/version")).body, species);
+}
+
 fn hot_reload_with(watch_args: &[&str]) {
     let (store, first) = store_with_production();
     let server = Server::serve(store.path(), watch_args).ready();
