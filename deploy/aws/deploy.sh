@@ -280,10 +280,27 @@ push_image() {
 # apply_manifests BASE: the kustomization in folder BASE rendered into $out with the stack's
 # image, volume handles and namespace, applied to $context; then the first model's job, once.
 apply_manifests() {
-  local base models_handle evidence_handle log_handle
+  local base models_handle evidence_handle log_handle suffix="" pv_patches=""
   models_handle="$file_system::$(output ModelsAccessPointId)"
   evidence_handle="$file_system::$(output EvidenceAccessPointId)"
   log_handle="$file_system::$(output InferenceLogAccessPointId)"
+  # PersistentVolumes are cluster-wide: outside namespace ml they carry the namespace in their
+  # names, so two namespaces of one cluster can each run a limen.
+  [ "$namespace" = ml ] || suffix="-$namespace"
+  for volume in "limen-models:$models_handle" "limen-evidence:$evidence_handle" "limen-inference-log:$log_handle"; do
+    local name="${volume%%:*}" handle="${volume#*:}"
+    pv_patches+="  - target: { kind: PersistentVolume, name: $name }
+    patch: '[{\"op\": \"replace\", \"path\": \"/spec/csi/volumeHandle\", \"value\": \"$handle\"}"
+    if [ -n "$suffix" ]; then
+      pv_patches+=", {\"op\": \"replace\", \"path\": \"/metadata/name\", \"value\": \"$name$suffix\"}]'
+  - target: { kind: PersistentVolumeClaim, name: $name }
+    patch: '[{\"op\": \"replace\", \"path\": \"/spec/volumeName\", \"value\": \"$name$suffix\"}]'
+"
+    else
+      pv_patches+="]'
+"
+    fi
+  done
   [ "$dry" = 1 ] || mkdir -p "$out"
   base="$(relpath "$1" "$out")"
   write "$out/kustomization.yaml" <<EOF
@@ -298,13 +315,7 @@ images:
     newName: $repository
     newTag: ${image##*:}
 patches:
-  - target: { kind: PersistentVolume, name: limen-models }
-    patch: '[{"op": "replace", "path": "/spec/csi/volumeHandle", "value": "$models_handle"}]'
-  - target: { kind: PersistentVolume, name: limen-evidence }
-    patch: '[{"op": "replace", "path": "/spec/csi/volumeHandle", "value": "$evidence_handle"}]'
-  - target: { kind: PersistentVolume, name: limen-inference-log }
-    patch: '[{"op": "replace", "path": "/spec/csi/volumeHandle", "value": "$log_handle"}]'
-  - target: { kind: Namespace, name: ml }
+$pv_patches  - target: { kind: Namespace, name: ml }
     patch: '[{"op": "replace", "path": "/metadata/name", "value": "$namespace"}]'
 EOF
   run kubectl --context "$context" apply -k "$out"

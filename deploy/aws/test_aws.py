@@ -650,6 +650,13 @@ def main():
         check({d["metadata"].get("namespace", "churn-team") for d in mine if d["kind"] != "PersistentVolume"} == {"churn-team"}
               and not any(d["kind"] in ("Role", "RoleBinding") for d in mine),
               "the existing-cluster render: everything in namespace churn-team, no MWAA RBAC")
+        volumes = {d["metadata"]["name"]: d for d in mine if d["kind"] == "PersistentVolume"}
+        bound = {d["metadata"]["name"]: d["spec"]["volumeName"] for d in mine if d["kind"] == "PersistentVolumeClaim"}
+        check(set(volumes) == {f"{claim}-churn-team" for claim in CLAIMS}
+              and all(bound.get(claim) == f"{claim}-churn-team" for claim in CLAIMS)
+              and volumes.get("limen-models-churn-team", {}).get("spec", {}).get("csi", {}).get("volumeHandle")
+              == f"{FS}::fsap-stack-models",
+              f"outside namespace ml the cluster-wide volumes carry the namespace, and each claim binds its own: {bound}")
     elif os.environ.get("LIMEN_REQUIRE_KUBECTL"):
         check(False, "kubectl is required to render the overlays (LIMEN_REQUIRE_KUBECTL)")
     else:
