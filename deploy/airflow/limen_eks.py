@@ -164,15 +164,22 @@ def promote_and_watch(train: KubernetesPodOperator) -> None:
     train >> validate >> watch
 
 
-with DAG(
-    dag_id="limen_eks",
-    description="limen train, validate, then watch, on EKS with the EFS model store",
-    start_date=datetime(2026, 1, 1),
-    schedule=SCHEDULE,
-    catchup=False,
-    max_active_runs=1,
-    default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
-    tags=["limen"],
+def limen_dag(dag_id: str, description: str, schedule) -> DAG:
+    """A DAG of limen's: one run at a time, no catch-up, no retries (a refusal is an answer)."""
+    return DAG(
+        dag_id=dag_id,
+        description=description,
+        start_date=datetime(2026, 1, 1),
+        schedule=schedule,
+        catchup=False,
+        max_active_runs=1,
+        default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
+        tags=["limen"],
+    )
+
+
+with limen_dag(
+    "limen_eks", "limen train, validate, then watch, on EKS with the EFS model store", SCHEDULE
 ) as dag:
     promote_and_watch(
         limen_task(
@@ -183,15 +190,10 @@ with DAG(
     )
 
 
-with DAG(
-    dag_id="limen_eks_retrain",
-    description="limen train on the inference log and its labels, validate, then watch",
-    start_date=datetime(2026, 1, 1),
-    schedule=RETRAIN_SCHEDULE,
-    catchup=False,
-    max_active_runs=1,
-    default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
-    tags=["limen"],
+with limen_dag(
+    "limen_eks_retrain",
+    "limen train on the inference log and its labels, validate, then watch",
+    RETRAIN_SCHEDULE,
 ) as retrain_dag:
     # The model's logged requests joined with their labels by request_id; without labels the
     # task fails and says so (limen train needs --labels to read a log).
@@ -204,15 +206,10 @@ with DAG(
     )
 
 
-with DAG(
-    dag_id="limen_eks_drift",
-    description="limen drift: production's logged inputs against its training data, daily",
-    start_date=datetime(2026, 1, 1),
-    schedule=DRIFT_SCHEDULE,
-    catchup=False,
-    max_active_runs=1,
-    default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
-    tags=["limen"],
+with limen_dag(
+    "limen_eks_drift",
+    "limen drift: production's logged inputs against its training data, daily",
+    DRIFT_SCHEDULE,
 ) as drift_dag:
     # PSI per feature over the last day of the servers' inference log: above limen_max_psi the
     # task exits 1 and fails (retrain: DAG limen_eks_retrain); too few logged

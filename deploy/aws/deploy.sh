@@ -144,31 +144,25 @@ run() {
   if [ "$dry" = 0 ]; then "$@"; fi
 }
 # capture VAR PLACEHOLDER cmd...: VAR = the command's output (PLACEHOLDER in a dry run).
-capture() {
-  local var=$1 placeholder=$2
-  shift 2
-  show "$@"
-  if [ "$dry" = 1 ]; then
-    printf -v "$var" '%s' "$placeholder"
-  else
-    printf -v "$var" '%s' "$("$@")"
-  fi
-}
+capture() { output_of strict "$@"; }
 # probe cmd...: whether the command succeeds (it never does in a dry run).
 probe() {
   show "$@"
   [ "$dry" = 0 ] && "$@" >/dev/null 2>&1
 }
-# lookup VAR PLACEHOLDER cmd...: VAR = the command's output, or empty when it fails (the thing
-# looked up is not there); PLACEHOLDER in a dry run.
-lookup() {
-  local var=$1 placeholder=$2
-  shift 2
+# lookup VAR PLACEHOLDER cmd...: as capture, but a command that fails (the thing looked up is
+# not there) leaves VAR empty.
+lookup() { output_of tolerant "$@"; }
+output_of() { # strict|tolerant VAR PLACEHOLDER cmd...
+  local mode=$1 var=$2 placeholder=$3
+  shift 3
   show "$@"
   if [ "$dry" = 1 ]; then
     printf -v "$var" '%s' "$placeholder"
-  else
+  elif [ "$mode" = tolerant ]; then
     printf -v "$var" '%s' "$("$@" 2>/dev/null || true)"
+  else
+    printf -v "$var" '%s' "$("$@")"
   fi
 }
 # relpath TARGET BASE: the path of directory TARGET relative to directory BASE (kustomize wants
