@@ -309,6 +309,10 @@ pub struct ModelStatus {
     /// Why the production version is not the one served, if it is not.
     pub last_error: Option<String>,
     pub last_error_at: Option<SystemTime>,
+    /// Whether that error is the store's content (a file or pointer limen refuses, which no
+    /// waiting mends) rather than a passing one (memory budget, unreadable store, a version not
+    /// there yet).
+    pub refused: bool,
     /// The version the model's switch record names, loaded ahead of a promotion (see
     /// `store::SwitchRecord`); whether it is loaded and warm, or why it cannot be; and when this
     /// server switches to it, once the pointer names it (unix milliseconds).
@@ -397,6 +401,25 @@ pub enum VersionError {
         version: VersionId,
         why: String,
     },
+    /// Not the file's fault, and retried after its backoff: the memory budget cannot hold the
+    /// load now, or the store could not be read.
+    #[error("{name}/{version} cannot be loaded now: {why}")]
+    Unavailable {
+        name: String,
+        version: VersionId,
+        why: String,
+        /// The memory budget (else the store) is what stood in the way.
+        budget: bool,
+    },
+}
+
+impl VersionError {
+    /// Whether waiting can mend it: the version may appear (a pointer read before its folder on
+    /// a lagging NFS client), memory may free up, the store may come back. The alternative is a
+    /// file that will not load however long one waits.
+    pub fn passes(&self) -> bool {
+        !matches!(self, Self::Unservable { .. })
+    }
 }
 
 /// A version loaded on request (`/models/{name}/versions/{version}/predict`).
@@ -428,7 +451,8 @@ pub struct Readiness {
     pub loaded: Vec<(String, VersionId)>,
     /// Models whose production version was read and refused (why): no replica of a shared store
     /// can load that file, so waiting for it would only take every other model down with it.
-    /// Named models (`--model`) are never here: they wait.
+    /// A failure that passes (memory budget, an unreadable store) waits instead, and named
+    /// models (`--model`) always wait.
     pub refused: Vec<(String, String)>,
     /// Models still to load: with a production pointer and nothing served yet, or named by
     /// `--model` and not served.
@@ -558,8 +582,11 @@ impl Registry {
                 readiness.loaded.push((name.to_owned(), loaded.version));
                 return;
             }
-            match book.models.get(name).and_then(|s| s.last_error.clone()) {
-                Some(why) if !named => readiness.refused.push((name.to_owned(), why)),
+            match book.models.get(name).filter(|s| s.refused) {
+                Some(status) if !named => readiness.refused.push((
+                    name.to_owned(),
+                    status.last_error.clone().unwrap_or_default(),
+                )),
                 _ => readiness.waiting.push(name.to_owned()),
             }
         };
@@ -979,12 +1006,20 @@ impl Registry {
             pending: None,
             staged: None,
         };
+        // Why the production version is not served, and whether waiting can mend it (a pointer
+        // or file the store cannot read now) or not (one that holds what limen refuses).
         let error = match pointer {
-            Err(e) => Some(format!("cannot read the production pointer: {e}")),
+            Err(e) => Some((
+                format!("cannot read the production pointer: {e}"),
+                matches!(e, StoreError::Io { .. } | StoreError::Missing(_)),
+            )),
             Ok(None) => served.map(|s| {
-                format!(
-                    "the production pointer is missing; still serving version {}",
-                    s.version
+                (
+                    format!(
+                        "the production pointer is missing; still serving version {}",
+                        s.version
+                    ),
+                    true,
                 )
             }),
             Ok(Some(version)) => {
@@ -992,7 +1027,7 @@ impl Registry {
                 if served.is_some_and(|s| s.version == version) {
                     None
                 } else {
-                    match get(version).map_err(|e| e.to_string()) {
+                    match get(version).map_err(|e| (e.to_string(), e.passes())) {
                         Ok(model) => {
                             let now = crate::fleet::now_ms();
                             let at = record
@@ -1052,7 +1087,8 @@ impl Registry {
                 }
             }
         }
-        if let Some(error) = error {
+        if let Some((error, passes)) = error {
+            status.refused = !passes;
             let same_as_before = previous.and_then(|p| p.last_error.as_ref()) == Some(&error);
             if same_as_before {
                 status.last_error_at = previous.and_then(|p| p.last_error_at);
@@ -1171,6 +1207,12 @@ impl Registry {
             version,
             why,
         };
+        let unavailable = |budget: bool, why: String| VersionError::Unavailable {
+            name: name.to_string(),
+            version,
+            why,
+            budget,
+        };
         // The file's size as listed. A file over --max-model-size is refused unread (with that
         // error, so nothing is reserved for it); one that grows after this is still read only up
         // to that limit.
@@ -1183,14 +1225,17 @@ impl Registry {
             usize::try_from(len.saturating_mul(LOAD_BYTES_PER_FILE_BYTE)).unwrap_or(usize::MAX)
         };
         let _reservation = self.config.budget.try_reserve(peak).map_err(|e| {
-            unservable(format!(
+            unavailable(
+                true,
+                format!(
                 "loading its {len}-byte model.json needs {} MiB of the memory budget and only {} \
                  of {} MiB are free; it is retried after its backoff (raise --memory-budget or \
                  the pod's memory limit if this lasts)",
                 peak >> 20,
                 e.total.saturating_sub(e.reserved) >> 20,
                 e.total >> 20
-            ))
+            ),
+            )
         })?;
         let model = self
             .catalog
@@ -1200,6 +1245,9 @@ impl Registry {
                     name: name.to_string(),
                     version,
                 },
+                LoadError::Store(e @ (StoreError::Io { .. } | StoreError::Missing(_))) => {
+                    unavailable(false, error_chain(&e))
+                }
                 LoadError::Store(e) => unservable(error_chain(&e)),
                 LoadError::Model(e) => unservable(error_chain(&e)),
             })?;

@@ -73,7 +73,8 @@ pub fn loaded_production(state: &AppState, name: &ModelName) -> Result<Arc<Loade
 
 /// The model and version named in a `…/{name}/versions/{version}/…` URL: from memory if it is
 /// production or cached, else loaded on the blocking pool. 400 for a malformed name or version,
-/// 404 for a missing one, 503 for one that cannot be served.
+/// 404 for a missing one, 503 for one that cannot be served or whose store cannot be read, 429
+/// when the memory budget cannot hold its load now.
 pub async fn loaded_version(
     state: &AppState,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -94,6 +95,8 @@ pub async fn loaded_version(
             let kind = match e {
                 VersionError::NotFound { .. } => ErrorKind::UnknownVersion,
                 VersionError::Unservable { .. } => ErrorKind::Unservable,
+                VersionError::Unavailable { budget: true, .. } => ErrorKind::Overloaded,
+                VersionError::Unavailable { budget: false, .. } => ErrorKind::StoreUnavailable,
             };
             ApiError::new(kind, e.to_string())
         })

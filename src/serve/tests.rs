@@ -488,6 +488,25 @@ async fn ready_waits_for_each_production_model_served_and_names_what_it_lacks() 
     let models = call(&narrowed, "GET", "/models", "").await.json();
     assert_eq!(models["models"].as_array().unwrap().len(), 1, "{models}");
 
+    // A load the memory budget cannot hold now is no verdict on the file: the replica waits.
+    let starved = app_configured(
+        Catalog::open(catalog.root()),
+        Limits::with_max_body(4096),
+        Budget::unlimited(),
+        RegistryConfig {
+            budget: Budget::new(1024),
+            ..RegistryConfig::default()
+        },
+    );
+    let ready = call(&starved, "GET", "/ready", "").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.text
+    );
+    assert!(ready.text.contains("memory budget"), "{}", ready.text);
+
     // Nothing loadable at all: not ready, and it says so.
     let none = serving(Some(&["nosuch"]));
     let ready = call(&none, "GET", "/ready", "").await;
