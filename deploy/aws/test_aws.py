@@ -358,6 +358,10 @@ def check_template(template):
     version = params["AirflowVersion"]["Default"]
     check(f"constraints-{version}/" in constraints and "apache-airflow-providers-cncf-kubernetes" in constraints,
           f"mwaa-requirements.txt pins the constraints of Airflow {version} and adds the Kubernetes provider")
+    cni = [r["Properties"] for r in resources.values()
+           if r["Type"] == "AWS::EKS::Addon" and r["Properties"]["AddonName"] == "vpc-cni"]
+    check(len(cni) == 1 and json.loads(cni[0].get("ConfigurationValues", "{}")).get("enableNetworkPolicy") == "true",
+          "the VPC CNI add-on enforces network policies (deploy/k8s/networkpolicy.yaml)")
     bucket = resources["Bucket"]["Properties"]["BucketName"]["Fn::Sub"]
     check(bucket.startswith("airflow-"), "the bucket's name starts with airflow- (MWAA requires it)")
     return params
